@@ -1,0 +1,35 @@
+"""The command line. Each subcommand lives in its own module and registers its parser here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import serve as serve_cmd
+
+
+class CliError(Exception):
+    """A failure to report as one line and a non-zero exit status (default 1)."""
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.status = status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runsvc", description="A self-hosted run service.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve_cmd.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args, parser)
+    except CliError as exc:
+        print(f"runsvc: error: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        return 130

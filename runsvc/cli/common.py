@@ -1,0 +1,63 @@
+"""Helpers shared by subcommands: settings flags, errors out of trio.run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+from ..config import (
+    SETTINGS_FIELDS,
+    Settings,
+    SettingsError,
+    default_value,
+    env_name,
+    flag_name,
+    load_settings,
+)
+
+E = TypeVar("E", bound=BaseException)
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
+    """One flag per setting (or per setting in `names`), with its default and environment variable."""
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings")
+    for field in SETTINGS_FIELDS:
+        if names is not None and field.name not in names:
+            continue
+        parser.add_argument(
+            flag_name(field.name),
+            dest=f"setting_{field.name}",
+            metavar=field.name.split("_")[-1].upper(),
+            help=f"{field.metadata['help']} (default: {default_value(field.name)}; "
+            f"env {env_name(field.name)})",
+        )
+
+
+def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Settings:
+    flags: dict[str, Any] = {
+        field.name: getattr(args, f"setting_{field.name}", None) for field in SETTINGS_FIELDS
+    }
+    try:
+        return load_settings(flags, config_file=args.config)
+    except SettingsError as exc:
+        usage_error(parser, str(exc))
+
+
+def usage_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    parser.print_usage(sys.stderr)
+    print(f"{parser.prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def find_exception(error: BaseException, kind: type[E]) -> E | None:
+    """The first `kind` inside `error`, looking through exception groups (nurseries wrap errors)."""
+    if isinstance(error, kind):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = find_exception(inner, kind)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,248 @@
+"""Settings: command-line flags > RUNSVC_* environment variables > TOML config file > defaults.
+
+Every setting is a field of `Settings` below; its metadata carries the help text and the parser that
+turns a flag, an environment variable or a TOML value into the field's type. The CLI builds `serve
+--help` from the same fields, so the list there is always complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+ENV_PREFIX = "RUNSVC_"
+
+
+class SettingsError(Exception):
+    """A setting has a value runsvc cannot use. The message is one line for the user."""
+
+
+def _parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return int(value.strip())
+    raise ValueError("expected an integer")
+
+
+def _parse_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        return float(value.strip())
+    raise ValueError("expected a number")
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+    raise ValueError("expected true or false")
+
+
+def _parse_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _parse_path(value: Any) -> Path:
+    return Path(_parse_str(value))
+
+
+def _parse_level(value: Any) -> str:
+    level = _parse_str(value).lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ValueError("expected one of debug, info, warning, error")
+    return level
+
+
+def _at_least(minimum: float) -> Callable[[Any, attrs.Attribute, Any], None]:
+    def check(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value < minimum:
+            raise SettingsError(f"{attribute.name} must be >= {minimum}, got {value}")
+
+    return check
+
+
+def _port(_instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise SettingsError(f"{attribute.name} must be between 0 and 65535, got {value}")
+
+
+def _non_empty(_instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if not value:
+        raise SettingsError(f"{attribute.name} must not be empty")
+
+
+def _setting(default: Any, help: str, parse: Callable[[Any], Any], *validators: Any) -> Any:
+    kwargs: dict[str, Any] = {"metadata": {"help": help, "parse": parse}, "validator": list(validators)}
+    if callable(default):
+        kwargs["factory"] = default
+    else:
+        kwargs["default"] = default
+    return attrs.field(**kwargs)
+
+
+MiB = 1024 * 1024
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    host: str = _setting("127.0.0.1", "address to listen on", _parse_str, _non_empty)
+    port: int = _setting(8080, "port to listen on (0 picks a free one)", _parse_int, _port)
+    data_dir: Path = _setting(
+        lambda: Path("./runsvc-data"), "directory for the database and run directories", _parse_path
+    )
+    log_level: str = _setting("info", "debug, info, warning or error", _parse_level)
+    public_origin: str = _setting(
+        "", "origin browsers use to reach the server, e.g. https://runs.example.com "
+        "(default: taken from the request's Host header)", _parse_str
+    )
+    cookie_secure: bool = _setting(False, "mark the session cookie Secure (serve over HTTPS)", _parse_bool)
+    session_ttl_s: float = _setting(7 * 86400.0, "session lifetime, seconds", _parse_float, _at_least(1))
+    max_body_bytes: int = _setting(MiB, "largest accepted request body, bytes", _parse_int, _at_least(1))
+    max_concurrent_runs: int = _setting(
+        lambda: os.cpu_count() or 1, "runs executing at once (default: number of CPUs)", _parse_int,
+        _at_least(1),
+    )
+    kill_grace_s: float = _setting(
+        10.0, "seconds between SIGTERM and SIGKILL when stopping a run", _parse_float, _at_least(0)
+    )
+    drain_s: float = _setting(
+        10.0, "on shutdown, seconds running runs get to finish before they are stopped", _parse_float,
+        _at_least(0),
+    )
+    scheduler_safety_net_s: float = _setting(
+        60.0, "longest the idle scheduler sleeps without a wakeup, seconds", _parse_float, _at_least(0.01)
+    )
+    output_cap_bytes: int = _setting(
+        256 * MiB, "stored output per run, bytes; later output is dropped", _parse_int, _at_least(0)
+    )
+    bus_capacity: int = _setting(
+        1024, "batches buffered per live subscriber before it resyncs from the database", _parse_int,
+        _at_least(1),
+    )
+    bus_idle_ttl_s: float = _setting(
+        600.0, "seconds a run's bus entry lives without subscribers", _parse_float, _at_least(0)
+    )
+    ws_ping_interval_s: float = _setting(
+        20.0, "seconds between WebSocket pings", _parse_float, _at_least(0.01)
+    )
+    ws_ping_timeout_s: float = _setting(
+        20.0, "seconds a WebSocket peer has to answer a ping", _parse_float, _at_least(0.01)
+    )
+    maintenance_interval_s: float = _setting(
+        300.0, "seconds between removals of expired sessions, tokens and throttle rows", _parse_float,
+        _at_least(0.01),
+    )
+    throttle_retention_s: float = _setting(
+        86400.0, "seconds a login-throttle row is kept after its last failure", _parse_float,
+        _at_least(0),
+    )
+    prune_interval_s: float = _setting(
+        600.0, "seconds between retention passes", _parse_float, _at_least(0.01)
+    )
+    retention_days: float = _setting(
+        30.0, "days finished runs are kept (0 keeps them forever)", _parse_float, _at_least(0)
+    )
+    prune_batch_events: int = _setting(
+        10_000, "events deleted per retention transaction", _parse_int, _at_least(1)
+    )
+    db_readers: int = _setting(4, "reader connections to the database", _parse_int, _at_least(1))
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "runsvc.db"
+
+
+SETTINGS_FIELDS: tuple[attrs.Attribute, ...] = attrs.fields(Settings)
+_FIELDS_BY_NAME = {field.name: field for field in SETTINGS_FIELDS}
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def default_value(name: str) -> Any:
+    field = _FIELDS_BY_NAME[name]
+    if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+        return field.default.factory()
+    return field.default
+
+
+def _convert(name: str, value: Any, source: str) -> Any:
+    try:
+        return _FIELDS_BY_NAME[name].metadata["parse"](value)
+    except ValueError as exc:
+        reason = str(exc) if "expected" in str(exc) else "not a valid value"
+        raise SettingsError(f"invalid {name} from {source}: {value!r} ({reason})") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            table = tomllib.load(f)
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(table) - set(_FIELDS_BY_NAME))
+    if unknown:
+        raise SettingsError(f"unknown setting {unknown[0]!r} in config file {path}")
+    return table
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Merge the four sources; raise SettingsError with one clear line on any bad value.
+
+    `flags` maps setting names to the raw strings given on the command line (absent = not given).
+    """
+    flags = flags or {}
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        for name, raw in _read_toml(config_file).items():
+            values[name] = _convert(name, raw, f"config file {config_file}")
+    for name in _FIELDS_BY_NAME:
+        if env_name(name) in environ:
+            values[name] = _convert(name, environ[env_name(name)], env_name(name))
+    for name, raw in flags.items():
+        if raw is not None:
+            values[name] = _convert(name, raw, flag_name(name))
+    return Settings(**values)
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    """Create the data directory if needed; refuse one runsvc cannot use."""
+    path = settings.data_dir
+    if path.exists() and not path.is_dir():
+        raise SettingsError(f"data dir {path} is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"cannot create data dir {path}: {exc.strerror}") from None
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise SettingsError(f"data dir {path} is not readable and writable by this user")

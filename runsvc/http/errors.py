@@ -1,0 +1,64 @@
+"""API errors and their JSON body: {"error": {"code": "<snake_case>", "message": "<human text>"}}."""
+
+from __future__ import annotations
+
+import json
+
+from quart import Response
+
+
+class ApiError(Exception):
+    """Raised anywhere below a handler; the error middleware turns it into the JSON answer."""
+
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class InvalidRequest(ApiError):
+    status, code = 400, "invalid_request"
+
+
+class Unauthenticated(ApiError):
+    status, code = 401, "unauthenticated"
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
+
+
+class CsrfRejected(ApiError):
+    status, code = 403, "csrf"
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status, code = 405, "method_not_allowed"
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
+class TooManyAttempts(ApiError):
+    status, code = 429, "too_many_attempts"
+
+    def __init__(self, message: str, *, retry_after_s: int):
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_s))})
+        self.retry_after_s = retry_after_s
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps({"error": {"code": code, "message": message}})
+    return Response(body, status=status, headers=headers, content_type="application/json")

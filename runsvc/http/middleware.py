@@ -1,0 +1,67 @@
+"""Cross-cutting request handling: error mapping and security headers.
+
+Authentication, CSRF and role checks live in `access.py`, applied per route from the route table.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+from quart import Response
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ..log import get_logger
+from .errors import ApiError, error_response
+
+log = get_logger(__name__)
+
+_HTTP_CODES = {
+    400: ("invalid_request", "malformed request"),
+    404: ("not_found", "no such resource"),
+    405: ("method_not_allowed", "method not allowed on this resource"),
+    413: ("payload_too_large", "request body is too large"),
+}
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self'; img-src 'self' data:; object-src 'none'; "
+        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def install(app: QuartTrio) -> None:
+    @app.errorhandler(ApiError)
+    async def _api_error(error: ApiError) -> Response:
+        return error_response(error.status, error.code, error.message, error.headers)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        code, message = _HTTP_CODES.get(status, ("http_error", error.name.lower()))
+        headers = {}
+        if status == 405 and getattr(error, "valid_methods", None):
+            headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return error_response(status, code, message, headers)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(error: Exception) -> Response:
+        # Logged with its traceback for the operator; the client learns nothing about internals.
+        log.error("unhandled error in request", error=repr(error), exc_info_text=_format(error))
+        return error_response(500, "internal_error", "internal server error")
+
+    @app.after_request
+    async def _security_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+def _format(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error))

@@ -1,0 +1,91 @@
+"""The root of the process: one nursery owning the store, Hypercorn and every background task."""
+
+from __future__ import annotations
+
+import os
+import signal
+from functools import partial
+
+import attrs
+import hypercorn.config
+import hypercorn.trio
+import logging
+import trio
+
+from .config import Settings
+from .http import create_app
+from .log import get_logger
+from .services import Services
+from .store import open_store
+
+log = get_logger(__name__)
+
+# Time Hypercorn gives requests still in flight after it stops accepting. Our own long-lived handlers
+# (WebSockets) end themselves on shutdown, so this only bounds ordinary requests.
+HTTP_GRACE_S = 5.0
+
+
+@attrs.define(eq=False)
+class Server:
+    """Handle on a running server: its URL and its services; `request_shutdown()` starts the exit."""
+
+    url: str
+    services: Services
+    _shutdown: trio.Event = attrs.field(factory=trio.Event, alias="_shutdown")
+
+    @property
+    def shutdown_requested(self) -> bool:
+        return self._shutdown.is_set()
+
+    def request_shutdown(self) -> None:
+        self._shutdown.set()
+
+
+def _hypercorn_config(settings: Settings) -> hypercorn.config.Config:
+    config = hypercorn.config.Config()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = HTTP_GRACE_S
+    config.max_app_queue_size = 10
+    return config
+
+
+async def serve(settings: Settings, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the server until `request_shutdown()`; report the Server once it is listening."""
+    async with open_store(settings.database_path, readers=settings.db_readers) as store:
+        services = Services(settings=settings, store=store)
+        app = create_app(services)
+        http_stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                partial(hypercorn.trio.serve, app, _hypercorn_config(settings), shutdown_trigger=http_stop.wait)
+            )
+            server = Server(url=binds[0], services=services)
+            log.info(f"listening on {server.url}", url=server.url, data_dir=str(settings.data_dir))
+            task_status.started(server)
+            await server._shutdown.wait()
+            log.info("shutting down: no longer accepting connections")
+            http_stop.set()
+        log.info("http server stopped; closing the database")
+    log.info("shutdown complete")
+
+
+async def run_until_signalled(settings: Settings) -> None:
+    """`serve`, stopping gracefully on the first SIGINT/SIGTERM and at once on the second."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def serve_then_stop_watching(task_status: trio.TaskStatus[Server]) -> None:
+                await serve(settings, task_status=task_status)
+                nursery.cancel_scope.cancel()
+
+            server: Server = await nursery.start(serve_then_stop_watching)
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if server.shutdown_requested:
+                    log.warning("second signal: exiting now", signal=name)
+                    os._exit(128 + signum)
+                log.info("signal received: shutting down gracefully", signal=name)
+                server.request_shutdown()

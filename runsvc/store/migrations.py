@@ -1,0 +1,56 @@
+"""Schema creation and in-place upgrades, tracked by PRAGMA user_version.
+
+A new database gets schema.sql whole. An older one runs the steps below in order, each step taking the
+database from version N to N + 1 and recording N + 1 as it finishes, so an interrupted upgrade resumes
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from importlib import resources
+
+from .errors import SchemaError
+
+SCHEMA_VERSION = 2
+
+
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    # Version 1 files were created without incremental auto-vacuum, so retention pruning could delete
+    # rows but never give the pages back. The mode can only change on an existing file through VACUUM.
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("VACUUM")
+
+
+# MIGRATIONS[n] upgrades a version-n database to version n + 1.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+
+
+def schema_sql() -> str:
+    return resources.files("runsvc.store").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database behind `conn` (autocommit mode) to SCHEMA_VERSION; return the version found."""
+    found = _user_version(conn)
+    if found > SCHEMA_VERSION:
+        raise SchemaError(
+            f"database schema version {found} is newer than this runsvc supports "
+            f"({SCHEMA_VERSION}); upgrade runsvc or use another data dir"
+        )
+    if found == 0:
+        tables = conn.execute("SELECT count(*) FROM sqlite_schema WHERE type = 'table'").fetchone()[0]
+        if tables:
+            raise SchemaError("database has tables but no runsvc schema version; not a runsvc database")
+        conn.executescript(schema_sql())
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return found
+    for version in range(found, SCHEMA_VERSION):
+        MIGRATIONS[version](conn)
+        conn.execute(f"PRAGMA user_version = {version + 1}")
+    return found

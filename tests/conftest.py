@@ -1,0 +1,45 @@
+"""Fixtures shared by every test: a real store in tmp_path, a real in-process server on port 0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from runsvc.config import Settings
+from runsvc.server import Server, serve
+from runsvc.store import Store, open_store
+
+
+@pytest.fixture(name="store")
+async def _store(tmp_path: Path):
+    async with open_store(tmp_path / "test.db") as store:
+        yield store
+
+
+def make_settings(tmp_path: Path, **overrides) -> Settings:
+    values = {"host": "127.0.0.1", "port": 0, "data_dir": tmp_path / "data"}
+    values.update(overrides)
+    (values["data_dir"]).mkdir(parents=True, exist_ok=True)
+    return Settings(**values)
+
+
+@pytest.fixture(name="settings")
+def _settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture(name="server")
+async def _server(settings: Settings):
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(serve, settings)
+        yield server
+        server.request_shutdown()
+
+
+@pytest.fixture(name="client")
+async def _client(server: Server):
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        yield client
