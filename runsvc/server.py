@@ -52,6 +52,10 @@ def _hypercorn_config(settings: Settings) -> hypercorn.config.Config:
     return config
 
 
+def _start_background_tasks(nursery: trio.Nursery, services: Services) -> None:
+    """The long-lived tasks of the root nursery; cancelled when shutdown begins."""
+
+
 async def serve(settings: Settings, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the server until `request_shutdown()`; report the Server once it is listening."""
     async with open_store(settings.database_path, readers=settings.db_readers) as store:
@@ -64,10 +68,13 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[Server] = tr
             )
             server = Server(url=binds[0], services=services)
             log.info(f"listening on {server.url}", url=server.url, data_dir=str(settings.data_dir))
-            task_status.started(server)
-            await server._shutdown.wait()
-            log.info("shutting down: no longer accepting connections")
-            http_stop.set()
+            async with trio.open_nursery() as background:
+                _start_background_tasks(background, services)
+                task_status.started(server)
+                await server._shutdown.wait()
+                log.info("shutting down: no longer accepting connections")
+                http_stop.set()
+                background.cancel_scope.cancel()
         log.info("http server stopped; closing the database")
     log.info("shutdown complete")
 
