@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from functools import partial
@@ -9,10 +10,11 @@ from functools import partial
 import attrs
 import hypercorn.config
 import hypercorn.trio
-import logging
 import trio
 
 from .config import Settings
+from .eventlog import EventLog
+from .events import RunEventBus
 from .http import create_app
 from .log import get_logger
 from .services import Services
@@ -54,12 +56,14 @@ def _hypercorn_config(settings: Settings) -> hypercorn.config.Config:
 
 def _start_background_tasks(nursery: trio.Nursery, services: Services) -> None:
     """The long-lived tasks of the root nursery; cancelled when shutdown begins."""
+    nursery.start_soon(services.bus.run_pruner)
 
 
 async def serve(settings: Settings, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the server until `request_shutdown()`; report the Server once it is listening."""
     async with open_store(settings.database_path, readers=settings.db_readers) as store:
-        services = Services(settings=settings, store=store)
+        bus = RunEventBus(capacity=settings.bus_capacity, idle_ttl_s=settings.bus_idle_ttl_s)
+        services = Services(settings=settings, store=store, bus=bus, eventlog=EventLog(store, bus))
         app = create_app(services)
         http_stop = trio.Event()
         async with trio.open_nursery() as nursery:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import attrs
 
 from .config import Settings
+from .eventlog import EventLog
+from .events import RunEventBus
 from .store import Store
 
 
@@ -12,3 +14,5 @@ from .store import Store
 class Services:
     settings: Settings
     store: Store
+    bus: RunEventBus
+    eventlog: EventLog

@@ -44,6 +44,8 @@ class _WriteRequest:
     args: tuple[Any, ...]
     transaction: bool
     on_commit: Callable[[Any], None] | None
+    prepare: Callable[[], tuple[Any, ...]] | None = None
+    on_error: Callable[[BaseException], None] | None = None
     done: trio.Event = attrs.Factory(trio.Event)
     executed: bool = False
     result: Any = None
@@ -121,11 +123,18 @@ class Store:
         *args: Any,
         on_commit: Callable[[Any], None] | None = None,
         transaction: bool = True,
+        prepare: Callable[[], tuple[Any, ...]] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> _WriteRequest:
-        """Queue a write without waiting for it (write() is this plus the wait)."""
+        """Queue a write without waiting for it (write() is this plus the wait).
+
+        `prepare()`, if given, runs on the Trio thread at the moment the writer takes the request into
+        a batch, and returns the arguments for `fn`: a caller can keep adding to a buffer until then.
+        `on_error(exc)` runs on the Trio thread if the request failed or never ran.
+        """
         if self._closing:
             raise StoreClosedError("store is closed")
-        request = _WriteRequest(fn, args, transaction, on_commit)
+        request = _WriteRequest(fn, args, transaction, on_commit, prepare, on_error)
         self._pending.append(request)
         self._wakeup.set()
         return request
@@ -140,6 +149,9 @@ class Store:
                     await self._wakeup.wait()
                     continue
                 batch, self._pending = self._pending, []
+                for request in batch:
+                    if request.prepare is not None:
+                        request.args = request.prepare()
                 try:
                     await trio.to_thread.run_sync(self._execute_batch, batch, limiter=self._limiter)
                 finally:
@@ -201,11 +213,14 @@ class Store:
                 request.error = StoreClosedError("store closed before the write ran")
             else:
                 self._write_requests += 1
-                if request.error is None and request.on_commit is not None:
-                    try:
-                        request.on_commit(request.result)
-                    except Exception:
-                        log.exception("on_commit callback failed", fn=getattr(request.fn, "__name__", "?"))
+            callback, value = request.on_commit, request.result
+            if request.error is not None:
+                callback, value = request.on_error, request.error
+            if callback is not None:
+                try:
+                    callback(value)
+                except Exception:
+                    log.exception("write callback failed", fn=getattr(request.fn, "__name__", "?"))
             request.done.set()
 
     # ---- lifecycle ---------------------------------------------------------------------------------

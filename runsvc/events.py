@@ -1,0 +1,221 @@
+"""The in-process run-event bus: per run, a set of subscribers, each with a bounded memory channel.
+
+Publishing happens right after the commit that made a batch durable. It is synchronous and never blocks:
+a subscriber whose channel is full misses the batch and is marked *lagged*; its consumer then reads what
+it missed from SQLite (see event_stream.py). Nothing here touches SQLite. A run's entry with no
+subscribers is forgotten after an idle TTL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import attrs
+import trio
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted"})
+
+Event = dict[str, Any]  # {"seq": int, "ts": str, "kind": str, "data": str | dict}
+
+
+class EventBatch:
+    """Consecutive events of one run, in seq order; serialized to JSON at most once."""
+
+    __slots__ = ("run_id", "events", "_json")
+
+    def __init__(self, run_id: int, events: list[Event], json_fragment: str | None = None):
+        self.run_id = run_id
+        self.events = events
+        self._json = json_fragment
+
+    @property
+    def first_seq(self) -> int:
+        return self.events[0]["seq"]
+
+    @property
+    def last_seq(self) -> int:
+        return self.events[-1]["seq"]
+
+    @property
+    def json_fragment(self) -> str:
+        """The events as JSON array items without the brackets, to splice into a frame."""
+        if self._json is None:
+            self._json = json.dumps(self.events, ensure_ascii=False, separators=(",", ":"))[1:-1]
+        return self._json
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the batch holds the run's terminal `state` event (always its last event)."""
+        last = self.events[-1]
+        return last["kind"] == "state" and last["data"]["status"] in TERMINAL_STATUSES
+
+    def after(self, seq: int) -> EventBatch | None:
+        """The part of this batch with seq > `seq` (None if nothing is left)."""
+        if seq < self.first_seq:
+            return self
+        if seq >= self.last_seq:
+            return None
+        return EventBatch(self.run_id, self.events[seq - self.first_seq + 1 :])
+
+
+class RunGone(Exception):
+    """The run was deleted while subscribed."""
+
+
+@attrs.frozen
+class BusStatistics:
+    runs_tracked: int
+    subscribers: int
+    batches_published: int
+    events_published: int
+    lag_events: int  # times a batch could not be delivered to a full subscriber
+
+
+class Subscription:
+    """One subscriber's view of one run. Use as `with bus.subscribe(run_id) as sub:`."""
+
+    def __init__(self, bus: RunEventBus, run_id: int, capacity: int):
+        self.run_id = run_id
+        self._bus = bus
+        self._send, self._receive = trio.open_memory_channel[EventBatch](capacity)
+        self.lagged = False
+        self.gone = False
+
+    def _offer(self, batch: EventBatch) -> bool:
+        """Publisher side; False when the subscriber's channel is full (it is then lagged)."""
+        if self.lagged:
+            return True  # already resyncing from SQLite; what it misses now it will read there too
+        try:
+            self._send.send_nowait(batch)
+        except trio.WouldBlock:
+            self.lagged = True
+            return False
+        except trio.BrokenResourceError:
+            pass
+        return True
+
+    async def receive(self) -> EventBatch:
+        """The next live batch. Raises RunGone once the run has been deleted."""
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            raise RunGone(f"run {self.run_id} was deleted") from None
+
+    def receive_nowait(self) -> EventBatch:
+        try:
+            return self._receive.receive_nowait()
+        except trio.EndOfChannel:
+            raise RunGone(f"run {self.run_id} was deleted") from None
+
+    def clear_lag(self) -> None:
+        """Drop what is buffered (the consumer is about to read it from SQLite) and resume delivery."""
+        while True:
+            try:
+                self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        self.lagged = False
+
+    def _mark_gone(self) -> None:
+        self.gone = True
+        self._send.close()
+
+    def close(self) -> None:
+        self._send.close()
+        self._receive.close()
+        self._bus._unsubscribe(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@attrs.define(eq=False)
+class _RunEntry:
+    subscribers: set[Subscription] = attrs.Factory(set)
+    idle_since: float = math.inf  # trio time the last subscriber left; inf while subscribed
+
+
+class RunEventBus:
+    def __init__(self, *, capacity: int = 1024, idle_ttl_s: float = 600.0):
+        self._capacity = capacity
+        self._idle_ttl_s = idle_ttl_s
+        self._runs: dict[int, _RunEntry] = {}
+        self._became_idle = trio.Event()
+        self._batches_published = 0
+        self._events_published = 0
+        self._lag_events = 0
+
+    def subscribe(self, run_id: int) -> Subscription:
+        entry = self._runs.get(run_id)
+        if entry is None:
+            entry = self._runs[run_id] = _RunEntry()
+        subscription = Subscription(self, run_id, self._capacity)
+        entry.subscribers.add(subscription)
+        entry.idle_since = math.inf
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        entry = self._runs.get(subscription.run_id)
+        if entry is None or subscription not in entry.subscribers:
+            return
+        entry.subscribers.discard(subscription)
+        if not entry.subscribers:
+            entry.idle_since = trio.current_time()
+            self._became_idle.set()
+
+    def publish(self, batch: EventBatch) -> None:
+        """Offer a committed batch to every subscriber of its run. Never blocks."""
+        self._batches_published += 1
+        self._events_published += len(batch.events)
+        entry = self._runs.get(batch.run_id)
+        if entry is None:
+            return
+        for subscription in entry.subscribers:
+            if not subscription._offer(batch):
+                self._lag_events += 1
+
+    def run_deleted(self, run_id: int) -> None:
+        """Tell the run's subscribers it is gone (they raise RunGone) and forget the run."""
+        entry = self._runs.pop(run_id, None)
+        if entry is not None:
+            for subscription in entry.subscribers:
+                subscription._mark_gone()
+
+    def subscriber_count(self, run_id: int) -> int:
+        entry = self._runs.get(run_id)
+        return len(entry.subscribers) if entry else 0
+
+    def statistics(self) -> BusStatistics:
+        return BusStatistics(
+            runs_tracked=len(self._runs),
+            subscribers=sum(len(e.subscribers) for e in self._runs.values()),
+            batches_published=self._batches_published,
+            events_published=self._events_published,
+            lag_events=self._lag_events,
+        )
+
+    def prune_idle(self) -> float:
+        """Forget entries idle for the TTL; return the trio time of the next expiry (inf if none)."""
+        now = trio.current_time()
+        next_expiry = math.inf
+        for run_id, entry in list(self._runs.items()):
+            expiry = entry.idle_since + self._idle_ttl_s
+            if expiry <= now:
+                del self._runs[run_id]
+            else:
+                next_expiry = min(next_expiry, expiry)
+        return next_expiry
+
+    async def run_pruner(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Forget idle entries after the TTL. Sleeps until the next expiry; no periodic wakeups."""
+        task_status.started()
+        while True:
+            self._became_idle = trio.Event()
+            next_expiry = self.prune_idle()
+            with trio.move_on_at(next_expiry):
+                await self._became_idle.wait()

@@ -1,0 +1,60 @@
+"""SQL for run events: assigning seqs and inserting, reading pages back."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from ..events import Event, EventBatch
+
+
+class RunNotFound(Exception):
+    """No run with that id (never existed, or deleted by retention)."""
+
+
+def encode_data(kind: str, data: Any) -> str:
+    """`state` data is an object, stored as JSON; every other kind is one line of text."""
+    return json.dumps(data, separators=(",", ":")) if kind == "state" else data
+
+
+def _decode_row(row: sqlite3.Row) -> Event:
+    seq, ts, kind, data = row
+    return {"seq": seq, "ts": ts, "kind": kind, "data": json.loads(data) if kind == "state" else data}
+
+
+def last_seq(conn: sqlite3.Connection, run_id: int) -> int:
+    row = conn.execute("SELECT last_seq FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise RunNotFound(f"no run {run_id}")
+    return row[0]
+
+
+def set_last_seq(conn: sqlite3.Connection, run_id: int, seq: int) -> None:
+    conn.execute("UPDATE runs SET last_seq = ? WHERE id = ?", (seq, run_id))
+
+
+def insert_rows(conn: sqlite3.Connection, rows: list[tuple[int, int, str, str, str]]) -> None:
+    """Rows are (run_id, seq, ts, kind, encoded data)."""
+    conn.executemany("INSERT INTO run_events (run_id, seq, ts, kind, data) VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def read_page(conn: sqlite3.Connection, run_id: int, after_seq: int, limit: int) -> EventBatch | None:
+    """Up to `limit` stored events with seq > after_seq, as a batch already serialized (in this thread)."""
+    rows = conn.execute(
+        "SELECT seq, ts, kind, data FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (run_id, after_seq, limit),
+    ).fetchall()
+    if not rows:
+        return None
+    batch = EventBatch(run_id, [_decode_row(row) for row in rows])
+    batch.json_fragment  # noqa: B018 - serialize here, on the worker thread, not on the Trio thread
+    return batch
+
+
+def run_progress(conn: sqlite3.Connection, run_id: int) -> tuple[str, int]:
+    """(status, last_seq) of a run; RunNotFound if there is none."""
+    row = conn.execute("SELECT status, last_seq FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise RunNotFound(f"no run {run_id}")
+    return row[0], row[1]

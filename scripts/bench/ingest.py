@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Durable ingest: N producers appending small events concurrently through the group-commit EventLog.
+
+Prints committed events/s and transactions/s for each append size (events per append() call), then the
+same workload done the naive way (one transaction and one thread hop per event) for comparison.
+Every run has one live subscriber draining the bus, so "committed" here means committed and published.
+
+    .venv/bin/python scripts/bench/ingest.py [--producers 10] [--events 200000] [--sizes 1,10,100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from runsvc.eventlog import EventLog  # noqa: E402
+from runsvc.events import RunEventBus  # noqa: E402
+from runsvc.store import open_store  # noqa: E402
+
+
+def _insert_run(conn: sqlite3.Connection) -> int:
+    return conn.execute(
+        "INSERT INTO runs (command, env, timeout_s, status, created_at) "
+        "VALUES ('[\"bench\"]', '{}', 60, 'running', '2026-01-01T00:00:00.000000Z') RETURNING id"
+    ).fetchone()[0]
+
+
+async def _drain(subscription, expected_last: int) -> None:
+    while True:
+        batch = await subscription.receive()
+        if batch.last_seq >= expected_last:
+            return
+
+
+async def group_commit(path: Path, producers: int, events: int, size: int) -> tuple[float, int]:
+    per_producer = events // producers // size * size
+    async with open_store(path) as store:
+        bus = RunEventBus(capacity=1_000_000)
+        eventlog = EventLog(store, bus)
+        runs = [await store.write(_insert_run) for _ in range(producers)]
+        line = [("stdout", "x" * 60)] * size
+
+        async def produce(run_id: int) -> None:
+            for _ in range(per_producer // size):
+                await eventlog.append(run_id, line)
+
+        subscriptions = [bus.subscribe(run_id) for run_id in runs]
+        before = store.statistics().transactions
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for run_id, subscription in zip(runs, subscriptions):
+                nursery.start_soon(produce, run_id)
+                nursery.start_soon(_drain, subscription, per_producer)
+        elapsed = time.perf_counter() - start
+        transactions = store.statistics().transactions - before
+        for subscription in subscriptions:
+            subscription.close()
+    return per_producer * producers / elapsed, int(transactions / elapsed)
+
+
+def _naive_append(conn: sqlite3.Connection, run_id: int, line: str) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    seq = conn.execute("SELECT last_seq FROM runs WHERE id = ?", (run_id,)).fetchone()[0] + 1
+    conn.execute(
+        "INSERT INTO run_events (run_id, seq, ts, kind, data) VALUES (?, ?, '2026-01-01T00:00:00.000000Z', "
+        "'stdout', ?)",
+        (run_id, seq, line),
+    )
+    conn.execute("UPDATE runs SET last_seq = ? WHERE id = ?", (seq, run_id))
+    conn.execute("COMMIT")
+
+
+async def one_transaction_per_event(path: Path, producers: int, events: int) -> float:
+    async with open_store(path) as store:
+        runs = [await store.write(_insert_run) for _ in range(producers)]
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    lock = trio.Lock()  # one writer connection, as in runsvc
+    per_producer = events // producers
+
+    async def produce(run_id: int) -> None:
+        for _ in range(per_producer):
+            async with lock:
+                await trio.to_thread.run_sync(_naive_append, conn, run_id, "x" * 60)
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for run_id in runs:
+            nursery.start_soon(produce, run_id)
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return per_producer * producers / elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--producers", type=int, default=10)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--sizes", default="1,10,100", help="events per append() call, comma-separated")
+    parser.add_argument("--naive-events", type=int, default=20_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"producers={args.producers} events={args.events}")
+        best = 0.0
+        for size in (int(s) for s in args.sizes.split(",")):
+            rate, tps = await group_commit(Path(tmp) / f"group-{size}.db", args.producers, args.events, size)
+            best = max(best, rate)
+            print(f"group commit, {size:>3} events/append: {rate:>10,.0f} events/s  {tps:>7,} transactions/s")
+        naive = await one_transaction_per_event(Path(tmp) / "naive.db", args.producers, args.naive_events)
+        print(f"one transaction per event:        {naive:>10,.0f} events/s")
+        print(f"ratio, best group commit / one transaction per event: {best / naive:.1f}x")
+
+
+if __name__ == "__main__":
+    trio.run(main)

@@ -1,0 +1,283 @@
+"""Run events core: seq assignment with group commit, the bus, and the catch-up-then-live consumer."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import aclosing
+
+import pytest
+import trio
+import trio.testing
+
+from runsvc.eventlog import EventLog
+from runsvc.event_stream import stream_run_events
+from runsvc.events import EventBatch, RunEventBus
+from runsvc.store import open_store
+from runsvc.store.events import RunNotFound
+
+
+def _insert_run(conn, status="running"):
+    return conn.execute(
+        "INSERT INTO runs (command, env, timeout_s, status, created_at) "
+        "VALUES ('[\"true\"]', '{}', 60, ?, '2026-01-01T00:00:00.000000Z') RETURNING id",
+        (status,),
+    ).fetchone()[0]
+
+
+async def make_run(store, status="running") -> int:
+    return await store.write(_insert_run, status)
+
+
+def _stored_seqs(path, run_id):
+    conn = sqlite3.connect(path)
+    try:
+        return [r[0] for r in conn.execute("SELECT seq FROM run_events WHERE run_id = ? ORDER BY seq", (run_id,))]
+    finally:
+        conn.close()
+
+
+@pytest.fixture(name="bus")
+def _bus():
+    return RunEventBus(capacity=16)
+
+
+@pytest.fixture(name="eventlog")
+def _eventlog(store, bus):
+    return EventLog(store, bus)
+
+
+async def collect(stream, until_seq: int) -> list[int]:
+    seqs: list[int] = []
+    async for batch in stream:
+        seqs.extend(event["seq"] for event in batch.events)
+        if seqs and seqs[-1] >= until_seq:
+            break
+    return seqs
+
+
+async def test_concurrent_appends_get_gapless_seqs(tmp_path):
+    """50 tasks over 10 runs: every run's seqs are exactly 1..n, durable after reopening, group-committed."""
+    path = tmp_path / "events.db"
+    per_task = 40
+    async with open_store(path) as store:
+        eventlog = EventLog(store, RunEventBus())
+        runs = [await make_run(store) for _ in range(10)]
+
+        async def producer(task: int) -> None:
+            run_id = runs[task % 10]
+            for i in range(per_task):
+                await eventlog.append(run_id, [("stdout", f"task {task} line {i}")] * (1 + i % 3))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for task in range(50):
+                    nursery.start_soon(producer, task)
+        transactions = store.statistics().transactions
+    expected_per_run = 5 * sum(1 + i % 3 for i in range(per_task))
+    for run_id in runs:
+        assert _stored_seqs(path, run_id) == list(range(1, expected_per_run + 1))
+    conn = sqlite3.connect(path)
+    assert {r[0] for r in conn.execute("SELECT last_seq FROM runs")} == {expected_per_run}
+    conn.close()
+    assert eventlog.appends == 50 * per_task
+    assert transactions < eventlog.appends / 5  # many appends share one transaction
+
+
+async def test_append_returns_committed_events(store, eventlog):
+    """append() returns the events with their seq, ts, kind and data."""
+    run_id = await make_run(store)
+    with trio.fail_after(10):
+        first = await eventlog.append(run_id, [("stdout", "a"), ("stderr", "b")])
+        second = await eventlog.append(run_id, [("state", {"status": "succeeded", "exit_code": 0, "reason": None})])
+    assert [(e["seq"], e["kind"], e["data"]) for e in first] == [(1, "stdout", "a"), (2, "stderr", "b")]
+    assert second[0]["seq"] == 3 and second[0]["data"]["status"] == "succeeded"
+    assert first[0]["ts"].endswith("Z")
+
+
+async def test_unknown_run_fails_alone(store, eventlog):
+    """An append to a missing run raises RunNotFound; an append to a real run in the same flush commits."""
+    run_id = await make_run(store)
+    results = {}
+
+    async def attempt(key, target):
+        try:
+            results[key] = await eventlog.append(target, [("stdout", "x")])
+        except RunNotFound as exc:
+            results[key] = exc
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(attempt, "good", run_id)
+            nursery.start_soon(attempt, "bad", run_id + 1000)
+    assert isinstance(results["bad"], RunNotFound)
+    assert [e["seq"] for e in results["good"]] == [1]
+
+
+async def test_failed_transition_drops_only_its_append(store, eventlog):
+    """A transition that raises drops its own events; the run's other appends keep gapless seqs."""
+    run_id = await make_run(store)
+
+    def refuse(conn):
+        conn.execute("UPDATE runs SET status = 'failed' WHERE id = ?", (run_id,))
+        raise ValueError("run is not running")
+
+    outcomes = []
+
+    async def attempt(items, transition=None):
+        try:
+            outcomes.append(await eventlog.append(run_id, items, transition=transition))
+        except ValueError as exc:
+            outcomes.append(exc)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(attempt, [("stdout", "a")])
+            nursery.start_soon(attempt, [("state", {"status": "failed"})], refuse)
+            nursery.start_soon(attempt, [("stdout", "b")])
+    assert sum(isinstance(o, ValueError) for o in outcomes) == 1
+    assert _stored_seqs(store.path, run_id) == [1, 2]
+    status = await store.read(lambda c: c.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()[0])
+    assert status == "running"  # the refused transition's UPDATE was rolled back
+
+
+async def test_publish_happens_after_commit(store, bus, eventlog):
+    """Every batch a subscriber receives can already be read by a fresh connection."""
+    run_id = await make_run(store)
+    with bus.subscribe(run_id) as subscription:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for i in range(20):
+                    nursery.start_soon(eventlog.append, run_id, [("stdout", str(i))])
+                for _ in range(20):
+                    batch = await subscription.receive()
+                    assert set(_stored_seqs(store.path, run_id)) >= {e["seq"] for e in batch.events}
+                    if batch.last_seq == 20:
+                        break
+
+
+async def test_batch_json_is_serialized_once(store, bus, eventlog):
+    """All subscribers of a run share one batch object and its JSON text."""
+    run_id = await make_run(store)
+    with bus.subscribe(run_id) as a, bus.subscribe(run_id) as b:
+        with trio.fail_after(10):
+            await eventlog.append(run_id, [("stdout", "hello")])
+            batch_a, batch_b = await a.receive(), await b.receive()
+    assert batch_a is batch_b
+    assert batch_a.json_fragment is batch_b.json_fragment
+    assert batch_a.json_fragment == '{"seq":1,"ts":"%s","kind":"stdout","data":"hello"}' % batch_a.events[0]["ts"]
+
+
+async def test_slow_subscriber_is_bounded_then_resyncs(store, bus, eventlog):
+    """A consumer that stops reading while 100,000 events are appended lags with a bounded buffer,
+    then receives every event in order, without gap or duplicate."""
+    run_id = await make_run(store)
+    total = 100_000
+    with trio.fail_after(60):
+        async with aclosing(stream_run_events(store, bus, run_id, 0, page_size=5000)) as stream:
+            await eventlog.append(run_id, [("stdout", "first")])
+            first = await stream.__anext__()
+            assert [e["seq"] for e in first.events] == [1]
+            # The consumer now reads nothing while the producer appends in batches of 100.
+            for start in range(1, total, 100):
+                await eventlog.append(run_id, [("stdout", f"line {i}") for i in range(start, start + 100)])
+            [subscription] = bus._runs[run_id].subscribers
+            assert subscription.lagged
+            assert subscription._receive.statistics().current_buffer_used <= 16
+            assert bus.statistics().lag_events > 0
+            await eventlog.append(run_id, [("state", {"status": "succeeded", "exit_code": 0, "reason": None})])
+            seqs = [1]
+            async for batch in stream:
+                seqs.extend(e["seq"] for e in batch.events)
+    assert seqs == list(range(1, total + 3))
+
+
+@pytest.mark.parametrize("gap", ["subscribed", "caught_up"])
+async def test_events_in_the_subscribe_query_gap_arrive_once(store, bus, eventlog, gap):
+    """Events appended between subscribing and the catch-up query, or between the query and the first
+    live batch, are delivered exactly once."""
+    run_id = await make_run(store)
+    await eventlog.append(run_id, [("stdout", "stored")] * 3)
+
+    async def checkpoint(where: str) -> None:
+        if where == gap:
+            await eventlog.append(run_id, [("stdout", "in the gap")] * 2)
+
+    async def later() -> None:
+        await trio.sleep(0.05)
+        await eventlog.append(run_id, [("stdout", "live"), ("state", {"status": "failed", "exit_code": 1, "reason": None})])
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(later)
+            seqs = []
+            async for batch in stream_run_events(store, bus, run_id, 1, checkpoint=checkpoint):
+                seqs.extend(e["seq"] for e in batch.events)
+    assert seqs == list(range(2, 8))
+
+
+async def test_finished_run_past_its_end_yields_nothing(store, bus, eventlog):
+    """after_seq at the end of a finished run ends at once; before the end it yields the rest."""
+    run_id = await make_run(store)
+    await eventlog.append(run_id, [("stdout", "x"), ("state", {"status": "succeeded", "exit_code": 0, "reason": None})])
+    await store.write(lambda c: c.execute("UPDATE runs SET status='succeeded' WHERE id=?", (run_id,)))
+    with trio.fail_after(10):
+        assert [b async for b in stream_run_events(store, bus, run_id, 2)] == []
+        assert [b async for b in stream_run_events(store, bus, run_id, 5)] == []
+        rest = [e["seq"] async for b in stream_run_events(store, bus, run_id, 1) for e in b.events]
+    assert rest == [2]
+
+
+async def test_missing_run_raises(store, bus):
+    """Streaming a run that does not exist raises RunNotFound and leaves no subscriber behind."""
+    with trio.fail_after(10):
+        with pytest.raises(RunNotFound):
+            async for _ in stream_run_events(store, bus, 12345):
+                pass
+    assert bus.statistics().subscribers == 0
+
+
+async def test_deleted_run_ends_the_stream(store, bus, eventlog):
+    """When the run is deleted while watched, the live stream raises RunGone."""
+    from runsvc.events import RunGone
+
+    run_id = await make_run(store)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+
+            async def delete_soon():
+                await trio.sleep(0.05)
+                bus.run_deleted(run_id)
+
+            nursery.start_soon(delete_soon)
+            with pytest.raises(RunGone):
+                async for _ in stream_run_events(store, bus, run_id):
+                    pass
+
+
+async def test_idle_entries_are_pruned_after_ttl(autojump_clock):
+    """An entry without subscribers disappears after the idle TTL; a subscribed one never does."""
+    bus = RunEventBus(idle_ttl_s=600)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.run_pruner)
+        kept = bus.subscribe(1)
+        with bus.subscribe(2):
+            pass
+        await trio.sleep(599)
+        assert bus.statistics().runs_tracked == 2
+        await trio.sleep(2)
+        assert bus.statistics().runs_tracked == 1
+        await trio.sleep(10 * 3600)
+        assert bus.statistics().runs_tracked == 1
+        assert bus.subscriber_count(1) == 1
+        kept.close()
+        await trio.sleep(601)
+        assert bus.statistics().runs_tracked == 0
+        nursery.cancel_scope.cancel()
+
+
+def test_batch_after_slices_by_seq():
+    """EventBatch.after keeps only seq > n."""
+    batch = EventBatch(1, [{"seq": s, "ts": "t", "kind": "stdout", "data": str(s)} for s in (4, 5, 6)])
+    assert batch.after(3) is batch
+    assert [e["seq"] for e in batch.after(4).events] == [5, 6]
+    assert batch.after(6) is None
