@@ -1,0 +1,9 @@
+"""Executors run a claimed run somewhere and report its output and outcome.
+
+The scheduler hands each claimed run to an executor. Today there is one, the local subprocess executor;
+remote agents (SPEC §11) will be another implementation of the same interface.
+"""
+
+from .base import Executor, OutputSink, Outcome, RunSpec, StopRequest
+
+__all__ = ["Executor", "OutputSink", "Outcome", "RunSpec", "StopRequest"]

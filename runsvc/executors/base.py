@@ -1,0 +1,61 @@
+"""The executor interface: what the scheduler gives an executor and what it gets back."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import attrs
+import trio
+
+# Receives output events in order: ("stdout" | "stderr" | "system", one line of text). Lines read
+# together are passed together, so they are appended (and committed) together.
+OutputSink = Callable[[Sequence[tuple[str, str]]], Awaitable[None]]
+
+
+@attrs.frozen
+class RunSpec:
+    id: int
+    command: tuple[str, ...]
+    env: dict[str, str]
+    timeout_s: float
+    workdir: Path  # fresh per-run directory; the executor creates it and removes it afterwards
+
+
+@attrs.frozen
+class Outcome:
+    status: str  # succeeded | failed | cancelled | timed_out | interrupted
+    exit_code: int | None  # -N when killed by signal N; None when the command never started
+    reason: str | None = None  # human text: "spawn failed: …", "timed out after 5s", …
+
+
+@attrs.define(eq=False)
+class StopRequest:
+    """Set once, by a cancel, a timeout or shutdown; the executor then stops the run."""
+
+    status: str | None = None  # the terminal status the run gets: cancelled | timed_out | interrupted
+    reason: str | None = None
+    event: trio.Event = attrs.Factory(trio.Event)
+
+    def request(self, status: str, reason: str) -> bool:
+        """Ask for the run to stop; the first request wins. True if this call was the first."""
+        if self.event.is_set():
+            return False
+        self.status, self.reason = status, reason
+        self.event.set()
+        return True
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+
+class Executor(Protocol):
+    async def execute(self, spec: RunSpec, emit: OutputSink, stop: StopRequest) -> Outcome:
+        """Run `spec` to completion, passing its output to `emit`; honour `stop` at any time.
+
+        Returns the outcome once nothing of the run is left running. Never raises for a failure of
+        the command itself (that is an Outcome with status failed).
+        """
+        ...
