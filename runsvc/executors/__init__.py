@@ -5,5 +5,6 @@ remote agents (SPEC §11) will be another implementation of the same interface.
 """
 
 from .base import Executor, OutputSink, Outcome, RunSpec, StopRequest
+from .local import LocalExecutor
 
-__all__ = ["Executor", "OutputSink", "Outcome", "RunSpec", "StopRequest"]
+__all__ = ["Executor", "LocalExecutor", "OutputSink", "Outcome", "RunSpec", "StopRequest"]

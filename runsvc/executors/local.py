@@ -1,0 +1,216 @@
+"""The local executor: a run is a subprocess of the server, in its own process group (SPEC §4)."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import stat
+import subprocess
+from pathlib import Path
+
+import attrs
+import trio
+
+from ..log import get_logger
+from .base import OutputSink, Outcome, RunSpec, StopRequest
+from .lines import LineSplitter
+
+log = get_logger(__name__)
+
+READ_CHUNK = 64 * 1024  # 64 KiB per read; every line completed by one read goes to one emit call
+INHERITED_ENV = ("PATH", "HOME", "LANG")  # all a child gets of the server's own environment
+DRAIN_IDLE_S = 1.0  # after the child exited: stop reading a pipe that stays silent this long…
+DRAIN_MAX_S = 5.0  # …or that is still open this long (held by a process that left the group)
+CLEANUP_S = 5.0  # shielded cleanup after an outside cancellation gives up after this long
+
+
+def child_env(spec: RunSpec) -> dict[str, str]:
+    """The whole environment of a run's process: PATH, HOME, LANG of the server, the run's env, its id."""
+    env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+    env.update(spec.env)
+    env["RUNSVC_RUN_ID"] = str(spec.id)
+    return env
+
+
+def _kill_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass  # nothing left in the group
+
+
+def _spawn_error(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+        if exc.filename is not None:
+            text += f": {exc.filename!r}" if isinstance(exc.filename, str) else f": {exc.filename}"
+        return f"spawn failed: {text}"
+    return f"spawn failed: {exc}"
+
+
+def _exit_reason(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    return f"exited with code {returncode}"
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove `path` recursively, even where the run took away its own write permissions."""
+
+    def make_writable_and_retry(func, failed_path, _exc_info):
+        parent = os.path.dirname(failed_path)
+        try:
+            os.chmod(parent, stat.S_IRWXU)
+            if os.path.isdir(failed_path) and not os.path.islink(failed_path):
+                os.chmod(failed_path, stat.S_IRWXU)
+        except OSError:
+            pass
+        func(failed_path)
+
+    if os.path.lexists(path):
+        shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+def _fresh_dir(path: Path) -> None:
+    _remove_tree(path)  # leftovers of an earlier attempt with the same directory
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700)
+
+
+@attrs.define
+class _Drain:
+    """Bounds the reading of the pipes once the child has exited.
+
+    Normally the pipes reach EOF as soon as the process group is gone. A process that left the group
+    (setsid) can hold them open; then reading stops after a silence of DRAIN_IDLE_S, or DRAIN_MAX_S after
+    the exit at the latest.
+    """
+
+    _hard_deadline: float = math.inf
+    _scopes: set[trio.CancelScope] = attrs.Factory(set)
+
+    def start(self) -> None:
+        self._hard_deadline = trio.current_time() + DRAIN_MAX_S
+        for scope in self._scopes:
+            scope.deadline = self.receive_deadline()
+
+    def receive_deadline(self) -> float:
+        if self._hard_deadline == math.inf:
+            return math.inf
+        return min(trio.current_time() + DRAIN_IDLE_S, self._hard_deadline)
+
+    async def receive(self, stream: trio.abc.ReceiveStream) -> bytes | None:
+        """The next chunk; b"" at EOF; None when the drain is over and the pipe still open."""
+        with trio.CancelScope(deadline=self.receive_deadline()) as scope:
+            self._scopes.add(scope)
+            try:
+                return await stream.receive_some(READ_CHUNK)
+            finally:
+                self._scopes.discard(scope)
+        return None
+
+
+@attrs.define
+class LocalExecutor:
+    """Runs each run as a local subprocess; see `Executor` for the contract."""
+
+    kill_grace_s: float = 10.0  # between SIGTERM and SIGKILL when a run is stopped
+
+    async def execute(self, spec: RunSpec, emit: OutputSink, stop: StopRequest) -> Outcome:
+        if stop.requested:
+            return Outcome(stop.status or "cancelled", None, stop.reason)
+        try:
+            try:
+                if not spec.command:
+                    raise ValueError("empty command")
+                await trio.to_thread.run_sync(_fresh_dir, spec.workdir)
+                process = await trio.lowlevel.open_process(
+                    list(spec.command),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=spec.workdir,
+                    env=child_env(spec),
+                    start_new_session=True,
+                )
+            except (OSError, ValueError, TypeError) as exc:
+                reason = _spawn_error(exc)
+                await emit([("system", reason)])
+                return Outcome("failed", None, reason)
+            try:
+                return await self._supervise(process, emit, stop)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_S):
+                    _kill_group(process.pid, signal.SIGKILL)
+                    await process.wait()
+                    for stream in (process.stdout, process.stderr):
+                        if stream is not None:
+                            await stream.aclose()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_S):
+                try:
+                    await trio.to_thread.run_sync(_remove_tree, spec.workdir, abandon_on_cancel=True)
+                except OSError as exc:
+                    log.warning("could not remove workdir", run_id=spec.id, path=spec.workdir, error=exc)
+
+    async def _supervise(self, process: trio.Process, emit: OutputSink, stop: StopRequest) -> Outcome:
+        pgid = process.pid  # start_new_session: the child leads its own session and process group
+        drain = _Drain()
+        stopping = False
+
+        async def pump(stream: trio.abc.ReceiveStream, kind: str) -> None:
+            splitter = LineSplitter()
+            while True:
+                data = await drain.receive(stream)
+                if not data:
+                    break
+                lines = splitter.feed(data)
+                if lines:
+                    await emit([(kind, line) for line in lines])
+            tail = [(kind, line) for line in splitter.finish()]
+            if data is None:
+                tail.append(("system", f"stopped reading {kind}: still open after the process exited"))
+            if tail:
+                await emit(tail)
+
+        exited = False
+        wait_scope = trio.CancelScope()
+
+        async def enforce_stop() -> None:
+            nonlocal stopping
+            with wait_scope:
+                await stop.event.wait()
+            if exited or wait_scope.cancelled_caught:
+                return  # the stop came too late: the run ended on its own
+            # Not cancelled from here on (only outside cancellation can interrupt an emit call).
+            stopping = True
+            await emit([("system", "sent SIGTERM")])
+            _kill_group(pgid, signal.SIGTERM)
+            with trio.move_on_after(self.kill_grace_s):
+                await process.wait()
+                return
+            await emit([("system", "sent SIGKILL")])
+            _kill_group(pgid, signal.SIGKILL)
+
+        assert process.stdout is not None and process.stderr is not None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump, process.stdout, "stdout")
+            nursery.start_soon(pump, process.stderr, "stderr")
+            nursery.start_soon(enforce_stop)
+            returncode = await process.wait()
+            exited = True
+            _kill_group(pgid, signal.SIGKILL)  # whatever is left of the group
+            wait_scope.cancel()
+            drain.start()
+
+        if stopping:
+            return Outcome(stop.status or "cancelled", returncode, stop.reason)
+        if returncode == 0:
+            return Outcome("succeeded", 0)
+        return Outcome("failed", returncode, _exit_reason(returncode))
