@@ -147,8 +147,12 @@ class LocalExecutor:
                 return await self._supervise(process, emit, stop)
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_S):
-                    _kill_group(process.pid, signal.SIGKILL)
-                    await process.wait()
+                    # Cut short (outside cancellation, a failing emit): kill the group, reap the child.
+                    # A child reaped already had its group killed right then; its pid may be reused now.
+                    if process.returncode is None:
+                        _kill_group(process.pid, signal.SIGKILL)
+                        await process.wait()
+                        _kill_group(process.pid, signal.SIGKILL)
                     for stream in (process.stdout, process.stderr):
                         if stream is not None:
                             await stream.aclose()
@@ -179,24 +183,28 @@ class LocalExecutor:
             if tail:
                 await emit(tail)
 
-        exited = False
+        # Only the main flow below reaps the child, and it kills the group in the same step. Once the child
+        # is reaped its pid may be reused, so nothing signals the group after `exited` is set.
+        exited = trio.Event()
         wait_scope = trio.CancelScope()
 
         async def enforce_stop() -> None:
             nonlocal stopping
             with wait_scope:
                 await stop.event.wait()
-            if exited or wait_scope.cancelled_caught:
+            if exited.is_set() or wait_scope.cancelled_caught:
                 return  # the stop came too late: the run ended on its own
             # Not cancelled from here on (only outside cancellation can interrupt an emit call).
             stopping = True
             await emit([("system", "sent SIGTERM")])
-            _kill_group(pgid, signal.SIGTERM)
+            if not exited.is_set():
+                _kill_group(pgid, signal.SIGTERM)
             with trio.move_on_after(self.kill_grace_s):
-                await process.wait()
+                await exited.wait()
                 return
             await emit([("system", "sent SIGKILL")])
-            _kill_group(pgid, signal.SIGKILL)
+            if not exited.is_set():
+                _kill_group(pgid, signal.SIGKILL)
 
         assert process.stdout is not None and process.stderr is not None
         async with trio.open_nursery() as nursery:
@@ -204,8 +212,8 @@ class LocalExecutor:
             nursery.start_soon(pump, process.stderr, "stderr")
             nursery.start_soon(enforce_stop)
             returncode = await process.wait()
-            exited = True
             _kill_group(pgid, signal.SIGKILL)  # whatever is left of the group
+            exited.set()
             wait_scope.cancel()
             drain.start()
 
