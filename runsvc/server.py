@@ -13,11 +13,9 @@ import hypercorn.trio
 import trio
 
 from .config import Settings
-from .eventlog import EventLog
-from .events import RunEventBus
 from .http import create_app
 from .log import get_logger
-from .services import Services
+from .services import Services, build_services
 from .store import open_store
 
 log = get_logger(__name__)
@@ -54,30 +52,32 @@ def _hypercorn_config(settings: Settings) -> hypercorn.config.Config:
     return config
 
 
-def _start_background_tasks(nursery: trio.Nursery, services: Services) -> None:
-    """The long-lived tasks of the root nursery; cancelled when shutdown begins."""
-    nursery.start_soon(services.bus.run_pruner)
-
-
 async def serve(settings: Settings, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run the server until `request_shutdown()`; report the Server once it is listening."""
+    """Run the server until `request_shutdown()`; report the Server once it is listening.
+
+    Shutdown order: stop accepting connections, stop claiming runs and give running ones the drain
+    window (then stop them as interrupted), cancel the background tasks, let Hypercorn finish the
+    requests in flight, close the database.
+    """
     async with open_store(settings.database_path, readers=settings.db_readers) as store:
-        bus = RunEventBus(capacity=settings.bus_capacity, idle_ttl_s=settings.bus_idle_ttl_s)
-        services = Services(settings=settings, store=store, bus=bus, eventlog=EventLog(store, bus))
+        services = build_services(settings, store)
         app = create_app(services)
         http_stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(
-                partial(hypercorn.trio.serve, app, _hypercorn_config(settings), shutdown_trigger=http_stop.wait)
-            )
-            server = Server(url=binds[0], services=services)
-            log.info(f"listening on {server.url}", url=server.url, data_dir=str(settings.data_dir))
+        async with trio.open_nursery() as root:
             async with trio.open_nursery() as background:
-                _start_background_tasks(background, services)
+                # Startup recovery runs before the first connection is accepted.
+                await background.start(services.scheduler.run)
+                background.start_soon(services.bus.run_pruner)
+                binds = await root.start(
+                    partial(hypercorn.trio.serve, app, _hypercorn_config(settings), shutdown_trigger=http_stop.wait)
+                )
+                server = Server(url=binds[0], services=services)
+                log.info(f"listening on {server.url}", url=server.url, data_dir=str(settings.data_dir))
                 task_status.started(server)
                 await server._shutdown.wait()
                 log.info("shutting down: no longer accepting connections")
                 http_stop.set()
+                await services.scheduler.shutdown(settings.drain_s)
                 background.cancel_scope.cancel()
         log.info("http server stopped; closing the database")
     log.info("shutdown complete")

@@ -7,6 +7,10 @@ import attrs
 from .config import Settings
 from .eventlog import EventLog
 from .events import RunEventBus
+from .executors.local import LocalExecutor
+from .feed import RunFeed
+from .runs import RunService
+from .scheduler import Scheduler
 from .store import Store
 
 
@@ -16,3 +20,19 @@ class Services:
     store: Store
     bus: RunEventBus
     eventlog: EventLog
+    feed: RunFeed
+    runs: RunService
+    scheduler: Scheduler
+
+
+def build_services(settings: Settings, store: Store) -> Services:
+    bus = RunEventBus(capacity=settings.bus_capacity, idle_ttl_s=settings.bus_idle_ttl_s)
+    eventlog = EventLog(store, bus)
+    feed = RunFeed()
+    runs = RunService(store, eventlog, bus, feed)
+    scheduler = Scheduler(settings, store, runs, LocalExecutor(kill_grace_s=settings.kill_grace_s))
+    runs.scheduler = scheduler
+    return Services(
+        settings=settings, store=store, bus=bus, eventlog=eventlog, feed=feed, runs=runs,
+        scheduler=scheduler,
+    )

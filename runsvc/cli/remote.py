@@ -1,0 +1,157 @@
+"""`runsvc submit` and `runsvc follow`: talk to a running server over its API.
+
+Credentials: `--username` (or RUNSVC_USERNAME) and the password from RUNSVC_PASSWORD, from
+`--password-stdin`, or from a prompt. Exit status of a followed run:
+
+    succeeded 0 · failed with code N: N (1 if N > 255) · killed by signal N: 128 + N
+    spawn failure: 127 · timed_out: 124 · cancelled: 130 · interrupted: 143 · client error: 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from typing import Any
+
+import trio
+
+from ..client import ApiClient, ClientError, follow_events
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+
+def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server", default=os.environ.get("RUNSVC_SERVER", DEFAULT_SERVER),
+        help=f"server URL (default: RUNSVC_SERVER or {DEFAULT_SERVER})",
+    )
+    parser.add_argument(
+        "--username", default=os.environ.get("RUNSVC_USERNAME"),
+        help="user to log in as (default: RUNSVC_USERNAME)",
+    )
+    parser.add_argument(
+        "--password-stdin", action="store_true",
+        help="read the password from the first line of stdin (default: RUNSVC_PASSWORD, else a prompt)",
+    )
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    submit = commands.add_parser(
+        "submit", help="submit a run", description="Submit a run; print its id (or follow it with --follow).",
+    )
+    _add_connection_flags(submit)
+    submit.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment (repeatable)")
+    submit.add_argument("--timeout", type=float, metavar="SECONDS", help="run timeout (server default 3600)")
+    submit.add_argument("--name", help="a name for the run")
+    submit.add_argument("--follow", action="store_true", help="print the output and exit with the run's status")
+    submit.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command")
+    submit.set_defaults(run=run_submit)
+
+    follow = commands.add_parser(
+        "follow", help="print a run's output as it comes",
+        description="Print a run's output live (reconnecting as needed); exit with the run's status.",
+    )
+    _add_connection_flags(follow)
+    follow.add_argument("run_id", type=int, metavar="RUN_ID")
+    follow.add_argument("--after-seq", type=int, default=0, help="start after this event seq")
+    follow.set_defaults(run=run_follow)
+
+
+def exit_status(run: dict[str, Any]) -> int:
+    status, code = run["status"], run["exit_code"]
+    if status == "succeeded":
+        return 0
+    if status == "failed":
+        if code is None:
+            return 127
+        if code < 0:
+            return 128 + min(-code, 127)
+        return code if code <= 255 else 1
+    return {"timed_out": 124, "cancelled": 130, "interrupted": 143}.get(status, 1)
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if "RUNSVC_PASSWORD" in os.environ:
+        return os.environ["RUNSVC_PASSWORD"]
+    if not sys.stdin.isatty():
+        raise ClientError("no password: set RUNSVC_PASSWORD or use --password-stdin")
+    return getpass.getpass(f"password for {args.username}: ")
+
+
+async def _logged_in(args: argparse.Namespace) -> ApiClient:
+    if not args.username:
+        raise ClientError("no user: pass --username or set RUNSVC_USERNAME")
+    client = ApiClient(args.server)
+    await client.login(args.username, _password(args))
+    return client
+
+
+async def _follow(client: ApiClient, run_id: int, after_seq: int) -> int:
+    async for event in follow_events(client, run_id, after_seq):
+        kind, data = event["kind"], event["data"]
+        if kind == "stdout":
+            print(data, flush=True)
+        elif kind == "stderr":
+            print(data, file=sys.stderr, flush=True)
+        elif kind == "system":
+            print(f"[runsvc] {data}", file=sys.stderr, flush=True)
+    run = await client.get_run(run_id)
+    if run["status"] != "succeeded":
+        detail = f" (exit code {run['exit_code']})" if run["exit_code"] is not None else ""
+        print(f"[runsvc] run {run_id} {run['status']}{detail}", file=sys.stderr, flush=True)
+    return exit_status(run)
+
+
+def _env_pairs(items: list[str], parser: argparse.ArgumentParser) -> dict[str, str]:
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--env takes KEY=VALUE, got {item!r}")
+        env[key] = value
+    return env
+
+
+def _run(main: Any) -> int:
+    try:
+        return trio.run(main)
+    except ClientError as exc:
+        print(f"runsvc: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_submit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command given (write it after --)")
+    body: dict[str, Any] = {"command": command, "env": _env_pairs(args.env, parser)}
+    if args.timeout is not None:
+        body["timeout_s"] = args.timeout
+    if args.name is not None:
+        body["name"] = args.name
+
+    async def main() -> int:
+        client = await _logged_in(args)
+        run = await client.submit(body)
+        if not args.follow:
+            print(run["id"])
+            return 0
+        print(f"[runsvc] run {run['id']} submitted", file=sys.stderr, flush=True)
+        return await _follow(client, run["id"], 0)
+
+    return _run(main)
+
+
+def run_follow(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.after_seq < 0:
+        parser.error("--after-seq must be >= 0")
+
+    async def main() -> int:
+        client = await _logged_in(args)
+        return await _follow(client, args.run_id, args.after_seq)
+
+    return _run(main)

@@ -1,0 +1,93 @@
+"""WebSockets: a run's events (catch-up then live, resumable by seq) and the runs feed."""
+
+from __future__ import annotations
+
+import json
+from contextlib import aclosing
+
+import trio
+from quart import websocket
+
+from ...event_stream import stream_run_events
+from ...events import EventBatch, RunGone
+from ...store.events import RunNotFound
+from ..types import services
+from ..websockets import (
+    BAD_REQUEST,
+    FRAME_CAP,
+    NORMAL,
+    NOT_FOUND,
+    TRY_AGAIN_LATER,
+    Refused,
+    check_origin_and_session,
+    serve_socket,
+)
+
+
+def _after_seq() -> int:
+    raw = websocket.args.get("after_seq", "0")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Refused(BAD_REQUEST, "after_seq must be an integer") from None
+    if value < 0:
+        raise Refused(BAD_REQUEST, "after_seq must be >= 0")
+    return value
+
+
+def _frames(batch: EventBatch) -> list[str]:
+    """One `events` frame per batch, split when the batch is larger than FRAME_CAP."""
+    fragment = batch.json_fragment
+    if len(fragment) <= FRAME_CAP:
+        return ['{"type":"events","events":[' + fragment + "]}"]
+    frames, current, size = [], [], 0
+    for event in batch.events:
+        text = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        if current and size + len(text) > FRAME_CAP:
+            frames.append('{"type":"events","events":[' + ",".join(current) + "]}")
+            current, size = [], 0
+        current.append(text)
+        size += len(text) + 1
+    frames.append('{"type":"events","events":[' + ",".join(current) + "]}")
+    return frames
+
+
+async def run_events_ws(run_id: int) -> None:
+    async def stream() -> tuple[int, str]:
+        await check_origin_and_session()
+        after_seq = _after_seq()
+        svc = services()
+        last_seq = after_seq
+        try:
+            async with aclosing(stream_run_events(svc.store, svc.bus, run_id, after_seq)) as batches:
+                async for batch in batches:
+                    for frame in _frames(batch):
+                        await websocket.send(frame)
+                    last_seq = batch.last_seq
+        except RunNotFound:
+            raise Refused(NOT_FOUND, f"no run {run_id}") from None
+        except RunGone:
+            raise Refused(NOT_FOUND, f"run {run_id} was deleted") from None
+        if last_seq == after_seq:  # after_seq was at or past the end of a finished run
+            try:
+                last_seq = (await svc.runs.get(run_id))["last_seq"]
+            except RunNotFound:
+                raise Refused(NOT_FOUND, f"run {run_id} was deleted") from None
+        await websocket.send(json.dumps({"type": "end", "last_seq": last_seq}))
+        return NORMAL, "run finished"
+
+    await serve_socket(stream)
+
+
+async def runs_feed_ws() -> None:
+    async def stream() -> tuple[int, str]:
+        await check_origin_and_session()
+        with services().runs.feed.watch() as watcher:
+            while True:
+                try:
+                    frame = await watcher.receive()
+                except trio.EndOfChannel:
+                    return TRY_AGAIN_LATER, "too slow; reconnect and refetch the list"
+                await websocket.send(frame)
+
+    await serve_socket(stream)

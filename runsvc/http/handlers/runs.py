@@ -1,0 +1,106 @@
+"""Runs: submit, list, read, cancel, events page, raw log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Response
+
+from ...runs import STATUSES, RunNotFound, StatusConflict
+from ..access import current_user
+from ..errors import Conflict, InvalidRequest, NotFound
+from ..query import choice_list_param, int_param, refuse_unknown_params
+from ..types import json_response, services
+from ..validation import number, read_json_object, string, string_list, string_map
+
+MAX_TIMEOUT_S = 7 * 86400  # 7 days
+DEFAULT_TIMEOUT_S = 3600
+MAX_NAME = 200
+RESERVED_ENV = "RUNSVC_RUN_ID"
+
+SUBMIT_FIELDS = {
+    "command": string_list(non_empty=True),
+    "env": string_map(required=False, default={}),
+    "timeout_s": number(required=False, default=DEFAULT_TIMEOUT_S, maximum=MAX_TIMEOUT_S),
+    "name": string(required=False, nullable=True, default=None, max_length=MAX_NAME),
+}
+
+
+def _check_submission(body: dict[str, Any]) -> None:
+    """Rules the field types cannot say: things exec() would refuse or runsvc reserves."""
+    if body["timeout_s"] <= 0:
+        raise InvalidRequest("timeout_s must be > 0")
+    for index, arg in enumerate(body["command"]):
+        if "\0" in arg:
+            raise InvalidRequest(f"command[{index}] must not contain a NUL character")
+    if body["command"][0] == "":
+        raise InvalidRequest("command[0] must not be empty")
+    for key, value in body["env"].items():
+        if key == RESERVED_ENV:
+            raise InvalidRequest(f"env cannot set {RESERVED_ENV}")
+        if not key or "=" in key or "\0" in key:
+            raise InvalidRequest(f"env key {key!r} must be non-empty without '=' or NUL")
+        if "\0" in value:
+            raise InvalidRequest(f"env.{key} must not contain a NUL character")
+
+
+async def submit_run() -> Response:
+    body = await read_json_object(SUBMIT_FIELDS)
+    _check_submission(body)
+    run = await services().runs.submit(
+        command=body["command"],
+        env=body["env"],
+        timeout_s=float(body["timeout_s"]),
+        name=body["name"],
+        created_by=current_user().username,
+    )
+    return json_response({"run": run}, status=201)
+
+
+async def list_runs() -> Response:
+    refuse_unknown_params(("status", "limit", "before"))
+    statuses = choice_list_param("status", STATUSES)
+    limit = int_param("limit", default=50, minimum=1, maximum=500)
+    before = int_param("before", default=None, minimum=1)
+    runs, next_before = await services().runs.list(statuses, limit, before)
+    return json_response({"runs": runs, "next": next_before})
+
+
+async def get_run(run_id: int) -> Response:
+    return json_response({"run": await _get(run_id)})
+
+
+async def cancel_run(run_id: int) -> Response:
+    try:
+        run = await services().runs.cancel(run_id, by=current_user().username)
+    except RunNotFound:
+        raise NotFound(f"no run {run_id}") from None
+    except StatusConflict as exc:
+        raise Conflict(str(exc)) from None
+    return json_response({"run": run}, status=202)
+
+
+async def run_events(run_id: int) -> Response:
+    refuse_unknown_params(("after_seq", "limit"))
+    after_seq = int_param("after_seq", default=0, minimum=0)
+    limit = int_param("limit", default=1000, minimum=1, maximum=10_000)
+    try:
+        page = await services().runs.events_page(run_id, after_seq, limit)
+    except RunNotFound:
+        raise NotFound(f"no run {run_id}") from None
+    return json_response(page)
+
+
+async def run_log(run_id: int) -> Response:
+    run = await _get(run_id)
+    lines = services().runs.log_lines(run_id, run["last_seq"])
+    response = Response(lines, content_type="text/plain; charset=utf-8")
+    response.headers["Content-Disposition"] = f'inline; filename="run-{run_id}.log"'
+    return response
+
+
+async def _get(run_id: int) -> dict[str, Any]:
+    try:
+        return await services().runs.get(run_id)
+    except RunNotFound:
+        raise NotFound(f"no run {run_id}") from None

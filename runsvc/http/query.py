@@ -1,0 +1,42 @@
+"""Strict query-string parameters: a clear 400 naming the parameter, never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from quart import request
+
+from .errors import InvalidRequest
+
+
+def int_param(name: str, *, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an integer") from None
+    if value < minimum:
+        raise InvalidRequest(f"{name} must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise InvalidRequest(f"{name} must be <= {maximum}")
+    return value
+
+
+def choice_list_param(name: str, choices: Collection[str]) -> list[str]:
+    """A comma-separated list of values from `choices` (empty when the parameter is absent)."""
+    raw = request.args.get(name)
+    if not raw:
+        return []
+    values = [part.strip() for part in raw.split(",")]
+    for value in values:
+        if value not in choices:
+            raise InvalidRequest(f"{name} must be one or more of {', '.join(choices)} (got {value!r})")
+    return values
+
+
+def refuse_unknown_params(known: Collection[str]) -> None:
+    for name in request.args:
+        if name not in known:
+            raise InvalidRequest(f"unknown query parameter: {name}")

@@ -1,0 +1,119 @@
+"""What every WebSocket endpoint shares: close codes, the Origin and session checks, and the registry
+that closes every open socket with 1001 when the server shuts down.
+
+Refusals are close codes sent after the handshake, because a browser cannot read the HTTP status of a
+refused upgrade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import trio
+from quart import websocket
+
+from ..auth import Session
+from .access import SESSION_COOKIE, authenticate_cookie
+from .types import services
+
+NORMAL = 1000
+GOING_AWAY = 1001  # server shutting down
+UNSUPPORTED_DATA = 1003  # the client sent a binary frame
+POLICY_VIOLATION = 1008  # the client sent a text frame that is not a message of the protocol
+TRY_AGAIN_LATER = 1013  # runs feed: the client was too slow
+BAD_REQUEST = 4400
+UNAUTHENTICATED = 4401
+FORBIDDEN = 4403
+NOT_FOUND = 4404
+
+FRAME_CAP = 256 * 1024  # 256 KiB: largest text frame we send (clients default to 1 MiB messages)
+
+
+class Refused(Exception):
+    """Close the socket with `code` and `reason` (a lowercase statement of the broken rule)."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class SocketRegistry:
+    """Open WebSockets; `close_all()` tells each to close with 1001 (server shutting down)."""
+
+    def __init__(self) -> None:
+        self._shutdown = trio.Event()
+        self.open = 0
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutdown.is_set()
+
+    def close_all(self) -> None:
+        self._shutdown.set()
+
+    async def wait_shutdown(self) -> None:
+        await self._shutdown.wait()
+
+
+def expected_origin() -> str:
+    configured = services().settings.public_origin
+    if configured:
+        return configured.rstrip("/")
+    scheme = "https" if websocket.scheme in ("wss", "https") else "http"
+    return f"{scheme}://{websocket.headers.get('Host', '')}"
+
+
+async def check_origin_and_session() -> Session:
+    """Origin first (a browser's must be our own), then the session cookie. Raises Refused."""
+    origin = websocket.headers.get("Origin")
+    if origin is not None and origin.rstrip("/") != expected_origin():
+        raise Refused(FORBIDDEN, "origin not allowed")
+    session = await authenticate_cookie(services().auth, websocket.cookies.get(SESSION_COOKIE))
+    if session is None:
+        raise Refused(UNAUTHENTICATED, "authentication required")
+    if not session.user.has_role("viewer"):
+        raise Refused(FORBIDDEN, "role may not watch runs")
+    return session
+
+
+async def _reject_client_messages() -> None:
+    """The protocols are server-to-client. A `{"type": "ping"}` text frame is tolerated (some clients
+    keep connections alive that way); anything else closes the socket."""
+    while True:
+        message = await websocket.receive()
+        if isinstance(message, bytes):
+            raise Refused(UNSUPPORTED_DATA, "binary frames are not supported")
+        if message.strip() not in ('{"type":"ping"}', '{"type": "ping"}'):
+            raise Refused(POLICY_VIOLATION, "clients send no messages on this socket")
+
+
+async def serve_socket(stream: Callable[[], Awaitable[tuple[int, str]]]) -> None:
+    """Accept, run `stream()` (which does its own checks, raising Refused), then close with the code it
+    returns — or 1001 if the server shuts down first, or the refusal's code."""
+    registry: SocketRegistry = services().sockets
+    await websocket.accept()
+    registry.open += 1
+    code, reason = NORMAL, ""
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def run(fn: Callable[[], Awaitable[object]]) -> None:
+                nonlocal code, reason
+                try:
+                    result = await fn()
+                except Refused as refused:
+                    code, reason = refused.code, refused.reason
+                else:
+                    if isinstance(result, tuple):
+                        code, reason = result
+                    elif fn is registry.wait_shutdown:
+                        code, reason = GOING_AWAY, "server shutting down"
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(run, stream)
+            nursery.start_soon(run, _reject_client_messages)
+            nursery.start_soon(run, registry.wait_shutdown)
+        await websocket.close(code, reason)
+    finally:
+        registry.open -= 1

@@ -1,0 +1,223 @@
+"""The scheduler: claims queued runs and supervises them on an executor.
+
+When nothing is claimable it sleeps on a wakeup (set by a submit and by a finishing run) with a long
+safety-net timeout: an idle server runs no SQL. At most `max_concurrent_runs` execute at once; the
+rest wait queued, oldest first. Each run gets a supervisor task: timeout timer, output cap, executor,
+then the terminal status with its event.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .config import Settings
+from .executors import Executor, Outcome, RunSpec, StopRequest
+from .log import get_logger
+from .runs import RunService, StatusConflict
+from .store import Store
+from .store import runs as sql
+from .store.events import RunNotFound
+from .timeutil import now_ts
+
+log = get_logger(__name__)
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, store: Store, runs: RunService, executor: Executor):
+        self._settings = settings
+        self._store = store
+        self._runs = runs
+        self._executor = executor
+        self._wakeup = trio.Event()
+        self._running: dict[int, StopRequest] = {}
+        self._claiming = False
+        self._early_stops: dict[int, tuple[str, str]] = {}  # stop requests that beat registration
+        self._accepting = True
+        self._stopping: tuple[str, str] | None = None  # set after the drain: stop whatever still runs
+        self._finished = trio.Event()  # set (and replaced) each time a run finishes
+        self.claims = 0
+        self.idle = False  # True while waiting for a wakeup with nothing claimable
+        self.workdirs = settings.data_dir / "work"
+
+    # ---- called by the run service --------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def request_stop(self, run_id: int, status: str, reason: str) -> bool:
+        """Stop a running run. False if this scheduler is not running it (it finished, or is unknown)."""
+        stop = self._running.get(run_id)
+        if stop is not None:
+            stop.request(status, reason)
+            return True
+        if self._claiming:
+            # The claim that is committing right now may be this run; its supervisor will see this.
+            self._early_stops[run_id] = (status, reason)
+            return True
+        return False
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    # ---- the claim loop --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Recover what a crash left behind, then claim and supervise runs until cancelled."""
+        await self._recover()
+        async with trio.open_nursery() as supervisors:
+            task_status.started()
+            while self._accepting:
+                self._wakeup = trio.Event()
+                if len(self._running) < self._settings.max_concurrent_runs:
+                    claimed = await self._claim()
+                    if claimed is not None:
+                        self._start(supervisors, claimed)
+                        continue
+                self.idle = not self._running
+                with trio.move_on_after(self._settings.scheduler_safety_net_s):
+                    await self._wakeup.wait()
+                self.idle = False
+            await self._wait_all_finished()
+
+    async def _claim(self) -> dict[str, Any] | None:
+        self._claiming = True
+        try:
+            result = await self._store.write(sql.claim_next, now_ts(), on_commit=self._on_claim)
+        finally:
+            self._claiming = False
+            self._early_stops.clear()
+        return result[0] if result else None
+
+    def _on_claim(self, result: tuple[dict[str, Any], list[dict[str, Any]]] | None) -> None:
+        if result is None:
+            return
+        run = result[0]
+        stop = self._running[run["id"]] = StopRequest()
+        early = self._early_stops.pop(run["id"], None) or self._stopping
+        if early is not None:
+            stop.request(*early)
+        self.claims += 1
+        self._runs.published(result)
+
+    def _start(self, nursery: trio.Nursery, run: dict[str, Any]) -> None:
+        nursery.start_soon(self._supervise, run, self._running[run["id"]], name=f"run {run['id']}")
+
+    # ---- one run ---------------------------------------------------------------------------------
+
+    async def _supervise(self, run: dict[str, Any], stop: StopRequest) -> None:
+        run_id = run["id"]
+        log.info("run started", run_id=run_id, command=run["command"])
+        spec = RunSpec(
+            id=run_id,
+            command=tuple(run["command"]),
+            env=dict(run["env"]),
+            timeout_s=run["timeout_s"],
+            workdir=self.workdirs / str(run_id),
+        )
+        sink = _CappedSink(self._runs, run_id, self._settings.output_cap_bytes)
+        try:
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_time_out, stop, run["timeout_s"])
+                    outcome = await self._executor.execute(spec, sink.emit, stop)
+                    nursery.cancel_scope.cancel()
+            except Exception as exc:
+                # A bug in an executor must not take the server down; the run records it.
+                log.exception("executor failed", run_id=run_id)
+                outcome = Outcome("failed", None, f"internal error: {exc!r}")
+            await self._finish(run_id, outcome)
+        finally:
+            del self._running[run_id]
+            self._finished.set()
+            self._finished = trio.Event()
+            self._wakeup.set()
+
+    async def _finish(self, run_id: int, outcome: Outcome) -> None:
+        with trio.CancelScope(shield=True):
+            try:
+                await self._runs.finish(
+                    run_id, from_status="running", status=outcome.status, exit_code=outcome.exit_code,
+                    reason=outcome.reason,
+                )
+            except (StatusConflict, RunNotFound) as exc:
+                log.warning("run finished but could not be recorded", run_id=run_id, error=str(exc))
+                return
+        log.info("run finished", run_id=run_id, status=outcome.status, exit_code=outcome.exit_code)
+
+    # ---- startup and shutdown --------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Runs left `running` by a crashed server become `interrupted`; their directories go."""
+        for run_id in await self._store.read(sql.running_run_ids):
+            try:
+                await self._runs.finish(
+                    run_id, from_status="running", status="interrupted",
+                    reason="server stopped while the run was running",
+                    messages=["runsvc restarted; the run was interrupted by a server crash or kill"],
+                )
+                log.warning("run interrupted by an earlier crash", run_id=run_id)
+            except (StatusConflict, RunNotFound):
+                pass
+        if self.workdirs.exists():
+            await trio.to_thread.run_sync(shutil.rmtree, self.workdirs, True)
+
+    async def shutdown(self, drain_s: float) -> None:
+        """Stop claiming; let running runs finish for `drain_s`, then stop them as `interrupted`."""
+        self._accepting = False
+        self._wakeup.set()
+        if self._running:
+            log.info("draining running runs", count=len(self._running), drain_s=drain_s)
+        with trio.move_on_after(drain_s):
+            await self._wait_all_finished()
+        self._stopping = ("interrupted", "server shutting down")
+        for run_id, stop in list(self._running.items()):
+            stop.request(*self._stopping)
+            log.info("stopping run for shutdown", run_id=run_id)
+        await self._wait_all_finished()
+
+    async def _wait_all_finished(self) -> None:
+        while self._running:
+            await self._finished.wait()
+
+
+async def _time_out(stop: StopRequest, timeout_s: float) -> None:
+    await trio.sleep(timeout_s)
+    stop.request("timed_out", f"timed out after {_seconds(timeout_s)}")
+
+
+def _seconds(value: float) -> str:
+    return f"{int(value)}s" if value == int(value) else f"{value:g}s"
+
+
+class _CappedSink:
+    """Appends a run's output, up to the cap; past it, one `system` event and the rest is dropped."""
+
+    def __init__(self, runs: RunService, run_id: int, cap_bytes: int):
+        self._runs = runs
+        self._run_id = run_id
+        self._remaining = cap_bytes if cap_bytes > 0 else math.inf
+        self._capped = False
+        self._cap_bytes = cap_bytes
+
+    async def emit(self, items: Sequence[tuple[str, str]]) -> None:
+        if self._capped:
+            return
+        kept: list[tuple[str, str]] = []
+        for kind, line in items:
+            size = len(line) + 1
+            if kind != "system" and size > self._remaining:
+                self._capped = True
+                kept.append(("system", f"output cap of {self._cap_bytes} bytes reached; further output dropped"))
+                break
+            if kind != "system":
+                self._remaining -= size
+            kept.append((kind, line))
+        if kept:
+            await self._runs.append_output(self._run_id, kept)

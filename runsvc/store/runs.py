@@ -1,0 +1,162 @@
+"""SQL for runs: create, read, list, claim, status transitions, startup recovery.
+
+Status changes that produce a `state` event go through EventLog.append(..., transition=...) with the
+transition functions below, so the status and its event commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from ..events import TERMINAL_STATUSES, Event
+from . import events as event_sql
+
+RUN_COLUMNS = (
+    "id, name, command, env, status, exit_code, created_at, started_at, ended_at, created_by, "
+    "last_seq, timeout_s"
+)
+
+
+class StatusConflict(Exception):
+    """The run is not in the status the transition requires."""
+
+
+def run_from_row(row: sqlite3.Row) -> dict[str, Any]:
+    run = dict(row)
+    run["command"] = json.loads(run["command"])
+    run["env"] = json.loads(run["env"])
+    return run
+
+
+def number_events(
+    conn: sqlite3.Connection, run_id: int, items: Sequence[tuple[str, Any]], ts: str
+) -> list[Event]:
+    """Append events inside the caller's transaction (for writes outside the EventLog's buffer).
+
+    Safe next to the EventLog: every write runs on the one writer, one after the other.
+    """
+    seq = event_sql.last_seq(conn, run_id)
+    events = [
+        {"seq": seq + i, "ts": ts, "kind": kind, "data": data} for i, (kind, data) in enumerate(items, 1)
+    ]
+    event_sql.insert_rows(
+        conn, [(run_id, e["seq"], ts, e["kind"], event_sql.encode_data(e["kind"], e["data"])) for e in events]
+    )
+    event_sql.set_last_seq(conn, run_id, seq + len(events))
+    return events
+
+
+def state_data(status: str, exit_code: int | None = None, reason: str | None = None) -> dict[str, Any]:
+    return {"status": status, "exit_code": exit_code, "reason": reason}
+
+
+def create_run(
+    conn: sqlite3.Connection,
+    *,
+    command: list[str],
+    env: dict[str, str],
+    timeout_s: float,
+    name: str | None,
+    created_by: str | None,
+    ts: str,
+) -> tuple[dict[str, Any], list[Event]]:
+    """Insert a queued run with its first event (seq 1, `state queued`)."""
+    run_id = conn.execute(
+        "INSERT INTO runs (name, command, env, timeout_s, status, created_by, created_at) "
+        "VALUES (?, ?, ?, ?, 'queued', ?, ?) RETURNING id",
+        (name, json.dumps(command), json.dumps(env), timeout_s, created_by, ts),
+    ).fetchone()[0]
+    events = number_events(conn, run_id, [("state", state_data("queued"))], ts)
+    return get_run(conn, run_id), events
+
+
+def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
+    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return run_from_row(row) if row else None
+
+
+def list_runs(
+    conn: sqlite3.Connection, statuses: Sequence[str], limit: int, before: int | None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Newest first, keyset-paginated by id; returns (runs, the `before` of the next page or None)."""
+    where, params = [], []
+    if statuses:
+        where.append(f"status IN ({', '.join('?' * len(statuses))})")
+        params.extend(statuses)
+    if before is not None:
+        where.append("id < ?")
+        params.append(before)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = conn.execute(
+        f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY id DESC LIMIT ?", (*params, limit + 1)
+    ).fetchall()
+    runs = [run_from_row(row) for row in rows[:limit]]
+    next_before = runs[-1]["id"] if len(rows) > limit else None
+    return runs, next_before
+
+
+def claim_next(conn: sqlite3.Connection, ts: str) -> tuple[dict[str, Any], list[Event]] | None:
+    """Atomically move the oldest queued run to running; append its `state running` event."""
+    row = conn.execute(
+        f"UPDATE runs SET status = 'running', started_at = ? "
+        f"WHERE id = (SELECT id FROM runs WHERE status = 'queued' ORDER BY started_at, id LIMIT 1) "
+        f"RETURNING {RUN_COLUMNS}",
+        (ts,),
+    ).fetchone()
+    if row is None:
+        return None
+    run = run_from_row(row)
+    events = number_events(conn, run["id"], [("state", state_data("running"))], ts)
+    run["last_seq"] = events[-1]["seq"]
+    return run, events
+
+
+def finish(
+    conn: sqlite3.Connection, run_id: int, *, from_status: str, status: str, exit_code: int | None, ts: str
+) -> dict[str, Any]:
+    """Transition: from_status -> terminal `status`. Raises StatusConflict if the run is elsewhere."""
+    assert status in TERMINAL_STATUSES
+    row = conn.execute(
+        f"UPDATE runs SET status = ?, exit_code = ?, ended_at = ? WHERE id = ? AND status = ? "
+        f"RETURNING {RUN_COLUMNS}",
+        (status, exit_code, ts, run_id, from_status),
+    ).fetchone()
+    if row is None:
+        raise StatusConflict(f"run {run_id} is not {from_status}")
+    return run_from_row(row)
+
+
+def running_run_ids(conn: sqlite3.Connection) -> list[int]:
+    """Runs a previous server process left running (startup recovery)."""
+    return [row[0] for row in conn.execute("SELECT id FROM runs WHERE status = 'running' ORDER BY id")]
+
+
+def events_page(
+    conn: sqlite3.Connection, run_id: int, after_seq: int, limit: int
+) -> tuple[str, int, list[Event]] | None:
+    """(status, last_seq, events after `after_seq`) read in one snapshot; None if no such run."""
+    conn.execute("BEGIN")
+    try:
+        row = conn.execute("SELECT status, last_seq FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        batch = event_sql.read_page(conn, run_id, after_seq, limit)
+        return row[0], row[1], batch.events if batch else []
+    finally:
+        conn.execute("COMMIT")
+
+
+def output_lines(
+    conn: sqlite3.Connection, run_id: int, after_seq: int, up_to_seq: int, limit: int
+) -> list[tuple[int, str | None]]:
+    """(seq, line) for the events in (after_seq, up_to_seq], at most `limit`; line is None for events
+    that are not stdout/stderr (their seq still moves the caller's position on)."""
+    rows = conn.execute(
+        "SELECT seq, kind, data FROM run_events WHERE run_id = ? AND seq > ? AND seq <= ? "
+        "ORDER BY seq LIMIT ?",
+        (run_id, after_seq, up_to_seq, limit),
+    ).fetchall()
+    return [(seq, data if kind in ("stdout", "stderr") else None) for seq, kind, data in rows]
