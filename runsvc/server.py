@@ -15,6 +15,7 @@ import trio
 from .config import Settings
 from .http import create_app
 from .log import get_logger
+from .maintenance import run_maintenance, run_pruner
 from .services import Services
 from .store import open_store
 
@@ -54,6 +55,8 @@ def _hypercorn_config(settings: Settings) -> hypercorn.config.Config:
 
 def _start_background_tasks(nursery: trio.Nursery, services: Services) -> None:
     """The long-lived tasks of the root nursery; cancelled when shutdown begins."""
+    nursery.start_soon(partial(run_maintenance, services.store, services.settings))
+    nursery.start_soon(partial(run_pruner, services.store, services.settings))
 
 
 async def serve(settings: Settings, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
