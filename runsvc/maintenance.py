@@ -27,7 +27,7 @@ from .store.maintenance import (
     delete_expired,
     freelist_count,
     incremental_vacuum,
-    prune_batch,
+    prune_batch_alone,
 )
 from .timeutil import format_ts, utcnow
 
@@ -98,7 +98,7 @@ class PruneResult:
     runs: int = 0  # runs deleted
     events: int = 0  # events deleted
     batches: int = 0  # write transactions that deleted rows
-    longest_batch_s: float = 0.0  # longest batch's SQL inside its transaction (commit excluded)
+    longest_batch_s: float = 0.0  # longest batch transaction, BEGIN to COMMIT
     longest_batch_wait_s: float = 0.0  # longest store.write() of a batch: queueing + SQL + commit
     pages_freed: int = 0  # pages given back to the file system by incremental vacuum
     checkpointed: bool = False  # the WAL was checkpointed and truncated afterwards
@@ -120,7 +120,8 @@ async def prune_expired(
 ) -> PruneResult:
     """Delete terminal runs that ended before `cutoff` with their events, `batch_events` rows per write.
 
-    Each batch is its own `store.write`, so writes queued by others run between batches. After each
+    Each batch is its own `store.write` and its own transaction, so writes queued by others commit
+    between batches, without waiting for the next batch. After each
     batch that deleted runs, `on_runs_deleted(run_ids)` is called on the Trio thread right after the
     commit (even if this task is being cancelled): watchers of those runs can be told they are gone.
     Does not reclaim space; `prune_pass` does.
@@ -134,7 +135,9 @@ async def prune_expired(
     longest = longest_wait = 0.0
     while True:
         started = time.perf_counter()
-        batch = await store.write(prune_batch, cutoff, batch_events, on_commit=after_commit)
+        batch = await store.write(
+            prune_batch_alone, cutoff, batch_events, on_commit=after_commit, transaction=False
+        )
         waited = time.perf_counter() - started
         if batch.run_ids or batch.events:
             batches += 1
@@ -146,17 +149,34 @@ async def prune_expired(
             return PruneResult(runs, events, batches, longest, longest_wait)
 
 
-async def reclaim_space(store: Store) -> tuple[int, bool]:
-    """Give free pages back (`VACUUM_STEP_PAGES` per transaction), then checkpoint and truncate the WAL
-    so the files shrink. Return (pages freed, whether the checkpoint completed)."""
+@attrs.frozen
+class ReclaimResult:
+    pages_freed: int  # pages given back to the file system
+    checkpointed: bool  # the WAL was checkpointed and truncated to zero bytes
+    longest_step_s: float  # longest store.write() of one vacuum step or of the checkpoint
+
+
+async def reclaim_space(store: Store) -> ReclaimResult:
+    """Give free pages back (`VACUUM_STEP_PAGES` per write, each alone in its own short transaction), then
+    checkpoint and truncate the WAL so the files shrink."""
+    longest = 0.0
+
+    async def timed_write(fn, *args, transaction=True):
+        nonlocal longest
+        started = time.perf_counter()
+        try:
+            return await store.write(fn, *args, transaction=transaction)
+        finally:
+            longest = max(longest, time.perf_counter() - started)
+
     before = left = await store.write(freelist_count)
     while left:
-        remaining = await store.write(incremental_vacuum, VACUUM_STEP_PAGES)
+        remaining = await timed_write(incremental_vacuum, VACUUM_STEP_PAGES, transaction=False)
         if remaining >= left:  # nothing more can move; never loop forever
             break
         left = remaining
-    checkpointed = await store.write(checkpoint_truncate, CHECKPOINT_BUSY_TIMEOUT_MS, transaction=False)
-    return before - left, checkpointed
+    checkpointed = await timed_write(checkpoint_truncate, CHECKPOINT_BUSY_TIMEOUT_MS, transaction=False)
+    return ReclaimResult(before - left, checkpointed, longest)
 
 
 async def prune_pass(
@@ -174,8 +194,8 @@ async def prune_pass(
         store, cutoff, batch_events=settings.prune_batch_events, on_runs_deleted=on_runs_deleted
     )
     if result.batches:
-        pages, checkpointed = await reclaim_space(store)
-        result = attrs.evolve(result, pages_freed=pages, checkpointed=checkpointed)
+        reclaimed = await reclaim_space(store)
+        result = attrs.evolve(result, pages_freed=reclaimed.pages_freed, checkpointed=reclaimed.checkpointed)
     return result
 
 

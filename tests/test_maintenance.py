@@ -18,7 +18,13 @@ from runsvc.maintenance import (
     run_maintenance,
     run_pruner,
 )
-from runsvc.store.maintenance import TERMINAL_STATUSES, ExpiryCounts, prune_batch
+from runsvc.store.maintenance import (
+    TERMINAL_STATUSES,
+    ExpiryCounts,
+    freelist_count,
+    incremental_vacuum,
+    prune_batch,
+)
 from runsvc.store.migrations import schema_sql
 from tests.conftest import make_settings
 from tests.maintenance_rows import (
@@ -365,3 +371,25 @@ async def test_prune_hook_failure_does_not_stop_pruning(store, caplog):
     assert result.runs == 3 and result.batches == 3
     assert await store.read(ids, "runs") == []
     assert "on_commit callback failed" in caplog.text
+
+
+async def test_each_vacuum_step_frees_a_whole_step_of_pages(store, monkeypatch):
+    """A vacuum step gives back `max_pages` pages in one write (not one page per call), so reclaiming
+    takes a handful of writes."""
+    monkeypatch.setattr(maintenance, "VACUUM_STEP_PAGES", 100)
+
+    def fill_then_empty(conn):
+        add_run(conn, "succeeded", created_at=ts(), ended_at=ts(), events=3000, line="v" * 500)
+        conn.execute("DELETE FROM runs")
+
+    with trio.fail_after(20):
+        await store.write(fill_then_empty)
+        free = await store.read(freelist_count)
+        assert free > 300
+        assert await store.write(incremental_vacuum, 100, transaction=False) == free - 100
+        before = store.statistics().write_requests
+        reclaimed = await maintenance.reclaim_space(store)
+    assert reclaimed.pages_freed == free - 100 and reclaimed.checkpointed
+    steps = -(-(free - 100) // 100)
+    assert store.statistics().write_requests - before == 1 + steps + 1  # count, steps, checkpoint
+    assert await store.read(freelist_count) == 0

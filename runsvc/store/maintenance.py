@@ -99,7 +99,7 @@ class PruneBatch:
     run_ids: tuple[int, ...]  # runs deleted (their events are all gone too)
     events: int  # events deleted, including those of runs only partly emptied
     exhausted: bool  # True when no expired run is left after this batch
-    elapsed_s: float  # time the batch's SQL took inside the transaction (commit not included)
+    elapsed_s: float  # time the batch took in its thread (prune_batch_alone: BEGIN to COMMIT)
 
 
 def prune_batch(conn: sqlite3.Connection, cutoff: str, budget: int) -> PruneBatch:
@@ -133,6 +133,25 @@ def prune_batch(conn: sqlite3.Connection, cutoff: str, budget: int) -> PruneBatc
     return PruneBatch(tuple(deleted_runs), events, exhausted, time.perf_counter() - started)
 
 
+def prune_batch_alone(conn: sqlite3.Connection, cutoff: str, budget: int) -> PruneBatch:
+    """`prune_batch` in a transaction of its own, for `store.write(..., transaction=False)`.
+
+    Sharing the group-commit transaction would make the event appends queued beside a batch wait for
+    the batch's commit too; alone, appends queued before it commit before it starts. `elapsed_s`
+    then includes the commit.
+    """
+    started = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        batch = prune_batch(conn, cutoff, budget)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return attrs.evolve(batch, elapsed_s=time.perf_counter() - started)
+
+
 @attrs.frozen
 class PrunePreview:
     """What a retention pass with this cutoff would delete right now."""
@@ -157,9 +176,12 @@ def freelist_count(conn: sqlite3.Connection) -> int:
 def incremental_vacuum(conn: sqlite3.Connection, max_pages: int) -> int:
     """Give up to `max_pages` free pages back to the file system; return the free pages left.
 
-    The pragma frees one page per step of its statement, so every result row must be fetched.
+    Must run outside a transaction (`store.write(..., transaction=False)`): the pragma frees one page
+    per step of its statement, and `Connection.execute` steps it only once (one page), whatever is
+    fetched afterwards. `executescript` steps it to the end, in its own short transaction, but would
+    first commit any transaction in progress.
     """
-    conn.execute(f"PRAGMA incremental_vacuum({int(max_pages)})").fetchall()
+    conn.executescript(f"PRAGMA incremental_vacuum({int(max_pages)});")
     return freelist_count(conn)
 
 
