@@ -1,9 +1,14 @@
-"""Rows for maintenance and retention tests, inserted with plain SQL (sync, for store.write)."""
+"""Rows for maintenance and retention tests, inserted with plain SQL (sync, for store.write), and the
+mock clock that drives the loops."""
 
 from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+
+import pytest
+import trio
+import trio.testing
 
 from runsvc.timeutil import format_ts
 
@@ -75,3 +80,25 @@ def ids(conn: sqlite3.Connection, table: str, column: str = "id") -> list:
 
 def event_counts(conn: sqlite3.Connection) -> dict[int, int]:
     return dict(conn.execute("SELECT run_id, count(*) FROM run_events GROUP BY run_id").fetchall())
+
+
+@pytest.fixture(name="clock")
+def _clock():
+    """Virtual time running at real speed, so `fail_after` stays a real deadline, and jumping on demand.
+
+    (An autojump clock would jump to the `fail_after` deadline whenever the test waits on a SQLite
+    worker thread, since a thread is not a trio task.)
+    """
+    return trio.testing.MockClock(rate=1)
+
+
+def wall_clock():
+    """`now` for the loops: EPOCH when called first, then moving with trio's (mock) clock."""
+    start = trio.current_time()
+    return lambda: EPOCH + dt.timedelta(seconds=trio.current_time() - start)
+
+
+async def next_interval(clock: trio.testing.MockClock, seconds: float) -> None:
+    """Let the loop reach its sleep, then jump the clock to the end of that sleep."""
+    await trio.testing.wait_all_tasks_blocked()
+    clock.jump(seconds)
