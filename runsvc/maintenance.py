@@ -121,10 +121,10 @@ async def prune_expired(
     """Delete terminal runs that ended before `cutoff` with their events, `batch_events` rows per write.
 
     Each batch is its own `store.write` and its own transaction, so writes queued by others commit
-    between batches, without waiting for the next batch. After each
-    batch that deleted runs, `on_runs_deleted(run_ids)` is called on the Trio thread right after the
-    commit (even if this task is being cancelled): watchers of those runs can be told they are gone.
-    Does not reclaim space; `prune_pass` does.
+    between batches, without waiting for the next batch. After each batch that deleted runs,
+    `on_runs_deleted(run_ids)` is called on the Trio thread right after the commit (even if this task
+    is being cancelled): watchers of those runs can be told they are gone. Does not reclaim space;
+    `prune_pass` does.
     """
 
     def after_commit(batch: PruneBatch) -> None:
@@ -151,6 +151,8 @@ async def prune_expired(
 
 @attrs.frozen
 class ReclaimResult:
+    """What giving the freed space back did."""
+
     pages_freed: int  # pages given back to the file system
     checkpointed: bool  # the WAL was checkpointed and truncated to zero bytes
     longest_step_s: float  # longest store.write() of one vacuum step or of the checkpoint
@@ -169,7 +171,7 @@ async def reclaim_space(store: Store) -> ReclaimResult:
         finally:
             longest = max(longest, time.perf_counter() - started)
 
-    before = left = await store.write(freelist_count)
+    before = left = await store.write(freelist_count, transaction=False)
     while left:
         remaining = await timed_write(incremental_vacuum, VACUUM_STEP_PAGES, transaction=False)
         if remaining >= left:  # nothing more can move; never loop forever
