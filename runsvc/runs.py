@@ -66,6 +66,11 @@ class RunService:
         """stdout/stderr/system events of a running run."""
         await self._eventlog.append(run_id, items)
 
+    def runs_deleted(self, run_ids: Sequence[int]) -> None:
+        """Retention deleted these runs: their watchers are told (WebSockets close with 4404)."""
+        for run_id in run_ids:
+            self._bus.run_deleted(run_id)
+
     async def get(self, run_id: int) -> dict[str, Any]:
         run = await self._store.read(sql.get_run, run_id)
         if run is None:

@@ -15,6 +15,7 @@ import trio
 from .config import Settings
 from .http import create_app
 from .log import get_logger
+from .maintenance import run_maintenance, run_pruner
 from .services import Services, build_services
 from .store import open_store
 
@@ -68,6 +69,10 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[Server] = tr
                 # Startup recovery runs before the first connection is accepted.
                 await background.start(services.scheduler.run)
                 background.start_soon(services.bus.run_pruner)
+                background.start_soon(partial(run_maintenance, store, settings))
+                background.start_soon(
+                    partial(run_pruner, store, settings, on_runs_deleted=services.runs.runs_deleted)
+                )
                 binds = await root.start(
                     partial(hypercorn.trio.serve, app, _hypercorn_config(settings), shutdown_trigger=http_stop.wait)
                 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import db as db_cmd
 from . import serve as serve_cmd
 
 
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runsvc", description="A self-hosted run service.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve_cmd.add_parser(commands)
+    db_cmd.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,131 @@
+"""`python -m runsvc db stats|prune` as real subprocesses on a real data dir."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import sys
+from pathlib import Path
+
+import trio
+
+from runsvc.store import SCHEMA_VERSION
+from runsvc.store.migrations import schema_sql
+from runsvc.timeutil import format_ts, utcnow
+from tests.helpers import child_env
+from tests.maintenance_rows import add_run, event_counts, ids
+
+
+def days_ago(days: float) -> str:
+    return format_ts(utcnow() - dt.timedelta(days=days))
+
+
+def make_database(data_dir: Path) -> dict[str, int]:
+    """A data dir whose database holds two expired runs, a recent one and an old queued one."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(data_dir / "runsvc.db", isolation_level=None)
+    conn.executescript(schema_sql())
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    runs = {
+        "expired-1": add_run(conn, "succeeded", created_at=days_ago(50), ended_at=days_ago(45), events=400,
+                             line="z" * 500),
+        "expired-2": add_run(conn, "failed", created_at=days_ago(50), ended_at=days_ago(40), events=400,
+                             line="z" * 500),
+        "recent": add_run(conn, "succeeded", created_at=days_ago(2), ended_at=days_ago(1), events=5),
+        "queued": add_run(conn, "queued", created_at=days_ago(60), events=1),
+    }
+    conn.close()
+    return runs
+
+
+async def runsvc(*args: str) -> trio.CompletedProcess:
+    with trio.fail_after(30):
+        return await trio.run_process(
+            [sys.executable, "-m", "runsvc", *args], capture_stdout=True, capture_stderr=True, check=False,
+            env=child_env(),
+        )
+
+
+def rows(data_dir: Path) -> tuple[list[int], dict[int, int]]:
+    conn = sqlite3.connect(data_dir / "runsvc.db")
+    try:
+        return ids(conn, "runs"), event_counts(conn)
+    finally:
+        conn.close()
+
+
+async def test_db_stats(tmp_path):
+    """Sizes, page figures, schema version, rows per table, runs by status, oldest and newest run."""
+    runs = make_database(tmp_path / "data")
+    result = await runsvc("db", "stats", "--data-dir", str(tmp_path / "data"))
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr
+    lines = out.splitlines()
+    assert lines[0] == f"database: {tmp_path / 'data' / 'runsvc.db'}"
+    for prefix in ("file size: ", "wal size: ", "pages: ", "free pages: "):
+        assert any(line.startswith(prefix) for line in lines), out
+    assert f"schema version: {SCHEMA_VERSION}" in lines
+    assert "page size: 4096 bytes" in lines
+    assert "auto vacuum: incremental" in lines
+    for table, count in [("runs", 4), ("run_events", 806), ("sessions", 0), ("users", 0),
+                         ("login_throttle", 0), ("enrollment_tokens", 0)]:
+        assert f"  {table}: {count}" in lines, out
+    assert "runs by status: failed=1, queued=1, succeeded=2" in lines
+    assert any(line.startswith(f"oldest run: #{runs['expired-1']} created ") for line in lines), out
+    assert any(line.startswith(f"newest run: #{runs['queued']} created ") for line in lines), out
+    assert result.stderr == b""
+
+
+async def test_db_prune_dry_run_counts_and_changes_nothing(tmp_path):
+    """--dry-run counts the expired finished runs and their events, and deletes nothing."""
+    data_dir = tmp_path / "data"
+    make_database(data_dir)
+    before = rows(data_dir)
+    result = await runsvc("db", "prune", "--dry-run", "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().startswith("dry run: would delete 2 runs and 800 events: ")
+    assert rows(data_dir) == before
+
+    longer = await runsvc("db", "prune", "--dry-run", "--data-dir", str(data_dir), "--retention-days", "42")
+    assert longer.stdout.decode().startswith("dry run: would delete 1 runs and 400 events: ")
+    forever = await runsvc("db", "prune", "--dry-run", "--data-dir", str(data_dir), "--retention-days", "0")
+    assert forever.returncode == 0
+    assert "kept forever; nothing to prune" in forever.stdout.decode()
+    assert rows(data_dir) == before
+
+
+async def test_db_prune_deletes_expired_runs_and_shrinks_the_file(tmp_path):
+    """Without --dry-run: expired runs and their events go, the rest stays, the file gets smaller."""
+    data_dir = tmp_path / "data"
+    runs = make_database(data_dir)
+    size_before = (data_dir / "runsvc.db").stat().st_size
+    result = await runsvc("db", "prune", "--data-dir", str(data_dir), "--prune-batch-events", "100")
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr
+    assert out.startswith("deleted 2 runs and 800 events in 9 batches: "), out
+    assert "freed " in out
+    kept = sorted([runs["recent"], runs["queued"]])
+    assert rows(data_dir) == (kept, {runs["recent"]: 5, runs["queued"]: 1})
+    assert (data_dir / "runsvc.db").stat().st_size < size_before / 2
+
+
+async def test_db_commands_without_a_database(tmp_path):
+    """A data dir without a database: one clear line, exit status 1, and no database created."""
+    data_dir = tmp_path / "empty"
+    for args in (["db", "stats"], ["db", "prune", "--dry-run"], ["db", "prune"]):
+        result = await runsvc(*args, "--data-dir", str(data_dir))
+        assert result.returncode == 1
+        assert result.stderr.decode() == f"runsvc: error: no database at {data_dir / 'runsvc.db'} (is --data-dir right?)\n"
+        assert result.stdout == b""
+    assert not data_dir.exists()
+
+
+async def test_db_stats_on_a_file_that_is_not_a_database(tmp_path):
+    """A garbage file is reported in one line with exit status 1, never a traceback."""
+    (tmp_path / "runsvc.db").write_bytes(b"not a database at all, " * 100)
+    result = await runsvc("db", "stats", "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert err.startswith("runsvc: error: cannot use database ") and err.count("\n") == 1, err
+    assert "Traceback" not in err

@@ -1,0 +1,80 @@
+"""The hot queries are served by indexes: EXPLAIN QUERY PLAN shows a search, never a table scan."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+import pytest
+
+from runsvc.store import maintenance as m
+from runsvc.store.migrations import schema_sql
+
+# Used by the scheduler (claim the oldest queued run) and at startup (recover runs left running).
+CLAIM_OLDEST_QUEUED_RUN = (
+    "UPDATE runs SET status = 'running', started_at = ? WHERE id = "
+    "(SELECT id FROM runs WHERE status = 'queued' ORDER BY started_at, id LIMIT 1) RETURNING *"
+)
+SELECT_RUNNING_RUNS = "SELECT id FROM runs WHERE status = 'running'"
+
+# query name -> (SQL, the index each table access must use)
+HOT_QUERIES = {
+    "retention selection": (m.SELECT_EXPIRED_RUNS, ["USING INDEX runs_ended_at (ended_at<?)"]),
+    "retention dry-run runs": (m.COUNT_EXPIRED_RUNS, ["USING INDEX runs_ended_at (ended_at<?)"]),
+    "retention dry-run events": (
+        m.COUNT_EXPIRED_EVENTS,
+        ["USING PRIMARY KEY (run_id=?)", "USING INDEX runs_ended_at (ended_at<?)"],
+    ),
+    "retention event bound": (m.SELECT_EVENT_BOUND, ["USING PRIMARY KEY (run_id=?)"]),
+    "retention event delete": (m.DELETE_RUN_EVENTS_UPTO, ["USING PRIMARY KEY (run_id=? AND seq<?)"]),
+    "retention run events": (m.DELETE_RUN_EVENTS, ["USING PRIMARY KEY (run_id=?)"]),
+    "retention run delete": (m.DELETE_RUN, ["USING INTEGER PRIMARY KEY (rowid=?)"]),
+    "sessions expiry": (
+        m.DELETE_EXPIRED_SESSIONS,
+        ["USING INTEGER PRIMARY KEY (rowid=?)", "USING COVERING INDEX sessions_expires_at (expires_at<?)"],
+    ),
+    "enrollment-token expiry": (
+        m.DELETE_EXPIRED_ENROLLMENT_TOKENS,
+        [
+            "USING INTEGER PRIMARY KEY (rowid=?)",
+            "USING COVERING INDEX enrollment_tokens_expires_at (expires_at<?)",
+        ],
+    ),
+    "throttle cleanup": (
+        m.DELETE_STALE_THROTTLE,
+        ["USING INTEGER PRIMARY KEY (rowid=?)", "USING INDEX login_throttle_last_failed_at (last_failed_at<?)"],
+    ),
+    "claim oldest queued run": (
+        CLAIM_OLDEST_QUEUED_RUN,
+        ["USING INTEGER PRIMARY KEY (rowid=?)", "USING COVERING INDEX runs_status_started_at (status=?)"],
+    ),
+    "startup recovery": (SELECT_RUNNING_RUNS, ["USING COVERING INDEX"]),
+}
+
+
+@pytest.fixture(name="conn", scope="module")
+def _conn():
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(schema_sql())
+    yield conn
+    conn.close()
+
+
+def plan(conn: sqlite3.Connection, sql: str) -> list[str]:
+    names = re.findall(r":(\w+)", sql)
+    params = {name: None for name in names} if names else (None,) * sql.count("?")
+    return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+
+
+@pytest.mark.parametrize("name", list(HOT_QUERIES))
+def test_hot_query_uses_an_index(conn, name):
+    """Every table access is an index or primary-key search, with no scan and no sort."""
+    sql, expected = HOT_QUERIES[name]
+    details = plan(conn, sql)
+    accesses = [d for d in details if d.startswith(("SEARCH ", "SCAN "))]
+    assert accesses, details
+    for detail in accesses:
+        assert detail.startswith("SEARCH "), f"{name}: {details}"
+    assert not [d for d in details if "TEMP B-TREE" in d], f"{name}: {details}"
+    for fragment in expected:
+        assert any(fragment in d for d in accesses), f"{name}: {fragment!r} not in {details}"
