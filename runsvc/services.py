@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from .auth import Auth
 from .config import Settings
 from .store import Store
 
@@ -12,3 +13,4 @@ from .store import Store
 class Services:
     settings: Settings
     store: Store
+    auth: Auth
