@@ -138,3 +138,39 @@ def assert_error(response, status: int, code: str, message: str | None = None) -
     assert body["error"]["code"] == code, body
     if message is not None:
         assert body["error"]["message"] == message, body
+
+
+async def raw_request(
+    url: str, method: str, path: str, headers: dict[str, str], body_chunks: list[bytes]
+) -> tuple[bytes, bytes]:
+    """An HTTP/1.1 request over a plain socket that sends the body while reading the answer (a server
+    may answer before reading the whole body, e.g. 413); return the answer's head and body.
+
+    httpx cannot be used for this: when the answer comes first it abandons its body generator, which
+    trio reports as a ResourceWarning."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    head_lines = [f"{method} {path} HTTP/1.1", "Host: x", "Content-Type: application/json",
+                  "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
+    answer = bytearray()
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(("\r\n".join(head_lines) + "\r\n\r\n").encode("latin-1"))
+
+        async def send_body() -> None:
+            try:
+                for chunk in body_chunks:
+                    await stream.send_all(chunk)
+            except trio.BrokenResourceError:
+                return  # the server answered and closed before taking it all: fine
+            await trio.sleep_forever()  # the answer must not wait for anything more
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_body)
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                data = await stream.receive_some()
+                if not data:
+                    break
+                answer += data
+            nursery.cancel_scope.cancel()
+    head, _, body = bytes(answer).partition(b"\r\n\r\n")
+    return head, body

@@ -17,6 +17,7 @@ from tests.helpers import (
     add_user,
     assert_error,
     login,
+    raw_request,
     running_server,
     set_cookie_attributes,
 )
@@ -222,44 +223,12 @@ async def test_login_body_must_be_sent_as_json(client):
     assert_error(plain, 400, "invalid_request", message)
 
 
-async def _raw_post(server, headers: bytes, body_chunks: list[bytes]) -> tuple[bytes, bytes]:
-    """POST to /auth/login over a plain socket, sending the body while reading the answer (the server
-    may answer before it has read the body); return the answer's head and body."""
-    host, port = server.url.removeprefix("http://").rsplit(":", 1)
-    answer = bytearray()
-    stream = await trio.open_tcp_stream(host, int(port))
-    async with stream:
-        await stream.send_all(
-            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Connection: close\r\n" + headers + b"\r\n"
-        )
-
-        async def send_body():
-            try:
-                for chunk in body_chunks:
-                    await stream.send_all(chunk)
-            except trio.BrokenResourceError:
-                return  # the server answered and closed before taking it all: fine
-            await trio.sleep_forever()  # the answer must not wait for anything more
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(send_body)
-            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
-                data = await stream.receive_some()
-                if not data:
-                    break
-                answer += data
-            nursery.cancel_scope.cancel()
-    head, _, body = bytes(answer).partition(b"\r\n\r\n")
-    return head, body
-
-
 async def test_oversized_body_is_413(server, settings):
     """A body over max_body_bytes with a Content-Length is 413 payload_too_large."""
     size = settings.max_body_bytes + 1
     chunks = [b"a" * 65536] * (size // 65536) + [b"a" * (size % 65536)]
     with trio.fail_after(10):
-        head, body = await _raw_post(server, b"Content-Length: %d\r\n" % size, chunks)
+        head, body = await raw_request(server.url, "POST", LOGIN, {"Content-Length": str(size)}, chunks)
     assert head.startswith(b"HTTP/1.1 413"), head
     assert b"content-type: application/json" in head.lower()
     assert json.loads(body)["error"]["code"] == "payload_too_large"
@@ -270,7 +239,7 @@ async def test_oversized_chunked_body_is_413(server, settings):
     chunk = b"a" * 65536
     chunks = [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * (2 * settings.max_body_bytes // len(chunk))
     with trio.fail_after(10):
-        head, body = await _raw_post(server, b"Transfer-Encoding: chunked\r\n", chunks)
+        head, body = await raw_request(server.url, "POST", LOGIN, {"Transfer-Encoding": "chunked"}, chunks)
     assert head.startswith(b"HTTP/1.1 413"), head
     assert b"content-type: application/json" in head.lower()
     assert json.loads(body)["error"]["code"] == "payload_too_large"
