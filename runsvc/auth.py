@@ -165,7 +165,9 @@ class Auth:
             token = secrets.token_urlsafe(32)  # 256 random bits
             now = self.clock()
             expires_at = format_ts(now + dt.timedelta(seconds=self.session_ttl_s))
-            await self.store.write(_start_session, key, token_hash(token), user.id, format_ts(now), expires_at)
+            await self.store.write(
+                _start_session, key, token_hash(token), user.id, format_ts(now), expires_at
+            )
         return Session(user, csrf_token_for(token), expires_at), token
 
     async def authenticate(self, token: str | None) -> Session | None:
@@ -189,7 +191,9 @@ class Auth:
             return None
         if self.passwords.needs_rehash(row["password_hash"]):
             new_hash = await self.passwords.hash(password)
-            await self.store.write(user_store.replace_password_hash, row["id"], row["password_hash"], new_hash)
+            await self.store.write(
+                user_store.replace_password_hash, row["id"], row["password_hash"], new_hash
+            )
         return User.from_row(row)
 
     @asynccontextmanager
@@ -227,7 +231,9 @@ class Auth:
         """Create `admin` with `password` if the database has no users at all; else None."""
         check_password(password)
         password_hash = await self.passwords.hash(password)
-        row = await self.store.write(user_store.insert_first_user, "admin", password_hash, "admin", self._now())
+        row = await self.store.write(
+            user_store.insert_first_user, "admin", password_hash, "admin", self._now()
+        )
         return None if row is None else User.from_row(row)
 
     async def update_user(

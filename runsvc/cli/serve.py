@@ -37,7 +37,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         trio.run(run_until_signalled, settings)
     except BaseException as exc:
-        kinds = ((SchemaError, "cannot open database"), (StartupError, "cannot start"), (OSError, "cannot start"))
+        kinds = (
+            (SchemaError, "cannot open database"), (StartupError, "cannot start"), (OSError, "cannot start"),
+        )
         for kind, what in kinds:
             found = find_exception(exc, kind)
             if found is not None:
