@@ -33,7 +33,7 @@ CREATE TABLE login_throttle (
     failures        INTEGER NOT NULL,
     first_failed_at TEXT    NOT NULL,
     last_failed_at  TEXT    NOT NULL,
-    locked_until    TEXT,                                 -- NULL: not locked out
+    locked_until    TEXT,                                 -- end of the latest lockout; NULL: none yet
     lockout_s       INTEGER NOT NULL DEFAULT 0,           -- length of the current lockout
     PRIMARY KEY (username, client)
 );

@@ -79,6 +79,14 @@ def _at_least(minimum: float) -> Callable[[Any, attrs.Attribute, Any], None]:
     return check
 
 
+def _at_most(maximum: float) -> Callable[[Any, attrs.Attribute, Any], None]:
+    def check(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value > maximum:
+            raise SettingsError(f"{attribute.name} must be <= {maximum}, got {value}")
+
+    return check
+
+
 def _port(_instance: Any, attribute: attrs.Attribute, value: int) -> None:
     if not 0 <= value <= 65535:
         raise SettingsError(f"{attribute.name} must be between 0 and 65535, got {value}")
@@ -114,7 +122,10 @@ class Settings:
         "(default: taken from the request's Host header)", _parse_str
     )
     cookie_secure: bool = _setting(False, "mark the session cookie Secure (serve over HTTPS)", _parse_bool)
-    session_ttl_s: float = _setting(7 * 86400.0, "session lifetime, seconds", _parse_float, _at_least(1))
+    session_ttl_s: float = _setting(
+        7 * 86400.0, "session lifetime, seconds (at most 10 years)", _parse_float, _at_least(1),
+        _at_most(10 * 365 * 86400),
+    )
     max_body_bytes: int = _setting(MiB, "largest accepted request body, bytes", _parse_int, _at_least(1))
     max_concurrent_runs: int = _setting(
         lambda: os.cpu_count() or 1, "runs executing at once (default: number of CPUs)", _parse_int,

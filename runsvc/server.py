@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 from functools import partial
+from pathlib import Path
 
+import argon2
 import attrs
 import hypercorn.config
 import hypercorn.trio
 import trio
 
+from .auth import Auth, InvalidAccountInput
 from .config import Settings
 from .http import create_app
 from .log import get_logger
 from .maintenance import run_maintenance, run_pruner
+from .passwords import Passwords
 from .services import Services, build_services
 from .store import open_store
 
 log = get_logger(__name__)
+
+ADMIN_PASSWORD_ENV = "RUNSVC_ADMIN_PASSWORD"  # a secret: read here only, never a setting
+INITIAL_ADMIN_PASSWORD_FILE = "initial-admin-password"
 
 # Time Hypercorn gives requests still in flight after it stops accepting. Our own long-lived handlers
 # (WebSockets) end themselves on shutdown, so this only bounds ordinary requests.
@@ -53,15 +61,64 @@ def _hypercorn_config(settings: Settings) -> hypercorn.config.Config:
     return config
 
 
-async def serve(settings: Settings, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+class StartupError(Exception):
+    """The server cannot start; the message is one line for the operator."""
+
+
+async def create_initial_admin(settings: Settings, auth: Auth) -> None:
+    """On a database without users, create `admin` with $RUNSVC_ADMIN_PASSWORD, or else with a random
+    password that is logged once and written to <data-dir>/initial-admin-password (mode 0600)."""
+    if await auth.has_users():
+        return
+    password = os.environ.get(ADMIN_PASSWORD_ENV) or None
+    generated = password is None
+    if generated:
+        password = secrets.token_urlsafe(18)
+    try:
+        user = await auth.create_first_admin(password)
+    except InvalidAccountInput as exc:
+        raise StartupError(f"{ADMIN_PASSWORD_ENV}: {exc}") from None
+    if user is None:  # somebody else (the user CLI) created the first user meanwhile
+        return
+    if not generated:
+        log.info(f"created user admin with the password from {ADMIN_PASSWORD_ENV}", username="admin")
+        return
+    path = settings.data_dir / INITIAL_ADMIN_PASSWORD_FILE
+    log.warning(
+        "created user admin with a random password; change it after logging in",
+        username="admin", password=password, written_to=str(path),
+    )
+    try:
+        await trio.to_thread.run_sync(_write_secret_file, path, password + "\n")
+    except OSError as exc:
+        log.error("cannot write the initial admin password file", path=str(path), error=exc.strerror)
+
+
+def _write_secret_file(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as f:
+        os.fchmod(fd, 0o600)  # also when the file existed with a wider mode
+        f.write(text)
+
+
+async def serve(
+    settings: Settings,
+    *,
+    password_hasher: argon2.PasswordHasher | None = None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Run the server until `request_shutdown()`; report the Server once it is listening.
 
     Shutdown order: stop accepting connections, stop claiming runs and give running ones the drain
     window (then stop them as interrupted), cancel the background tasks, let Hypercorn finish the
     requests in flight, close the database.
+
+    `password_hasher` defaults to argon2id with argon2-cffi's defaults (tests pass cheaper parameters).
     """
     async with open_store(settings.database_path, readers=settings.db_readers) as store:
-        services = build_services(settings, store)
+        auth = Auth(store=store, passwords=Passwords(password_hasher), session_ttl_s=settings.session_ttl_s)
+        await create_initial_admin(settings, auth)
+        services = build_services(settings, store, auth)
         app = create_app(services)
         http_stop = trio.Event()
         async with trio.open_nursery() as root:

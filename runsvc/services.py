@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from .auth import Auth
 from .config import Settings
 from .eventlog import EventLog
 from .events import RunEventBus
@@ -18,6 +19,7 @@ from .store import Store
 class Services:
     settings: Settings
     store: Store
+    auth: Auth
     bus: RunEventBus
     eventlog: EventLog
     feed: RunFeed
@@ -25,7 +27,7 @@ class Services:
     scheduler: Scheduler
 
 
-def build_services(settings: Settings, store: Store) -> Services:
+def build_services(settings: Settings, store: Store, auth: Auth) -> Services:
     bus = RunEventBus(capacity=settings.bus_capacity, idle_ttl_s=settings.bus_idle_ttl_s)
     eventlog = EventLog(store, bus)
     feed = RunFeed()
@@ -33,6 +35,6 @@ def build_services(settings: Settings, store: Store) -> Services:
     scheduler = Scheduler(settings, store, runs, LocalExecutor(kill_grace_s=settings.kill_grace_s))
     runs.scheduler = scheduler
     return Services(
-        settings=settings, store=store, bus=bus, eventlog=eventlog, feed=feed, runs=runs,
+        settings=settings, store=store, auth=auth, bus=bus, eventlog=eventlog, feed=feed, runs=runs,
         scheduler=scheduler,
     )

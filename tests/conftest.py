@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import trio
 from runsvc.config import Settings
 from runsvc.server import Server, serve
 from runsvc.store import Store, open_store
+from tests.helpers import FAST_HASHER
 
 
 @pytest.fixture(name="store")
@@ -34,7 +36,7 @@ def _settings(tmp_path: Path) -> Settings:
 @pytest.fixture(name="server")
 async def _server(settings: Settings):
     async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(serve, settings)
+        server: Server = await nursery.start(partial(serve, settings, password_hasher=FAST_HASHER))
         yield server
         server.request_shutdown()
 

@@ -7,10 +7,18 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
+import argon2
 import attrs
 import trio
+
+# argon2id with the cheapest parameters: tests log in hundreds of times. The server's default is
+# argon2-cffi's (t=3, m=64 MiB, p=4), which subprocess tests use.
+FAST_HASHER = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 LISTENING = re.compile(r'listening on (http://[^\s"]+)')
 
@@ -75,3 +83,94 @@ async def start_server(
         if match:
             return ServerProcess(process, match.group(1), lines)
     raise AssertionError("server exited before listening:\n" + "\n".join(lines))
+
+
+# ---- accounts ---------------------------------------------------------------------------------------
+
+PASSWORD = "correct-horse-1"  # the password of every user the tests create with add_user()
+
+
+@asynccontextmanager
+async def running_server(settings) -> AsyncIterator:
+    """An in-process server (cheap argon2 parameters) for the duration of the block."""
+    from runsvc.server import serve
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(serve, settings, password_hasher=FAST_HASHER))
+        try:
+            yield server
+        finally:
+            server.request_shutdown()
+
+
+async def add_user(server, username: str, role: str, password: str = PASSWORD):
+    """Create a user directly through the server's accounts service."""
+    return await server.services.auth.create_user(username, password, role)
+
+
+async def login(client, username: str, password: str = PASSWORD) -> str:
+    """Log `client` in (its cookie jar keeps the session); return the CSRF token."""
+    response = await client.post("/api/v1/auth/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()["csrf_token"]
+
+
+def set_cookie_attributes(response, name: str) -> dict[str, str]:
+    """The attributes of the Set-Cookie header for `name`, keys lowercased; the value under "value"."""
+    for header in response.headers.get_list("set-cookie"):
+        first, *attributes = [part.strip() for part in header.split(";")]
+        cookie_name, _, value = first.partition("=")
+        if cookie_name == name:
+            parsed = {"value": value}
+            for attribute in attributes:
+                key, _, attr_value = attribute.partition("=")
+                parsed[key.lower()] = attr_value
+            return parsed
+    raise AssertionError(f"no Set-Cookie for {name}: {response.headers.get_list('set-cookie')}")
+
+
+def assert_error(response, status: int, code: str, message: str | None = None) -> None:
+    """A JSON error answer of the documented shape."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code, body
+    if message is not None:
+        assert body["error"]["message"] == message, body
+
+
+async def raw_request(
+    url: str, method: str, path: str, headers: dict[str, str], body_chunks: list[bytes]
+) -> tuple[bytes, bytes]:
+    """An HTTP/1.1 request over a plain socket that sends the body while reading the answer (a server
+    may answer before reading the whole body, e.g. 413); return the answer's head and body.
+
+    httpx cannot be used for this: when the answer comes first it abandons its body generator, which
+    trio reports as a ResourceWarning."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    head_lines = [f"{method} {path} HTTP/1.1", "Host: x", "Content-Type: application/json",
+                  "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
+    answer = bytearray()
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(("\r\n".join(head_lines) + "\r\n\r\n").encode("latin-1"))
+
+        async def send_body() -> None:
+            try:
+                for chunk in body_chunks:
+                    await stream.send_all(chunk)
+            except trio.BrokenResourceError:
+                return  # the server answered and closed before taking it all: fine
+            await trio.sleep_forever()  # the answer must not wait for anything more
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_body)
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                data = await stream.receive_some()
+                if not data:
+                    break
+                answer += data
+            nursery.cancel_scope.cancel()
+    head, _, body = bytes(answer).partition(b"\r\n\r\n")
+    return head, body

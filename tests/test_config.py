@@ -79,3 +79,9 @@ def test_data_dir_is_created(tmp_path):
     """A missing data dir is created, parents included."""
     prepare_data_dir(Settings(data_dir=tmp_path / "a" / "b"))
     assert (tmp_path / "a" / "b").is_dir()
+
+
+def test_session_ttl_is_bounded():
+    """A session lifetime past 10 years is refused (an expiry date must stay computable)."""
+    with pytest.raises(SettingsError, match="session_ttl_s must be <= 315360000"):
+        load_settings({"session_ttl_s": "1e12"}, environ={})

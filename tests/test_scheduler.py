@@ -11,10 +11,12 @@ import trio
 import trio.testing
 
 from runsvc.event_stream import stream_run_events
-from runsvc.server import serve
+from runsvc.auth import Auth
+from runsvc.passwords import Passwords
 from runsvc.services import build_services
 from runsvc.store import open_store
 from tests.conftest import make_settings
+from tests.helpers import FAST_HASHER, running_server
 
 PY = sys.executable
 
@@ -44,10 +46,8 @@ async def finished(services, command, **kw):
 @pytest.fixture(name="services")
 async def _services(tmp_path):
     settings = make_settings(tmp_path, kill_grace_s=0.5, max_concurrent_runs=4)
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve, settings)
+    async with running_server(settings) as server:
         yield server.services
-        server.request_shutdown()
 
 
 async def test_exit_zero_succeeds(services):
@@ -155,10 +155,8 @@ async def test_output_cap(tmp_path):
     """Past the output cap a system event says so and the rest is dropped; the process still finishes."""
     settings = make_settings(tmp_path, output_cap_bytes=1000)
     with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(serve, settings)
+        async with running_server(settings) as server:
             run, events = await finished(server.services, [PY, "-c", "for i in range(1000): print('x' * 50)"])
-            server.request_shutdown()
     assert run["status"] == "succeeded"
     stdout = [e for e in events if e["kind"] == "stdout"]
     assert len(stdout) == 1000 // 51
@@ -170,8 +168,7 @@ async def test_concurrency_limit_and_prompt_start(tmp_path):
     long before the 60 s safety net."""
     settings = make_settings(tmp_path, max_concurrent_runs=2, scheduler_safety_net_s=60)
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(serve, settings)
+        async with running_server(settings) as server:
             services = server.services
             watcher = services.feed.watch()
             runs = [await submit(services, [PY, "-c", "import time; time.sleep(0.3)"]) for _ in range(5)]
@@ -186,7 +183,6 @@ async def test_concurrency_limit_and_prompt_start(tmp_path):
                 peak = max(peak, len(running))
             watcher.close()
             statuses = [(await services.runs.get(run["id"]))["status"] for run in runs]
-            server.request_shutdown()
     assert peak == 2
     assert statuses == ["succeeded"] * 5
 
@@ -197,7 +193,8 @@ async def test_idle_scheduler_runs_no_sql(tmp_path, mock_clock):
     # The deadline is on the mock clock, which the test jumps by 61 s; pytest-timeout is the real one.
     with trio.fail_after(300):
         async with open_store(settings.database_path) as store:
-            services = build_services(settings, store)
+            auth = Auth(store=store, passwords=Passwords(FAST_HASHER), session_ttl_s=60)
+            services = build_services(settings, store, auth)
             async with trio.open_nursery() as nursery:
                 await nursery.start(services.scheduler.run)
                 while not services.scheduler.idle:

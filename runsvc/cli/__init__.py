@@ -7,20 +7,17 @@ import sys
 
 from . import db as db_cmd
 from . import serve as serve_cmd
+from . import users as users_cmd
+from .common import CliError
 
-
-class CliError(Exception):
-    """A failure to report as one line and a non-zero exit status (default 1)."""
-
-    def __init__(self, message: str, status: int = 1):
-        super().__init__(message)
-        self.status = status
+__all__ = ["CliError", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runsvc", description="A self-hosted run service.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve_cmd.add_parser(commands)
+    users_cmd.add_parser(commands)
     db_cmd.add_parser(commands)
     return parser
 

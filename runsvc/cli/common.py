@@ -20,6 +20,14 @@ from ..config import (
 E = TypeVar("E", bound=BaseException)
 
 
+class CliError(Exception):
+    """A failure to report as one line and a non-zero exit status (default 1)."""
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.status = status
+
+
 def add_settings_flags(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
     """One flag per setting (or per setting in `names`), with its default and environment variable."""
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings")

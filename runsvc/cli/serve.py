@@ -26,7 +26,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from ..server import run_until_signalled
+    from ..server import StartupError, run_until_signalled
 
     settings = settings_from_args(args, parser)
     try:
@@ -37,7 +37,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         trio.run(run_until_signalled, settings)
     except BaseException as exc:
-        for kind, what in ((SchemaError, "cannot open database"), (OSError, "cannot start")):
+        kinds = (
+            (SchemaError, "cannot open database"), (StartupError, "cannot start"), (OSError, "cannot start"),
+        )
+        for kind, what in kinds:
             found = find_exception(exc, kind)
             if found is not None:
                 log.error(f"{what}: {found}")

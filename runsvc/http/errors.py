@@ -6,6 +6,8 @@ import json
 
 from quart import Response
 
+from .. import auth
+
 
 class ApiError(Exception):
     """Raised anywhere below a handler; the error middleware turns it into the JSON answer."""
@@ -62,3 +64,21 @@ class TooManyAttempts(ApiError):
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps({"error": {"code": code, "message": message}})
     return Response(body, status=status, headers=headers, content_type="application/json")
+
+
+def api_error_for(error: auth.AccountError) -> ApiError:
+    """The HTTP answer to an error of the accounts service."""
+    message = str(error)
+    if isinstance(error, auth.LoginLocked):
+        return TooManyAttempts(message, retry_after_s=error.retry_after_s)
+    kinds: list[tuple[type[auth.AccountError], type[ApiError]]] = [
+        (auth.LoginFailed, Unauthenticated),
+        (auth.InvalidAccountInput, InvalidRequest),
+        (auth.UserNotFound, NotFound),
+        (auth.UsernameTaken, Conflict),
+        (auth.LastAdmin, Conflict),
+    ]
+    for kind, api_kind in kinds:
+        if isinstance(error, kind):
+            return api_kind(message)
+    raise TypeError(f"no HTTP answer for {type(error).__name__}") from error

@@ -12,7 +12,8 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ..log import get_logger
-from .errors import ApiError, error_response
+from ..auth import AccountError
+from .errors import ApiError, api_error_for, error_response
 
 log = get_logger(__name__)
 
@@ -39,6 +40,11 @@ def install(app: QuartTrio) -> None:
     @app.errorhandler(ApiError)
     async def _api_error(error: ApiError) -> Response:
         return error_response(error.status, error.code, error.message, error.headers)
+
+    @app.errorhandler(AccountError)
+    async def _account_error(error: AccountError) -> Response:
+        api_error = api_error_for(error)
+        return error_response(api_error.status, api_error.code, api_error.message, api_error.headers)
 
     @app.errorhandler(HTTPException)
     async def _http_error(error: HTTPException) -> Response:

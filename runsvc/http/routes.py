@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 import attrs
 from quart_trio import QuartTrio
 
-from .handlers import health
+from .access import Access, guard
+from .handlers import auth, health, users
 
 API = "/api/v1"
 
@@ -17,14 +18,21 @@ class Route:
     method: str
     path: str
     handler: Callable[..., Awaitable[object]]
+    access: Access  # checked by access.guard() before the handler runs
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/healthz", health.healthz),
+    Route("GET", "/healthz", health.healthz, Access.PUBLIC),
+    Route("POST", f"{API}/auth/login", auth.login, Access.PUBLIC),
+    Route("POST", f"{API}/auth/logout", auth.logout, Access.SESSION),
+    Route("GET", f"{API}/auth/me", auth.me, Access.SESSION),
+    Route("GET", f"{API}/users", users.list_users, Access.ADMIN),
+    Route("POST", f"{API}/users", users.create_user, Access.ADMIN),
+    Route("PATCH", f"{API}/users/<int:user_id>", users.update_user, Access.ADMIN),
 )
 
 
 def register(app: QuartTrio, routes: tuple[Route, ...] = ROUTES) -> None:
     for route in routes:
         endpoint = f"{route.method} {route.path}"
-        app.add_url_rule(route.path, endpoint, route.handler, methods=[route.method])
+        app.add_url_rule(route.path, endpoint, guard(route.handler, route.access), methods=[route.method])

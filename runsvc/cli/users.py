@@ -1,0 +1,156 @@
+"""`runsvc user add|passwd|list`: manage accounts directly in the data dir's database.
+
+These work with or without a running server (SQLite in WAL mode lets both use the file); a server sees
+the changes on its next request, so `user passwd` ends that user's sessions at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sqlite3
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import trio
+
+from ..auth import ROLES, AccountError, Auth, User, check_password, check_username
+from ..config import Settings, SettingsError, prepare_data_dir
+from ..passwords import Passwords
+from ..store import SchemaError, open_store
+from .common import CliError, add_settings_flags, find_exception, settings_from_args
+
+T = TypeVar("T")
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("user", help="manage user accounts", description="Manage user accounts.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    add = actions.add_parser("add", help="create a user", description="Create a user.")
+    add.add_argument("name", metavar="NAME", help="1-64 characters of A-Z a-z 0-9 _ . -")
+    add.add_argument("--role", required=True, choices=ROLES, help="what the user may do")
+    _add_password_flag(add)
+    add_settings_flags(add, ["data_dir"])
+    add.set_defaults(run=run_add)
+
+    passwd = actions.add_parser(
+        "passwd", help="set a user's password", description="Set a user's password; ends their sessions."
+    )
+    passwd.add_argument("name", metavar="NAME")
+    _add_password_flag(passwd)
+    add_settings_flags(passwd, ["data_dir"])
+    passwd.set_defaults(run=run_passwd)
+
+    listing = actions.add_parser("list", help="list users", description="List users.")
+    add_settings_flags(listing, ["data_dir"])
+    listing.set_defaults(run=run_list)
+
+
+def _add_password_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-stdin", action="store_true",
+        help="read the password as one line from standard input instead of prompting",
+    )
+
+
+def run_add(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    settings = settings_from_args(args, parser)
+    try:
+        check_username(args.name)
+    except AccountError as exc:
+        raise CliError(str(exc), status=2) from None
+    password = read_password(args.name, from_stdin=args.password_stdin)
+    try:
+        prepare_data_dir(settings)
+    except SettingsError as exc:
+        raise CliError(str(exc), status=2) from None
+
+    async def add(auth: Auth) -> User:
+        return await auth.create_user(args.name, password, args.role)
+
+    user = _run(settings, add)
+    print(f"created user {user.username} with role {user.role}")
+    return 0
+
+
+def run_passwd(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    settings = settings_from_args(args, parser)
+    _require_database(settings)
+    password = read_password(args.name, from_stdin=args.password_stdin)
+
+    async def passwd(auth: Auth) -> User:
+        return await auth.set_password(args.name, password)
+
+    user = _run(settings, passwd)
+    print(f"changed the password of {user.username} and ended their sessions")
+    return 0
+
+
+def run_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    settings = settings_from_args(args, parser)
+    _require_database(settings)
+
+    async def listing(auth: Auth) -> list[User]:
+        return await auth.list_users()
+
+    users = _run(settings, listing)
+    rows = [["ID", "USERNAME", "ROLE", "DISABLED", "CREATED"]]
+    rows += [[str(u.id), u.username, u.role, "yes" if u.disabled else "no", u.created_at] for u in users]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def read_password(name: str, *, from_stdin: bool) -> str:
+    """One line from stdin, or an interactive prompt (asked twice); checked against the rules."""
+    if from_stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        password = password[:-1] if password.endswith("\r") else password
+        if not password:
+            raise CliError("no password on standard input")
+    else:
+        if not sys.stdin.isatty():
+            raise CliError("standard input is not a terminal: use --password-stdin", status=2)
+        try:
+            password = getpass.getpass(f"Password for {name}: ")
+            again = getpass.getpass("Repeat the password: ")
+        except EOFError:
+            raise CliError("no password given") from None
+        if password != again:
+            raise CliError("the passwords do not match")
+    try:
+        check_password(password)
+    except AccountError as exc:
+        raise CliError(str(exc)) from None
+    return password
+
+
+def _require_database(settings: Settings) -> None:
+    if not settings.database_path.is_file():
+        raise CliError(f"no database at {settings.database_path} (wrong --data-dir?)")
+
+
+def _run(settings: Settings, action: Callable[[Auth], Awaitable[T]]) -> T:
+    """Open the store, run `action` with an accounts service on it, close the store."""
+
+    async def main() -> T:
+        async with open_store(settings.database_path, readers=1) as store:
+            auth = Auth(store=store, passwords=Passwords(), session_ttl_s=settings.session_ttl_s)
+            return await action(auth)
+
+    try:
+        return trio.run(main)
+    except BaseException as exc:
+        kinds: tuple[tuple[type[BaseException], str], ...] = (
+            (AccountError, ""), (SchemaError, "cannot open database: "),
+            (sqlite3.Error, "database error: "), (OSError, "cannot open database: "),
+        )
+        for kind, prefix in kinds:
+            found: Any = find_exception(exc, kind)
+            if found is not None:
+                raise CliError(prefix + str(found)) from None
+        raise

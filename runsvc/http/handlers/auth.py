@@ -1,0 +1,44 @@
+"""Logging in and out, and who am I."""
+
+from __future__ import annotations
+
+from quart import Response, request
+
+from ..access import SESSION_COOKIE, current_session
+from ..types import json_response, services
+from ..validation import read_json_object, string
+
+LOGIN_FIELDS = {"username": string(), "password": string()}
+
+
+async def login() -> Response:
+    body = await read_json_object(LOGIN_FIELDS)
+    svc = services()
+    client = request.remote_addr or "unknown"
+    session, token = await svc.auth.login(body["username"], body["password"], client)
+    response = json_response({"user": session.user.to_json(), "csrf_token": session.csrf_token})
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(svc.settings.session_ttl_s),
+        path="/",
+        secure=svc.settings.cookie_secure,
+        httponly=True,
+        samesite="Lax",
+    )
+    return response
+
+
+async def logout() -> Response:
+    svc = services()
+    await svc.auth.logout(request.cookies[SESSION_COOKIE])
+    response = Response(status=204)
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", secure=svc.settings.cookie_secure, httponly=True, samesite="Lax"
+    )
+    return response
+
+
+async def me() -> Response:
+    session = current_session()
+    return json_response({"user": session.user.to_json(), "csrf_token": session.csrf_token})

@@ -1,0 +1,235 @@
+"""Strict JSON request bodies: a body is one JSON object whose fields are declared up front.
+
+    body = await read_json_object({
+        "command": string_list(non_empty=True),
+        "env": string_map(required=False, default={}),
+        "timeout_s": number(required=False, default=3600, minimum=1, maximum=7 * 86400),
+        "name": string(required=False, nullable=True, default=None),
+    })
+
+Anything else is a 400 `invalid_request` whose message names the field and the broken rule: malformed
+JSON, a body that is not an object, a wrong type, a missing required field, an unknown field. An
+optional field without a default is absent from the result when the client left it out (PATCH).
+The body is read (and the size limit enforced, 413) before any of these checks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from quart import request
+
+from .errors import InvalidRequest
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()  # "no default": the field is absent from the result when left out
+
+# A check gets the field's name and its (type-checked) value; it returns an error message or None.
+Check = Callable[[str, Any], "str | None"]
+
+
+@attrs.frozen
+class Field:
+    """One field of a request body: what type it must have, whether it may be left out or null."""
+
+    kind: str  # what the value must be, for messages: "a string", "a list of strings"
+    accepts: Callable[[str, Any], str | None]  # type check; an error message or None
+    required: bool = True
+    nullable: bool = False
+    default: Any = MISSING
+    checks: tuple[Check, ...] = ()
+
+
+def _simple_type(kind: str, test: Callable[[Any], bool]) -> Callable[[str, Any], str | None]:
+    def accepts(name: str, value: Any) -> str | None:
+        return None if test(value) else f"{name} must be {kind}"
+
+    return accepts
+
+
+def _field(kind: str, accepts: Callable[[str, Any], str | None], required: bool, nullable: bool,
+           default: Any, checks: list[Check]) -> Field:
+    if required and default is not MISSING:
+        raise ValueError("a required field cannot have a default")
+    return Field(kind, accepts, required, nullable, default, tuple(checks))
+
+
+def string(
+    *,
+    required: bool = True,
+    nullable: bool = False,
+    default: Any = MISSING,
+    min_length: int | None = None,
+    max_length: int | None = None,
+    pattern: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    check: Check | None = None,
+) -> Field:
+    checks: list[Check] = []
+    if min_length is not None:
+        checks.append(lambda n, v: None if len(v) >= min_length else
+                      f"{n} must be at least {min_length} characters")
+    if max_length is not None:
+        checks.append(lambda n, v: None if len(v) <= max_length else
+                      f"{n} must be at most {max_length} characters")
+    if pattern is not None:
+        compiled = re.compile(pattern)
+        checks.append(lambda n, v: None if compiled.fullmatch(v) else f"{n} must match {pattern}")
+    if choices is not None:
+        checks.append(lambda n, v: None if v in choices else f"{n} must be one of {', '.join(choices)}")
+    if check is not None:
+        checks.append(check)
+    return _field("a string", _simple_type("a string", lambda v: isinstance(v, str)), required, nullable,
+                  default, checks)
+
+
+def boolean(*, required: bool = True, nullable: bool = False, default: Any = MISSING) -> Field:
+    return _field("a boolean", _simple_type("a boolean", lambda v: isinstance(v, bool)), required,
+                  nullable, default, [])
+
+
+def _bounds(minimum: float | None, maximum: float | None) -> list[Check]:
+    checks: list[Check] = []
+    if minimum is not None:
+        checks.append(lambda n, v: None if v >= minimum else f"{n} must be >= {minimum}")
+    if maximum is not None:
+        checks.append(lambda n, v: None if v <= maximum else f"{n} must be <= {maximum}")
+    return checks
+
+
+def integer(
+    *,
+    required: bool = True,
+    nullable: bool = False,
+    default: Any = MISSING,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> Field:
+    test = _simple_type("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
+    return _field("an integer", test, required, nullable, default, _bounds(minimum, maximum))
+
+
+def number(
+    *,
+    required: bool = True,
+    nullable: bool = False,
+    default: Any = MISSING,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> Field:
+    """An integer or a finite float (JSON has no NaN or infinity, and the parser refuses them)."""
+    test = _simple_type(
+        "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    )
+    return _field("a number", test, required, nullable, default, _bounds(minimum, maximum))
+
+
+def string_list(
+    *, required: bool = True, nullable: bool = False, default: Any = MISSING, non_empty: bool = False
+) -> Field:
+    def accepts(name: str, value: Any) -> str | None:
+        if not isinstance(value, list):
+            return f"{name} must be a list of strings"
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                return f"{name}[{index}] must be a string"
+        return None
+
+    checks: list[Check] = []
+    if non_empty:
+        checks.append(lambda n, v: None if v else f"{n} must not be empty")
+    return _field("a list of strings", accepts, required, nullable, default, checks)
+
+
+def string_map(*, required: bool = True, nullable: bool = False, default: Any = MISSING) -> Field:
+    def accepts(name: str, value: Any) -> str | None:
+        if not isinstance(value, dict):
+            return f"{name} must be an object of strings"
+        for key, item in value.items():
+            if not isinstance(item, str):
+                return f"{name}.{key} must be a string"
+        return None
+
+    return _field("an object of strings", accepts, required, nullable, default, [])
+
+
+def parse_json(data: bytes) -> Any:
+    """Strict JSON: UTF-8, no NaN/Infinity, no duplicate keys."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("request body must be UTF-8") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"request body must be valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise InvalidRequest(f"request body must be valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidRequest("request body must be valid JSON (nested too deeply)") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidRequest(f"request body must be valid JSON ({name} is not a JSON value)")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise InvalidRequest(f"duplicate field: {key}")
+        result[key] = value
+    return result
+
+
+def validate_object(body: Any, fields: Mapping[str, Field]) -> dict[str, Any]:
+    """Check a parsed body against `fields`; return the fields given (plus defaults) or raise 400."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    unknown = [name for name in body if name not in fields]
+    if unknown:
+        raise InvalidRequest(f"unknown field: {unknown[0]}")
+    result: dict[str, Any] = {}
+    for name, field in fields.items():
+        if name not in body:
+            if field.required:
+                raise InvalidRequest(f"{name} is required")
+            if field.default is not MISSING:
+                result[name] = field.default
+            continue
+        value = body[name]
+        if value is None:
+            if not field.nullable:
+                raise InvalidRequest(f"{name} must be {field.kind}")
+            result[name] = None
+            continue
+        for check in (field.accepts, *field.checks):
+            message = check(name, value)
+            if message is not None:
+                raise InvalidRequest(message)
+        result[name] = value
+    return result
+
+
+async def read_json_object(fields: Mapping[str, Field]) -> dict[str, Any]:
+    """Read the current request's body (413 past the size limit), parse it strictly, validate it.
+
+    The body must be sent as `Content-Type: application/json`: a cross-site HTML form cannot send that
+    without a CORS preflight, which keeps unauthenticated endpoints such as login out of reach of
+    other sites' forms.
+    """
+    data = await request.get_data(cache=False)  # raises RequestEntityTooLarge: 413 payload_too_large
+    if request.mimetype != "application/json":
+        raise InvalidRequest("request body must be JSON sent as Content-Type: application/json")
+    return validate_object(parse_json(data), fields)

@@ -1,0 +1,47 @@
+"""The login_throttle table: one row per (normalized username, client address) with recent failures.
+
+The rules (window, lockout lengths) live in runsvc/throttle.py; this module only reads and writes rows,
+and runs a rule's read-modify-write inside the writer's transaction so concurrent failures cannot be lost.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping
+from typing import Any
+
+_COLUMNS = "failures, first_failed_at, last_failed_at, locked_until, lockout_s"
+
+
+def get_throttle(conn: sqlite3.Connection, username: str, client: str) -> sqlite3.Row | None:
+    return conn.execute(
+        f"SELECT {_COLUMNS} FROM login_throttle WHERE username = ? AND client = ?", (username, client)
+    ).fetchone()
+
+
+def record_failure(
+    conn: sqlite3.Connection,
+    username: str,
+    client: str,
+    advance: Callable[[sqlite3.Row | None], Mapping[str, Any]],
+) -> Mapping[str, Any]:
+    """Replace the row with `advance(current row or None)`, a mapping of the row's columns."""
+    new = advance(get_throttle(conn, username, client))
+    conn.execute(
+        f"INSERT OR REPLACE INTO login_throttle (username, client, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (username, client, new["failures"], new["first_failed_at"], new["last_failed_at"],
+         new["locked_until"], new["lockout_s"]),
+    )
+    return new
+
+
+def clear_throttle(conn: sqlite3.Connection, username: str, client: str) -> None:
+    conn.execute("DELETE FROM login_throttle WHERE username = ? AND client = ?", (username, client))
+
+
+def delete_stale_throttle(conn: sqlite3.Connection, failed_before: str, now: str) -> int:
+    """For the maintenance loop: rows whose last failure is older than `failed_before`, not locked out."""
+    return conn.execute(
+        "DELETE FROM login_throttle WHERE last_failed_at < ? AND (locked_until IS NULL OR locked_until <= ?)",
+        (failed_before, now),
+    ).rowcount
