@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import signal
@@ -57,6 +58,11 @@ def _hypercorn_config(settings: Settings) -> hypercorn.config.Config:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = HTTP_GRACE_S
+    # WebSocket keepalive: Hypercorn pings every interval, and a connection from which nothing at all
+    # (not even a pong) arrives for interval + timeout is closed by its read timeout. ASGI gives the
+    # app no view of pongs, so this pair of settings is how a silent peer gets dropped.
+    config.websocket_ping_interval = settings.ws_ping_interval_s
+    config.read_timeout = int(math.ceil(settings.ws_ping_interval_s + settings.ws_ping_timeout_s))
     config.max_app_queue_size = 10
     return config
 
@@ -139,6 +145,7 @@ async def serve(
                 await server._shutdown.wait()
                 log.info("shutting down: no longer accepting connections")
                 http_stop.set()
+                services.sockets.close_all()
                 await services.scheduler.shutdown(settings.drain_s)
                 background.cancel_scope.cancel()
         log.info("http server stopped; closing the database")

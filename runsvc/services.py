@@ -12,6 +12,7 @@ from .executors.local import LocalExecutor
 from .feed import RunFeed
 from .runs import RunService
 from .scheduler import Scheduler
+from .sockets import SocketRegistry
 from .store import Store
 
 
@@ -25,6 +26,7 @@ class Services:
     feed: RunFeed
     runs: RunService
     scheduler: Scheduler
+    sockets: SocketRegistry
 
 
 def build_services(settings: Settings, store: Store, auth: Auth) -> Services:
@@ -36,5 +38,5 @@ def build_services(settings: Settings, store: Store, auth: Auth) -> Services:
     runs.scheduler = scheduler
     return Services(
         settings=settings, store=store, auth=auth, bus=bus, eventlog=eventlog, feed=feed, runs=runs,
-        scheduler=scheduler,
+        scheduler=scheduler, sockets=SocketRegistry(),
     )

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import db as db_cmd
+from . import remote as remote_cmd
 from . import serve as serve_cmd
 from . import users as users_cmd
 from .common import CliError
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_parser(commands)
     users_cmd.add_parser(commands)
     db_cmd.add_parser(commands)
+    remote_cmd.add_parsers(commands)
     return parser
 
 

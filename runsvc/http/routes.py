@@ -8,7 +8,7 @@ import attrs
 from quart_trio import QuartTrio
 
 from .access import Access, guard
-from .handlers import auth, health, users
+from .handlers import auth, health, live, runs, users
 
 API = "/api/v1"
 
@@ -29,6 +29,19 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/users", users.list_users, Access.ADMIN),
     Route("POST", f"{API}/users", users.create_user, Access.ADMIN),
     Route("PATCH", f"{API}/users/<int:user_id>", users.update_user, Access.ADMIN),
+    Route("POST", f"{API}/runs", runs.submit_run, Access.OPERATOR),
+    Route("GET", f"{API}/runs", runs.list_runs, Access.VIEWER),
+    Route("GET", f"{API}/runs/<int:run_id>", runs.get_run, Access.VIEWER),
+    Route("POST", f"{API}/runs/<int:run_id>/cancel", runs.cancel_run, Access.OPERATOR),
+    Route("GET", f"{API}/runs/<int:run_id>/events", runs.run_events, Access.VIEWER),
+    Route("GET", f"{API}/runs/<int:run_id>/log", runs.run_log, Access.VIEWER),
+)
+
+# WebSockets check Origin and the session themselves (see websockets.py): a refusal has to be a close
+# code after the handshake, not an HTTP status.
+WEBSOCKET_ROUTES: tuple[tuple[str, Callable[..., Awaitable[None]]], ...] = (
+    (f"{API}/runs/<int:run_id>/events/ws", live.run_events_ws),
+    (f"{API}/runs/feed/ws", live.runs_feed_ws),
 )
 
 
@@ -36,3 +49,5 @@ def register(app: QuartTrio, routes: tuple[Route, ...] = ROUTES) -> None:
     for route in routes:
         endpoint = f"{route.method} {route.path}"
         app.add_url_rule(route.path, endpoint, guard(route.handler, route.access), methods=[route.method])
+    for path, handler in WEBSOCKET_ROUTES:
+        app.add_websocket(path, f"WS {path}", handler)

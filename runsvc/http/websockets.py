@@ -13,6 +13,7 @@ import trio
 from quart import websocket
 
 from ..auth import Session
+from ..sockets import SocketRegistry
 from .access import SESSION_COOKIE, authenticate_cookie
 from .types import services
 
@@ -36,24 +37,6 @@ class Refused(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-
-
-class SocketRegistry:
-    """Open WebSockets; `close_all()` tells each to close with 1001 (server shutting down)."""
-
-    def __init__(self) -> None:
-        self._shutdown = trio.Event()
-        self.open = 0
-
-    @property
-    def shutting_down(self) -> bool:
-        return self._shutdown.is_set()
-
-    def close_all(self) -> None:
-        self._shutdown.set()
-
-    async def wait_shutdown(self) -> None:
-        await self._shutdown.wait()
 
 
 def expected_origin() -> str:
@@ -98,22 +81,23 @@ async def serve_socket(stream: Callable[[], Awaitable[tuple[int, str]]]) -> None
     try:
         async with trio.open_nursery() as nursery:
 
-            async def run(fn: Callable[[], Awaitable[object]]) -> None:
+            async def run(fn: Callable[[], Awaitable[tuple[int, str] | None]]) -> None:
                 nonlocal code, reason
                 try:
                     result = await fn()
                 except Refused as refused:
-                    code, reason = refused.code, refused.reason
-                else:
-                    if isinstance(result, tuple):
-                        code, reason = result
-                    elif fn is registry.wait_shutdown:
-                        code, reason = GOING_AWAY, "server shutting down"
+                    result = refused.code, refused.reason
+                if result is not None:
+                    code, reason = result
                 nursery.cancel_scope.cancel()
+
+            async def shutdown() -> tuple[int, str]:
+                await registry.wait_shutdown()
+                return GOING_AWAY, "server shutting down"
 
             nursery.start_soon(run, stream)
             nursery.start_soon(run, _reject_client_messages)
-            nursery.start_soon(run, registry.wait_shutdown)
+            nursery.start_soon(run, shutdown)
         await websocket.close(code, reason)
     finally:
         registry.open -= 1
