@@ -1,0 +1,180 @@
+"""Runs end to end: `python -m runsvc serve` as a subprocess, driven over HTTP and by the CLI."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from contextlib import asynccontextmanager
+
+import httpx
+import trio
+
+from tests.helpers import child_env, start_server
+
+PY = sys.executable
+ADMIN = {"username": "admin", "password": "admin-password-1"}
+
+
+@asynccontextmanager
+async def logged_in(url: str):
+    """An HTTP client logged in as the first admin, and the CSRF header to send."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        response = await client.post("/api/v1/auth/login", json=ADMIN)
+        assert response.status_code == 200, response.text
+        yield client, {"X-CSRF-Token": response.json()["csrf_token"]}
+
+
+async def wait_status(client, run_id, statuses):
+    while True:
+        run = (await client.get(f"/api/v1/runs/{run_id}")).json()["run"]
+        if run["status"] in statuses:
+            return run
+        await trio.sleep(0.05)
+
+
+def db_rows(data_dir, sql):
+    conn = sqlite3.connect(data_dir / "runsvc.db")
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+async def test_crash_recovery_after_kill_9(tmp_path):
+    """After kill -9, a run left running becomes interrupted with a system event, its workdir is
+    removed, and a run that was queued runs."""
+    data = tmp_path / "data"
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, data, "--max-concurrent-runs", "1")
+            async with logged_in(server.url) as (client, csrf):
+                busy = (await client.post("/api/v1/runs", json={"command": [PY, "-c", "import time; time.sleep(3)"]},
+                                          headers=csrf)).json()["run"]
+                waiting = (await client.post("/api/v1/runs", json={"command": [PY, "-c", "print('late')"]},
+                                             headers=csrf)).json()["run"]
+                await wait_status(client, busy["id"], {"running"})
+            assert (data / "work" / str(busy["id"])).is_dir()
+            server.send_signal(signal.SIGKILL)
+            await server.wait()
+
+            server = await start_server(nursery, data, "--max-concurrent-runs", "1")
+            async with logged_in(server.url) as (client, csrf):
+                crashed = await wait_status(client, busy["id"], {"interrupted"})
+                later = await wait_status(client, waiting["id"], {"succeeded", "failed"})
+                events = (await client.get(f"/api/v1/runs/{busy['id']}/events")).json()
+            assert not (data / "work" / str(busy["id"])).exists()
+            server.send_signal(signal.SIGTERM)
+            assert await server.wait() == 0
+    assert crashed["status"] == "interrupted"
+    assert any(e["kind"] == "system" and "interrupted" in e["data"] for e in events["events"])
+    assert events["events"][-1]["data"]["status"] == "interrupted" and events["complete"]
+    assert later["status"] == "succeeded"
+
+
+async def test_graceful_shutdown_leaves_nothing_running(tmp_path):
+    """SIGTERM with a run producing output: exit 0 within drain + grace + a few seconds, the run
+    interrupted, nothing left running, the database intact."""
+    data = tmp_path / "data"
+    chatty = "import time\nwhile True:\n    print('x' * 100, flush=True)\n    time.sleep(0.001)"
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, data, "--drain-s", "1", "--kill-grace-s", "1")
+            async with logged_in(server.url) as (client, csrf):
+                run = (await client.post("/api/v1/runs", json={"command": [PY, "-c", chatty]}, headers=csrf)).json()["run"]
+                await wait_status(client, run["id"], {"running"})
+                await trio.sleep(0.5)
+            start = trio.current_time()
+            server.send_signal(signal.SIGTERM)
+            assert await server.wait() == 0, server.log_text()
+            took = trio.current_time() - start
+    assert took < 1 + 1 + 5
+    assert db_rows(data, "SELECT status FROM runs") == [("interrupted",)]
+    assert db_rows(data, "PRAGMA integrity_check") == [("ok",)]
+    seqs = [r[0] for r in db_rows(data, f"SELECT seq FROM run_events WHERE run_id = {run['id']} ORDER BY seq")]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) > 10
+
+
+async def test_second_signal_exits_at_once(tmp_path):
+    """A second SIGTERM during the drain exits immediately with a non-zero status."""
+    data = tmp_path / "data"
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, data, "--drain-s", "60")
+            async with logged_in(server.url) as (client, csrf):
+                run = (await client.post("/api/v1/runs", json={"command": [PY, "-c", "import time; time.sleep(30)"]},
+                                         headers=csrf)).json()["run"]
+                await wait_status(client, run["id"], {"running"})
+            server.send_signal(signal.SIGTERM)
+            await trio.sleep(0.5)
+            server.send_signal(signal.SIGTERM)
+            with trio.fail_after(5):
+                code = await server.wait()
+    assert code != 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_submit_follow_survives_server_restart(tmp_path):
+    """`submit --follow` prints every line once, in order, across a server restart, and exits with
+    the run's exit code."""
+    data = tmp_path / "data"
+    port = str(_free_port())
+    script = "import time, sys\nfor i in range(8):\n    print(i, flush=True)\n    time.sleep(0.4)\nsys.exit(3)"
+    env = child_env(RUNSVC_USERNAME="admin", RUNSVC_PASSWORD="admin-password-1")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, data, "--port", port, "--drain-s", "10")
+            cli = await trio.lowlevel.open_process(
+                [PY, "-m", "runsvc", "submit", "--server", server.url, "--follow", "--", PY, "-c", script],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
+            )
+            out = b""
+            while b"2\n" not in out:
+                out += await cli.stdout.receive_some(1024)
+            # Restart: the drain lets the run finish while the follower is disconnected (1001).
+            server.send_signal(signal.SIGTERM)
+            assert await server.wait() == 0
+            server = await start_server(nursery, data, "--port", port)
+            while chunk := await cli.stdout.receive_some(1024):
+                out += chunk
+            code = await cli.wait()
+            err = await cli.stderr.receive_some(65536)
+            server.send_signal(signal.SIGTERM)
+            await server.wait()
+    assert out.decode().split() == [str(i) for i in range(8)]
+    assert code == 3, err
+
+
+def test_submit_prints_run_id_and_refuses_bad_input(tmp_path):
+    """`submit` without --follow prints the run id; a missing command or password is one clear line."""
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, tmp_path / "data")
+            env = child_env(RUNSVC_USERNAME="admin", RUNSVC_PASSWORD="admin-password-1")
+            ok = await trio.run_process([PY, "-m", "runsvc", "submit", "--server", server.url, "--", "true"],
+                                        capture_stdout=True, capture_stderr=True, env=env)
+            empty = await trio.run_process([PY, "-m", "runsvc", "submit", "--server", server.url],
+                                           capture_stdout=True, capture_stderr=True, env=env, check=False)
+            nopass = await trio.run_process(
+                [PY, "-m", "runsvc", "submit", "--server", server.url, "--username", "admin", "--", "true"],
+                capture_stdout=True, capture_stderr=True, env=child_env(), check=False, stdin=subprocess.DEVNULL)
+            wrong = await trio.run_process(
+                [PY, "-m", "runsvc", "follow", "--server", server.url, "999"],
+                capture_stdout=True, capture_stderr=True, env=env, check=False)
+            server.send_signal(signal.SIGTERM)
+            await server.wait()
+        return ok, empty, nopass, wrong
+
+    ok, empty, nopass, wrong = trio.run(main)
+    assert ok.stdout.decode().strip().isdigit()
+    assert empty.returncode == 2 and b"no command given" in empty.stderr
+    assert nopass.returncode == 1 and b"no password" in nopass.stderr
+    assert wrong.returncode == 1 and b"no run 999" in wrong.stderr and b"Traceback" not in wrong.stderr
