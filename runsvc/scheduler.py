@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import trio

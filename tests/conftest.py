@@ -11,7 +11,7 @@ import trio
 
 from runsvc.config import Settings
 from runsvc.server import Server, serve
-from runsvc.store import Store, open_store
+from runsvc.store import open_store
 from tests.helpers import FAST_HASHER
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import sys
 from contextlib import asynccontextmanager
 
+import httpx
 import pytest
 import trio
 import trio_websocket
@@ -53,6 +53,14 @@ async def read_all(ws, stop_after_seq=None):
                 return seqs, end, None
     except trio_websocket.ConnectionClosed as closed:
         return seqs, end, closed.reason.code
+
+
+async def operator_cookie(server) -> str:
+    """Create an operator and log in as it; the session cookie value."""
+    await add_user(server, "olga", "operator")
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        await login(client, "olga")
+        return client.cookies["runsvc_session"]
 
 
 @pytest.fixture(name="session")
@@ -134,12 +142,7 @@ async def test_slow_client_resyncs_with_bounded_memory(tmp_path):
     settings = make_settings(tmp_path, bus_capacity=64)
     async with running_server(settings) as server:
         services = server.services
-        await add_user(server, "olga", "operator")
-        import httpx
-
-        async with httpx.AsyncClient(base_url=server.url) as client:
-            await login(client, "olga")
-            cookie = client.cookies["runsvc_session"]
+        cookie = await operator_cookie(server)
         with trio.fail_after(120):
             run_id = await running_run(services)
             async with open_ws(server, f"/api/v1/runs/{run_id}/events/ws", cookie=cookie) as ws:
@@ -280,14 +283,10 @@ async def test_deleted_run_closes_watchers_4404(server, session):
 async def test_shutdown_closes_sockets_with_1001(tmp_path):
     """On shutdown every open WebSocket is closed with 1001."""
     settings = make_settings(tmp_path, drain_s=5)
-    import httpx
 
     with trio.fail_after(30):
         async with running_server(settings) as server:
-            await add_user(server, "olga", "operator")
-            async with httpx.AsyncClient(base_url=server.url) as client:
-                await login(client, "olga")
-                cookie = client.cookies["runsvc_session"]
+            cookie = await operator_cookie(server)
             run_id = await running_run(server.services)
             async with open_ws(server, f"/api/v1/runs/{run_id}/events/ws", cookie=cookie) as ws, \
                     open_ws(server, "/api/v1/runs/feed/ws", cookie=cookie) as feed:
@@ -321,14 +320,10 @@ async def test_runs_feed_reports_create_and_status_changes(server, session, clie
 async def test_silent_peer_is_dropped(tmp_path):
     """A peer that completes the handshake and then never answers pings is disconnected."""
     settings = make_settings(tmp_path, ws_ping_interval_s=0.2, ws_ping_timeout_s=0.5)
-    import httpx
 
     with trio.fail_after(30):
         async with running_server(settings) as server:
-            await add_user(server, "olga", "operator")
-            async with httpx.AsyncClient(base_url=server.url) as client:
-                await login(client, "olga")
-                cookie = client.cookies["runsvc_session"]
+            cookie = await operator_cookie(server)
             run_id = await running_run(server.services)
             host, port = server.url.removeprefix("http://").split(":")
             async with await trio.open_tcp_stream(host, int(port)) as stream:
