@@ -98,7 +98,7 @@ class EventLog:
 
 def _write_buffer(conn: sqlite3.Connection, buffer: _Buffer, ts: str) -> _Buffer:
     """Writer thread, inside the group transaction."""
-    rows: list[tuple[int, int, str, str, str]] = []
+    rows: list[sql.Row] = []
     for run_id, appends in buffer.by_run.items():
         _number_run(conn, run_id, appends, ts, rows)
     sql.insert_rows(conn, rows)
@@ -110,7 +110,7 @@ def _number_run(
     run_id: int,
     appends: list[_Append],
     ts: str,
-    rows: list[tuple[int, int, str, str, str]],
+    rows: list[sql.Row],
 ) -> None:
     try:
         seq = sql.last_seq(conn, run_id)
@@ -130,13 +130,7 @@ def _number_run(
                 append.error = exc
                 continue
             conn.execute("RELEASE transition")
-        # The hot loop of ingest: comprehensions, no per-event function calls.
-        numbered = list(zip(range(seq + 1, seq + 1 + len(append.items)), append.items))
-        append.events = [{"seq": n, "ts": ts, "kind": kind, "data": data} for n, (kind, data) in numbered]
-        rows.extend(
-            (run_id, n, ts, kind, data if kind != "state" else sql.encode_data(kind, data))
-            for n, (kind, data) in numbered
-        )
-        seq += len(numbered)
+        append.events = sql.number(run_id, seq, append.items, ts, rows)
+        seq += len(append.events)
     if seq != start:
         sql.set_last_seq(conn, run_id, seq)

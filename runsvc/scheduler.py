@@ -213,7 +213,8 @@ class _CappedSink:
             size = len(line) + 1
             if kind != "system" and size > self._remaining:
                 self._capped = True
-                kept.append(("system", f"output cap of {self._cap_bytes} bytes reached; further output dropped"))
+                message = f"output cap of {self._cap_bytes} bytes reached; further output dropped"
+                kept.append(("system", message))
                 break
             if kind != "system":
                 self._remaining -= size

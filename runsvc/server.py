@@ -136,9 +136,10 @@ async def serve(
                 background.start_soon(
                     partial(run_pruner, store, settings, on_runs_deleted=services.runs.runs_deleted)
                 )
-                binds = await root.start(
-                    partial(hypercorn.trio.serve, app, _hypercorn_config(settings), shutdown_trigger=http_stop.wait)
+                hypercorn_serve = partial(
+                    hypercorn.trio.serve, app, _hypercorn_config(settings), shutdown_trigger=http_stop.wait
                 )
+                binds = await root.start(hypercorn_serve)
                 server = Server(url=binds[0], services=services)
                 log.info(f"listening on {server.url}", url=server.url, data_dir=str(settings.data_dir))
                 task_status.started(server)

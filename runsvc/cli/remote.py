@@ -42,10 +42,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "submit", help="submit a run", description="Submit a run; print its id (or follow it with --follow).",
     )
     _add_connection_flags(submit)
-    submit.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment (repeatable)")
+    submit.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="environment (repeatable)"
+    )
     submit.add_argument("--timeout", type=float, metavar="SECONDS", help="run timeout (server default 3600)")
     submit.add_argument("--name", help="a name for the run")
-    submit.add_argument("--follow", action="store_true", help="print the output and exit with the run's status")
+    submit.add_argument(
+        "--follow", action="store_true", help="print the output and exit with the run's status"
+    )
     submit.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command")
     submit.set_defaults(run=run_submit)
 

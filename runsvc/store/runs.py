@@ -31,24 +31,6 @@ def run_from_row(row: sqlite3.Row) -> dict[str, Any]:
     return run
 
 
-def number_events(
-    conn: sqlite3.Connection, run_id: int, items: Sequence[tuple[str, Any]], ts: str
-) -> list[Event]:
-    """Append events inside the caller's transaction (for writes outside the EventLog's buffer).
-
-    Safe next to the EventLog: every write runs on the one writer, one after the other.
-    """
-    seq = event_sql.last_seq(conn, run_id)
-    events = [
-        {"seq": seq + i, "ts": ts, "kind": kind, "data": data} for i, (kind, data) in enumerate(items, 1)
-    ]
-    event_sql.insert_rows(
-        conn, [(run_id, e["seq"], ts, e["kind"], event_sql.encode_data(e["kind"], e["data"])) for e in events]
-    )
-    event_sql.set_last_seq(conn, run_id, seq + len(events))
-    return events
-
-
 def state_data(status: str, exit_code: int | None = None, reason: str | None = None) -> dict[str, Any]:
     return {"status": status, "exit_code": exit_code, "reason": reason}
 
@@ -69,7 +51,7 @@ def create_run(
         "VALUES (?, ?, ?, ?, 'queued', ?, ?) RETURNING id",
         (name, json.dumps(command), json.dumps(env), timeout_s, created_by, ts),
     ).fetchone()[0]
-    events = number_events(conn, run_id, [("state", state_data("queued"))], ts)
+    events = event_sql.append_now(conn, run_id, [("state", state_data("queued"))], ts)
     return get_run(conn, run_id), events
 
 
@@ -109,7 +91,7 @@ def claim_next(conn: sqlite3.Connection, ts: str) -> tuple[dict[str, Any], list[
     if row is None:
         return None
     run = run_from_row(row)
-    events = number_events(conn, run["id"], [("state", state_data("running"))], ts)
+    events = event_sql.append_now(conn, run["id"], [("state", state_data("running"))], ts)
     run["last_seq"] = events[-1]["seq"]
     return run, events
 
