@@ -103,12 +103,6 @@ class Subscription:
         except trio.EndOfChannel:
             raise RunGone(f"run {self.run_id} was deleted") from None
 
-    def receive_nowait(self) -> EventBatch:
-        try:
-            return self._receive.receive_nowait()
-        except trio.EndOfChannel:
-            raise RunGone(f"run {self.run_id} was deleted") from None
-
     def clear_lag(self) -> None:
         """Drop what is buffered (the consumer is about to read it from SQLite) and resume delivery."""
         while True:

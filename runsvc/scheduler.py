@@ -40,7 +40,6 @@ class Scheduler:
         self._accepting = True
         self._stopping: tuple[str, str] | None = None  # set after the drain: stop whatever still runs
         self._finished = trio.Event()  # set (and replaced) each time a run finishes
-        self.claims = 0
         self.idle = False  # True while waiting for a wakeup with nothing claimable
         self.workdirs = settings.data_dir / "work"
 
@@ -60,10 +59,6 @@ class Scheduler:
             self._early_stops[run_id] = (status, reason)
             return True
         return False
-
-    @property
-    def running_count(self) -> int:
-        return len(self._running)
 
     # ---- the claim loop --------------------------------------------------------------------------
 
@@ -102,7 +97,6 @@ class Scheduler:
         early = self._early_stops.pop(run["id"], None) or self._stopping
         if early is not None:
             stop.request(*early)
-        self.claims += 1
         self._runs.published(result)
 
     def _start(self, nursery: trio.Nursery, run: dict[str, Any]) -> None:

@@ -10,11 +10,6 @@ class SocketRegistry:
 
     def __init__(self) -> None:
         self._shutdown = trio.Event()
-        self.open = 0
-
-    @property
-    def shutting_down(self) -> bool:
-        return self._shutdown.is_set()
 
     def close_all(self) -> None:
         self._shutdown.set()

@@ -7,6 +7,7 @@ refused upgrade.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -67,7 +68,11 @@ async def _reject_client_messages() -> None:
         message = await websocket.receive()
         if isinstance(message, bytes):
             raise Refused(UNSUPPORTED_DATA, "binary frames are not supported")
-        if message.strip() not in ('{"type":"ping"}', '{"type": "ping"}'):
+        try:
+            is_ping = json.loads(message) == {"type": "ping"}
+        except ValueError:
+            is_ping = False
+        if not is_ping:
             raise Refused(POLICY_VIOLATION, "clients send no messages on this socket")
 
 
@@ -76,28 +81,24 @@ async def serve_socket(stream: Callable[[], Awaitable[tuple[int, str]]]) -> None
     returns — or 1001 if the server shuts down first, or the refusal's code."""
     registry: SocketRegistry = services().sockets
     await websocket.accept()
-    registry.open += 1
     code, reason = NORMAL, ""
-    try:
-        async with trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
 
-            async def run(fn: Callable[[], Awaitable[tuple[int, str] | None]]) -> None:
-                nonlocal code, reason
-                try:
-                    result = await fn()
-                except Refused as refused:
-                    result = refused.code, refused.reason
-                if result is not None:
-                    code, reason = result
-                nursery.cancel_scope.cancel()
+        async def run(fn: Callable[[], Awaitable[tuple[int, str] | None]]) -> None:
+            nonlocal code, reason
+            try:
+                result = await fn()
+            except Refused as refused:
+                result = refused.code, refused.reason
+            if result is not None:
+                code, reason = result
+            nursery.cancel_scope.cancel()
 
-            async def shutdown() -> tuple[int, str]:
-                await registry.wait_shutdown()
-                return GOING_AWAY, "server shutting down"
+        async def shutdown() -> tuple[int, str]:
+            await registry.wait_shutdown()
+            return GOING_AWAY, "server shutting down"
 
-            nursery.start_soon(run, stream)
-            nursery.start_soon(run, _reject_client_messages)
-            nursery.start_soon(run, shutdown)
-        await websocket.close(code, reason)
-    finally:
-        registry.open -= 1
+        nursery.start_soon(run, stream)
+        nursery.start_soon(run, _reject_client_messages)
+        nursery.start_soon(run, shutdown)
+    await websocket.close(code, reason)

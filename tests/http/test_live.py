@@ -281,9 +281,8 @@ async def test_deleted_run_closes_watchers_4404(server, session):
 
 
 async def test_shutdown_closes_sockets_with_1001(tmp_path):
-    """On shutdown every open WebSocket is closed with 1001."""
-    settings = make_settings(tmp_path, drain_s=5)
-
+    """On shutdown every open WebSocket is closed with 1001, before the drain window ends."""
+    settings = make_settings(tmp_path, drain_s=2)
     with trio.fail_after(30):
         async with running_server(settings) as server:
             cookie = await operator_cookie(server)
@@ -292,11 +291,14 @@ async def test_shutdown_closes_sockets_with_1001(tmp_path):
                     open_ws(server, "/api/v1/runs/feed/ws", cookie=cookie) as feed:
                 await ws.get_message()
                 server.request_shutdown()
+                asked = trio.current_time()
                 _, _, code = await read_all(ws)
+                closed_after = trio.current_time() - asked
                 with pytest.raises(trio_websocket.ConnectionClosed) as feed_closed:
                     while True:
                         await feed.get_message()
     assert code == 1001
+    assert closed_after < 1.0  # at the start of shutdown, not after the 2 s drain
     assert feed_closed.value.reason.code == 1001
 
 
@@ -343,3 +345,38 @@ async def test_silent_peer_is_dropped(tmp_path):
             while server.services.bus.subscriber_count(run_id) != 0:
                 await trio.sleep(0.01)
     assert elapsed < 10
+
+
+async def test_client_ping_message_is_tolerated(server, session):
+    """A `{"type": "ping"}` text frame from the client does not close the socket."""
+    with trio.fail_after(20):
+        run_id = await running_run(server.services)
+        async with open_ws(server, f"/api/v1/runs/{run_id}/events/ws", cookie=session) as ws:
+            await ws.get_message()
+            await ws.send_message('{"type": "ping"}')
+            await server.services.eventlog.append(run_id, [("stdout", "after ping")])
+            frame = json.loads(await ws.get_message())
+    assert frame["events"][0]["data"] == "after ping"
+
+
+async def test_slow_feed_client_is_closed_with_1013(server, session):
+    """A runs-feed client that stops reading is dropped (1013) instead of buffered without bound;
+    it first receives what was already on its way."""
+    feed = server.services.runs.feed
+    with trio.fail_after(30):
+        async with open_ws(server, "/api/v1/runs/feed/ws", cookie=session) as ws:
+            while feed.statistics().watchers == 0:
+                await trio.sleep(0.01)
+            padding = "x" * 2000
+            for i in range(5000):  # ~10 MB: more than the socket buffers and the watcher's channel
+                feed.publish({"id": i, "status": "queued", "name": padding})
+                if i % 50 == 0:
+                    await trio.sleep(0)
+            assert feed.statistics().dropped_watchers == 1
+            received = 0
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                while True:
+                    await ws.get_message()
+                    received += 1
+    assert closed.value.reason.code == 1013
+    assert 0 < received < 5000
