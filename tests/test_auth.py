@@ -22,6 +22,7 @@ from runsvc.auth import (
 from runsvc.passwords import Passwords
 from runsvc.store import sessions as session_store
 from runsvc.store import throttle as throttle_store
+from runsvc.store.maintenance import delete_expired
 from runsvc.timeutil import format_ts, utcnow
 from tests.helpers import FAST_HASHER, PASSWORD
 
@@ -221,8 +222,9 @@ async def test_password_change_and_disable_delete_sessions_role_change_does_not(
             await auth.update_user(99, role="viewer")
 
 
-async def test_maintenance_deletes(auth, store, clock):
-    """Expired sessions and stale, unlocked throttle rows can be deleted by the maintenance loop."""
+async def test_maintenance_deletes_what_auth_wrote(auth, store, clock):
+    """The maintenance SQL deletes the expired sessions and the stale, unlocked throttle rows that
+    real logins wrote, and keeps the rest."""
     with trio.fail_after(10):
         await auth.create_user("alice", PASSWORD, "viewer")
         _, token = await auth.login("alice", PASSWORD, CLIENT)
@@ -231,11 +233,12 @@ async def test_maintenance_deletes(auth, store, clock):
                 with pytest.raises(LoginFailed):
                     await auth.login("alice", "wrong-pass", client)
         now = format_ts(clock())
-        assert await store.write(session_store.delete_expired_sessions, now) == 0
-        assert await store.write(throttle_store.delete_stale_throttle, format_ts(clock.now + dt.timedelta(1)),
-                                 now) == 1  # "a" is locked out, so it stays
+        later = format_ts(clock.now + dt.timedelta(1))
+        counts = await store.write(delete_expired, now, later, 100)
+        assert (counts.sessions, counts.login_throttle) == (0, 1)  # "a" is locked out, so it stays
         clock.advance(3600)
-        assert await store.write(session_store.delete_expired_sessions, format_ts(clock())) == 1
+        counts = await store.write(delete_expired, format_ts(clock()), now, 100)
+        assert counts.sessions == 1
         assert await auth.authenticate(token) is None
 
 

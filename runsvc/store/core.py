@@ -60,6 +60,7 @@ class Store:
         path: Path,
         connections: list[sqlite3.Connection],
         counters: list[_StatementCounter],
+        limiter: trio.CapacityLimiter,
     ):
         self.path = path
         writer, *readers = connections
@@ -69,7 +70,7 @@ class Store:
         self._free_send, self._free_receive = trio.open_memory_channel[sqlite3.Connection](len(readers))
         for conn in readers:
             self._free_send.send_nowait(conn)
-        self._limiter = trio.CapacityLimiter(len(readers) + 1)
+        self._limiter = limiter  # SQLite's own worker threads, apart from trio's default pool
         self._pending: list[_WriteRequest] = []
         self._wakeup = trio.Event()
         self._writer_exited = trio.Event()
@@ -305,10 +306,11 @@ async def open_store(
 ) -> AsyncIterator[Store]:
     """Open (creating or upgrading) the database at `path`; close it when the block exits."""
     path = Path(path)
+    limiter = trio.CapacityLimiter(readers + 1)
     conns, counters = await trio.to_thread.run_sync(
-        _open_connections, path, readers, busy_timeout_ms, threading.get_ident()
+        _open_connections, path, readers, busy_timeout_ms, threading.get_ident(), limiter=limiter
     )
-    store = Store(path, conns, counters)
+    store = Store(path, conns, counters, limiter)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(store._run_writer)
         try:

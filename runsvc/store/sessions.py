@@ -33,8 +33,3 @@ def delete_session(conn: sqlite3.Connection, token_hash: bytes) -> bool:
 
 def count_user_sessions(conn: sqlite3.Connection, user_id: int) -> int:
     return conn.execute("SELECT count(*) FROM sessions WHERE user_id = ?", (user_id,)).fetchone()[0]
-
-
-def delete_expired_sessions(conn: sqlite3.Connection, now: str) -> int:
-    """For the maintenance loop; uses the sessions(expires_at) index."""
-    return conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,)).rowcount

@@ -37,11 +37,3 @@ def record_failure(
 
 def clear_throttle(conn: sqlite3.Connection, username: str, client: str) -> None:
     conn.execute("DELETE FROM login_throttle WHERE username = ? AND client = ?", (username, client))
-
-
-def delete_stale_throttle(conn: sqlite3.Connection, failed_before: str, now: str) -> int:
-    """For the maintenance loop: rows whose last failure is older than `failed_before`, not locked out."""
-    return conn.execute(
-        "DELETE FROM login_throttle WHERE last_failed_at < ? AND (locked_until IS NULL OR locked_until <= ?)",
-        (failed_before, now),
-    ).rowcount
