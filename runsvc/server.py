@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-import secrets
 import signal
 from functools import partial
-from pathlib import Path
 
 import argon2
 import attrs
@@ -16,8 +14,9 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
-from .auth import Auth, InvalidAccountInput
+from .auth import Auth
 from .config import Settings
+from .first_admin import create_initial_admin
 from .http import create_app
 from .log import get_logger
 from .maintenance import run_maintenance, run_pruner
@@ -27,8 +26,6 @@ from .store import open_store
 
 log = get_logger(__name__)
 
-ADMIN_PASSWORD_ENV = "RUNSVC_ADMIN_PASSWORD"  # a secret: read here only, never a setting
-INITIAL_ADMIN_PASSWORD_FILE = "initial-admin-password"
 
 # Time Hypercorn gives requests still in flight after it stops accepting. Our own long-lived handlers
 # (WebSockets) end themselves on shutdown, so this only bounds ordinary requests.
@@ -67,46 +64,6 @@ def _hypercorn_config(settings: Settings) -> hypercorn.config.Config:
     return config
 
 
-class StartupError(Exception):
-    """The server cannot start; the message is one line for the operator."""
-
-
-async def create_initial_admin(settings: Settings, auth: Auth) -> None:
-    """On a database without users, create `admin` with $RUNSVC_ADMIN_PASSWORD, or else with a random
-    password that is logged once and written to <data-dir>/initial-admin-password (mode 0600)."""
-    if await auth.has_users():
-        return
-    password = os.environ.get(ADMIN_PASSWORD_ENV) or None
-    generated = password is None
-    if generated:
-        password = secrets.token_urlsafe(18)
-    try:
-        user = await auth.create_first_admin(password)
-    except InvalidAccountInput as exc:
-        raise StartupError(f"{ADMIN_PASSWORD_ENV}: {exc}") from None
-    if user is None:  # somebody else (the user CLI) created the first user meanwhile
-        return
-    if not generated:
-        log.info(f"created user admin with the password from {ADMIN_PASSWORD_ENV}", username="admin")
-        return
-    path = settings.data_dir / INITIAL_ADMIN_PASSWORD_FILE
-    log.warning(
-        "created user admin with a random password; change it after logging in",
-        username="admin", password=password, written_to=str(path),
-    )
-    try:
-        await trio.to_thread.run_sync(_write_secret_file, path, password + "\n")
-    except OSError as exc:
-        log.error("cannot write the initial admin password file", path=str(path), error=exc.strerror)
-
-
-def _write_secret_file(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "w", encoding="utf-8") as f:
-        os.fchmod(fd, 0o600)  # also when the file existed with a wider mode
-        f.write(text)
-
-
 async def serve(
     settings: Settings,
     *,
@@ -125,32 +82,42 @@ async def serve(
         auth = Auth(store=store, passwords=Passwords(password_hasher), session_ttl_s=settings.session_ttl_s)
         await create_initial_admin(settings, auth)
         services = build_services(settings, store, auth)
-        app = create_app(services)
-        http_stop = trio.Event()
-        async with trio.open_nursery() as root:
-            async with trio.open_nursery() as background:
-                # Startup recovery runs before the first connection is accepted.
-                await background.start(services.scheduler.run)
-                background.start_soon(services.bus.run_pruner)
-                background.start_soon(partial(run_maintenance, store, settings))
-                background.start_soon(
-                    partial(run_pruner, store, settings, on_runs_deleted=services.runs.runs_deleted)
-                )
-                hypercorn_serve = partial(
-                    hypercorn.trio.serve, app, _hypercorn_config(settings), shutdown_trigger=http_stop.wait
-                )
-                binds = await root.start(hypercorn_serve)
-                server = Server(url=binds[0], services=services)
-                log.info(f"listening on {server.url}", url=server.url, data_dir=str(settings.data_dir))
-                task_status.started(server)
-                await server._shutdown.wait()
-                log.info("shutting down: no longer accepting connections")
-                http_stop.set()
-                services.sockets.close_all()
-                await services.scheduler.shutdown(settings.drain_s)
-                background.cancel_scope.cancel()
+        async with trio.open_nursery() as sockets:
+            # WebSocket senders outlive every request (see sockets.py); cancelled once Hypercorn is done.
+            await sockets.start(services.sockets.run_senders)
+            await _serve_http(services, task_status)
+            sockets.cancel_scope.cancel()
         log.info("http server stopped; closing the database")
     log.info("shutdown complete")
+
+
+async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) -> None:
+    """Hypercorn and the background tasks until shutdown is requested; returns when Hypercorn is done."""
+    settings = services.settings
+    http_stop = trio.Event()
+    async with trio.open_nursery() as root:
+        async with trio.open_nursery() as background:
+            # Startup recovery runs before the first connection is accepted.
+            await background.start(services.scheduler.run)
+            background.start_soon(services.bus.run_pruner)
+            background.start_soon(partial(run_maintenance, services.store, settings))
+            background.start_soon(
+                partial(run_pruner, services.store, settings, on_runs_deleted=services.runs.runs_deleted)
+            )
+            hypercorn_serve = partial(
+                hypercorn.trio.serve, create_app(services), _hypercorn_config(settings),
+                shutdown_trigger=http_stop.wait,
+            )
+            binds = await root.start(hypercorn_serve)
+            server = Server(url=binds[0], services=services)
+            log.info(f"listening on {server.url}", url=server.url, data_dir=str(settings.data_dir))
+            task_status.started(server)
+            await server._shutdown.wait()
+            log.info("shutting down: no longer accepting connections")
+            http_stop.set()
+            services.sockets.close_all()
+            await services.scheduler.shutdown(settings.drain_s)
+            background.cancel_scope.cancel()
 
 
 async def run_until_signalled(settings: Settings) -> None:

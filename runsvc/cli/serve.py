@@ -26,7 +26,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from ..server import StartupError, run_until_signalled
+    from ..first_admin import StartupError
+    from ..server import run_until_signalled
 
     settings = settings_from_args(args, parser)
     try:

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import attrs
 
 import trio
 from quart import websocket
 
 from ..auth import Session
+from ..log import get_logger
 from ..sockets import SocketRegistry
 from .access import SESSION_COOKIE, authenticate_cookie
 from .types import services
+
+log = get_logger(__name__)
 
 NORMAL = 1000
 GOING_AWAY = 1001  # server shutting down
@@ -76,29 +83,62 @@ async def _reject_client_messages() -> None:
             raise Refused(POLICY_VIOLATION, "clients send no messages on this socket")
 
 
-async def serve_socket(stream: Callable[[], Awaitable[tuple[int, str]]]) -> None:
-    """Accept, run `stream()` (which does its own checks, raising Refused), then close with the code it
-    returns — or 1001 if the server shuts down first, or the refusal's code."""
+# A stream hands its frames to the socket's sender task (see sockets.py) and waits once this many are
+# queued; a live stream that waits lets its bus subscription lag and later resyncs from the database.
+SEND_QUEUE = 4
+
+Send = Callable[[str], Awaitable[None]]
+
+
+@attrs.frozen
+class _Close:
+    code: int
+    reason: str
+
+
+async def _send_frames(ws: Any, frames: trio.MemoryReceiveChannel[str | _Close], done: trio.Event) -> None:
+    """The socket's sender: frames in order, then the close. Runs outside the request's task."""
+    try:
+        async with frames:
+            async for item in frames:
+                if isinstance(item, _Close):
+                    await ws.close(item.code, item.reason)
+                    return
+                await ws.send(item)
+    except Exception as exc:  # the peer went away mid-write; nothing is left to tell it
+        log.debug("websocket sender stopped", error=repr(exc))
+    finally:
+        done.set()
+
+
+async def serve_socket(stream: Callable[[Send], Awaitable[tuple[int, str]]]) -> None:
+    """Accept, run `stream(send)` (which does its own checks, raising Refused), then close with the code
+    it returns — or 1001 if the server shuts down first, or the refusal's code."""
     registry: SocketRegistry = services().sockets
     await websocket.accept()
+    outgoing, frames = trio.open_memory_channel[str | _Close](SEND_QUEUE)
+    sent_all = trio.Event()
+    registry.start_sender(_send_frames, websocket._get_current_object(), frames, sent_all)
     code, reason = NORMAL, ""
-    async with trio.open_nursery() as nursery:
+    async with outgoing:
+        async with trio.open_nursery() as nursery:
 
-        async def run(fn: Callable[[], Awaitable[tuple[int, str] | None]]) -> None:
-            nonlocal code, reason
-            try:
-                result = await fn()
-            except Refused as refused:
-                result = refused.code, refused.reason
-            if result is not None:
-                code, reason = result
-            nursery.cancel_scope.cancel()
+            async def run(fn: Callable[[], Awaitable[tuple[int, str] | None]]) -> None:
+                nonlocal code, reason
+                try:
+                    result = await fn()
+                except Refused as refused:
+                    result = refused.code, refused.reason
+                if result is not None:
+                    code, reason = result
+                nursery.cancel_scope.cancel()
 
-        async def shutdown() -> tuple[int, str]:
-            await registry.wait_shutdown()
-            return GOING_AWAY, "server shutting down"
+            async def shutdown() -> tuple[int, str]:
+                await registry.wait_shutdown()
+                return GOING_AWAY, "server shutting down"
 
-        nursery.start_soon(run, stream)
-        nursery.start_soon(run, _reject_client_messages)
-        nursery.start_soon(run, shutdown)
-    await websocket.close(code, reason)
+            nursery.start_soon(run, partial(stream, outgoing.send))
+            nursery.start_soon(run, _reject_client_messages)
+            nursery.start_soon(run, shutdown)
+        await outgoing.send(_Close(code, reason))
+    await sent_all.wait()

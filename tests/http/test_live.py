@@ -12,8 +12,9 @@ import pytest
 import trio
 import trio_websocket
 
+from runsvc.server import serve
 from tests.conftest import make_settings
-from tests.helpers import add_user, login, running_server
+from tests.helpers import FAST_HASHER, add_user, login, running_server
 
 PY = sys.executable
 SLEEPER = [PY, "-c", "import time; time.sleep(60)"]
@@ -380,3 +381,62 @@ async def test_slow_feed_client_is_closed_with_1013(server, session):
                     received += 1
     assert closed.value.reason.code == 1013
     assert 0 < received < 5000
+
+
+async def _stalled_client(server, cookie, run_id, connected: trio.Event):
+    """A client that reads one frame and then nothing at all (its socket buffers fill up)."""
+    url = server.url.replace("http://", "ws://") + f"/api/v1/runs/{run_id}/events/ws"
+    headers = [(b"Cookie", f"runsvc_session={cookie}".encode())]
+    async with trio_websocket.open_websocket_url(url, extra_headers=headers) as ws:
+        try:
+            await ws.get_message()
+            connected.set()
+            await trio.sleep_forever()
+        finally:
+            await ws._stream.aclose()
+
+
+async def _flood(services, run_id, events=100_000):
+    for _ in range(0, events, 500):
+        await services.eventlog.append(run_id, [("stdout", "y" * 100)] * 500)
+
+
+async def test_client_that_stops_reading_is_dropped_by_keepalive(tmp_path):
+    """A client that stops reading (so stops answering pings) while output floods in is dropped
+    after the keepalive timeout, and its handler and subscription go away."""
+    settings = make_settings(tmp_path, ws_ping_timeout_s=1.0)
+    with trio.fail_after(60):
+        async with running_server(settings) as server:
+            cookie = await operator_cookie(server)
+            run_id = await running_run(server.services)
+            async with trio.open_nursery() as nursery:
+                connected = trio.Event()
+                nursery.start_soon(_stalled_client, server, cookie, run_id, connected)
+                await connected.wait()
+                await _flood(server.services, run_id)
+                while server.services.bus.subscriber_count(run_id):
+                    await trio.sleep(0.05)
+                nursery.cancel_scope.cancel()
+
+
+async def test_client_that_stops_reading_does_not_hold_up_shutdown(tmp_path):
+    """Shutdown finishes even while a client that stopped reading has sends pending."""
+    settings = make_settings(tmp_path)  # keepalive 20 s: longer than the test allows
+    stopped = trio.Event()
+
+    async def run_server(task_status):
+        await serve(settings, password_hasher=FAST_HASHER, task_status=task_status)
+        stopped.set()
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(run_server)
+            cookie = await operator_cookie(server)
+            run_id = await running_run(server.services)
+            connected = trio.Event()
+            nursery.start_soon(_stalled_client, server, cookie, run_id, connected)
+            await connected.wait()
+            await _flood(server.services, run_id)
+            server.request_shutdown()
+            await stopped.wait()
+            nursery.cancel_scope.cancel()

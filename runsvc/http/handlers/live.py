@@ -19,6 +19,7 @@ from ..websockets import (
     NOT_FOUND,
     TRY_AGAIN_LATER,
     Refused,
+    Send,
     check_origin_and_session,
     serve_socket,
 )
@@ -53,7 +54,7 @@ def _frames(batch: EventBatch) -> list[str]:
 
 
 async def run_events_ws(run_id: int) -> None:
-    async def stream() -> tuple[int, str]:
+    async def stream(send: Send) -> tuple[int, str]:
         await check_origin_and_session()
         after_seq = _after_seq()
         svc = services()
@@ -62,7 +63,7 @@ async def run_events_ws(run_id: int) -> None:
             async with aclosing(stream_run_events(svc.store, svc.bus, run_id, after_seq)) as batches:
                 async for batch in batches:
                     for frame in _frames(batch):
-                        await websocket.send(frame)
+                        await send(frame)
                     last_seq = batch.last_seq
         except RunNotFound:
             raise Refused(NOT_FOUND, f"no run {run_id}") from None
@@ -73,14 +74,14 @@ async def run_events_ws(run_id: int) -> None:
                 last_seq = (await svc.runs.get(run_id))["last_seq"]
             except RunNotFound:
                 raise Refused(NOT_FOUND, f"run {run_id} was deleted") from None
-        await websocket.send(json.dumps({"type": "end", "last_seq": last_seq}))
+        await send(json.dumps({"type": "end", "last_seq": last_seq}))
         return NORMAL, "run finished"
 
     await serve_socket(stream)
 
 
 async def runs_feed_ws() -> None:
-    async def stream() -> tuple[int, str]:
+    async def stream(send: Send) -> tuple[int, str]:
         await check_origin_and_session()
         with services().runs.feed.watch() as watcher:
             while True:
@@ -88,6 +89,6 @@ async def runs_feed_ws() -> None:
                     frame = await watcher.receive()
                 except trio.EndOfChannel:
                     return TRY_AGAIN_LATER, "too slow; reconnect and refetch the list"
-                await websocket.send(frame)
+                await send(frame)
 
     await serve_socket(stream)
