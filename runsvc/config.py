@@ -148,6 +148,10 @@ class Settings:
         1024, "batches buffered per live subscriber before it resyncs from the database", _parse_int,
         _at_least(1),
     )
+    bus_max_events: int = _setting(
+        10_000, "events buffered per live subscriber before it resyncs from the database (bounds memory)",
+        _parse_int, _at_least(1),
+    )
     bus_idle_ttl_s: float = _setting(
         600.0, "seconds a run's bus entry lives without subscribers", _parse_float, _at_least(0)
     )

@@ -22,6 +22,7 @@ from .store import Store
 from .store import events as sql
 
 PAGE_SIZE = 2000  # events per SQLite read while catching up
+COALESCE_EVENTS = 2_000  # a consumer that fell behind takes up to this many buffered events at once
 
 # Test hook: awaited with "subscribed" (before the catch-up query) and "caught_up" (before going live),
 # so tests can append events exactly in the gaps the algorithm must cover.
@@ -53,7 +54,7 @@ async def stream_run_events(
                     return
         if checkpoint is not None:
             await checkpoint("caught_up")
-        async with aclosing(_live(store, subscription, run_id, last, page_size)) as batches:
+        async with aclosing(_live(store, bus, subscription, run_id, last, page_size)) as batches:
             async for batch in batches:
                 yield batch
                 if batch.is_terminal:
@@ -72,16 +73,29 @@ async def _catch_up(store: Store, run_id: int, after_seq: int, page_size: int) -
 
 
 async def _live(
-    store: Store, subscription: Subscription, run_id: int, last: int, page_size: int
+    store: Store, bus: RunEventBus, subscription: Subscription, run_id: int, last: int, page_size: int
 ) -> AsyncIterator[EventBatch]:
     while True:
         batch = None
         if not subscription.lagged:
             batch = await subscription.receive()
+            # A consumer that fell behind sends what piled up as one batch (fewer, larger frames),
+            # reusing each batch's JSON.
+            ready = subscription.receive_ready(COALESCE_EVENTS - len(batch.events))
+            if ready:
+                batch = EventBatch.concat([batch, *ready])
         if batch is None or batch.first_seq > last + 1:
             # Lagged: the channel overflowed and batches were dropped. (A gap cannot happen otherwise,
-            # but costs nothing to cover.) Everything published is committed, so SQLite has it all.
+            # but costs nothing to cover.) The run's recent batches in memory usually still hold what
+            # was missed; if not, SQLite has it all, since everything published is committed.
             subscription.clear_lag()
+            recent = bus.recent_after(run_id, last)
+            if recent is not None:
+                for group in _groups(recent, COALESCE_EVENTS):
+                    fresh = EventBatch.concat(group)
+                    yield fresh
+                    last = fresh.last_seq
+                continue
             async with aclosing(_catch_up(store, run_id, last, page_size)) as pages:
                 async for page in pages:
                     yield page
@@ -91,3 +105,16 @@ async def _live(
         if fresh is not None:
             yield fresh
             last = fresh.last_seq
+
+
+def _groups(batches: list[EventBatch], max_events: int) -> list[list[EventBatch]]:
+    """Consecutive batches in groups of about `max_events` events (a batch is never split)."""
+    groups: list[list[EventBatch]] = []
+    count = max_events
+    for batch in batches:
+        if count >= max_events:
+            groups.append([])
+            count = 0
+        groups[-1].append(batch)
+        count += len(batch.events)
+    return groups

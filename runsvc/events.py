@@ -1,13 +1,15 @@
 """The in-process run-event bus: per run, a set of subscribers, each with a bounded memory channel.
 
 Publishing happens right after the commit that made a batch durable. It is synchronous and never blocks:
-a subscriber whose channel is full misses the batch and is marked *lagged*; its consumer then reads what
-it missed from SQLite (see event_stream.py). Nothing here touches SQLite. A run's entry with no
+a subscriber whose channel is full (`capacity` batches, or `max_events` events, whichever comes first)
+misses the batch and is marked *lagged*; its consumer then reads what it missed from SQLite (see
+event_stream.py). Nothing here touches SQLite. A run's entry with no
 subscribers is forgotten after an idle TTL.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 from typing import Any
@@ -20,15 +22,51 @@ TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "timed_out", 
 Event = dict[str, Any]  # {"seq": int, "ts": str, "kind": str, "data": str | dict}
 
 
+FRAGMENT_CAP = 256 * 1024  # characters of event JSON per WebSocket frame (≤ 1 MiB even if all 4-byte)
+
+
+def _dumps(events: list[Event]) -> str:
+    return json.dumps(events, ensure_ascii=False, separators=(",", ":"))[1:-1]
+
+
+def _split(events: list[Event]) -> list[str]:
+    """JSON array items for `events`, in pieces of at most FRAGMENT_CAP characters where possible
+    (a single event larger than that stays whole). One json.dumps per piece, never one per event."""
+    text = _dumps(events)
+    if len(text) <= FRAGMENT_CAP or len(events) == 1:
+        return [text]
+    pieces = -(-len(text) // FRAGMENT_CAP) + 1
+    step = -(-len(events) // pieces)
+    return [fragment for i in range(0, len(events), step) for fragment in _split(events[i : i + step])]
+
+
 class EventBatch:
-    """Consecutive events of one run, in seq order; serialized to JSON at most once."""
+    """Consecutive events of one run, in seq order; serialized to JSON at most once, in fragments of at
+    most FRAGMENT_CAP characters, each spliced as is into one WebSocket frame for every subscriber."""
 
-    __slots__ = ("run_id", "events", "_json")
+    __slots__ = ("run_id", "events", "_fragments")
 
-    def __init__(self, run_id: int, events: list[Event], json_fragment: str | None = None):
+    def __init__(self, run_id: int, events: list[Event], fragments: list[str] | None = None):
         self.run_id = run_id
         self.events = events
-        self._json = json_fragment
+        self._fragments = fragments
+
+    @classmethod
+    def concat(cls, batches: list[EventBatch]) -> EventBatch:
+        """Consecutive batches as one, reusing their JSON: small fragments are packed together."""
+        if len(batches) == 1:
+            return batches[0]
+        fragments: list[str] = []
+        size = 0
+        for fragment in (f for batch in batches for f in batch.fragments):
+            if fragments and size + 1 + len(fragment) <= FRAGMENT_CAP:
+                fragments[-1] += "," + fragment
+                size += 1 + len(fragment)
+            else:
+                fragments.append(fragment)
+                size = len(fragment)
+        events = [event for batch in batches for event in batch.events]
+        return cls(batches[0].run_id, events, fragments)
 
     @property
     def first_seq(self) -> int:
@@ -39,11 +77,16 @@ class EventBatch:
         return self.events[-1]["seq"]
 
     @property
+    def fragments(self) -> list[str]:
+        """The events as JSON array items without the brackets, in pieces of at most FRAGMENT_CAP."""
+        if self._fragments is None:
+            self._fragments = _split(self.events)
+        return self._fragments
+
+    @property
     def json_fragment(self) -> str:
-        """The events as JSON array items without the brackets, to splice into a frame."""
-        if self._json is None:
-            self._json = json.dumps(self.events, ensure_ascii=False, separators=(",", ":"))[1:-1]
-        return self._json
+        """All the events as JSON array items without the brackets."""
+        return ",".join(self.fragments)
 
     @property
     def is_terminal(self) -> bool:
@@ -76,10 +119,12 @@ class BusStatistics:
 class Subscription:
     """One subscriber's view of one run. Use as `with bus.subscribe(run_id) as sub:`."""
 
-    def __init__(self, bus: RunEventBus, run_id: int, capacity: int):
+    def __init__(self, bus: RunEventBus, run_id: int, capacity: int, max_events: int):
         self.run_id = run_id
         self._bus = bus
         self._send, self._receive = trio.open_memory_channel[EventBatch](capacity)
+        self._max_events = max_events
+        self._buffered_events = 0  # bounds memory too: batches can be large (a whole 64 KiB read)
         self.lagged = False
         self.gone = False
 
@@ -87,21 +132,42 @@ class Subscription:
         """Publisher side; False when the subscriber's channel is full (it is then lagged)."""
         if self.lagged:
             return True  # already resyncing from SQLite; what it misses now it will read there too
+        size = len(batch.events)
+        if self._buffered_events and self._buffered_events + size > self._max_events:
+            self.lagged = True
+            return False
         try:
             self._send.send_nowait(batch)
         except trio.WouldBlock:
             self.lagged = True
             return False
         except trio.BrokenResourceError:
-            pass
+            return True
+        self._buffered_events += size
         return True
 
     async def receive(self) -> EventBatch:
         """The next live batch. Raises RunGone once the run has been deleted."""
         try:
-            return await self._receive.receive()
+            batch = await self._receive.receive()
         except trio.EndOfChannel:
             raise RunGone(f"run {self.run_id} was deleted") from None
+        self._buffered_events -= len(batch.events)
+        return batch
+
+    def receive_ready(self, max_events: int) -> list[EventBatch]:
+        """Batches already buffered, without waiting, up to about `max_events` events."""
+        ready: list[EventBatch] = []
+        count = 0
+        while count < max_events:
+            try:
+                batch = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            self._buffered_events -= len(batch.events)
+            count += len(batch.events)
+            ready.append(batch)
+        return ready
 
     def clear_lag(self) -> None:
         """Drop what is buffered (the consumer is about to read it from SQLite) and resume delivery."""
@@ -110,6 +176,7 @@ class Subscription:
                 self._receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
+        self._buffered_events = 0
         self.lagged = False
 
     def _mark_gone(self) -> None:
@@ -132,11 +199,17 @@ class Subscription:
 class _RunEntry:
     subscribers: set[Subscription] = attrs.Factory(set)
     idle_since: float = math.inf  # trio time the last subscriber left; inf while subscribed
+    # The run's latest batches, shared by all its subscribers: one that lagged resyncs from here
+    # instead of each reading the same pages from SQLite. Contiguous in seq; bounded in events.
+    recent: collections.deque[EventBatch] = attrs.Factory(collections.deque)
+    recent_events: int = 0
 
 
 class RunEventBus:
-    def __init__(self, *, capacity: int = 1024, idle_ttl_s: float = 600.0):
+    def __init__(self, *, capacity: int = 1024, max_events: int = 10_000, idle_ttl_s: float = 600.0):
         self._capacity = capacity
+        self._max_events = max_events
+        self._recent_events = 5 * max_events  # per run: what a lagged subscriber can resync from
         self._idle_ttl_s = idle_ttl_s
         self._runs: dict[int, _RunEntry] = {}
         self._became_idle = trio.Event()
@@ -148,7 +221,7 @@ class RunEventBus:
         entry = self._runs.get(run_id)
         if entry is None:
             entry = self._runs[run_id] = _RunEntry()
-        subscription = Subscription(self, run_id, self._capacity)
+        subscription = Subscription(self, run_id, self._capacity, self._max_events)
         entry.subscribers.add(subscription)
         entry.idle_since = math.inf
         return subscription
@@ -169,9 +242,25 @@ class RunEventBus:
         entry = self._runs.get(batch.run_id)
         if entry is None:
             return
+        if entry.subscribers:
+            entry.recent.append(batch)
+            entry.recent_events += len(batch.events)
+            while entry.recent_events - len(entry.recent[0].events) >= self._recent_events:
+                entry.recent_events -= len(entry.recent.popleft().events)
         for subscription in entry.subscribers:
             if not subscription._offer(batch):
                 self._lag_events += 1
+
+    def recent_after(self, run_id: int, seq: int) -> list[EventBatch] | None:
+        """The run's published events after `seq`, as batches, if memory still holds all of them
+        (an empty list when there are none yet); None when some are only in SQLite."""
+        entry = self._runs.get(run_id)
+        if entry is None or not entry.recent or entry.recent[0].first_seq > seq + 1:
+            return None
+        newer = [batch for batch in entry.recent if batch.last_seq > seq]
+        if newer:
+            newer[0] = newer[0].after(seq) or newer[0]  # the first may overlap what the caller has
+        return newer
 
     def run_deleted(self, run_id: int) -> None:
         """Tell the run's subscribers it is gone (they raise RunGone) and forget the run."""

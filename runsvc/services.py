@@ -30,7 +30,9 @@ class Services:
 
 
 def build_services(settings: Settings, store: Store, auth: Auth) -> Services:
-    bus = RunEventBus(capacity=settings.bus_capacity, idle_ttl_s=settings.bus_idle_ttl_s)
+    bus = RunEventBus(
+        capacity=settings.bus_capacity, max_events=settings.bus_max_events, idle_ttl_s=settings.bus_idle_ttl_s
+    )
     eventlog = EventLog(store, bus)
     feed = RunFeed()
     runs = RunService(store, eventlog, bus, feed)

@@ -60,6 +60,15 @@ async def _pump_stderr(stream: trio.abc.ReceiveStream, lines: list[str], found: 
     found.set()  # stream closed: the process died before listening
 
 
+async def _kill_when_cancelled(process: trio.Process) -> None:
+    """If the test fails (its nursery is cancelled) while the server still runs, kill the server."""
+    try:
+        await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+
+
 async def start_server(
     nursery: trio.Nursery,
     data_dir: Path,
@@ -76,6 +85,7 @@ async def start_server(
     lines: list[str] = []
     found = trio.Event()
     nursery.start_soon(_pump_stderr, process.stderr, lines, found)
+    nursery.start_soon(_kill_when_cancelled, process)
     with trio.fail_after(20):
         await found.wait()
     for line in lines:

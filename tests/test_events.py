@@ -281,3 +281,77 @@ def test_batch_after_slices_by_seq():
     assert batch.after(3) is batch
     assert [e["seq"] for e in batch.after(4).events] == [5, 6]
     assert batch.after(6) is None
+
+
+async def test_subscriber_buffer_is_bounded_in_events_too(store, eventlog):
+    """Few but large batches still make a subscriber lag once it holds more than max_events events."""
+    bus = RunEventBus(capacity=1024, max_events=1000)
+    eventlog = EventLog(store, bus)
+    run_id = await make_run(store)
+    with bus.subscribe(run_id) as subscription:
+        with trio.fail_after(10):
+            for _ in range(5):
+                await eventlog.append(run_id, [("stdout", "x")] * 400)
+        assert subscription.lagged
+        assert subscription._receive.statistics().current_buffer_used == 2  # 800 events held, not 2,000
+
+
+def test_large_batches_split_into_capped_fragments():
+    """A batch bigger than the frame cap is serialized in a few capped pieces that together hold
+    every event in order."""
+    import json
+
+    from runsvc.events import FRAGMENT_CAP
+
+    events = [{"seq": s, "ts": "t", "kind": "stdout", "data": "é" * 300} for s in range(1, 5001)]
+    batch = EventBatch(1, events)
+    assert len(batch.fragments) > 1
+    assert all(len(fragment) <= FRAGMENT_CAP for fragment in batch.fragments)
+    decoded = [e for fragment in batch.fragments for e in json.loads("[" + fragment + "]")]
+    assert decoded == events
+
+
+def test_concat_reuses_each_batch_json():
+    """Concatenated batches pack their existing JSON fragments instead of serializing again."""
+    import json
+
+    first = EventBatch(1, [{"seq": 1, "ts": "t", "kind": "stdout", "data": "a"}])
+    second = EventBatch(1, [{"seq": 2, "ts": "t", "kind": "stdout", "data": "b"}])
+    first._fragments = ['{"seq":1,"ts":"t","kind":"stdout","data":"a"}']
+    merged = EventBatch.concat([first, second])
+    assert merged.fragments == [first.fragments[0] + "," + second.fragments[0]]
+    assert [e["seq"] for e in json.loads("[" + merged.json_fragment + "]")] == [1, 2]
+    assert [e["seq"] for e in merged.events] == [1, 2]
+
+
+async def test_consumer_that_fell_behind_gets_coalesced_batches(store, bus, eventlog):
+    """Batches that piled up while the consumer was busy arrive as one larger batch, in order."""
+    run_id = await make_run(store)
+    with trio.fail_after(10):
+        async with aclosing(stream_run_events(store, bus, run_id, 0)) as stream:
+            await eventlog.append(run_id, [("stdout", "first")])
+            assert [e["seq"] for e in (await stream.__anext__()).events] == [1]
+            for i in range(10):  # 10 separate batches while the consumer is not reading
+                await eventlog.append(run_id, [("stdout", str(i))])
+            batch = await stream.__anext__()
+    assert [e["seq"] for e in batch.events] == list(range(2, 12))
+
+
+async def test_lagged_consumer_resyncs_from_memory_when_it_can(store, eventlog):
+    """A consumer that lagged by less than the run's in-memory history catches up without SQL."""
+    bus = RunEventBus(capacity=4, max_events=100)  # keeps the last 200 events of the run
+    eventlog = EventLog(store, bus)
+    run_id = await make_run(store)
+    with trio.fail_after(10):
+        async with aclosing(stream_run_events(store, bus, run_id, 0)) as stream:
+            await eventlog.append(run_id, [("stdout", "first")])
+            seqs = [e["seq"] for e in (await stream.__anext__()).events]
+            for i in range(15):  # 150 events in 15 batches: more than the subscriber holds
+                await eventlog.append(run_id, [("stdout", str(i))] * 10)
+            [subscription] = bus._runs[run_id].subscribers
+            assert subscription.lagged
+            before = store.statistics().statements
+            batch = await stream.__anext__()
+            assert store.statistics().statements == before  # from memory, not SQLite
+            seqs += [e["seq"] for e in batch.events]
+    assert seqs == list(range(1, 152))

@@ -35,7 +35,6 @@ UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
 NOT_FOUND = 4404
 
-FRAME_CAP = 256 * 1024  # 256 KiB: largest text frame we send (clients default to 1 MiB messages)
 
 
 class Refused(Exception):
@@ -85,7 +84,7 @@ async def _reject_client_messages() -> None:
 
 # A stream hands its frames to the socket's sender task (see sockets.py) and waits once this many are
 # queued; a live stream that waits lets its bus subscription lag and later resyncs from the database.
-SEND_QUEUE = 4
+SEND_QUEUE = 1
 
 Send = Callable[[str], Awaitable[None]]
 

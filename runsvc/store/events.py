@@ -77,7 +77,7 @@ def read_page(conn: sqlite3.Connection, run_id: int, after_seq: int, limit: int)
     if not rows:
         return None
     batch = EventBatch(run_id, [_decode_row(row) for row in rows])
-    batch.json_fragment  # noqa: B018 - serialize here, on the worker thread, not on the Trio thread
+    batch.fragments  # noqa: B018 - serialize here, on the worker thread, not on the Trio thread
     return batch
 
 

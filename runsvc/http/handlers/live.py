@@ -14,7 +14,6 @@ from ...store.events import RunNotFound
 from ..types import services
 from ..websockets import (
     BAD_REQUEST,
-    FRAME_CAP,
     NORMAL,
     NOT_FOUND,
     TRY_AGAIN_LATER,
@@ -37,20 +36,8 @@ def _after_seq() -> int:
 
 
 def _frames(batch: EventBatch) -> list[str]:
-    """One `events` frame per batch, split when the batch is larger than FRAME_CAP."""
-    fragment = batch.json_fragment
-    if len(fragment) <= FRAME_CAP:
-        return ['{"type":"events","events":[' + fragment + "]}"]
-    frames, current, size = [], [], 0
-    for event in batch.events:
-        text = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-        if current and size + len(text) > FRAME_CAP:
-            frames.append('{"type":"events","events":[' + ",".join(current) + "]}")
-            current, size = [], 0
-        current.append(text)
-        size += len(text) + 1
-    frames.append('{"type":"events","events":[' + ",".join(current) + "]}")
-    return frames
+    """One `events` frame per JSON fragment of the batch (each at most FRAGMENT_CAP characters)."""
+    return ['{"type":"events","events":[' + fragment + "]}" for fragment in batch.fragments]
 
 
 async def run_events_ws(run_id: int) -> None:
