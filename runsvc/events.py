@@ -233,6 +233,8 @@ class RunEventBus:
         entry.subscribers.discard(subscription)
         if not entry.subscribers:
             entry.idle_since = trio.current_time()
+            entry.recent.clear()  # kept only for subscribers that lag; none are left
+            entry.recent_events = 0
             self._became_idle.set()
 
     def publish(self, batch: EventBatch) -> None:
@@ -243,6 +245,9 @@ class RunEventBus:
         if entry is None:
             return
         if entry.subscribers:
+            if entry.recent and entry.recent[-1].last_seq + 1 != batch.first_seq:
+                entry.recent.clear()  # not contiguous (nobody subscribed meanwhile): start afresh
+                entry.recent_events = 0
             entry.recent.append(batch)
             entry.recent_events += len(batch.events)
             while entry.recent_events - len(entry.recent[0].events) >= self._recent_events:

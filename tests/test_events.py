@@ -355,3 +355,17 @@ async def test_lagged_consumer_resyncs_from_memory_when_it_can(store, eventlog):
             assert store.statistics().statements == before  # from memory, not SQLite
             seqs += [e["seq"] for e in batch.events]
     assert seqs == list(range(1, 152))
+
+
+async def test_recent_history_never_skips_what_nobody_watched(store, eventlog, bus):
+    """Batches published while a run had no subscriber are not in memory, so a later subscriber that
+    lags resyncs those from SQLite instead of skipping them."""
+    run_id = await make_run(store)
+    with trio.fail_after(10):
+        with bus.subscribe(run_id):
+            await eventlog.append(run_id, [("stdout", "watched")] * 5)
+        await eventlog.append(run_id, [("stdout", "unwatched")] * 5)  # seq 6..10, nobody subscribed
+        with bus.subscribe(run_id):
+            await eventlog.append(run_id, [("stdout", "watched again")] * 5)  # seq 11..15
+            assert bus.recent_after(run_id, 7) is None  # 8..10 are only in SQLite
+            assert [b.first_seq for b in bus.recent_after(run_id, 12)] == [13]
