@@ -17,6 +17,7 @@ import trio
 
 from .config import Settings
 from .executors import Executor, Outcome, RunSpec, StopRequest
+from .executors.orphans import kill_orphans
 from .log import get_logger
 from .runs import RunService, StatusConflict
 from .store import Store
@@ -147,7 +148,12 @@ class Scheduler:
     # ---- startup and shutdown --------------------------------------------------------------------
 
     async def _recover(self) -> None:
-        """Runs left `running` by a crashed server become `interrupted`; their directories go."""
+        """Runs left `running` by a crashed server become `interrupted`; their processes and
+        directories go."""
+        if self.workdirs.exists():
+            killed = await trio.to_thread.run_sync(kill_orphans, self.workdirs)
+            if killed:
+                log.warning("killed processes of runs a crashed server left behind", groups=len(killed))
         for run_id in await self._store.read(sql.running_run_ids):
             try:
                 await self._runs.finish(

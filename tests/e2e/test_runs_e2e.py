@@ -35,6 +35,15 @@ async def wait_status(client, run_id, statuses):
         await trio.sleep(0.05)
 
 
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie awaiting its reaper counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def db_rows(data_dir, sql):
     conn = sqlite3.connect(data_dir / "runsvc.db")
     try:
@@ -44,18 +53,23 @@ def db_rows(data_dir, sql):
 
 
 async def test_crash_recovery_after_kill_9(tmp_path):
-    """After kill -9, a run left running becomes interrupted with a system event, its workdir is
-    removed, and a run that was queued runs."""
+    """After kill -9, a run left running becomes interrupted with a system event, its process is
+    killed, its workdir is removed, and a run that was queued runs."""
     data = tmp_path / "data"
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, data, "--max-concurrent-runs", "1")
             async with logged_in(server.url) as (client, csrf):
-                busy = (await client.post("/api/v1/runs", json={"command": [PY, "-c", "import time; time.sleep(3)"]},
+                sleeper = "import os, time; print(os.getpid(), flush=True); time.sleep(60)"
+                busy = (await client.post("/api/v1/runs", json={"command": [PY, "-c", sleeper]},
                                           headers=csrf)).json()["run"]
                 waiting = (await client.post("/api/v1/runs", json={"command": [PY, "-c", "print('late')"]},
                                              headers=csrf)).json()["run"]
                 await wait_status(client, busy["id"], {"running"})
+                while not (events := (await client.get(f"/api/v1/runs/{busy['id']}/events")).json()["events"]) \
+                        or events[-1]["kind"] != "stdout":
+                    await trio.sleep(0.05)
+                child_pid = int(events[-1]["data"])
             assert (data / "work" / str(busy["id"])).is_dir()
             server.send_signal(signal.SIGKILL)
             await server.wait()
@@ -66,6 +80,7 @@ async def test_crash_recovery_after_kill_9(tmp_path):
                 later = await wait_status(client, waiting["id"], {"succeeded", "failed"})
                 events = (await client.get(f"/api/v1/runs/{busy['id']}/events")).json()
             assert not (data / "work" / str(busy["id"])).exists()
+            assert not _alive(child_pid)
             server.send_signal(signal.SIGTERM)
             assert await server.wait() == 0
     assert crashed["status"] == "interrupted"
