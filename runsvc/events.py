@@ -29,27 +29,54 @@ def _dumps(events: list[Event]) -> str:
     return json.dumps(events, ensure_ascii=False, separators=(",", ":"))[1:-1]
 
 
-def _split(events: list[Event]) -> list[str]:
-    """JSON array items for `events`, in pieces of at most FRAGMENT_CAP characters where possible
-    (a single event larger than that stays whole). One json.dumps per piece, never one per event."""
-    text = _dumps(events)
-    if len(text) <= FRAGMENT_CAP or len(events) == 1:
-        return [text]
-    pieces = -(-len(text) // FRAGMENT_CAP) + 1
-    step = -(-len(events) // pieces)
-    return [fragment for i in range(0, len(events), step) for fragment in _split(events[i : i + step])]
+# Between two serialized events. It cannot occur inside a JSON string (every quote there is escaped)
+# nor inside a state event's data object (whose keys are not "seq"): only at event boundaries.
+_BOUNDARY = '},{"seq":'
+
+
+def _split_text(text: str) -> list[str]:
+    """Serialized events (array items without brackets) in pieces of at most FRAGMENT_CAP characters
+    where possible (a single event larger than that stays whole), cut at event boundaries."""
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > FRAGMENT_CAP:
+        cut = text.rfind(_BOUNDARY, start, start + FRAGMENT_CAP)
+        if cut == -1:  # the next event alone is larger than the cap: it becomes a piece of its own
+            cut = text.find(_BOUNDARY, start + FRAGMENT_CAP)
+            if cut == -1:
+                break
+        pieces.append(text[start : cut + 1])
+        start = cut + 2
+    pieces.append(text[start:])
+    return pieces
 
 
 class EventBatch:
     """Consecutive events of one run, in seq order; serialized to JSON at most once, in fragments of at
-    most FRAGMENT_CAP characters, each spliced as is into one WebSocket frame for every subscriber."""
+    most FRAGMENT_CAP characters, each spliced as is into one WebSocket frame for every subscriber.
 
-    __slots__ = ("run_id", "events", "_fragments")
+    A batch read back from SQLite arrives already as JSON (SQLite builds it); its events are decoded
+    only if somebody asks for them.
+    """
+
+    __slots__ = ("run_id", "first_seq", "last_seq", "_events", "_fragments", "_terminal")
 
     def __init__(self, run_id: int, events: list[Event], fragments: list[str] | None = None):
         self.run_id = run_id
-        self.events = events
+        self.first_seq: int = events[0]["seq"]
+        self.last_seq: int = events[-1]["seq"]
+        self._events: list[Event] | None = events
         self._fragments = fragments
+        last = events[-1]
+        self._terminal = last["kind"] == "state" and last["data"]["status"] in TERMINAL_STATUSES
+
+    @classmethod
+    def from_json(cls, run_id: int, text: str, first_seq: int, last_seq: int, terminal: bool) -> EventBatch:
+        """A batch from its JSON array items (without brackets), for events read back from SQLite."""
+        batch = cls.__new__(cls)
+        batch.run_id, batch.first_seq, batch.last_seq = run_id, first_seq, last_seq
+        batch._events, batch._fragments, batch._terminal = None, _split_text(text), terminal
+        return batch
 
     @classmethod
     def concat(cls, batches: list[EventBatch]) -> EventBatch:
@@ -65,22 +92,25 @@ class EventBatch:
             else:
                 fragments.append(fragment)
                 size = len(fragment)
-        events = [event for batch in batches for event in batch.events]
-        return cls(batches[0].run_id, events, fragments)
+        merged = cls.__new__(cls)
+        merged.run_id = batches[0].run_id
+        merged.first_seq, merged.last_seq = batches[0].first_seq, batches[-1].last_seq
+        merged._fragments, merged._terminal = fragments, batches[-1].is_terminal
+        known = [batch._events for batch in batches]
+        merged._events = None if any(e is None for e in known) else [e for events in known for e in events]
+        return merged
 
     @property
-    def first_seq(self) -> int:
-        return self.events[0]["seq"]
-
-    @property
-    def last_seq(self) -> int:
-        return self.events[-1]["seq"]
+    def events(self) -> list[Event]:
+        if self._events is None:
+            self._events = json.loads("[" + ",".join(self._fragments or ()) + "]")
+        return self._events
 
     @property
     def fragments(self) -> list[str]:
         """The events as JSON array items without the brackets, in pieces of at most FRAGMENT_CAP."""
         if self._fragments is None:
-            self._fragments = _split(self.events)
+            self._fragments = _split_text(_dumps(self.events))
         return self._fragments
 
     @property
@@ -91,8 +121,7 @@ class EventBatch:
     @property
     def is_terminal(self) -> bool:
         """Whether the batch holds the run's terminal `state` event (always its last event)."""
-        last = self.events[-1]
-        return last["kind"] == "state" and last["data"]["status"] in TERMINAL_STATUSES
+        return self._terminal
 
     def after(self, seq: int) -> EventBatch | None:
         """The part of this batch with seq > `seq` (None if nothing is left)."""

@@ -369,3 +369,39 @@ async def test_recent_history_never_skips_what_nobody_watched(store, eventlog, b
             await eventlog.append(run_id, [("stdout", "watched again")] * 5)  # seq 11..15
             assert bus.recent_after(run_id, 7) is None  # 8..10 are only in SQLite
             assert [b.first_seq for b in bus.recent_after(run_id, 12)] == [13]
+
+
+def test_split_cuts_only_between_events():
+    """Pieces are cut at event boundaries even when the data contains look-alike text, and an event
+    larger than the cap is a piece of its own."""
+    import json
+
+    from runsvc.events import FRAGMENT_CAP
+
+    tricky = '},{"seq":1} and \\"},{\\"seq\\":'
+    events = [{"seq": s, "ts": "t", "kind": "stdout", "data": tricky * 40} for s in range(1, 401)]
+    events.insert(200, {"seq": 0, "ts": "t", "kind": "stdout", "data": "x" * (FRAGMENT_CAP + 10)})
+    events.append({"seq": 999, "ts": "t", "kind": "state", "data": {"status": "failed", "exit_code": 1}})
+    pieces = EventBatch(1, events).fragments
+    assert len(pieces) > 2
+    assert [e for piece in pieces for e in json.loads("[" + piece + "]")] == events
+    assert sum(len(piece) > FRAGMENT_CAP for piece in pieces) == 1  # only the oversized event
+
+
+async def test_pages_read_back_equal_what_was_appended(store, eventlog):
+    """The JSON SQLite builds for a page decodes to exactly the events that were appended, whatever
+    the text holds, and splits into capped frames."""
+    import json
+
+    from runsvc.store.events import read_page
+
+    run_id = await make_run(store)
+    lines = ['quote " backslash \\\\ tab \\t', "control \x01\x1f", "emoji 🎉 and é", "\ufffd\ufffd",
+             '},{"seq":1}', "", "x" * 20_000]
+    appended = await eventlog.append(run_id, [("stdout", line) for line in lines])
+    appended += await eventlog.append(run_id, [("state", {"status": "failed", "exit_code": 3, "reason": None})])
+    with trio.fail_after(10):
+        page = await store.read(read_page, run_id, 0, 100)
+    assert page.first_seq == 1 and page.last_seq == len(lines) + 1 and page.is_terminal
+    assert page.events == appended
+    assert json.loads("[" + page.json_fragment + "]") == appended

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..events import Event, EventBatch
+from ..events import TERMINAL_STATUSES, Event, EventBatch
 
 
 class RunNotFound(Exception):
@@ -17,11 +17,6 @@ class RunNotFound(Exception):
 def encode_data(kind: str, data: Any) -> str:
     """`state` data is an object, stored as JSON; every other kind is one line of text."""
     return json.dumps(data, separators=(",", ":")) if kind == "state" else data
-
-
-def _decode_row(row: sqlite3.Row) -> Event:
-    seq, ts, kind, data = row
-    return {"seq": seq, "ts": ts, "kind": kind, "data": json.loads(data) if kind == "state" else data}
 
 
 def last_seq(conn: sqlite3.Connection, run_id: int) -> int:
@@ -68,17 +63,30 @@ def insert_rows(conn: sqlite3.Connection, rows: list[Row]) -> None:
     conn.executemany("INSERT INTO run_events (run_id, seq, ts, kind, data) VALUES (?, ?, ?, ?, ?)", rows)
 
 
+# SQLite builds the JSON of a page itself (in C, on the reader thread): no Python object per event.
+# Key order and separators match json.dumps(..., separators=(",", ":")) of the event dicts.
+_PAGE_JSON = """
+    SELECT min(seq), max(seq), group_concat(event, ',')
+    FROM (
+        SELECT seq, json_object(
+            'seq', seq, 'ts', ts, 'kind', kind,
+            'data', CASE kind WHEN 'state' THEN json(data) ELSE data END
+        ) AS event
+        FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?
+    )
+"""
+
+
 def read_page(conn: sqlite3.Connection, run_id: int, after_seq: int, limit: int) -> EventBatch | None:
     """Up to `limit` stored events with seq > after_seq, as a batch already serialized (in this thread)."""
-    rows = conn.execute(
-        "SELECT seq, ts, kind, data FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-        (run_id, after_seq, limit),
-    ).fetchall()
-    if not rows:
+    first, last, text = conn.execute(_PAGE_JSON, (run_id, after_seq, limit)).fetchone()
+    if first is None:
         return None
-    batch = EventBatch(run_id, [_decode_row(row) for row in rows])
-    batch.fragments  # noqa: B018 - serialize here, on the worker thread, not on the Trio thread
-    return batch
+    kind, data = conn.execute(
+        "SELECT kind, data FROM run_events WHERE run_id = ? AND seq = ?", (run_id, last)
+    ).fetchone()
+    terminal = kind == "state" and json.loads(data)["status"] in TERMINAL_STATUSES
+    return EventBatch.from_json(run_id, text, first, last, terminal)
 
 
 def run_progress(conn: sqlite3.Connection, run_id: int) -> tuple[str, int]:
