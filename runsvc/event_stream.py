@@ -68,7 +68,7 @@ async def _catch_up(store: Store, run_id: int, after_seq: int, page_size: int) -
             return
         yield batch
         after_seq = batch.last_seq
-        if len(batch.events) < page_size:
+        if len(batch) < page_size:
             return
 
 
@@ -81,7 +81,7 @@ async def _live(
             batch = await subscription.receive()
             # A consumer that fell behind sends what piled up as one batch (fewer, larger frames),
             # reusing each batch's JSON.
-            ready = subscription.receive_ready(COALESCE_EVENTS - len(batch.events))
+            ready = subscription.receive_ready(COALESCE_EVENTS - len(batch))
             if ready:
                 batch = EventBatch.concat([batch, *ready])
         if batch is None or batch.first_seq > last + 1:
@@ -116,5 +116,5 @@ def _groups(batches: list[EventBatch], max_events: int) -> list[list[EventBatch]
             groups.append([])
             count = 0
         groups[-1].append(batch)
-        count += len(batch.events)
+        count += len(batch)
     return groups

@@ -100,6 +100,10 @@ class EventBatch:
         merged._events = None if any(e is None for e in known) else [e for events in known for e in events]
         return merged
 
+    def __len__(self) -> int:
+        """The number of events (seqs are consecutive), without decoding them."""
+        return self.last_seq - self.first_seq + 1
+
     @property
     def events(self) -> list[Event]:
         if self._events is None:
@@ -161,7 +165,7 @@ class Subscription:
         """Publisher side; False when the subscriber's channel is full (it is then lagged)."""
         if self.lagged:
             return True  # already resyncing from SQLite; what it misses now it will read there too
-        size = len(batch.events)
+        size = len(batch)
         if self._buffered_events and self._buffered_events + size > self._max_events:
             self.lagged = True
             return False
@@ -181,7 +185,7 @@ class Subscription:
             batch = await self._receive.receive()
         except trio.EndOfChannel:
             raise RunGone(f"run {self.run_id} was deleted") from None
-        self._buffered_events -= len(batch.events)
+        self._buffered_events -= len(batch)
         return batch
 
     def receive_ready(self, max_events: int) -> list[EventBatch]:
@@ -193,8 +197,8 @@ class Subscription:
                 batch = self._receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
-            self._buffered_events -= len(batch.events)
-            count += len(batch.events)
+            self._buffered_events -= len(batch)
+            count += len(batch)
             ready.append(batch)
         return ready
 
@@ -269,7 +273,7 @@ class RunEventBus:
     def publish(self, batch: EventBatch) -> None:
         """Offer a committed batch to every subscriber of its run. Never blocks."""
         self._batches_published += 1
-        self._events_published += len(batch.events)
+        self._events_published += len(batch)
         entry = self._runs.get(batch.run_id)
         if entry is None:
             return
@@ -278,9 +282,9 @@ class RunEventBus:
                 entry.recent.clear()  # not contiguous (nobody subscribed meanwhile): start afresh
                 entry.recent_events = 0
             entry.recent.append(batch)
-            entry.recent_events += len(batch.events)
-            while entry.recent_events - len(entry.recent[0].events) >= self._recent_events:
-                entry.recent_events -= len(entry.recent.popleft().events)
+            entry.recent_events += len(batch)
+            while entry.recent_events - len(entry.recent[0]) >= self._recent_events:
+                entry.recent_events -= len(entry.recent.popleft())
         for subscription in entry.subscribers:
             if not subscription._offer(batch):
                 self._lag_events += 1
