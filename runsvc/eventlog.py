@@ -49,7 +49,6 @@ class EventLog:
         self._bus = bus
         self._open: _Buffer | None = None  # the buffer the queued write request will take
         self.appends = 0
-        self.flushes = 0
 
     async def append(
         self, run_id: int, items: Sequence[tuple[str, Any]], *, transition: Transition | None = None
@@ -79,7 +78,6 @@ class EventLog:
 
     def _take_open_buffer(self) -> tuple[_Buffer, str]:
         buffer, self._open = self._open, None
-        self.flushes += 1
         return buffer, now_ts()
 
     def _fail(self, buffer: _Buffer, exc: BaseException) -> None:

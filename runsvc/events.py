@@ -159,7 +159,6 @@ class Subscription:
         self._max_events = max_events
         self._buffered_events = 0  # bounds memory too: batches can be large (a whole 64 KiB read)
         self.lagged = False
-        self.gone = False
 
     def _offer(self, batch: EventBatch) -> bool:
         """Publisher side; False when the subscriber's channel is full (it is then lagged)."""
@@ -213,8 +212,7 @@ class Subscription:
         self.lagged = False
 
     def _mark_gone(self) -> None:
-        self.gone = True
-        self._send.close()
+        self._send.close()  # the consumer's receive() then raises RunGone
 
     def close(self) -> None:
         self._send.close()

@@ -19,7 +19,6 @@ class FeedWatcher:
     def __init__(self, feed: RunFeed):
         self._feed = feed
         self._send, self._receive = trio.open_memory_channel[str](FEED_CAPACITY)
-        self.overflowed = False
 
     async def receive(self) -> str:
         """The next frame (JSON text). Raises trio.EndOfChannel once dropped for being too slow."""
@@ -65,7 +64,6 @@ class RunFeed:
             try:
                 watcher._send.send_nowait(frame)
             except trio.WouldBlock:
-                watcher.overflowed = True
                 self._dropped += 1
                 self._watchers.discard(watcher)
                 watcher._send.close()

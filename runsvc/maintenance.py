@@ -12,7 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import TypeVar
 
 import attrs
 import trio
@@ -32,6 +34,7 @@ from .store.maintenance import (
 from .timeutil import format_ts, utcnow
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 Clock = Callable[[], dt.datetime]
 RunsDeleted = Callable[[Sequence[int]], None]
@@ -66,26 +69,35 @@ async def run_maintenance(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run `maintenance_pass` now and then every `maintenance_interval_s`, until cancelled.
-
-    A pass that fails on a database error (say, the file is locked by another process for longer than
-    the busy timeout) is logged and retried at the next interval. `on_pass` gets each pass's counts.
-    """
+    `on_pass` gets each pass's counts."""
     task_status.started()
+    await _every(
+        settings.maintenance_interval_s, "maintenance pass",
+        partial(maintenance_pass, store, settings, now=now), attrs.asdict, on_pass,
+    )
+
+
+async def _every(
+    interval_s: float,
+    what: str,
+    one_pass: Callable[[], Awaitable[T]],
+    fields: Callable[[T], dict[str, object]],
+    on_pass: Callable[[T], None] | None,
+) -> None:
+    """Run `one_pass` now and every `interval_s`; log what each pass did. A pass that fails on a
+    database error (say, the file is locked by another process for longer than the busy timeout) is
+    logged and retried at the next interval."""
     while True:
+        started = time.perf_counter()
         try:
-            counts = await maintenance_pass(store, settings, now=now)
+            result = await one_pass()
         except sqlite3.Error as exc:
-            log.warning("maintenance pass failed; retrying at the next interval", error=str(exc))
+            log.warning(f"{what} failed; retrying at the next interval", error=str(exc))
         else:
-            log.info(
-                "maintenance pass",
-                sessions=counts.sessions,
-                enrollment_tokens=counts.enrollment_tokens,
-                login_throttle=counts.login_throttle,
-            )
+            log.info(what, **fields(result), seconds=f"{time.perf_counter() - started:.3f}")
             if on_pass is not None:
-                on_pass(counts)
-        await trio.sleep(settings.maintenance_interval_s)
+                on_pass(result)
+        await trio.sleep(interval_s)
 
 
 # ---- retention -------------------------------------------------------------------------------------
@@ -212,28 +224,17 @@ async def run_pruner(
 ) -> None:
     """Run `prune_pass` now and then every `prune_interval_s`, until cancelled.
 
-    With `retention_days = 0` runs are kept forever: the task logs that and returns at once. A pass
-    that fails on a database error is logged and retried at the next interval.
+    With `retention_days = 0` runs are kept forever: the task logs that and returns at once.
     """
     task_status.started()
     if settings.retention_days == 0:
         log.info("retention is off (retention_days = 0): finished runs are kept forever")
         return
-    while True:
-        started = time.perf_counter()
-        try:
-            result = await prune_pass(store, settings, now=now, on_runs_deleted=on_runs_deleted)
-        except sqlite3.Error as exc:
-            log.warning("retention pass failed; retrying at the next interval", error=str(exc))
-        else:
-            log.info(
-                "retention pass",
-                runs=result.runs,
-                events=result.events,
-                batches=result.batches,
-                pages_freed=result.pages_freed,
-                seconds=f"{time.perf_counter() - started:.3f}",
-            )
-            if on_pass is not None:
-                on_pass(result)
-        await trio.sleep(settings.prune_interval_s)
+    def fields(result: PruneResult) -> dict[str, object]:
+        return {"runs": result.runs, "events": result.events, "batches": result.batches,
+                "pages_freed": result.pages_freed}
+
+    await _every(
+        settings.prune_interval_s, "retention pass",
+        partial(prune_pass, store, settings, now=now, on_runs_deleted=on_runs_deleted), fields, on_pass,
+    )

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from .eventlog import EventLog
 from .events import TERMINAL_STATUSES, EventBatch, RunEventBus
 from .feed import RunFeed
@@ -26,6 +28,13 @@ STATUSES = ("queued", "running", *sorted(TERMINAL_STATUSES))
 LOG_PAGE = 5000  # events read per SQLite query while streaming a log
 
 __all__ = ["RunNotFound", "RunService", "STATUSES", "StatusConflict"]
+
+
+@attrs.frozen
+class EventsPage:
+    events_json: str  # the events as JSON array items without brackets, as SQLite built them
+    last_seq: int
+    complete: bool
 
 
 class RunService:
@@ -130,17 +139,17 @@ class RunService:
             raise StatusConflict(f"run {run_id} has already finished ({run['status']})")
         raise StatusConflict(f"run {run_id} cannot be cancelled while {run['status']}")
 
-    async def events_page(self, run_id: int, after_seq: int, limit: int) -> dict[str, Any]:
+    async def events_page(self, run_id: int, after_seq: int, limit: int) -> EventsPage:
         page = await self._store.read(sql.events_page, run_id, after_seq, limit)
         if page is None:
             raise RunNotFound(f"no run {run_id}")
-        status, last_seq, events = page
-        returned_last = events[-1]["seq"] if events else after_seq
-        return {
-            "events": events,
-            "last_seq": returned_last,
-            "complete": status in TERMINAL_STATUSES and returned_last >= last_seq,
-        }
+        status, last_seq, batch = page
+        returned_last = batch.last_seq if batch else after_seq
+        return EventsPage(
+            events_json=batch.json_fragment if batch else "",
+            last_seq=returned_last,
+            complete=status in TERMINAL_STATUSES and returned_last >= last_seq,
+        )
 
     async def log_lines(self, run_id: int, up_to_seq: int) -> AsyncIterator[str]:
         """The stored stdout/stderr lines up to `up_to_seq` (the run's last_seq when the request came),

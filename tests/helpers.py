@@ -184,3 +184,15 @@ async def raw_request(
             nursery.cancel_scope.cancel()
     head, _, body = bytes(answer).partition(b"\r\n\r\n")
     return head, body
+
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted"})
+
+
+async def wait_status(client, run_id: int, statuses=TERMINAL) -> dict:
+    """Poll GET /api/v1/runs/{id} until the run is in one of `statuses` (default: finished)."""
+    while True:
+        run = (await client.get(f"/api/v1/runs/{run_id}")).json()["run"]
+        if run["status"] in statuses:
+            return run
+        await trio.sleep(0.05)

@@ -41,16 +41,8 @@ class NotFound(ApiError):
     status, code = 404, "not_found"
 
 
-class MethodNotAllowed(ApiError):
-    status, code = 405, "method_not_allowed"
-
-
 class Conflict(ApiError):
     status, code = 409, "conflict"
-
-
-class PayloadTooLarge(ApiError):
-    status, code = 413, "payload_too_large"
 
 
 class TooManyAttempts(ApiError):

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..events import TERMINAL_STATUSES, Event
+from ..events import TERMINAL_STATUSES, Event, EventBatch
 from . import events as event_sql
 
 RUN_COLUMNS = (
@@ -118,15 +118,15 @@ def running_run_ids(conn: sqlite3.Connection) -> list[int]:
 
 def events_page(
     conn: sqlite3.Connection, run_id: int, after_seq: int, limit: int
-) -> tuple[str, int, list[Event]] | None:
-    """(status, last_seq, events after `after_seq`) read in one snapshot; None if no such run."""
+) -> tuple[str, int, EventBatch | None] | None:
+    """(status, last_seq, the batch of events after `after_seq` or None) read in one snapshot; None if
+    no such run."""
     conn.execute("BEGIN")
     try:
         row = conn.execute("SELECT status, last_seq FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             return None
-        batch = event_sql.read_page(conn, run_id, after_seq, limit)
-        return row[0], row[1], batch.events if batch else []
+        return row[0], row[1], event_sql.read_page(conn, run_id, after_seq, limit)
     finally:
         conn.execute("COMMIT")
 

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import httpx
 import trio
 
-from tests.helpers import child_env, start_server
+from tests.helpers import child_env, start_server, wait_status
 
 PY = sys.executable
 ADMIN = {"username": "admin", "password": "admin-password-1"}
@@ -25,14 +25,6 @@ async def logged_in(url: str):
         response = await client.post("/api/v1/auth/login", json=ADMIN)
         assert response.status_code == 200, response.text
         yield client, {"X-CSRF-Token": response.json()["csrf_token"]}
-
-
-async def wait_status(client, run_id, statuses):
-    while True:
-        run = (await client.get(f"/api/v1/runs/{run_id}")).json()["run"]
-        if run["status"] in statuses:
-            return run
-        await trio.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:

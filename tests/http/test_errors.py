@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import trio
 
-
-def assert_error(response, status, code):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+from tests.helpers import assert_error
 
 
 async def test_healthz(client):

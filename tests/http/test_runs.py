@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from runsvc.http.routes import ROUTES, Access
-from tests.helpers import add_user, assert_error, login
+from tests.helpers import add_user, assert_error, login, wait_status
 
 RUNS = "/api/v1/runs"
 PY = sys.executable
@@ -27,14 +27,6 @@ async def submit(client, csrf, body, status=201):
     return response.json()["run"] if status == 201 else response
 
 
-async def wait_finished(client, run_id):
-    while True:
-        run = (await client.get(f"{RUNS}/{run_id}")).json()["run"]
-        if run["status"] not in ("queued", "running"):
-            return run
-        await trio.sleep(0.05)
-
-
 async def test_submit_run_and_read_everything_back(client, operator):
     """A submitted run runs; /runs/{id}, /events and /log give back its status and every line."""
     script = "import sys\nfor i in (1, 2, 3): print(i, flush=True)\nprint('warn', file=sys.stderr)"
@@ -44,7 +36,7 @@ async def test_submit_run_and_read_everything_back(client, operator):
         assert run["timeout_s"] == 3600 and run["env"] == {} and run["last_seq"] == 1
         assert set(run) == {"id", "name", "command", "env", "status", "exit_code", "created_at",
                             "started_at", "ended_at", "created_by", "last_seq", "timeout_s"}
-        finished = await wait_finished(client, run["id"])
+        finished = await wait_status(client, run["id"])
         assert finished["status"] == "succeeded" and finished["exit_code"] == 0
         events = (await client.get(f"{RUNS}/{run['id']}/events")).json()
         log = await client.get(f"{RUNS}/{run['id']}/log")
@@ -61,7 +53,7 @@ async def test_events_paging(client, operator):
     """after_seq and limit page through events; complete only once the terminal event is included."""
     with trio.fail_after(20):
         run = await submit(client, operator, {"command": [PY, "-c", "print('a'); print('b')"]})
-        finished = await wait_finished(client, run["id"])
+        finished = await wait_status(client, run["id"])
         first = (await client.get(f"{RUNS}/{run['id']}/events", params={"limit": 2})).json()
         rest = (await client.get(f"{RUNS}/{run['id']}/events", params={"after_seq": 2})).json()
         past = (await client.get(f"{RUNS}/{run['id']}/events", params={"after_seq": 99})).json()
@@ -77,7 +69,7 @@ async def test_list_newest_first_with_filter_and_pages(client, operator):
     with trio.fail_after(20):
         ids = [(await submit(client, operator, {"command": [PY, "-c", "pass"]}))["id"] for _ in range(5)]
         for run_id in ids:
-            await wait_finished(client, run_id)
+            await wait_status(client, run_id)
         page1 = (await client.get(RUNS, params={"limit": 2})).json()
         page2 = (await client.get(RUNS, params={"limit": 2, "before": page1["next"]})).json()
         page3 = (await client.get(RUNS, params={"limit": 2, "before": page2["next"]})).json()
@@ -92,11 +84,10 @@ async def test_cancel_running_and_finished(client, operator):
     """Cancelling a running run answers 202 and it ends cancelled; cancelling it again is 409."""
     with trio.fail_after(30):
         run = await submit(client, operator, {"command": [PY, "-c", "import time; time.sleep(60)"]})
-        while (await client.get(f"{RUNS}/{run['id']}")).json()["run"]["status"] != "running":
-            await trio.sleep(0.05)
+        await wait_status(client, run["id"], {"running"})
         response = await client.post(f"{RUNS}/{run['id']}/cancel", headers={"X-CSRF-Token": operator})
         assert response.status_code == 202, response.text
-        finished = await wait_finished(client, run["id"])
+        finished = await wait_status(client, run["id"])
         again = await client.post(f"{RUNS}/{run['id']}/cancel", headers={"X-CSRF-Token": operator})
     assert finished["status"] == "cancelled" and finished["exit_code"] == -15
     assert_error(again, 409, "conflict")
