@@ -5,14 +5,17 @@ from __future__ import annotations
 import sqlite3
 from functools import partial
 
+import pytest
 import trio
 
 from runsvc import maintenance
+from runsvc.events import RunGone
 from runsvc.maintenance import prune_expired, prune_pass, run_pruner
 from runsvc.store import open_store
 from runsvc.store.maintenance import TERMINAL_STATUSES, freelist_count, incremental_vacuum, prune_batch
 from runsvc.store.migrations import schema_sql
 from tests.conftest import make_settings
+from tests.helpers import running_server
 from tests.maintenance_rows import (  # noqa: F401 (_clock is the `clock` fixture)
     EPOCH,
     _clock,
@@ -242,3 +245,22 @@ async def test_each_vacuum_step_frees_a_whole_step_of_pages(store, monkeypatch):
     steps = -(-(free - 100) // 100)
     assert store.statistics().write_requests - before == 1 + steps + 1  # count, steps, checkpoint
     assert await store.read(freelist_count) == 0
+
+
+async def test_server_tells_watchers_of_pruned_runs(tmp_path):
+    """In a running server, the retention pass that deletes a run ends its bus subscribers (its
+    WebSocket watchers then close with 4404)."""
+    def insert_old_run(conn):
+        return conn.execute(
+            "INSERT INTO runs (command, env, timeout_s, status, created_at, ended_at, last_seq) "
+            "VALUES ('[\"true\"]', '{}', 60, 'succeeded', '2020-01-01T00:00:00.000000Z', "
+            "'2020-01-01T00:00:01.000000Z', 0) RETURNING id"
+        ).fetchone()[0]
+
+    settings = make_settings(tmp_path, prune_interval_s=0.1)
+    with trio.fail_after(20):
+        async with running_server(settings) as server:
+            run_id = await server.services.store.write(insert_old_run)
+            with server.services.bus.subscribe(run_id) as subscription:
+                with pytest.raises(RunGone):
+                    await subscription.receive()
