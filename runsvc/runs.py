@@ -1,33 +1,35 @@
-"""Run services: submit, read, list, cancel, events and log; the status transitions with their events.
+"""The run service: submit, read, list, cancel, watch, events page and log — what handlers and the CLI call.
 
-HTTP handlers and the CLI call these; these call the store and the event log; the scheduler executes.
+It records through the RunRecorder and reaches the scheduler only through `Scheduling`, given at
+construction.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 
-from .eventlog import EventLog
-from .events import TERMINAL_STATUSES, EventBatch, RunEventBus
-from .feed import RunFeed
+from .events import RunEventBus, RunFeed, stream_run_events
+from .model import TERMINAL_STATUSES, EventBatch, RunNotFound, StatusConflict
+from .recorder import RunRecorder
 from .store import Store
 from .store import runs as sql
-from .store.events import RunNotFound
-from .store.runs import StatusConflict
 from .timeutil import now_ts
 
-if TYPE_CHECKING:
-    from .scheduler import Scheduler
-
-STATUSES = ("queued", "running", *sorted(TERMINAL_STATUSES))
 LOG_PAGE = 5000  # events read per SQLite query while streaming a log
 
-__all__ = ["RunNotFound", "RunService", "STATUSES", "StatusConflict"]
+
+class Scheduling(Protocol):
+    """What the run service needs of the scheduler."""
+
+    def wake(self) -> None:
+        """A run was queued: claim it if there is a free slot."""
+
+    def request_stop(self, run_id: int, status: str, reason: str) -> bool:
+        """Stop a running run; False if the scheduler is not running it (it finished meanwhile)."""
 
 
 @attrs.frozen
@@ -38,18 +40,15 @@ class EventsPage:
 
 
 class RunService:
-    def __init__(self, store: Store, eventlog: EventLog, bus: RunEventBus, feed: RunFeed):
+    def __init__(self, store: Store, recorder: RunRecorder, bus: RunEventBus, scheduling: Scheduling):
         self._store = store
-        self._eventlog = eventlog
+        self._recorder = recorder
         self._bus = bus
-        self.feed = feed
-        self.scheduler: Scheduler | None = None  # wired by the server
+        self._scheduling = scheduling
 
-    def published(self, result: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
-        """on_commit for writes that change a run and append its events directly."""
-        run, events = result
-        self._bus.publish(EventBatch(run["id"], events))
-        self.feed.publish(run)
+    @property
+    def feed(self) -> RunFeed:
+        return self._recorder.feed
 
     async def submit(
         self,
@@ -65,20 +64,20 @@ class RunService:
                 sql.create_run, command=command, env=env, timeout_s=timeout_s, name=name,
                 created_by=created_by, ts=now_ts(),
             ),
-            on_commit=self.published,
+            on_commit=self._recorder.published,
         )
-        if self.scheduler is not None:
-            self.scheduler.wake()
+        self._scheduling.wake()
         return run
-
-    async def append_output(self, run_id: int, items: Sequence[tuple[str, str]]) -> None:
-        """stdout/stderr/system events of a running run."""
-        await self._eventlog.append(run_id, items)
 
     def runs_deleted(self, run_ids: Sequence[int]) -> None:
         """Retention deleted these runs: their watchers are told (WebSockets close with 4404)."""
         for run_id in run_ids:
             self._bus.run_deleted(run_id)
+
+    def watch(self, run_id: int, after_seq: int) -> AsyncIterator[EventBatch]:
+        """The run's events after `after_seq`: stored ones, then live, each once, in order, ending with
+        the terminal one (see events/stream.py). Raises RunNotFound, or RunGone once deleted."""
+        return stream_run_events(self._store, self._bus, run_id, after_seq)
 
     async def get(self, run_id: int) -> dict[str, Any]:
         run = await self._store.read(sql.get_run, run_id)
@@ -91,35 +90,6 @@ class RunService:
     ) -> tuple[list[dict[str, Any]], int | None]:
         return await self._store.read(sql.list_runs, statuses, limit, before)
 
-    async def finish(
-        self,
-        run_id: int,
-        *,
-        from_status: str,
-        status: str,
-        exit_code: int | None = None,
-        reason: str | None = None,
-        messages: Sequence[str] = (),
-    ) -> dict[str, Any]:
-        """Move a run to a terminal status: `system` messages, then the terminal `state` event.
-
-        Raises StatusConflict if the run is not in `from_status`, RunNotFound if it is gone.
-        """
-        changed: dict[str, Any] = {}
-
-        def transition(conn: sqlite3.Connection) -> None:
-            changed["run"] = sql.finish(
-                conn, run_id, from_status=from_status, status=status, exit_code=exit_code, ts=now_ts()
-            )
-
-        items: list[tuple[str, Any]] = [("system", message) for message in messages]
-        items.append(("state", sql.state_data(status, exit_code, reason)))
-        events = await self._eventlog.append(run_id, items, transition=transition)
-        run = changed["run"]
-        run["last_seq"] = events[-1]["seq"]
-        self.feed.publish(run)
-        return run
-
     async def cancel(self, run_id: int, *, by: str | None) -> dict[str, Any]:
         """Cancel a queued run at once, or ask the scheduler to stop a running one.
 
@@ -127,12 +97,12 @@ class RunService:
         """
         reason = f"cancelled by {by}" if by else "cancelled"
         try:
-            return await self.finish(run_id, from_status="queued", status="cancelled", reason=reason)
+            return await self._recorder.finish(run_id, from_status="queued", status="cancelled", reason=reason)
         except StatusConflict:
             pass
         run = await self.get(run_id)
-        if run["status"] == "running" and self.scheduler is not None:
-            if self.scheduler.request_stop(run_id, "cancelled", reason):
+        if run["status"] == "running":
+            if self._scheduling.request_stop(run_id, "cancelled", reason):
                 return run
             run = await self.get(run_id)  # it finished meanwhile
         if run["status"] in TERMINAL_STATUSES:

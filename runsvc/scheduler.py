@@ -19,20 +19,20 @@ from .config import Settings
 from .executors import Executor, Outcome, RunSpec, StopRequest
 from .executors.orphans import kill_orphans
 from .log import get_logger
-from .runs import RunService, StatusConflict
+from .model import RunNotFound, StatusConflict
+from .recorder import RunRecorder
 from .store import Store
 from .store import runs as sql
-from .store.events import RunNotFound
 from .timeutil import now_ts
 
 log = get_logger(__name__)
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, store: Store, runs: RunService, executor: Executor):
+    def __init__(self, settings: Settings, store: Store, recorder: RunRecorder, executor: Executor):
         self._settings = settings
         self._store = store
-        self._runs = runs
+        self._recorder = recorder
         self._executor = executor
         self._wakeup = trio.Event()
         self._running: dict[int, StopRequest] = {}
@@ -44,7 +44,7 @@ class Scheduler:
         self.idle = False  # True while waiting for a wakeup with nothing claimable
         self.workdirs = settings.data_dir / "work"
 
-    # ---- called by the run service --------------------------------------------------------------
+    # ---- the run service's view (runs.Scheduling) -------------------------------------------
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -98,7 +98,7 @@ class Scheduler:
         early = self._early_stops.pop(run["id"], None) or self._stopping
         if early is not None:
             stop.request(*early)
-        self._runs.published(result)
+        self._recorder.published(result)
 
     def _start(self, nursery: trio.Nursery, run: dict[str, Any]) -> None:
         nursery.start_soon(self._supervise, run, self._running[run["id"]], name=f"run {run['id']}")
@@ -115,7 +115,7 @@ class Scheduler:
             timeout_s=run["timeout_s"],
             workdir=self.workdirs / str(run_id),
         )
-        sink = _CappedSink(self._runs, run_id, self._settings.output_cap_bytes)
+        sink = _CappedSink(self._recorder, run_id, self._settings.output_cap_bytes)
         try:
             try:
                 async with trio.open_nursery() as nursery:
@@ -136,7 +136,7 @@ class Scheduler:
     async def _finish(self, run_id: int, outcome: Outcome) -> None:
         with trio.CancelScope(shield=True):
             try:
-                await self._runs.finish(
+                await self._recorder.finish(
                     run_id, from_status="running", status=outcome.status, exit_code=outcome.exit_code,
                     reason=outcome.reason,
                 )
@@ -156,7 +156,7 @@ class Scheduler:
                 log.warning("killed processes of runs a crashed server left behind", groups=len(killed))
         for run_id in await self._store.read(sql.running_run_ids):
             try:
-                await self._runs.finish(
+                await self._recorder.finish(
                     run_id, from_status="running", status="interrupted",
                     reason="server stopped while the run was running",
                     messages=["runsvc restarted; the run was interrupted by a server crash or kill"],
@@ -198,8 +198,8 @@ def _seconds(value: float) -> str:
 class _CappedSink:
     """Appends a run's output, up to the cap; past it, one `system` event and the rest is dropped."""
 
-    def __init__(self, runs: RunService, run_id: int, cap_bytes: int):
-        self._runs = runs
+    def __init__(self, recorder: RunRecorder, run_id: int, cap_bytes: int):
+        self._recorder = recorder
         self._run_id = run_id
         self._remaining = cap_bytes if cap_bytes > 0 else math.inf
         self._capped = False
@@ -220,4 +220,4 @@ class _CappedSink:
                 self._remaining -= size
             kept.append((kind, line))
         if kept:
-            await self._runs.append_output(self._run_id, kept)
+            await self._recorder.append_output(self._run_id, kept)

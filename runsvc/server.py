@@ -14,13 +14,11 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
-from .auth import Auth
+from .accounts import Auth, Passwords, create_initial_admin
 from .config import Settings
-from .first_admin import create_initial_admin
-from .http import create_app
+from .http.app import create_app
 from .log import get_logger
 from .maintenance import run_maintenance, run_pruner
-from .passwords import Passwords
 from .services import Services, build_services
 from .store import open_store
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import attrs
 
-from .auth import Auth
+from .accounts import Auth
 from .config import Settings
-from .eventlog import EventLog
-from .events import RunEventBus
-from .executors.local import LocalExecutor
-from .feed import RunFeed
+from .events import EventLog, RunEventBus, RunFeed
+from .executors import LocalExecutor
+from .http.sockets import SocketRegistry
+from .recorder import RunRecorder
 from .runs import RunService
 from .scheduler import Scheduler
-from .sockets import SocketRegistry
 from .store import Store
 
 
@@ -35,9 +34,9 @@ def build_services(settings: Settings, store: Store, auth: Auth) -> Services:
     )
     eventlog = EventLog(store, bus)
     feed = RunFeed()
-    runs = RunService(store, eventlog, bus, feed)
-    scheduler = Scheduler(settings, store, runs, LocalExecutor(kill_grace_s=settings.kill_grace_s))
-    runs.scheduler = scheduler
+    recorder = RunRecorder(eventlog, bus, feed)
+    scheduler = Scheduler(settings, store, recorder, LocalExecutor(kill_grace_s=settings.kill_grace_s))
+    runs = RunService(store, recorder, bus, scheduler)
     return Services(
         settings=settings, store=store, auth=auth, bus=bus, eventlog=eventlog, feed=feed, runs=runs,
         scheduler=scheduler, sockets=SocketRegistry(),

@@ -9,7 +9,7 @@ import argon2
 import pytest
 import trio
 
-from runsvc.auth import (
+from runsvc.accounts.service import (
     Auth,
     InvalidAccountInput,
     LastAdmin,
@@ -19,7 +19,7 @@ from runsvc.auth import (
     UsernameTaken,
     csrf_token_for,
 )
-from runsvc.passwords import Passwords
+from runsvc.accounts import Passwords
 from runsvc.store import sessions as session_store
 from runsvc.store import throttle as throttle_store
 from runsvc.store.maintenance import delete_expired

@@ -9,11 +9,12 @@ import pytest
 import trio
 import trio.testing
 
-from runsvc.eventlog import EventLog
-from runsvc.event_stream import stream_run_events
-from runsvc.events import EventBatch, RunEventBus
+from runsvc.events import EventLog
+from runsvc.events import stream_run_events
+from runsvc.events import RunEventBus
+from runsvc.model import EventBatch
 from runsvc.store import open_store
-from runsvc.store.events import RunNotFound
+from runsvc.model import RunNotFound
 
 
 def _insert_run(conn, status="running"):
@@ -238,7 +239,7 @@ async def test_missing_run_raises(store, bus):
 
 async def test_deleted_run_ends_the_stream(store, bus, eventlog):
     """When the run is deleted while watched, the live stream raises RunGone."""
-    from runsvc.events import RunGone
+    from runsvc.model import RunGone
 
     run_id = await make_run(store)
     with trio.fail_after(10):
@@ -301,7 +302,7 @@ def test_large_batches_split_into_capped_fragments():
     every event in order."""
     import json
 
-    from runsvc.events import FRAGMENT_CAP
+    from runsvc.model import FRAGMENT_CAP
 
     events = [{"seq": s, "ts": "t", "kind": "stdout", "data": "é" * 300} for s in range(1, 5001)]
     batch = EventBatch(1, events)
@@ -376,7 +377,7 @@ def test_split_cuts_only_between_events():
     larger than the cap is a piece of its own."""
     import json
 
-    from runsvc.events import FRAGMENT_CAP
+    from runsvc.model import FRAGMENT_CAP
 
     tricky = '},{"seq":1} and \\"},{\\"seq\\":'
     events = [{"seq": s, "ts": "t", "kind": "stdout", "data": tricky * 40} for s in range(1, 401)]

@@ -9,10 +9,11 @@ import pytest
 import trio
 
 from runsvc import maintenance
-from runsvc.events import RunGone
+from runsvc.model import RunGone
 from runsvc.maintenance import prune_expired, prune_pass, run_pruner
 from runsvc.store import open_store
-from runsvc.store.maintenance import TERMINAL_STATUSES, freelist_count, incremental_vacuum, prune_batch
+from runsvc.model import TERMINAL_STATUSES
+from runsvc.store.maintenance import freelist_count, incremental_vacuum, prune_batch
 from runsvc.store.migrations import schema_sql
 from tests.conftest import make_settings
 from tests.helpers import running_server

@@ -10,9 +10,9 @@ import pytest
 import trio
 import trio.testing
 
-from runsvc.event_stream import stream_run_events
-from runsvc.auth import Auth
-from runsvc.passwords import Passwords
+from runsvc.events import stream_run_events
+from runsvc.accounts import Auth
+from runsvc.accounts import Passwords
 from runsvc.services import build_services
 from runsvc.store import open_store
 from tests.conftest import make_settings
@@ -99,7 +99,7 @@ async def test_cancel_running_child_that_ignores_sigterm(services):
 
 async def test_cancel_queued_and_finished(services):
     """A queued run is cancelled at once; cancelling a finished run is a conflict."""
-    from runsvc.runs import StatusConflict
+    from runsvc.model import StatusConflict
 
     with trio.fail_after(20):
         blockers = [await submit(services, [PY, "-c", "import time; time.sleep(30)"]) for _ in range(4)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from runsvc import throttle
+from runsvc.accounts import throttle
 from runsvc.timeutil import format_ts
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from ..client import ApiClient, ClientError, follow_events
+from .client import ApiClient, ClientError, follow_events
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 

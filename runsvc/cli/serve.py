@@ -26,7 +26,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from ..first_admin import StartupError
+    from ..accounts.first_admin import StartupError
     from ..server import run_until_signalled
 
     settings = settings_from_args(args, parser)

@@ -15,9 +15,8 @@ from typing import Any, TypeVar
 
 import trio
 
-from ..auth import ROLES, AccountError, Auth, User, check_password, check_username
+from ..accounts import ROLES, AccountError, Auth, Passwords, User, check_password, check_username
 from ..config import Settings, SettingsError, prepare_data_dir
-from ..passwords import Passwords
 from ..store import SchemaError, open_store
 from .common import CliError, add_settings_flags, find_exception, settings_from_args
 

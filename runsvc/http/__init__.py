@@ -1,5 +1,3 @@
-"""The HTTP layer: app factory, route table, handlers per area, middleware, errors."""
-
-from .app import create_app
-
-__all__ = ["create_app"]
+"""The HTTP layer: app factory (`app.create_app`), route table, handlers per area, middleware, errors,
+WebSocket plumbing. Nothing is imported here, so the services can use `http.sockets` without loading
+the app."""

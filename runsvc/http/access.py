@@ -19,7 +19,7 @@ from typing import Any
 
 from quart import g, request
 
-from ..auth import Auth, Session, User
+from ..accounts import Auth, Session, User
 from .errors import CsrfRejected, Forbidden, Unauthenticated
 from .types import services
 

@@ -6,7 +6,8 @@ import json
 
 from quart import Response
 
-from .. import auth
+from .. import accounts as auth
+from ..model import RunNotFound, StatusConflict
 
 
 class ApiError(Exception):
@@ -58,19 +59,24 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return Response(body, status=status, headers=headers, content_type="application/json")
 
 
-def api_error_for(error: auth.AccountError) -> ApiError:
-    """The HTTP answer to an error of the accounts service."""
+# The one mapping of the services' errors to HTTP answers; handlers let these propagate.
+DOMAIN_ERRORS: tuple[tuple[type[Exception], type[ApiError]], ...] = (
+    (auth.LoginFailed, Unauthenticated),
+    (auth.InvalidAccountInput, InvalidRequest),
+    (auth.UserNotFound, NotFound),
+    (auth.UsernameTaken, Conflict),
+    (auth.LastAdmin, Conflict),
+    (RunNotFound, NotFound),
+    (StatusConflict, Conflict),
+)
+
+
+def api_error_for(error: Exception) -> ApiError:
+    """The HTTP answer to an error of a service."""
     message = str(error)
     if isinstance(error, auth.LoginLocked):
         return TooManyAttempts(message, retry_after_s=error.retry_after_s)
-    kinds: list[tuple[type[auth.AccountError], type[ApiError]]] = [
-        (auth.LoginFailed, Unauthenticated),
-        (auth.InvalidAccountInput, InvalidRequest),
-        (auth.UserNotFound, NotFound),
-        (auth.UsernameTaken, Conflict),
-        (auth.LastAdmin, Conflict),
-    ]
-    for kind, api_kind in kinds:
+    for kind, api_kind in DOMAIN_ERRORS:
         if isinstance(error, kind):
             return api_kind(message)
     raise TypeError(f"no HTTP answer for {type(error).__name__}") from error

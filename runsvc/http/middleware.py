@@ -11,8 +11,9 @@ from quart import Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from ..accounts import AccountError
+from ..model import RunNotFound, StatusConflict
 from ..log import get_logger
-from ..auth import AccountError
 from .errors import ApiError, api_error_for, error_response
 
 log = get_logger(__name__)
@@ -41,10 +42,12 @@ def install(app: QuartTrio) -> None:
     async def _api_error(error: ApiError) -> Response:
         return error_response(error.status, error.code, error.message, error.headers)
 
-    @app.errorhandler(AccountError)
-    async def _account_error(error: AccountError) -> Response:
+    async def _domain_error(error: Exception) -> Response:
         api_error = api_error_for(error)
         return error_response(api_error.status, api_error.code, api_error.message, api_error.headers)
+
+    for domain_error in (AccountError, RunNotFound, StatusConflict):
+        app.register_error_handler(domain_error, _domain_error)
 
     @app.errorhandler(HTTPException)
     async def _http_error(error: HTTPException) -> Response:

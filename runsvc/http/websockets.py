@@ -17,9 +17,9 @@ import attrs
 import trio
 from quart import websocket
 
-from ..auth import Session
+from ..accounts import Session
 from ..log import get_logger
-from ..sockets import SocketRegistry
+from .sockets import SocketRegistry
 from .access import SESSION_COOKIE, authenticate_cookie
 from .types import services
 

@@ -7,11 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..events import TERMINAL_STATUSES, Event, EventBatch
-
-
-class RunNotFound(Exception):
-    """No run with that id (never existed, or deleted by retention)."""
+from ..model import TERMINAL_STATUSES, Event, EventBatch, RunNotFound
 
 
 def encode_data(kind: str, data: Any) -> str:

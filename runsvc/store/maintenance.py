@@ -13,8 +13,9 @@ import time
 
 import attrs
 
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "timed_out", "interrupted")
-_TERMINAL = "('succeeded', 'failed', 'cancelled', 'timed_out', 'interrupted')"
+from ..model import TERMINAL_STATUSES
+
+_TERMINAL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES)) + ")"  # SQL list
 
 # ---- hot queries (each one's plan is pinned by tests/store/test_query_plans.py) -------------------
 

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..events import TERMINAL_STATUSES, Event, EventBatch
+from ..model import TERMINAL_STATUSES, Event, EventBatch, StatusConflict, state_data
 from . import events as event_sql
 
 RUN_COLUMNS = (
@@ -20,19 +20,11 @@ RUN_COLUMNS = (
 )
 
 
-class StatusConflict(Exception):
-    """The run is not in the status the transition requires."""
-
-
 def run_from_row(row: sqlite3.Row) -> dict[str, Any]:
     run = dict(row)
     run["command"] = json.loads(run["command"])
     run["env"] = json.loads(run["env"])
     return run
-
-
-def state_data(status: str, exit_code: int | None = None, reason: str | None = None) -> dict[str, Any]:
-    return {"status": status, "exit_code": exit_code, "reason": reason}
 
 
 def create_run(

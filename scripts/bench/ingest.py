@@ -21,7 +21,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from runsvc.eventlog import EventLog  # noqa: E402
+from runsvc.events import EventLog  # noqa: E402
 from runsvc.events import RunEventBus  # noqa: E402
 from runsvc.store import open_store  # noqa: E402
 

@@ -13,8 +13,8 @@ import time
 import pytest
 import trio
 
-from runsvc.auth import Auth, LoginFailed
-from runsvc.passwords import Passwords
+from runsvc.accounts import Auth, LoginFailed
+from runsvc.accounts import Passwords
 from runsvc.store import open_store
 from tests.helpers import child_env
 

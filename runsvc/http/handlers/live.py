@@ -8,9 +8,7 @@ from contextlib import aclosing
 import trio
 from quart import websocket
 
-from ...event_stream import stream_run_events
-from ...events import EventBatch, RunGone
-from ...store.events import RunNotFound
+from ...model import EventBatch, RunGone, RunNotFound
 from ..types import services
 from ..websockets import (
     BAD_REQUEST,
@@ -47,7 +45,7 @@ async def run_events_ws(run_id: int) -> None:
         svc = services()
         last_seq = after_seq
         try:
-            async with aclosing(stream_run_events(svc.store, svc.bus, run_id, after_seq)) as batches:
+            async with aclosing(svc.runs.watch(run_id, after_seq)) as batches:
                 async for batch in batches:
                     for frame in _frames(batch):
                         await send(frame)

@@ -7,9 +7,9 @@ from typing import Any
 
 from quart import Response
 
-from ...runs import STATUSES, RunNotFound, StatusConflict
+from ...model import STATUSES
 from ..access import current_user
-from ..errors import Conflict, InvalidRequest, NotFound
+from ..errors import InvalidRequest
 from ..query import choice_list_param, int_param, refuse_unknown_params
 from ..types import json_response, services
 from ..validation import number, read_json_object, string, string_list, string_map
@@ -68,16 +68,11 @@ async def list_runs() -> Response:
 
 
 async def get_run(run_id: int) -> Response:
-    return json_response({"run": await _get(run_id)})
+    return json_response({"run": await services().runs.get(run_id)})
 
 
 async def cancel_run(run_id: int) -> Response:
-    try:
-        run = await services().runs.cancel(run_id, by=current_user().username)
-    except RunNotFound:
-        raise NotFound(f"no run {run_id}") from None
-    except StatusConflict as exc:
-        raise Conflict(str(exc)) from None
+    run = await services().runs.cancel(run_id, by=current_user().username)
     return json_response({"run": run}, status=202)
 
 
@@ -85,10 +80,7 @@ async def run_events(run_id: int) -> Response:
     refuse_unknown_params(("after_seq", "limit"))
     after_seq = int_param("after_seq", default=0, minimum=0)
     limit = int_param("limit", default=1000, minimum=1, maximum=10_000)
-    try:
-        page = await services().runs.events_page(run_id, after_seq, limit)
-    except RunNotFound:
-        raise NotFound(f"no run {run_id}") from None
+    page = await services().runs.events_page(run_id, after_seq, limit)
     # The events' JSON is spliced in as SQLite built it, not decoded and encoded again.
     tail = json.dumps({"last_seq": page.last_seq, "complete": page.complete})[1:]
     body = '{"events":[' + page.events_json + "]," + tail
@@ -96,15 +88,9 @@ async def run_events(run_id: int) -> Response:
 
 
 async def run_log(run_id: int) -> Response:
-    run = await _get(run_id)
+    run = await services().runs.get(run_id)
     lines = services().runs.log_lines(run_id, run["last_seq"])
     response = Response(lines, content_type="text/plain; charset=utf-8")
     response.headers["Content-Disposition"] = f'inline; filename="run-{run_id}.log"'
     return response
 
-
-async def _get(run_id: int) -> dict[str, Any]:
-    try:
-        return await services().runs.get(run_id)
-    except RunNotFound:
-        raise NotFound(f"no run {run_id}") from None

@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 
-from .events import TERMINAL_STATUSES, EventBatch, RunEventBus, Subscription
-from .store import Store
-from .store import events as sql
+from ..model import TERMINAL_STATUSES, EventBatch
+from ..store import Store
+from ..store import events as sql
+from .bus import RunEventBus, Subscription
 
 PAGE_SIZE = 2000  # events per SQLite read while catching up
 COALESCE_EVENTS = 2_000  # a consumer that fell behind takes up to this many buffered events at once

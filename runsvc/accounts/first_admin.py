@@ -8,9 +8,9 @@ from pathlib import Path
 
 import trio
 
-from .auth import Auth, InvalidAccountInput
-from .config import Settings
-from .log import get_logger
+from ..config import Settings
+from ..log import get_logger
+from .service import Auth, InvalidAccountInput
 
 log = get_logger(__name__)
 

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .timeutil import format_ts, parse_ts
+from ..timeutil import format_ts, parse_ts
 
 WINDOW_S = 15 * 60  # 15 min
 MAX_FAILURES = 5

@@ -20,10 +20,11 @@ from typing import Any
 import attrs
 import trio
 
-from .events import Event, EventBatch, RunEventBus
-from .store import Store
-from .store import events as sql
-from .timeutil import now_ts
+from ..model import Event, EventBatch, RunNotFound
+from ..store import Store
+from ..store import events as sql
+from ..timeutil import now_ts
+from .bus import RunEventBus
 
 Transition = Callable[[sqlite3.Connection], None]
 
@@ -112,7 +113,7 @@ def _number_run(
 ) -> None:
     try:
         seq = sql.last_seq(conn, run_id)
-    except sql.RunNotFound as exc:
+    except RunNotFound as exc:
         for append in appends:
             append.error = exc
         return

@@ -1,0 +1,17 @@
+"""The run-event subsystem: the bus (fan-out, lag, TTL), append (seqs and group commit), the stream
+(catch-up then live, exactly once) and the runs feed."""
+
+from .append import EventLog
+from .bus import BusStatistics, RunEventBus, Subscription
+from .feed import FeedWatcher, RunFeed
+from .stream import stream_run_events
+
+__all__ = [
+    "BusStatistics",
+    "EventLog",
+    "FeedWatcher",
+    "RunEventBus",
+    "RunFeed",
+    "Subscription",
+    "stream_run_events",
+]

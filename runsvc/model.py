@@ -1,0 +1,153 @@
+"""Plain types every layer shares: run statuses, events and batches of events, domain errors.
+
+This module imports nothing of runsvc, so the store, the event subsystem, the services and the HTTP layer
+can all use it without pointing up.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out", "interrupted")
+
+TERMINAL_STATUSES = frozenset(STATUSES[2:])  # a terminal run never changes again
+
+Event = dict[str, Any]  # {"seq": int, "ts": str, "kind": str, "data": str | dict}
+
+
+FRAGMENT_CAP = 256 * 1024  # characters of event JSON per WebSocket frame (≤ 1 MiB even if all 4-byte)
+
+
+def _dumps(events: list[Event]) -> str:
+    return json.dumps(events, ensure_ascii=False, separators=(",", ":"))[1:-1]
+
+
+# Between two serialized events. It cannot occur inside a JSON string (every quote there is escaped)
+# nor inside a state event's data object (whose keys are not "seq"): only at event boundaries.
+_BOUNDARY = '},{"seq":'
+
+
+def _split_text(text: str) -> list[str]:
+    """Serialized events (array items without brackets) in pieces of at most FRAGMENT_CAP characters
+    where possible (a single event larger than that stays whole), cut at event boundaries."""
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > FRAGMENT_CAP:
+        cut = text.rfind(_BOUNDARY, start, start + FRAGMENT_CAP)
+        if cut == -1:  # the next event alone is larger than the cap: it becomes a piece of its own
+            cut = text.find(_BOUNDARY, start + FRAGMENT_CAP)
+            if cut == -1:
+                break
+        pieces.append(text[start : cut + 1])
+        start = cut + 2
+    pieces.append(text[start:])
+    return pieces
+
+
+class EventBatch:
+    """Consecutive events of one run, in seq order; serialized to JSON at most once, in fragments of at
+    most FRAGMENT_CAP characters, each spliced as is into one WebSocket frame for every subscriber.
+
+    A batch read back from SQLite arrives already as JSON (SQLite builds it); its events are decoded
+    only if somebody asks for them.
+    """
+
+    __slots__ = ("run_id", "first_seq", "last_seq", "_events", "_fragments", "_terminal")
+
+    def __init__(self, run_id: int, events: list[Event], fragments: list[str] | None = None):
+        self.run_id = run_id
+        self.first_seq: int = events[0]["seq"]
+        self.last_seq: int = events[-1]["seq"]
+        self._events: list[Event] | None = events
+        self._fragments = fragments
+        last = events[-1]
+        self._terminal = last["kind"] == "state" and last["data"]["status"] in TERMINAL_STATUSES
+
+    @classmethod
+    def from_json(cls, run_id: int, text: str, first_seq: int, last_seq: int, terminal: bool) -> EventBatch:
+        """A batch from its JSON array items (without brackets), for events read back from SQLite."""
+        batch = cls.__new__(cls)
+        batch.run_id, batch.first_seq, batch.last_seq = run_id, first_seq, last_seq
+        batch._events, batch._fragments, batch._terminal = None, _split_text(text), terminal
+        return batch
+
+    @classmethod
+    def concat(cls, batches: list[EventBatch]) -> EventBatch:
+        """Consecutive batches as one, reusing their JSON: small fragments are packed together."""
+        if len(batches) == 1:
+            return batches[0]
+        # Pack fragments into groups of at most FRAGMENT_CAP characters, each joined once: appending to
+        # a string in a loop would copy it again for every fragment (quadratic in the group's size).
+        groups: list[list[str]] = []
+        size = 0
+        for fragment in (f for batch in batches for f in batch.fragments):
+            if groups and size + 1 + len(fragment) <= FRAGMENT_CAP:
+                groups[-1].append(fragment)
+                size += 1 + len(fragment)
+            else:
+                groups.append([fragment])
+                size = len(fragment)
+        fragments = [",".join(group) for group in groups]
+        merged = cls.__new__(cls)
+        merged.run_id = batches[0].run_id
+        merged.first_seq, merged.last_seq = batches[0].first_seq, batches[-1].last_seq
+        merged._fragments, merged._terminal = fragments, batches[-1].is_terminal
+        known = [batch._events for batch in batches]
+        merged._events = None if any(e is None for e in known) else [e for events in known for e in events]
+        return merged
+
+    def __len__(self) -> int:
+        """The number of events (seqs are consecutive), without decoding them."""
+        return self.last_seq - self.first_seq + 1
+
+    @property
+    def events(self) -> list[Event]:
+        if self._events is None:
+            self._events = json.loads("[" + ",".join(self._fragments or ()) + "]")
+        return self._events
+
+    @property
+    def fragments(self) -> list[str]:
+        """The events as JSON array items without the brackets, in pieces of at most FRAGMENT_CAP."""
+        if self._fragments is None:
+            self._fragments = _split_text(_dumps(self.events))
+        return self._fragments
+
+    @property
+    def json_fragment(self) -> str:
+        """All the events as JSON array items without the brackets."""
+        return ",".join(self.fragments)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the batch holds the run's terminal `state` event (always its last event)."""
+        return self._terminal
+
+    def after(self, seq: int) -> EventBatch | None:
+        """The part of this batch with seq > `seq` (None if nothing is left)."""
+        if seq < self.first_seq:
+            return self
+        if seq >= self.last_seq:
+            return None
+        return EventBatch(self.run_id, self.events[seq - self.first_seq + 1 :])
+
+
+def state_data(status: str, exit_code: int | None = None, reason: str | None = None) -> dict[str, Any]:
+    """The data of a `state` event."""
+    return {"status": status, "exit_code": exit_code, "reason": reason}
+
+
+# ---- domain errors ---------------------------------------------------------------------------------
+
+
+class RunNotFound(Exception):
+    """No run with that id (never existed, or deleted by retention)."""
+
+
+class StatusConflict(Exception):
+    """The run is not in the status the transition requires (e.g. cancelling a finished run)."""
+
+
+class RunGone(Exception):
+    """The run was deleted while subscribed."""
