@@ -199,9 +199,10 @@ def flag_name(name: str) -> str:
 
 def default_value(name: str) -> Any:
     field = _FIELDS_BY_NAME[name]
-    if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-        return field.default.factory()
-    return field.default
+    default: Any = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        return default.factory()
+    return default
 
 
 def _convert(name: str, value: Any, source: str) -> Any:

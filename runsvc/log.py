@@ -13,12 +13,31 @@ import time
 from typing import Any
 
 
+# Escapes inside a quoted value. Every other character that is not printable (control characters
+# such as ESC or DEL, line and paragraph separators, bidi controls) becomes a \xNN, \uNNNN or
+# \UNNNNNNNN escape: values come from users (usernames, commands, paths), and a raw newline, carriage
+# return or terminal escape in one would let them forge or hide log lines.
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(char: str) -> str:
+    escaped = _ESCAPES.get(char)
+    if escaped is not None:
+        return escaped
+    if char == " " or char.isprintable():
+        return char
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def _quote(value: Any) -> str:
+    """A logfmt value: bare when it is printable and needs no quoting, else quoted with escapes."""
     text = str(value)
-    if text and not any(c in text for c in ' "=\\\n\t') and text.isprintable():
+    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-    return f'"{escaped}"'
+    return '"' + "".join(map(_escape, text)) + '"'
 
 
 class LogfmtFormatter(logging.Formatter):

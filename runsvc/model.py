@@ -93,8 +93,13 @@ class EventBatch:
         merged.run_id = batches[0].run_id
         merged.first_seq, merged.last_seq = batches[0].first_seq, batches[-1].last_seq
         merged._fragments, merged._terminal = fragments, batches[-1].is_terminal
-        known = [batch._events for batch in batches]
-        merged._events = None if any(e is None for e in known) else [e for events in known for e in events]
+        events: list[Event] | None = []
+        for batch in batches:
+            if batch._events is None or events is None:
+                events = None  # some were read back as JSON only: decode the merged batch if asked
+                break
+            events.extend(batch._events)
+        merged._events = events
         return merged
 
     def __len__(self) -> int:

@@ -6,7 +6,7 @@ construction.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from functools import partial
 from typing import Any, Protocol
 
@@ -74,7 +74,7 @@ class RunService:
         for run_id in run_ids:
             self._bus.run_deleted(run_id)
 
-    def watch(self, run_id: int, after_seq: int) -> AsyncIterator[EventBatch]:
+    def watch(self, run_id: int, after_seq: int) -> AsyncGenerator[EventBatch, None]:
         """The run's events after `after_seq`: stored ones, then live, each once, in order, ending with
         the terminal one (see events/stream.py). Raises RunNotFound, or RunGone once deleted."""
         return stream_run_events(self._store, self._bus, run_id, after_seq)

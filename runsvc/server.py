@@ -62,7 +62,7 @@ def _hypercorn_config(settings: Settings) -> hypercorn.config.Config:
     return config
 
 
-async def serve(
+async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
     settings: Settings,
     *,
     password_hasher: argon2.PasswordHasher | None = None,
@@ -123,7 +123,10 @@ async def run_until_signalled(settings: Settings) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
-            async def serve_then_stop_watching(task_status: trio.TaskStatus[Server]) -> None:
+            # serve() calls task_status.started() once it listens.
+            async def serve_then_stop_watching(  # noqa: ASYNC128
+                task_status: trio.TaskStatus[Server],
+            ) -> None:
                 await serve(settings, task_status=task_status)
                 nursery.cancel_scope.cancel()
 

@@ -8,12 +8,12 @@ _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def format_ts(moment: dt.datetime) -> str:
     """Fixed-width text, so that string order is time order (SQLite compares these as text)."""
-    return moment.astimezone(dt.timezone.utc).strftime(_FORMAT)
+    return moment.astimezone(dt.UTC).strftime(_FORMAT)
 
 
 def now_ts() -> str:
@@ -21,7 +21,7 @@ def now_ts() -> str:
 
 
 def parse_ts(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, _FORMAT).replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.strptime(text, _FORMAT).replace(tzinfo=dt.UTC)
 
 
 def ts_after(seconds: float, *, start: dt.datetime | None = None) -> str:

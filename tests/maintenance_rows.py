@@ -12,7 +12,7 @@ import trio.testing
 
 from runsvc.timeutil import format_ts
 
-EPOCH = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
 
 def ts(seconds: float = 0.0, *, days: float = 0.0) -> str:

@@ -9,17 +9,17 @@ import argon2
 import pytest
 import trio
 
+from runsvc.accounts import Passwords
 from runsvc.accounts.service import (
     Auth,
     InvalidAccountInput,
     LastAdmin,
     LoginFailed,
     LoginLocked,
-    UserNotFound,
     UsernameTaken,
+    UserNotFound,
     csrf_token_for,
 )
-from runsvc.accounts import Passwords
 from runsvc.store import sessions as session_store
 from runsvc.store import throttle as throttle_store
 from runsvc.store.maintenance import delete_expired

@@ -9,12 +9,9 @@ import pytest
 import trio
 import trio.testing
 
-from runsvc.events import EventLog
-from runsvc.events import stream_run_events
-from runsvc.events import RunEventBus
-from runsvc.model import EventBatch
+from runsvc.events import EventLog, RunEventBus, stream_run_events
+from runsvc.model import EventBatch, RunNotFound
 from runsvc.store import open_store
-from runsvc.model import RunNotFound
 
 
 def _insert_run(conn, status="running"):
@@ -165,7 +162,8 @@ async def test_batch_json_is_serialized_once(store, bus, eventlog):
             batch_a, batch_b = await a.receive(), await b.receive()
     assert batch_a is batch_b
     assert batch_a.json_fragment is batch_b.json_fragment
-    assert batch_a.json_fragment == '{"seq":1,"ts":"%s","kind":"stdout","data":"hello"}' % batch_a.events[0]["ts"]
+    ts = batch_a.events[0]["ts"]
+    assert batch_a.json_fragment == f'{{"seq":1,"ts":"{ts}","kind":"stdout","data":"hello"}}'
 
 
 async def test_slow_subscriber_is_bounded_then_resyncs(store, bus, eventlog):
@@ -205,7 +203,8 @@ async def test_events_in_the_subscribe_query_gap_arrive_once(store, bus, eventlo
 
     async def later() -> None:
         await trio.sleep(0.05)
-        await eventlog.append(run_id, [("stdout", "live"), ("state", {"status": "failed", "exit_code": 1, "reason": None})])
+        terminal = ("state", {"status": "failed", "exit_code": 1, "reason": None})
+        await eventlog.append(run_id, [("stdout", "live"), terminal])
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:

@@ -7,12 +7,12 @@ from functools import partial
 
 import pytest
 import trio
+import trio.lowlevel
 
 from runsvc import maintenance
-from runsvc.model import RunGone
 from runsvc.maintenance import prune_expired, prune_pass, run_pruner
+from runsvc.model import TERMINAL_STATUSES, RunGone
 from runsvc.store import open_store
-from runsvc.model import TERMINAL_STATUSES
 from runsvc.store.maintenance import freelist_count, incremental_vacuum, prune_batch
 from runsvc.store.migrations import schema_sql
 from tests.conftest import make_settings
@@ -27,7 +27,6 @@ from tests.maintenance_rows import (  # noqa: F401 (_clock is the `clock` fixtur
     ts,
     wall_clock,
 )
-
 
 
 async def test_pruner_deletes_expired_finished_runs_and_keeps_the_rest(store, tmp_path, clock):
@@ -163,7 +162,7 @@ async def test_pruning_interleaves_with_concurrent_appends(store, tmp_path):
     async def live_writer():
         while not done.is_set():
             seen.append(await store.write(append, live))
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
 
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:

@@ -8,11 +8,11 @@ from contextlib import aclosing
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
+from runsvc.accounts import Auth, Passwords
 from runsvc.events import stream_run_events
-from runsvc.accounts import Auth
-from runsvc.accounts import Passwords
 from runsvc.services import build_services
 from runsvc.store import open_store
 from tests.conftest import make_settings
@@ -81,7 +81,10 @@ async def test_timeout(services):
 
 async def test_cancel_running_child_that_ignores_sigterm(services):
     """Cancelling a child that ignores SIGTERM kills it after the grace period: cancelled, -9."""
-    script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(30)"
+    script = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+        "time.sleep(30)"
+    )
     with trio.fail_after(20):
         run = await submit(services, [PY, "-c", script])
         async with aclosing(stream_run_events(services.store, services.bus, run["id"])) as stream:
@@ -199,12 +202,12 @@ async def test_idle_scheduler_runs_no_sql(tmp_path, mock_clock):
                 await nursery.start(services.scheduler.run)
                 while not services.scheduler.idle:
                     await trio.testing.wait_all_tasks_blocked()
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
                 before = store.statistics().statements
                 mock_clock.jump(59)
                 await trio.testing.wait_all_tasks_blocked()
                 assert store.statistics().statements == before
                 mock_clock.jump(2)
                 while store.statistics().statements == before:
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
                 nursery.cancel_scope.cancel()

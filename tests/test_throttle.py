@@ -7,7 +7,7 @@ import datetime as dt
 from runsvc.accounts import throttle
 from runsvc.timeutil import format_ts
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def at(seconds: float) -> dt.datetime:

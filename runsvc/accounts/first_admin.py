@@ -27,10 +27,9 @@ async def create_initial_admin(settings: Settings, auth: Auth) -> None:
     password that is logged once and written to <data-dir>/initial-admin-password (mode 0600)."""
     if await auth.has_users():
         return
-    password = os.environ.get(ADMIN_PASSWORD_ENV) or None
-    generated = password is None
-    if generated:
-        password = secrets.token_urlsafe(18)
+    given = os.environ.get(ADMIN_PASSWORD_ENV) or None
+    generated = given is None
+    password = secrets.token_urlsafe(18) if given is None else given
     try:
         user = await auth.create_first_admin(password)
     except InvalidAccountInput as exc:

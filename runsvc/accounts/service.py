@@ -19,13 +19,13 @@ from typing import Any
 import attrs
 import trio
 
-from . import throttle
-from .passwords import Passwords
 from ..store import Store
 from ..store import sessions as session_store
 from ..store import throttle as throttle_store
 from ..store import users as user_store
 from ..timeutil import format_ts, utcnow
+from . import throttle
+from .passwords import Passwords
 
 ROLES = ("viewer", "operator", "admin")
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}  # viewer < operator < admin

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable
+from contextlib import AbstractAsyncContextManager
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -94,29 +95,32 @@ class RunRefused(ClientError):
         self.code = code
 
 
+@trio.as_safe_channel
 async def follow_events(
     client: ApiClient,
     run_id: int,
     after_seq: int = 0,
     *,
     reconnect_for_s: float = 120.0,
-    on_reconnect: Any = None,
-) -> AsyncIterator[dict[str, Any]]:
-    """Yield the run's events after `after_seq`, each once and in order, until its `end` frame.
+    on_reconnect: Callable[[int], None] | None = None,
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The run's events after `after_seq`, each once and in order, until its `end` frame:
+    `async with follow_events(...) as events: async for event in events: ...`.
+
+    `trio.as_safe_channel` runs this generator in a task of its own that feeds the channel, so its
+    yields inside the WebSocket's nursery never suspend it in the caller's frame (which would break
+    structured concurrency), and it raises a failure as itself, not wrapped in a group.
 
     A dropped connection (network, server restart, shutdown's 1001) is retried with backoff for up to
-    `reconnect_for_s` seconds of consecutive failure, resuming after the last seq yielded.
+    `reconnect_for_s` seconds of consecutive failure, resuming after the last seq delivered. A refusal
+    raises RunRefused.
     """
     last = after_seq
     backoff = 0.1
     failing_since: float | None = None
     while True:
         try:
-            headers = [(b"Cookie", f"{SESSION_COOKIE}={client.session}".encode())] if client.session else []
-            async with trio_websocket.open_websocket_url(
-                client.events_url(run_id, last), extra_headers=headers, max_message_size=MAX_MESSAGE,
-                connect_timeout=10, disconnect_timeout=5,
-            ) as ws:
+            async with _open_events_socket(client, run_id, last) as ws:
                 failing_since, backoff = None, 0.1
                 while True:
                     frame = json.loads(await ws.get_message())
@@ -125,12 +129,12 @@ async def follow_events(
                     for event in frame["events"]:
                         if event["seq"] <= last:
                             continue  # never happens with a correct server; cheap to guard
-                        yield event
+                        # Safe: as_safe_channel turns this yield into a channel send (see above).
+                        yield event  # noqa: ASYNC101, ASYNC119
                         last = event["seq"]
         except trio_websocket.ConnectionClosed as closed:
-            code = closed.reason.code
-            if 4400 <= code < 4500:
-                raise RunRefused(code, closed.reason.reason) from None
+            if closed.reason is not None and 4400 <= closed.reason.code < 4500:
+                raise RunRefused(closed.reason.code, closed.reason.reason) from None
         except (trio_websocket.HandshakeError, OSError, trio.TooSlowError):
             pass
         now = trio.current_time()
@@ -141,3 +145,13 @@ async def follow_events(
             on_reconnect(last)
         await trio.sleep(backoff)
         backoff = min(backoff * 2, 5.0)
+
+
+def _open_events_socket(
+    client: ApiClient, run_id: int, after_seq: int
+) -> AbstractAsyncContextManager[trio_websocket.WebSocketConnection]:
+    headers = [(b"Cookie", f"{SESSION_COOKIE}={client.session}".encode())] if client.session else []
+    return trio_websocket.open_websocket_url(
+        client.events_url(run_id, after_seq), extra_headers=headers, max_message_size=MAX_MESSAGE,
+        connect_timeout=10, disconnect_timeout=5,
+    )

@@ -83,7 +83,7 @@ def _run_db(settings: Settings, fn, *args):
 
     try:
         return trio.run(main)
-    except BaseException as exc:
+    except Exception as exc:
         for kind in (SchemaError, sqlite3.Error, OSError):
             found = find_exception(exc, kind)
             if found is not None:

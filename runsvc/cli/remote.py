@@ -95,14 +95,15 @@ async def _logged_in(args: argparse.Namespace) -> ApiClient:
 
 
 async def _follow(client: ApiClient, run_id: int, after_seq: int) -> int:
-    async for event in follow_events(client, run_id, after_seq):
-        kind, data = event["kind"], event["data"]
-        if kind == "stdout":
-            print(data, flush=True)
-        elif kind == "stderr":
-            print(data, file=sys.stderr, flush=True)
-        elif kind == "system":
-            print(f"[runsvc] {data}", file=sys.stderr, flush=True)
+    async with follow_events(client, run_id, after_seq) as events:
+        async for event in events:
+            kind, data = event["kind"], event["data"]
+            if kind == "stdout":
+                print(data, flush=True)
+            elif kind == "stderr":
+                print(data, file=sys.stderr, flush=True)
+            elif kind == "system":
+                print(f"[runsvc] {data}", file=sys.stderr, flush=True)
     run = await client.get_run(run_id)
     if run["status"] != "succeeded":
         detail = f" (exit code {run['exit_code']})" if run["exit_code"] is not None else ""

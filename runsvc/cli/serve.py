@@ -37,7 +37,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     configure_logging(settings.log_level)
     try:
         trio.run(run_until_signalled, settings)
-    except BaseException as exc:
+    except Exception as exc:
         kinds = (
             (SchemaError, "cannot open database"), (StartupError, "cannot start"), (OSError, "cannot start"),
         )

@@ -99,7 +99,7 @@ def run_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     rows += [[str(u.id), u.username, u.role, "yes" if u.disabled else "no", u.created_at] for u in users]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
@@ -143,7 +143,7 @@ def _run(settings: Settings, action: Callable[[Auth], Awaitable[T]]) -> T:
 
     try:
         return trio.run(main)
-    except BaseException as exc:
+    except Exception as exc:
         kinds: tuple[tuple[type[BaseException], str], ...] = (
             (AccountError, ""), (SchemaError, "cannot open database: "),
             (sqlite3.Error, "database error: "), (OSError, "cannot open database: "),

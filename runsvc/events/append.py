@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import attrs
@@ -65,7 +66,7 @@ class EventLog:
                 _write_buffer,
                 prepare=self._take_open_buffer,
                 on_commit=self._publish,
-                on_error=lambda exc, buffer=buffer: self._fail(buffer, exc),
+                on_error=partial(self._fail, buffer),
             )
         append = _Append(items, transition)
         buffer.by_run.setdefault(run_id, []).append(append)
@@ -79,6 +80,7 @@ class EventLog:
 
     def _take_open_buffer(self) -> tuple[_Buffer, str]:
         buffer, self._open = self._open, None
+        assert buffer is not None  # queued together with the buffer; taken once
         return buffer, now_ts()
 
     def _fail(self, buffer: _Buffer, exc: BaseException) -> None:

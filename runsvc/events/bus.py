@@ -17,6 +17,7 @@ import trio
 
 from ..model import EventBatch, RunGone
 
+
 @attrs.frozen
 class BusStatistics:
     runs_tracked: int

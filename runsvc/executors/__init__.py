@@ -4,7 +4,7 @@ The scheduler hands each claimed run to an executor. Today there is one, the loc
 remote agents (SPEC §11) will be another implementation of the same interface.
 """
 
-from .base import Executor, OutputSink, Outcome, RunSpec, StopRequest
+from .base import Executor, Outcome, OutputSink, RunSpec, StopRequest
 from .local import LocalExecutor
 
 __all__ = ["Executor", "LocalExecutor", "OutputSink", "Outcome", "RunSpec", "StopRequest"]

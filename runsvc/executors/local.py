@@ -14,7 +14,7 @@ import attrs
 import trio
 
 from ..log import get_logger
-from .base import OutputSink, Outcome, RunSpec, StopRequest
+from .base import Outcome, OutputSink, RunSpec, StopRequest
 from .lines import LineSplitter
 
 log = get_logger(__name__)
@@ -110,7 +110,7 @@ class _Drain:
         with trio.CancelScope(deadline=self.receive_deadline()) as scope:
             self._scopes.add(scope)
             try:
-                return await stream.receive_some(READ_CHUNK)
+                return bytes(await stream.receive_some(READ_CHUNK))
             finally:
                 self._scopes.discard(scope)
         return None

@@ -12,8 +12,8 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ..accounts import AccountError
-from ..model import RunNotFound, StatusConflict
 from ..log import get_logger
+from ..model import RunNotFound, StatusConflict
 from .errors import ApiError, api_error_for, error_response
 
 log = get_logger(__name__)
@@ -54,8 +54,9 @@ def install(app: QuartTrio) -> None:
         status = error.code or 500
         code, message = _HTTP_CODES.get(status, ("http_error", error.name.lower()))
         headers = {}
-        if status == 405 and getattr(error, "valid_methods", None):
-            headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        valid_methods = getattr(error, "valid_methods", None)  # set on werkzeug's MethodNotAllowed
+        if status == 405 and valid_methods:
+            headers["Allow"] = ", ".join(sorted(valid_methods))
         return error_response(status, code, message, headers)
 
     @app.errorhandler(Exception)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import overload
 
 from quart import request
 
 from .errors import InvalidRequest
 
 
+@overload
+def int_param(name: str, *, default: int, minimum: int, maximum: int | None = None) -> int: ...
+@overload
+def int_param(name: str, *, default: None, minimum: int, maximum: int | None = None) -> int | None: ...
+
+
 def int_param(name: str, *, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
+    """The integer query parameter `name` (`default` when absent or empty), within the bounds."""
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default

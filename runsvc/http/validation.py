@@ -26,6 +26,7 @@ from quart import request
 
 from .errors import InvalidRequest
 
+
 class _Missing:
     def __repr__(self) -> str:
         return "MISSING"
@@ -229,7 +230,8 @@ async def read_json_object(fields: Mapping[str, Field]) -> dict[str, Any]:
     without a CORS preflight, which keeps unauthenticated endpoints such as login out of reach of
     other sites' forms.
     """
-    data = await request.get_data(cache=False)  # raises RequestEntityTooLarge: 413 payload_too_large
+    data = await request.get_data(cache=False, as_text=False)  # raises RequestEntityTooLarge: 413 payload_too_large
     if request.mimetype != "application/json":
         raise InvalidRequest("request body must be JSON sent as Content-Type: application/json")
+    assert isinstance(data, bytes)  # as_text=False
     return validate_object(parse_json(data), fields)

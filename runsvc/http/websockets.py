@@ -13,14 +13,13 @@ from functools import partial
 from typing import Any
 
 import attrs
-
 import trio
 from quart import websocket
 
 from ..accounts import Session
 from ..log import get_logger
-from .sockets import SocketRegistry
 from .access import SESSION_COOKIE, authenticate_cookie
+from .sockets import SocketRegistry
 from .types import services
 
 log = get_logger(__name__)
@@ -117,7 +116,9 @@ async def serve_socket(stream: Callable[[Send], Awaitable[tuple[int, str]]]) -> 
     await websocket.accept()
     outgoing, frames = trio.open_memory_channel[str | _Close](SEND_QUEUE)
     sent_all = trio.Event()
-    registry.start_sender(_send_frames, websocket._get_current_object(), frames, sent_all)
+    # The sender outlives this request's context, so it gets the socket object itself, not the proxy.
+    ws = websocket._get_current_object()  # type: ignore[attr-defined]
+    registry.start_sender(_send_frames, ws, frames, sent_all)
     code, reason = NORMAL, ""
     async with outgoing:
         async with trio.open_nursery() as nursery:

@@ -44,7 +44,9 @@ def create_run(
         (name, json.dumps(command), json.dumps(env), timeout_s, created_by, ts),
     ).fetchone()[0]
     events = event_sql.append_now(conn, run_id, [("state", state_data("queued"))], ts)
-    return get_run(conn, run_id), events
+    run = get_run(conn, run_id)
+    assert run is not None  # inserted by this transaction
+    return run, events
 
 
 def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
@@ -56,7 +58,8 @@ def list_runs(
     conn: sqlite3.Connection, statuses: Sequence[str], limit: int, before: int | None
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Newest first, keyset-paginated by id; returns (runs, the `before` of the next page or None)."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if statuses:
         where.append(f"status IN ({', '.join('?' * len(statuses))})")
         params.extend(statuses)

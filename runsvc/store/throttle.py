@@ -13,17 +13,18 @@ from typing import Any
 _COLUMNS = "failures, first_failed_at, last_failed_at, locked_until, lockout_s"
 
 
-def get_throttle(conn: sqlite3.Connection, username: str, client: str) -> sqlite3.Row | None:
-    return conn.execute(
+def get_throttle(conn: sqlite3.Connection, username: str, client: str) -> dict[str, Any] | None:
+    row = conn.execute(
         f"SELECT {_COLUMNS} FROM login_throttle WHERE username = ? AND client = ?", (username, client)
     ).fetchone()
+    return None if row is None else dict(row)
 
 
 def record_failure(
     conn: sqlite3.Connection,
     username: str,
     client: str,
-    advance: Callable[[sqlite3.Row | None], Mapping[str, Any]],
+    advance: Callable[[dict[str, Any] | None], Mapping[str, Any]],
 ) -> Mapping[str, Any]:
     """Replace the row with `advance(current row or None)`, a mapping of the row's columns."""
     new = advance(get_throttle(conn, username, client))

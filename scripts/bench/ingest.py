@@ -21,8 +21,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from runsvc.events import EventLog  # noqa: E402
-from runsvc.events import RunEventBus  # noqa: E402
+from runsvc.events import (
+    EventLog,  # noqa: E402
+    RunEventBus,  # noqa: E402
+)
 from runsvc.store import open_store  # noqa: E402
 
 
@@ -56,7 +58,7 @@ async def group_commit(path: Path, producers: int, events: int, size: int) -> tu
         before = store.statistics().transactions
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:
-            for run_id, subscription in zip(runs, subscriptions):
+            for run_id, subscription in zip(runs, subscriptions, strict=True):
                 nursery.start_soon(produce, run_id)
                 nursery.start_soon(_drain, subscription, per_producer)
         elapsed = time.perf_counter() - start

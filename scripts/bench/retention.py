@@ -154,7 +154,8 @@ async def bench(path: Path, live: int, args: argparse.Namespace) -> None:
         values = latencies[name]
         if values:
             print(f"live append latency, {name:8}: n={len(values):5}  p50={ms(statistics.median(values))}  "
-                  f"p99={ms(percentile(values, 0.99))}  max={ms(max(values))} (append #{values.index(max(values)) + 1})")
+                  f"p99={ms(percentile(values, 0.99))}  max={ms(max(values))} "
+                  f"(append #{values.index(max(values)) + 1})")
     print(f"file size (database + WAL): before {mib(size_before)}, after {mib(size_after)}")
 
 

@@ -116,7 +116,8 @@ async def test_db_commands_without_a_database(tmp_path):
     for args in (["db", "stats"], ["db", "prune", "--dry-run"], ["db", "prune"]):
         result = await runsvc(*args, "--data-dir", str(data_dir))
         assert result.returncode == 1
-        assert result.stderr.decode() == f"runsvc: error: no database at {data_dir / 'runsvc.db'} (is --data-dir right?)\n"
+        expected = f"runsvc: error: no database at {data_dir / 'runsvc.db'} (is --data-dir right?)\n"
+        assert result.stderr.decode() == expected
         assert result.stdout == b""
     assert not data_dir.exists()
 

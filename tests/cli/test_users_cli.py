@@ -13,8 +13,7 @@ import time
 import pytest
 import trio
 
-from runsvc.accounts import Auth, LoginFailed
-from runsvc.accounts import Passwords
+from runsvc.accounts import Auth, LoginFailed, Passwords
 from runsvc.store import open_store
 from tests.helpers import child_env
 

@@ -90,7 +90,8 @@ async def test_graceful_shutdown_leaves_nothing_running(tmp_path):
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, data, "--drain-s", "1", "--kill-grace-s", "1")
             async with logged_in(server.url) as (client, csrf):
-                run = (await client.post("/api/v1/runs", json={"command": [PY, "-c", chatty]}, headers=csrf)).json()["run"]
+                answer = await client.post("/api/v1/runs", json={"command": [PY, "-c", chatty]}, headers=csrf)
+                run = answer.json()["run"]
                 await wait_status(client, run["id"], {"running"})
                 await trio.sleep(0.5)
             start = trio.current_time()

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 import trio
+import trio.lowlevel
 import trio_websocket
 
 from runsvc.server import serve
@@ -228,7 +229,8 @@ async def test_refusals_are_close_codes(server, session, path, origin, use_cooki
     """Each refusal is a close code after the handshake, with a reason."""
     with trio.fail_after(20):
         run_id = await running_run(server.services)
-        async with open_ws(server, path.format(run=run_id), cookie=session if use_cookie else None, origin=origin) as ws:
+        cookie = session if use_cookie else None
+        async with open_ws(server, path.format(run=run_id), cookie=cookie, origin=origin) as ws:
             _, _, closed = await read_all(ws)
     assert closed == code
 
@@ -372,7 +374,7 @@ async def test_slow_feed_client_is_closed_with_1013(server, session):
             for i in range(5000):  # ~10 MB: more than the socket buffers and the watcher's channel
                 feed.publish({"id": i, "status": "queued", "name": padding})
                 if i % 50 == 0:
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
             assert feed.statistics().dropped_watchers == 1
             received = 0
             with pytest.raises(trio_websocket.ConnectionClosed) as closed:
