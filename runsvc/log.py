@@ -12,7 +12,6 @@ import sys
 import time
 from typing import Any
 
-
 # Escapes inside a quoted value. Every other character that is not printable (control characters
 # such as ESC or DEL, line and paragraph separators, bidi controls) becomes a \xNN, \uNNNN or
 # \UNNNNNNNN escape: values come from users (usernames, commands, paths), and a raw newline, carriage
