@@ -54,7 +54,11 @@ CREATE TABLE runs (
     created_at TEXT    NOT NULL,
     started_at TEXT,
     ended_at   TEXT,
-    last_seq   INTEGER NOT NULL DEFAULT 0                 -- seq of the run's newest event
+    last_seq   INTEGER NOT NULL DEFAULT 0,                -- seq of the run's newest event
+    labels     TEXT    NOT NULL DEFAULT '[]',             -- JSON array: an executor needs all of them
+    executor   TEXT,                                      -- 'local' or 'agent:<name>'; NULL while queued
+    attempt    INTEGER NOT NULL DEFAULT 0,                -- hand-outs so far; agent reports are fenced by it
+    agent_chunk INTEGER NOT NULL DEFAULT 0                -- last output chunk of this attempt stored
 );
 CREATE INDEX runs_status_started_at ON runs (status, started_at);   -- claiming, startup recovery
 CREATE INDEX runs_ended_at ON runs (ended_at);                      -- retention
@@ -79,3 +83,13 @@ CREATE TABLE enrollment_tokens (
     used_at    TEXT
 );
 CREATE INDEX enrollment_tokens_expires_at ON enrollment_tokens (expires_at);
+
+-- Remote agents (SPEC §11). Deleting an agent revokes it: its secret no longer matches any row.
+CREATE TABLE agents (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    name         TEXT    NOT NULL UNIQUE,
+    labels       TEXT    NOT NULL DEFAULT '[]',           -- JSON array of strings
+    secret_hash  BLOB    NOT NULL UNIQUE,                 -- sha256 of the agent's secret
+    created_at   TEXT    NOT NULL,
+    last_seen_at TEXT
+);

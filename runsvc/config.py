@@ -8,6 +8,7 @@ turns a flag, an environment variable or a TOML value into the field's type. The
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -62,6 +63,23 @@ def _parse_str(value: Any) -> str:
 
 def _parse_path(value: Any) -> Path:
     return Path(_parse_str(value))
+
+
+def _parse_labels(value: Any) -> tuple[str, ...]:
+    """A comma-separated string (flag, environment) or a TOML list of strings."""
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",") if item.strip()]
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        items = [item.strip() for item in value]
+    else:
+        raise ValueError("expected comma-separated labels")
+    for item in items:
+        if not LABEL_RE.fullmatch(item):
+            raise ValueError("expected labels of 1-64 characters of A-Z a-z 0-9 _ . -")
+    return tuple(dict.fromkeys(items))
+
+
+LABEL_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _parse_level(value: Any) -> str:
@@ -178,6 +196,14 @@ class Settings:
     prune_batch_events: int = _setting(
         10_000, "events deleted per retention transaction", _parse_int, _at_least(1)
     )
+    agent_lease_s: float = _setting(
+        60.0, "seconds an agent may stay silent before its runs end interrupted (agent lost)", _parse_float,
+        _at_least(0.1),
+    )
+    local_labels: tuple[str, ...] = _setting(
+        ("local",), "labels of the local executor, comma-separated", _parse_labels
+    )
+    local_executor: bool = _setting(True, "run runs on this machine too (false: agents only)", _parse_bool)
     db_readers: int = _setting(4, "reader connections to the database", _parse_int, _at_least(1))
 
     @property

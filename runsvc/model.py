@@ -156,3 +156,7 @@ class StatusConflict(Exception):
 
 class RunGone(Exception):
     """The run was deleted while subscribed."""
+
+
+class StaleReport(Exception):
+    """An agent reported on an attempt that is not the run's current one (or the run has ended)."""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .events import EventLog, RunEventBus, RunFeed
+from .events.append import Transition
 from .model import EventBatch, state_data
 from .store import runs as sql
 from .timeutil import now_ts
@@ -29,9 +30,11 @@ class RunRecorder:
         self._bus.publish(EventBatch(run["id"], events))
         self.feed.publish(run)
 
-    async def append_output(self, run_id: int, items: Sequence[tuple[str, str]]) -> None:
-        """stdout/stderr/system events of a running run."""
-        await self._eventlog.append(run_id, items)
+    async def append_output(
+        self, run_id: int, items: Sequence[tuple[str, str]], *, transition: Transition | None = None
+    ) -> None:
+        """stdout/stderr/system events of a running run; `transition` runs in the same transaction."""
+        await self._eventlog.append(run_id, items, transition=transition)
 
     async def finish(
         self,

@@ -31,6 +31,9 @@ class Scheduling(Protocol):
     def request_stop(self, run_id: int, status: str, reason: str) -> bool:
         """Stop a running run; False if the scheduler is not running it (it finished meanwhile)."""
 
+    def waiting_for(self, labels: Sequence[str]) -> str | None:
+        """What a queued run with these labels waits for, if no connected executor can take it."""
+
 
 @attrs.frozen
 class EventsPage:
@@ -58,15 +61,22 @@ class RunService:
         timeout_s: float,
         name: str | None,
         created_by: str | None,
+        labels: Sequence[str] = (),
     ) -> dict[str, Any]:
         run, _ = await self._store.write(
             partial(
                 sql.create_run, command=command, env=env, timeout_s=timeout_s, name=name,
-                created_by=created_by, ts=now_ts(),
+                created_by=created_by, ts=now_ts(), labels=labels,
             ),
             on_commit=self._recorder.published,
         )
         self._scheduling.wake()
+        return self._with_waiting_for(run)
+
+    def _with_waiting_for(self, run: dict[str, Any]) -> dict[str, Any]:
+        """`waiting_for`: for a queued run that no connected executor can take, what it waits for.
+        Computed when asked (it depends on which agents are connected now), never stored."""
+        run["waiting_for"] = self._scheduling.waiting_for(run["labels"]) if run["status"] == "queued" else None
         return run
 
     def runs_deleted(self, run_ids: Sequence[int]) -> None:
@@ -83,12 +93,13 @@ class RunService:
         run = await self._store.read(sql.get_run, run_id)
         if run is None:
             raise RunNotFound(f"no run {run_id}")
-        return run
+        return self._with_waiting_for(run)
 
     async def list(
         self, statuses: Sequence[str], limit: int, before: int | None
     ) -> tuple[list[dict[str, Any]], int | None]:
-        return await self._store.read(sql.list_runs, statuses, limit, before)
+        runs, next_before = await self._store.read(sql.list_runs, statuses, limit, before)
+        return [self._with_waiting_for(run) for run in runs], next_before
 
     async def cancel(self, run_id: int, *, by: str | None) -> dict[str, Any]:
         """Cancel a queued run at once, or ask the scheduler to stop a running one.
@@ -97,7 +108,9 @@ class RunService:
         """
         reason = f"cancelled by {by}" if by else "cancelled"
         try:
-            return await self._recorder.finish(run_id, from_status="queued", status="cancelled", reason=reason)
+            return self._with_waiting_for(
+                await self._recorder.finish(run_id, from_status="queued", status="cancelled", reason=reason)
+            )
         except StatusConflict:
             pass
         run = await self.get(run_id)

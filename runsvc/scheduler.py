@@ -1,8 +1,9 @@
 """The scheduler: claims queued runs and supervises them on an executor.
 
-When nothing is claimable it sleeps on a wakeup (set by a submit and by a finishing run) with a long
-safety-net timeout: an idle server runs no SQL. At most `max_concurrent_runs` execute at once; the
-rest wait queued, oldest first. Each run gets a supervisor task: timeout timer, output cap, executor,
+When nothing is claimable it sleeps on a wakeup (set by a submit, by a finishing run and by an agent
+connecting) with a long safety-net timeout: an idle server runs no SQL. The executor pool (executors/pool.py)
+says which executors have a free slot and their labels; a claim takes the oldest queued run one of them
+can take and names the executor. Each run gets a supervisor task: timeout timer, output cap, executor,
 then the terminal status with its event.
 """
 
@@ -10,18 +11,20 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
 
 from .config import Settings
-from .executors import Executor, Outcome, RunSpec, StopRequest
+from .executors import Outcome, RunSpec, StopRequest
+from .executors.pool import ExecutorPool
 from .executors.orphans import kill_orphans
 from .log import get_logger
 from .model import RunNotFound, StatusConflict
 from .recorder import RunRecorder
 from .store import Store
+from .store import agents as agent_sql
 from .store import runs as sql
 from .timeutil import now_ts
 
@@ -29,11 +32,12 @@ log = get_logger(__name__)
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, store: Store, recorder: RunRecorder, executor: Executor):
+    def __init__(self, settings: Settings, store: Store, recorder: RunRecorder, pool: ExecutorPool):
         self._settings = settings
         self._store = store
         self._recorder = recorder
-        self._executor = executor
+        self.pool = pool
+        pool.set_on_change(self.wake)
         self._wakeup = trio.Event()
         self._running: dict[int, StopRequest] = {}
         self._claiming = False
@@ -48,6 +52,9 @@ class Scheduler:
 
     def wake(self) -> None:
         self._wakeup.set()
+
+    def waiting_for(self, labels: Sequence[str]) -> str | None:
+        return self.pool.waiting_for(labels)
 
     def request_stop(self, run_id: int, status: str, reason: str) -> bool:
         """Stop a running run. False if this scheduler is not running it (it finished, or is unknown)."""
@@ -67,11 +74,13 @@ class Scheduler:
         """Recover what a crash left behind, then claim and supervise runs until cancelled."""
         await self._recover()
         async with trio.open_nursery() as supervisors:
+            await self._adopt_agent_runs(supervisors)
             task_status.started()
             while self._accepting:
                 self._wakeup = trio.Event()
-                if len(self._running) < self._settings.max_concurrent_runs:
-                    claimed = await self._claim()
+                offers = self.pool.offers()
+                if offers:
+                    claimed = await self._claim(offers)
                     if claimed is not None:
                         self._start(supervisors, claimed)
                         continue
@@ -81,10 +90,10 @@ class Scheduler:
                 self.idle = False
             await self._wait_all_finished()
 
-    async def _claim(self) -> dict[str, Any] | None:
+    async def _claim(self, offers: list[tuple[str, tuple[str, ...]]]) -> dict[str, Any] | None:
         self._claiming = True
         try:
-            result = await self._store.write(sql.claim_next, now_ts(), on_commit=self._on_claim)
+            result = await self._store.write(sql.claim_next, now_ts(), offers, on_commit=self._on_claim)
         finally:
             self._claiming = False
             self._early_stops.clear()
@@ -94,6 +103,7 @@ class Scheduler:
         if result is None:
             return
         run = result[0]
+        self.pool.taken(run["executor"])
         stop = self._running[run["id"]] = StopRequest()
         early = self._early_stops.pop(run["id"], None) or self._stopping
         if early is not None:
@@ -105,29 +115,40 @@ class Scheduler:
 
     # ---- one run ---------------------------------------------------------------------------------
 
-    async def _supervise(self, run: dict[str, Any], stop: StopRequest) -> None:
+    async def _supervise(self, run: dict[str, Any], stop: StopRequest, adopted_chunk: int | None = None) -> None:
         run_id = run["id"]
-        log.info("run started", run_id=run_id, command=run["command"])
+        name = run["executor"]
+        log.info("run started", run_id=run_id, command=run["command"], executor=name, attempt=run["attempt"])
         spec = RunSpec(
             id=run_id,
             command=tuple(run["command"]),
             env=dict(run["env"]),
             timeout_s=run["timeout_s"],
             workdir=self.workdirs / str(run_id),
+            attempt=run["attempt"],
+            kill_grace_s=self._settings.kill_grace_s,
+            adopted_chunk=adopted_chunk,
         )
         sink = _CappedSink(self._recorder, run_id, self._settings.output_cap_bytes)
+        executor = self.pool.executor(name)
         try:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_time_out, stop, run["timeout_s"])
-                    outcome = await self._executor.execute(spec, sink.emit, stop)
+                    if executor is None:  # the agent was revoked between the claim and now
+                        outcome = Outcome("interrupted", None, "agent revoked")
+                    else:
+                        outcome = await executor.execute(spec, sink.emit, stop)
                     nursery.cancel_scope.cancel()
             except Exception as exc:
                 # A bug in an executor must not take the server down; the run records it.
                 log.exception("executor failed", run_id=run_id)
                 outcome = Outcome("failed", None, f"internal error: {exc!r}")
             await self._finish(run_id, outcome)
+            if outcome.recorded is not None:
+                await outcome.recorded()
         finally:
+            self.pool.released(name)
             del self._running[run_id]
             self._finished.set()
             self._finished = trio.Event()
@@ -167,6 +188,18 @@ class Scheduler:
         if self.workdirs.exists():
             await trio.to_thread.run_sync(shutil.rmtree, self.workdirs, True)
 
+    async def _adopt_agent_runs(self, supervisors: trio.Nursery) -> None:
+        """Runs a previous server process left running on agents keep running: their agents reconnect
+        and carry on within the lease, or the runs end interrupted ("agent lost")."""
+        for run in await self._store.read(agent_sql.agent_runs):
+            executor = self.pool.adopt(run["executor"])
+            if executor is None:
+                continue
+            self.pool.taken(run["executor"])
+            stop = self._running[run["id"]] = StopRequest()
+            log.info("adopting agent run", run_id=run["id"], executor=run["executor"])
+            supervisors.start_soon(self._supervise, run, stop, run["agent_chunk"], name=f"run {run['id']}")
+
     async def shutdown(self, drain_s: float) -> None:
         """Stop claiming; let running runs finish for `drain_s`, then stop them as `interrupted`."""
         self._accepting = False
@@ -205,9 +238,11 @@ class _CappedSink:
         self._capped = False
         self._cap_bytes = cap_bytes
 
-    async def emit(self, items: Sequence[tuple[str, str]]) -> None:
+    async def emit(
+        self, items: Sequence[tuple[str, str]], transition: Callable[[Any], None] | None = None
+    ) -> None:
         if self._capped:
-            return
+            items = ()
         kept: list[tuple[str, str]] = []
         for kind, line in items:
             size = len(line) + 1
@@ -219,5 +254,5 @@ class _CappedSink:
             if kind != "system":
                 self._remaining -= size
             kept.append((kind, line))
-        if kept:
-            await self._recorder.append_output(self._run_id, kept)
+        if kept or transition is not None:
+            await self._recorder.append_output(self._run_id, kept, transition=transition)

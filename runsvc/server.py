@@ -52,7 +52,9 @@ def _hypercorn_config(settings: Settings) -> hypercorn.config.Config:
     config.bind = [f"{host}:{settings.port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = HTTP_GRACE_S
+    # Agent sockets stay open through the drain (their runs are cancelled over them), so Hypercorn's
+    # grace covers the drain and the kill grace too; ordinary requests end long before.
+    config.graceful_timeout = HTTP_GRACE_S + settings.drain_s + settings.kill_grace_s
     # WebSocket keepalive: Hypercorn pings every interval, and a connection from which nothing at all
     # (not even a pong) arrives for interval + timeout is closed by its read timeout. ASGI gives the
     # app no view of pongs, so this pair of settings is how a silent peer gets dropped.
@@ -115,6 +117,7 @@ async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) 
             http_stop.set()
             services.sockets.close_all()
             await services.scheduler.shutdown(settings.drain_s)
+            services.agents.hub.close_all()
             background.cancel_scope.cancel()
 
 

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
 
-# Receives output events in order: ("stdout" | "stderr" | "system", one line of text). Lines read
-# together are passed together, so they are appended (and committed) together.
-OutputSink = Callable[[Sequence[tuple[str, str]]], Awaitable[None]]
+
+class OutputSink(Protocol):
+    """Receives output events in order: ("stdout" | "stderr" | "system", one line of text). Lines read
+    together are passed together, so they are appended (and committed) together.
+
+    `transition(conn)`, if given, runs in the transaction that stores the lines and may refuse them by
+    raising (agents: fencing by attempt, a chunk stored once); it runs even if the output cap drops
+    every line."""
+
+    async def __call__(
+        self, items: Sequence[tuple[str, str]], transition: Callable[[Any], None] | None = None
+    ) -> None: ...
 
 
 @attrs.frozen
@@ -21,6 +30,9 @@ class RunSpec:
     env: dict[str, str]
     timeout_s: float
     workdir: Path  # fresh per-run directory; the executor creates it and removes it afterwards
+    attempt: int = 1  # the hand-out this execution is (agents fence their reports by it)
+    kill_grace_s: float = 10.0  # between SIGTERM and SIGKILL (told to agents with the assignment)
+    adopted_chunk: int | None = None  # set when a restarted server takes over an agent run in flight
 
 
 @attrs.frozen
@@ -28,6 +40,8 @@ class Outcome:
     status: str  # succeeded | failed | cancelled | timed_out | interrupted
     exit_code: int | None  # -N when killed by signal N; None when the command never started
     reason: str | None = None  # human text: "spawn failed: …", "timed out after 5s", …
+    # Called once the outcome is recorded (an agent is told it may forget the run).
+    recorded: Callable[[], Awaitable[None]] | None = attrs.field(default=None, eq=False)
 
 
 @attrs.define(eq=False)

@@ -7,6 +7,7 @@ import json
 from quart import Response
 
 from .. import accounts as auth
+from .. import agents
 from ..model import RunNotFound, StatusConflict
 
 
@@ -68,6 +69,10 @@ DOMAIN_ERRORS: tuple[tuple[type[Exception], type[ApiError]], ...] = (
     (auth.LastAdmin, Conflict),
     (RunNotFound, NotFound),
     (StatusConflict, Conflict),
+    (agents.InvalidAgentInput, InvalidRequest),
+    (agents.EnrollmentRefused, Unauthenticated),
+    (agents.AgentNameTaken, Conflict),
+    (agents.AgentNotFound, NotFound),
 )
 
 

@@ -12,6 +12,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ..accounts import AccountError
+from ..agents import AgentError
 from ..log import get_logger
 from ..model import RunNotFound, StatusConflict
 from .errors import ApiError, api_error_for, error_response
@@ -46,7 +47,7 @@ def install(app: QuartTrio) -> None:
         api_error = api_error_for(error)
         return error_response(api_error.status, api_error.code, api_error.message, api_error.headers)
 
-    for domain_error in (AccountError, RunNotFound, StatusConflict):
+    for domain_error in (AccountError, AgentError, RunNotFound, StatusConflict):
         app.register_error_handler(domain_error, _domain_error)
 
     @app.errorhandler(HTTPException)

@@ -8,7 +8,7 @@ import attrs
 from quart_trio import QuartTrio
 
 from .access import Access, guard
-from .handlers import auth, health, live, runs, users
+from .handlers import agents, auth, health, live, runs, users
 
 API = "/api/v1"
 
@@ -35,6 +35,12 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{API}/runs/<int:run_id>/cancel", runs.cancel_run, Access.OPERATOR),
     Route("GET", f"{API}/runs/<int:run_id>/events", runs.run_events, Access.VIEWER),
     Route("GET", f"{API}/runs/<int:run_id>/log", runs.run_log, Access.VIEWER),
+    Route("POST", f"{API}/enrollment-tokens", agents.create_enrollment_token, Access.ADMIN),
+    Route("GET", f"{API}/enrollment-tokens", agents.list_enrollment_tokens, Access.ADMIN),
+    Route("DELETE", f"{API}/enrollment-tokens/<int:token_id>", agents.delete_enrollment_token, Access.ADMIN),
+    Route("POST", f"{API}/agents/enroll", agents.enroll, Access.PUBLIC),
+    Route("GET", f"{API}/agents", agents.list_agents, Access.ADMIN),
+    Route("DELETE", f"{API}/agents/<int:agent_id>", agents.delete_agent, Access.ADMIN),
 )
 
 # WebSockets check Origin and the session themselves (see websockets.py): a refusal has to be a close
@@ -42,6 +48,7 @@ ROUTES: tuple[Route, ...] = (
 WEBSOCKET_ROUTES: tuple[tuple[str, Callable[..., Awaitable[None]]], ...] = (
     (f"{API}/runs/<int:run_id>/events/ws", live.run_events_ws),
     (f"{API}/runs/feed/ws", live.runs_feed_ws),
+    (f"{API}/agents/ws", agents.agents_ws),  # authenticated by the agent's Bearer secret
 )
 
 

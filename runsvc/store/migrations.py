@@ -13,7 +13,7 @@ from importlib import resources
 
 from .errors import SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _v1_to_v2(conn: sqlite3.Connection) -> None:
@@ -23,8 +23,27 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("VACUUM")
 
 
+def _add_agents(conn: sqlite3.Connection) -> None:
+    # Remote agents (SPEC §11): the agents table and the routing/fencing columns of runs. Existing runs
+    # get no labels; a run already handed out counts as attempt 1 on the local executor.
+    conn.execute("BEGIN")
+    conn.execute("ALTER TABLE runs ADD COLUMN labels TEXT NOT NULL DEFAULT '[]'")
+    conn.execute("ALTER TABLE runs ADD COLUMN executor TEXT")
+    conn.execute("ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE runs ADD COLUMN agent_chunk INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE runs SET executor = 'local', attempt = 1 WHERE status != 'queued'")
+    conn.execute(
+        "CREATE TABLE agents (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, "
+        "labels TEXT NOT NULL DEFAULT '[]', secret_hash BLOB NOT NULL UNIQUE, created_at TEXT NOT NULL, "
+        "last_seen_at TEXT)"
+    )
+    conn.execute("COMMIT")
+
+
 # MIGRATIONS[n] upgrades a version-n database to version n + 1.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+# MERGE NOTE: the agents step is the API-tokens helper's version + 1 on main (3 -> 4); on this branch,
+# which has no api_tokens step, it is registered as 2 -> 3.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _add_agents}
 
 
 def schema_sql() -> str:

@@ -16,14 +16,37 @@ from . import events as event_sql
 
 RUN_COLUMNS = (
     "id, name, command, env, status, exit_code, created_at, started_at, ended_at, created_by, "
-    "last_seq, timeout_s"
+    "last_seq, timeout_s, labels, executor, attempt"
 )
+
+# Claim: the oldest queued run that one of the free executors can take (it has all the run's labels),
+# handed to the first such executor in the order given (json_each walks an array in order); one statement, so two claims never race.
+# :executors is a JSON array of {"name": …, "labels": […]}. The runs are walked through
+# runs_status_started_at; the json_each scans are over the (small) label lists only.
+CLAIM_NEXT = """
+    UPDATE runs SET status = 'running', started_at = :ts, attempt = attempt + 1, executor = pick.chosen,
+                    agent_chunk = 0
+    FROM (
+        SELECT r.id AS run_id, (
+            SELECT json_extract(c.value, '$.name') FROM json_each(:executors) AS c
+            WHERE NOT EXISTS (
+                SELECT 1 FROM json_each(r.labels) AS l
+                WHERE l.value NOT IN (SELECT value FROM json_each(json_extract(c.value, '$.labels')))
+            )
+            LIMIT 1
+        ) AS chosen
+        FROM runs AS r WHERE r.status = 'queued' AND chosen IS NOT NULL
+        ORDER BY r.started_at, r.id LIMIT 1
+    ) AS pick
+    WHERE runs.id = pick.run_id
+    RETURNING """ + ", ".join(f"runs.{column.strip()}" for column in RUN_COLUMNS.split(","))
 
 
 def run_from_row(row: sqlite3.Row) -> dict[str, Any]:
     run = dict(row)
     run["command"] = json.loads(run["command"])
     run["env"] = json.loads(run["env"])
+    run["labels"] = json.loads(run["labels"])
     return run
 
 
@@ -36,12 +59,13 @@ def create_run(
     name: str | None,
     created_by: str | None,
     ts: str,
+    labels: Sequence[str] = (),
 ) -> tuple[dict[str, Any], list[Event]]:
     """Insert a queued run with its first event (seq 1, `state queued`)."""
     run_id = conn.execute(
-        "INSERT INTO runs (name, command, env, timeout_s, status, created_by, created_at) "
-        "VALUES (?, ?, ?, ?, 'queued', ?, ?) RETURNING id",
-        (name, json.dumps(command), json.dumps(env), timeout_s, created_by, ts),
+        "INSERT INTO runs (name, command, env, timeout_s, status, created_by, created_at, labels) "
+        "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
+        (name, json.dumps(command), json.dumps(env), timeout_s, created_by, ts, json.dumps(list(labels))),
     ).fetchone()[0]
     events = event_sql.append_now(conn, run_id, [("state", state_data("queued"))], ts)
     run = get_run(conn, run_id)
@@ -75,14 +99,16 @@ def list_runs(
     return runs, next_before
 
 
-def claim_next(conn: sqlite3.Connection, ts: str) -> tuple[dict[str, Any], list[Event]] | None:
-    """Atomically move the oldest queued run to running; append its `state running` event."""
-    row = conn.execute(
-        f"UPDATE runs SET status = 'running', started_at = ? "
-        f"WHERE id = (SELECT id FROM runs WHERE status = 'queued' ORDER BY started_at, id LIMIT 1) "
-        f"RETURNING {RUN_COLUMNS}",
-        (ts,),
-    ).fetchone()
+def claim_next(
+    conn: sqlite3.Connection, ts: str, executors: Sequence[tuple[str, Sequence[str]]]
+) -> tuple[dict[str, Any], list[Event]] | None:
+    """Atomically move the oldest queued run that one of `executors` ((name, labels), in order of
+    preference) can take to running, naming the executor and counting the attempt; append its
+    `state running` event."""
+    if not executors:
+        return None
+    offer = json.dumps([{"name": name, "labels": list(labels)} for name, labels in executors])
+    row = conn.execute(CLAIM_NEXT, {"ts": ts, "executors": offer}).fetchone()
     if row is None:
         return None
     run = run_from_row(row)
@@ -107,8 +133,14 @@ def finish(
 
 
 def running_run_ids(conn: sqlite3.Connection) -> list[int]:
-    """Runs a previous server process left running (startup recovery)."""
-    return [row[0] for row in conn.execute("SELECT id FROM runs WHERE status = 'running' ORDER BY id")]
+    """Runs a previous server process left running on the local executor (startup recovery); runs on
+    agents are left to their agents (see agents/hub.py)."""
+    return [
+        row[0] for row in conn.execute(
+            "SELECT id FROM runs WHERE status = 'running' AND coalesce(executor, 'local') NOT LIKE 'agent:%' "
+            "ORDER BY id"
+        )
+    ]
 
 
 def events_page(

@@ -20,13 +20,23 @@ ADMIN_REQUESTS = [
     ("GET", USERS, None),
     ("POST", USERS, {"username": "carol", "password": PASSWORD, "role": "viewer"}),
     ("PATCH", f"{USERS}/1", {"role": "viewer"}),
+    ("POST", "/api/v1/enrollment-tokens", {"labels": ["gpu"]}),
+    ("GET", "/api/v1/enrollment-tokens", None),
+    ("DELETE", "/api/v1/enrollment-tokens/1", None),
+    ("GET", "/api/v1/agents", None),
+    ("DELETE", "/api/v1/agents/1", None),
 ]
 
 
 def test_admin_requests_cover_every_admin_route():
     """The refusal tests below exercise every route the table marks ADMIN."""
     admin_routes = {(r.method, r.path) for r in ROUTES if r.access is Access.ADMIN}
-    assert admin_routes == {("GET", USERS), ("POST", USERS), ("PATCH", f"{USERS}/<int:user_id>")}
+    assert admin_routes == {
+        ("GET", USERS), ("POST", USERS), ("PATCH", f"{USERS}/<int:user_id>"),
+        ("POST", "/api/v1/enrollment-tokens"), ("GET", "/api/v1/enrollment-tokens"),
+        ("DELETE", "/api/v1/enrollment-tokens/<int:token_id>"), ("GET", "/api/v1/agents"),
+        ("DELETE", "/api/v1/agents/<int:agent_id>"),
+    }
 
 
 @pytest.fixture(name="admin")

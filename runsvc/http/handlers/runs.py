@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from quart import Response
@@ -24,7 +25,10 @@ SUBMIT_FIELDS = {
     "env": string_map(required=False, default={}),
     "timeout_s": number(required=False, default=DEFAULT_TIMEOUT_S, maximum=MAX_TIMEOUT_S),
     "name": string(required=False, nullable=True, default=None, max_length=MAX_NAME),
+    "labels": string_list(required=False, default=[]),
 }
+MAX_LABELS = 32
+LABEL_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _check_submission(body: dict[str, Any]) -> None:
@@ -34,6 +38,11 @@ def _check_submission(body: dict[str, Any]) -> None:
     for index, arg in enumerate(body["command"]):
         if "\0" in arg:
             raise InvalidRequest(f"command[{index}] must not contain a NUL character")
+    if len(body["labels"]) > MAX_LABELS:
+        raise InvalidRequest(f"labels must hold at most {MAX_LABELS} labels")
+    for label in body["labels"]:
+        if not LABEL_RE.fullmatch(label):
+            raise InvalidRequest("labels must be 1-64 characters of A-Z a-z 0-9 _ . - each")
     if body["command"][0] == "":
         raise InvalidRequest("command[0] must not be empty")
     for key, value in body["env"].items():
@@ -54,6 +63,7 @@ async def submit_run() -> Response:
         timeout_s=float(body["timeout_s"]),
         name=body["name"],
         created_by=current_user().username,
+        labels=list(dict.fromkeys(body["labels"])),
     )
     return json_response({"run": run}, status=201)
 

@@ -1,0 +1,92 @@
+"""The agent protocol: JSON text frames on /api/v1/agents/ws (see README, "Remote agents").
+
+Agent → server: `hello`, `output`, `finished`, `drain`, `ping`.
+Server → agent: `welcome`, `assign`, `ack`, `cancel`, `ping`.
+
+This module only knows the shapes of the messages; both ends (hub.py, client.py) use it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+OUTPUT_KINDS = ("stdout", "stderr", "system")
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "timed_out", "interrupted")
+
+
+class ProtocolError(Exception):
+    """A frame that is not a message of the protocol (the receiver closes the connection, 1008)."""
+
+
+def _int(message: dict[str, Any], key: str, minimum: int = 0) -> int:
+    value = message.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ProtocolError(f"{message.get('type')}.{key} must be an integer >= {minimum}")
+    return value
+
+
+def _check_output(message: dict[str, Any]) -> None:
+    _int(message, "run_id", 1)
+    _int(message, "attempt", 1)
+    _int(message, "chunk", 1)
+    lines = message.get("lines")
+    if not isinstance(lines, list):
+        raise ProtocolError("output.lines must be a list")
+    for line in lines:
+        if not (isinstance(line, list) and len(line) == 2 and line[0] in OUTPUT_KINDS and isinstance(line[1], str)):
+            raise ProtocolError("output.lines must be [kind, text] pairs")
+
+
+def _check_finished(message: dict[str, Any]) -> None:
+    _int(message, "run_id", 1)
+    _int(message, "attempt", 1)
+    _int(message, "last_chunk", 0)
+    if message.get("status") not in FINISHED_STATUSES:
+        raise ProtocolError("finished.status must be a terminal status")
+    exit_code = message.get("exit_code")
+    if exit_code is not None and (not isinstance(exit_code, int) or isinstance(exit_code, bool)):
+        raise ProtocolError("finished.exit_code must be an integer or null")
+    reason = message.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ProtocolError("finished.reason must be a string or null")
+
+
+def _check_hello(message: dict[str, Any]) -> None:
+    _int(message, "capacity", 0)
+    runs = message.get("runs")
+    if not isinstance(runs, list):
+        raise ProtocolError("hello.runs must be a list")
+    for held in runs:
+        if not isinstance(held, dict):
+            raise ProtocolError("hello.runs must hold objects")
+        _int(held, "run_id", 1)
+        _int(held, "attempt", 1)
+        _int(held, "acked_chunk", 0)
+
+
+_CHECKS = {
+    "hello": _check_hello,
+    "output": _check_output,
+    "finished": _check_finished,
+    "drain": lambda message: None,
+    "ping": lambda message: None,
+}
+
+
+def parse_agent_message(text: str | bytes) -> dict[str, Any]:
+    """A frame from an agent, checked; raises ProtocolError."""
+    if isinstance(text, bytes):
+        raise ProtocolError("binary frames are not part of the protocol")
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise ProtocolError("frame is not JSON") from None
+    if not isinstance(message, dict) or message.get("type") not in _CHECKS:
+        raise ProtocolError("frame is not a message of the agent protocol")
+    _CHECKS[message["type"]](message)
+    return message
+
+
+def dumps(message: dict[str, Any]) -> str:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))

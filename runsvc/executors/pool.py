@@ -1,0 +1,115 @@
+"""Routing: which executors exist, their labels and free capacity, and which one runs a claimed run.
+
+The local executor is named "local"; a remote agent is "agent:<name>" (the value of a run's `executor`).
+The scheduler asks `offers()` for the executors with a free slot, in order of preference, and claims the
+oldest queued run one of them can take (store/runs.py: claim_next). A change that may make a queued run
+claimable (an agent connects, a slot frees) calls `on_change`, which wakes the scheduler: no polling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from .base import Executor
+
+LOCAL = "local"
+
+
+def agent_executor_name(agent_name: str) -> str:
+    return f"agent:{agent_name}"
+
+
+@attrs.define
+class _Entry:
+    labels: frozenset[str]
+    capacity: int
+    executor: Executor
+
+
+class ExecutorPool:
+    def __init__(self, local: Executor | None, local_labels: Sequence[str], local_capacity: int):
+        self._entries: dict[str, _Entry] = {}
+        self._busy: dict[str, int] = {}  # runs handed out and not finished, per executor name
+        self._known: dict[str, Executor] = {}  # every executor a run may still be on (also offline ones)
+        self._on_change: Callable[[], None] = lambda: None
+        self._adopter: Callable[[str], Executor | None] = lambda name: None
+        if local is not None:
+            self.connect(LOCAL, local_labels, local_capacity, local)
+
+    def set_on_change(self, callback: Callable[[], None]) -> None:
+        self._on_change = callback
+
+    # ---- executors coming and going -------------------------------------------------------------
+
+    def connect(self, name: str, labels: Sequence[str], capacity: int, executor: Executor) -> None:
+        """`name` takes runs (again), up to `capacity` at once counting the ones it still has."""
+        self._entries[name] = _Entry(frozenset(labels), capacity, executor)
+        self._known[name] = executor
+        self._on_change()
+
+    def set_capacity(self, name: str, capacity: int) -> None:
+        entry = self._entries.get(name)
+        if entry is not None:
+            entry.capacity = capacity
+            self._on_change()
+
+    def disconnect(self, name: str) -> None:
+        """`name` takes no new runs; the ones it has keep their executor until they finish."""
+        self._entries.pop(name, None)
+
+    def forget(self, name: str) -> None:
+        self._entries.pop(name, None)
+        self._known.pop(name, None)
+
+    def set_adopter(self, adopter: Callable[[str], Executor | None]) -> None:
+        """Where executors come from for runs handed out by an earlier server process (agents)."""
+        self._adopter = adopter
+
+    def adopt(self, name: str) -> Executor | None:
+        """The executor of a run an earlier server process handed out; it takes no new runs until it
+        connects. None if there is no such executor any more (a revoked agent)."""
+        executor = self._known.get(name) or self._adopter(name)
+        if executor is not None:
+            self._known[name] = executor
+        return executor
+
+    # ---- routing --------------------------------------------------------------------------------
+
+    def offers(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(name, labels) of the executors with a free slot: the local one first, then agents with the
+        most free slots."""
+        free = [
+            (name, entry) for name, entry in self._entries.items()
+            if entry.capacity > self._busy.get(name, 0)
+        ]
+        free.sort(key=lambda item: (item[0] != LOCAL, self._busy.get(item[0], 0) - item[1].capacity))
+        return [(name, tuple(sorted(entry.labels))) for name, entry in free]
+
+    def executor(self, name: str) -> Executor | None:
+        return self._known.get(name)
+
+    def taken(self, name: str) -> None:
+        self._busy[name] = self._busy.get(name, 0) + 1
+
+    def released(self, name: str) -> None:
+        left = self._busy.get(name, 0) - 1
+        if left > 0:
+            self._busy[name] = left
+        else:
+            self._busy.pop(name, None)
+        self._on_change()
+
+    def busy(self, name: str) -> int:
+        return self._busy.get(name, 0)
+
+    def waiting_for(self, labels: Sequence[str]) -> str | None:
+        """Why a queued run with `labels` cannot start on any connected executor; None if one could
+        take it (once it has a free slot)."""
+        wanted = frozenset(labels)
+        if any(wanted <= entry.labels for entry in self._entries.values()):
+            return None
+        if not wanted:
+            return "an executor (none is connected)"
+        return f"an agent with labels {','.join(sorted(wanted))}"

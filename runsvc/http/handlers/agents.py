@@ -1,0 +1,77 @@
+"""Remote agents: enrollment tokens (admin), enrollment (the token is the credential), the agent list,
+revocation, and the agents' WebSocket."""
+
+from __future__ import annotations
+
+import trio
+from quart import Response, websocket
+
+from ...agents.service import DEFAULT_TOKEN_TTL_S, MAX_TOKEN_TTL_S, NAME_RE
+from ..access import current_user
+from ..types import json_response, services
+from ..validation import number, read_json_object, string, string_list
+from ..websockets import _Close, _send_frames
+
+AGENT_SEND_QUEUE = 64  # frames queued for an agent's socket before a sender waits
+
+TOKEN_FIELDS = {
+    "labels": string_list(required=False, default=[]),
+    "ttl_s": number(required=False, default=DEFAULT_TOKEN_TTL_S, minimum=1, maximum=MAX_TOKEN_TTL_S),
+}
+ENROLL_FIELDS = {
+    "token": string(min_length=1, max_length=1000),
+    "name": string(pattern=NAME_RE.pattern),
+    "labels": string_list(required=False, default=[]),
+}
+
+
+async def create_enrollment_token() -> Response:
+    body = await read_json_object(TOKEN_FIELDS)
+    token, secret = await services().agents.create_token(
+        labels=body["labels"], ttl_s=float(body["ttl_s"]), created_by=current_user().username
+    )
+    return json_response({"enrollment_token": token, "token": secret}, status=201)
+
+
+async def list_enrollment_tokens() -> Response:
+    return json_response({"enrollment_tokens": await services().agents.list_tokens()})
+
+
+async def delete_enrollment_token(token_id: int) -> Response:
+    await services().agents.delete_token(token_id)
+    return Response(status=204)
+
+
+async def enroll() -> Response:
+    body = await read_json_object(ENROLL_FIELDS)
+    agent, secret = await services().agents.enroll(token=body["token"], name=body["name"], labels=body["labels"])
+    return json_response({"agent": agent, "secret": secret}, status=201)
+
+
+async def list_agents() -> Response:
+    return json_response({"agents": await services().agents.list_agents()})
+
+
+async def delete_agent(agent_id: int) -> Response:
+    await services().agents.revoke(agent_id)
+    return Response(status=204)
+
+
+def _bearer() -> str | None:
+    scheme, _, secret = websocket.headers.get("Authorization", "").partition(" ")
+    return secret.strip() if scheme.lower() == "bearer" and secret.strip() else None
+
+
+async def agents_ws() -> None:
+    """An agent's connection: `Authorization: Bearer <agent secret>`, then the agent protocol. Closes
+    only when the agent goes, is revoked (4401), or the server has finished draining (1001)."""
+    svc = services()
+    await websocket.accept()
+    outgoing, frames = trio.open_memory_channel[str | _Close](AGENT_SEND_QUEUE)
+    sent_all = trio.Event()
+    ws = websocket._get_current_object()  # the sender outlives this request's context
+    svc.sockets.start_sender(_send_frames, ws, frames, sent_all)
+    async with outgoing:
+        code, reason = await svc.agents.hub.serve_connection(_bearer(), websocket.receive, outgoing.send)
+        await outgoing.send(_Close(code, reason))
+    await sent_all.wait()
