@@ -52,9 +52,7 @@ def _hypercorn_config(settings: Settings) -> hypercorn.config.Config:
     config.bind = [f"{host}:{settings.port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    # Agent sockets stay open through the drain (their runs are cancelled over them), so Hypercorn's
-    # grace covers the drain and the kill grace too; ordinary requests end long before.
-    config.graceful_timeout = HTTP_GRACE_S + settings.drain_s + settings.kill_grace_s
+    config.graceful_timeout = HTTP_GRACE_S  # see _serve_http: longer while agents hold runs
     # WebSocket keepalive: Hypercorn pings every interval, and a connection from which nothing at all
     # (not even a pong) arrives for interval + timeout is closed by its read timeout. ASGI gives the
     # app no view of pongs, so this pair of settings is how a silent peer gets dropped.
@@ -104,9 +102,9 @@ async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) 
             background.start_soon(
                 partial(run_pruner, services.store, settings, on_runs_deleted=services.runs.runs_deleted)
             )
+            config = _hypercorn_config(settings)
             hypercorn_serve = partial(
-                hypercorn.trio.serve, create_app(services), _hypercorn_config(settings),
-                shutdown_trigger=http_stop.wait,
+                hypercorn.trio.serve, create_app(services), config, shutdown_trigger=http_stop.wait,
             )
             binds = await root.start(hypercorn_serve)
             server = Server(url=binds[0], services=services)
@@ -114,6 +112,10 @@ async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) 
             task_status.started(server)
             await server._shutdown.wait()
             log.info("shutting down: no longer accepting connections")
+            if services.agents.hub.holds_runs():
+                # Agent sockets stay open through the drain (their runs are cancelled over them);
+                # Hypercorn reads this when the trigger fires.
+                config.graceful_timeout = HTTP_GRACE_S + settings.drain_s + settings.kill_grace_s
             http_stop.set()
             services.sockets.close_all()
             await services.scheduler.shutdown(settings.drain_s)

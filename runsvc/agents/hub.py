@@ -50,6 +50,7 @@ class _Connection:
     closed: trio.Event = attrs.Factory(trio.Event)
     close_code: int = NORMAL
     close_reason: str = ""
+    told_stale: set[tuple[int, int]] = attrs.Factory(set)  # (run, attempt) the agent was told to forget
 
     async def send(self, message: dict[str, Any]) -> None:
         try:
@@ -256,10 +257,7 @@ class AgentLink:
         if kind in ("output", "finished"):
             held = self.runs.get(message["run_id"])
             if held is None or held.spec.attempt != message["attempt"]:
-                log.warning("report for a stale attempt ignored", run_id=message["run_id"],
-                            attempt=message["attempt"], agent=self.name)
-                await connection.send({"type": "cancel", "run_id": message["run_id"],
-                                       "attempt": message["attempt"], "forget": True})
+                await self._forget(connection, message["run_id"], message["attempt"])
                 return
             held.queued_frames += 1
             held.notify(kind, message)
@@ -282,8 +280,17 @@ class AgentLink:
         for run_id, attempt in holds.items():
             held = self.runs.get(run_id)
             if held is None or held.spec.attempt != attempt:
-                await connection.send({"type": "cancel", "run_id": run_id, "attempt": attempt, "forget": True})
+                await self._forget(connection, run_id, attempt)
         self._hub.pool.connect(self.executor_name, self.labels, hello["capacity"], self)
+
+    async def _forget(self, connection: _Connection, run_id: int, attempt: int) -> None:
+        """Fencing: reports for an attempt that is not current are ignored, and the agent is told (once
+        per connection) to drop that run."""
+        if (run_id, attempt) in connection.told_stale:
+            return
+        connection.told_stale.add((run_id, attempt))
+        log.warning("reports for a stale attempt ignored", run_id=run_id, attempt=attempt, agent=self.name)
+        await connection.send({"type": "cancel", "run_id": run_id, "attempt": attempt, "forget": True})
 
     def attach(self, connection: _Connection) -> None:
         if self.connection is not None:
@@ -343,6 +350,9 @@ class AgentHub:
         self.pool.forget(agent_executor_name(name))
         if link is not None:
             link.revoke()
+
+    def holds_runs(self) -> bool:
+        return any(link.runs for link in self._links.values())
 
     def connected_count(self) -> int:
         return sum(1 for link in self._links.values() if link.connected)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import agent as agent_cmd
 from . import db as db_cmd
 from . import remote as remote_cmd
 from . import serve as serve_cmd
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     users_cmd.add_parser(commands)
     db_cmd.add_parser(commands)
     remote_cmd.add_parsers(commands)
+    agent_cmd.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,288 @@
+"""The agent process (`python -m runsvc agent`): holds a WebSocket to the server and runs what it is
+assigned with the local executor — the same process rules as the server's own runs.
+
+Output goes out in numbered chunks (one per read of the child's pipes) and stays in memory until the
+server acknowledges it; after a reconnect every unacknowledged chunk is sent again, in order, and the
+server stores each chunk once. The buffer is bounded: when it is full, `emit` waits, the executor stops
+reading the child's pipes, and the child blocks on its writes (backpressure reaches the process).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+import trio_websocket
+
+from ..executors import LocalExecutor, Outcome, RunSpec, StopRequest
+from ..executors.orphans import kill_orphans
+from ..log import get_logger
+from .protocol import dumps
+
+log = get_logger("runsvc.agent")
+
+UNACKED_BYTES = 8 * 1024 * 1024  # 8 MiB of output per run waiting for the server's ack
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 30.0  # reconnect attempts are at most this far apart
+FINISH_WAIT_S = 10.0  # on SIGTERM, after stopping the runs: wait this long for the server's acks
+MAX_MESSAGE = 64 * 1024 * 1024  # 64 MiB: an assignment carries command and env of at most 64 KiB each
+
+
+class AgentRefused(Exception):
+    """The server refused the agent's secret (revoked): exit 1 with one line."""
+
+
+@attrs.define(eq=False)
+class _Chunk:
+    number: int
+    frame: str
+    sent_on: int = -1  # generation of the connection it was last sent on
+
+
+@attrs.define(eq=False)
+class _HeldRun:
+    run_id: int
+    attempt: int
+    kill_grace_s: float = 10.0
+    stop: StopRequest = attrs.Factory(StopRequest)
+    next_chunk: int = 1
+    acked: int = 0
+    unacked: deque[_Chunk] = attrs.Factory(deque)
+    unacked_bytes: int = 0
+    room: trio.Event = attrs.Factory(trio.Event)
+    finished: _Chunk | None = None  # the `finished` report, kept until acknowledged
+    done: trio.Event = attrs.Factory(trio.Event)  # the server acknowledged `finished` (or said forget)
+
+
+class Agent:
+    def __init__(
+        self, *, server: str, secret: str, state_dir: Path, max_runs: int, drain_s: float = 10.0,
+    ):
+        self._ws_url = server.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        self._ws_url += "/api/v1/agents/ws"
+        self._secret = secret
+        self._workdirs = state_dir / "work"
+        self._max_runs = max_runs
+        self._drain_s = drain_s
+        self._runs: dict[int, _HeldRun] = {}
+        self._ws: trio_websocket.WebSocketConnection | None = None
+        self._generation = 0
+        self._send_lock = trio.Lock()
+        self._draining = False
+        self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.connected = trio.Event()  # set on each welcome (tests wait on it)
+
+    # ---- main loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Until SIGTERM/SIGINT (drain, then exit) or a refused secret (AgentRefused)."""
+        if self._workdirs.exists():
+            killed = await trio.to_thread.run_sync(kill_orphans, self._workdirs)
+            if killed:
+                log.warning("killed processes of runs an earlier agent process left behind", groups=len(killed))
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                async def hold_connection() -> None:
+                    await self._hold_connection()
+                    nursery.cancel_scope.cancel()
+
+                async def on_signal() -> None:
+                    async for _ in signals:
+                        break
+                    log.info("signal received: draining")
+                    await self._drain()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(hold_connection)
+                nursery.start_soon(on_signal)
+
+    async def _hold_connection(self) -> None:
+        backoff = BACKOFF_FIRST_S
+        while True:
+            try:
+                async with trio_websocket.open_websocket_url(
+                    self._ws_url, extra_headers=[("Authorization", f"Bearer {self._secret}")],
+                    max_message_size=MAX_MESSAGE,
+                ) as ws:
+                    await self._serve(ws)
+                    backoff = BACKOFF_FIRST_S
+            except trio_websocket.ConnectionClosed as exc:
+                if exc.reason is not None and exc.reason.code == 4401:
+                    raise AgentRefused(f"the server refused this agent's secret ({exc.reason.reason})") from None
+                if self._welcomed:
+                    backoff = BACKOFF_FIRST_S
+                log.info("connection closed", code=exc.reason.code if exc.reason else None)
+            except (trio_websocket.HandshakeError, OSError) as exc:
+                log.info("cannot reach the server", error=str(exc) or type(exc).__name__)
+            finally:
+                self._ws = None
+            await trio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    _welcomed = False
+
+    async def _serve(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self._welcomed = False
+        while True:
+            message = json.loads(await ws.get_message())
+            kind = message.get("type")
+            if kind == "welcome":
+                await self._on_welcome(ws, message)
+            elif kind == "assign":
+                self._on_assign(message)
+            elif kind == "ack":
+                self._on_ack(message)
+            elif kind == "cancel":
+                self._on_cancel(message)
+
+    async def _on_welcome(self, ws: trio_websocket.WebSocketConnection, welcome: dict[str, Any]) -> None:
+        """Say hello (capacity, the runs held), then send again whatever the server has not acknowledged."""
+        self._welcomed = True
+        async with self._send_lock:
+            self._generation += 1
+            self._ws = ws
+            held = [{"run_id": r.run_id, "attempt": r.attempt, "acked_chunk": r.acked} for r in self._runs.values()]
+            await ws.send_message(dumps({"type": "hello", "capacity": self._capacity(), "runs": held}))
+            if self._draining:
+                await ws.send_message(dumps({"type": "drain"}))
+            for run in list(self._runs.values()):
+                for chunk in [*run.unacked, *([run.finished] if run.finished else [])]:
+                    await self._send_chunk(chunk)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._ping, ws, float(welcome.get("ping_interval_s", 15.0)))
+        log.info("connected", agent=welcome.get("agent", {}).get("name"))
+        self.connected.set()
+
+    def _capacity(self) -> int:
+        return 0 if self._draining else self._max_runs
+
+    async def _ping(self, ws: trio_websocket.WebSocketConnection, interval: float) -> None:
+        try:
+            while not ws.closed:
+                await trio.sleep(interval)
+                await ws.send_message('{"type":"ping"}')
+        except trio_websocket.ConnectionClosed:
+            pass
+
+    async def _send_chunk(self, chunk: _Chunk) -> None:
+        """With the send lock held: send `chunk` unless the current connection has it already."""
+        if self._ws is None or chunk.sent_on == self._generation:
+            return
+        try:
+            await self._ws.send_message(chunk.frame)
+            chunk.sent_on = self._generation
+        except trio_websocket.ConnectionClosed:
+            self._ws = None  # resent after the reconnect
+
+    async def _send_frame(self, chunk: _Chunk) -> None:
+        async with self._send_lock:
+            await self._send_chunk(chunk)
+
+    # ---- runs ------------------------------------------------------------------------------------
+
+    def _on_assign(self, message: dict[str, Any]) -> None:
+        run_id, attempt = message["run_id"], message["attempt"]
+        if run_id in self._runs:
+            return  # a duplicate (it cannot be another attempt: the server fences those)
+        run = self._runs[run_id] = _HeldRun(run_id, attempt, float(message.get("kill_grace_s", 10.0)))
+        spec = RunSpec(
+            id=run_id, command=tuple(message["command"]), env=dict(message["env"]),
+            timeout_s=float(message["timeout_s"]), workdir=self._workdirs / str(run_id), attempt=attempt,
+            kill_grace_s=run.kill_grace_s,
+        )
+        if self._draining:
+            run.stop.request("interrupted", "agent shutting down")
+        assert self._nursery is not None
+        self._nursery.start_soon(self._execute, run, spec, name=f"run {run_id}")
+
+    async def _execute(self, run: _HeldRun, spec: RunSpec, *, name: str = "") -> None:
+        log.info("run started", run_id=run.run_id, attempt=run.attempt)
+
+        async def emit(items: Any, transition: Any = None) -> None:
+            frame = dumps({"type": "output", "run_id": run.run_id, "attempt": run.attempt,
+                           "chunk": run.next_chunk, "lines": [list(item) for item in items]})
+            chunk = _Chunk(run.next_chunk, frame)
+            run.next_chunk += 1
+            run.unacked.append(chunk)
+            run.unacked_bytes += len(frame)
+            await self._send_frame(chunk)
+            while run.unacked_bytes > UNACKED_BYTES and not run.done.is_set():
+                run.room = trio.Event()
+                await run.room.wait()  # the executor stops reading the pipes meanwhile
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_time_out, run.stop, spec.timeout_s)
+            outcome: Outcome = await LocalExecutor(kill_grace_s=spec.kill_grace_s).execute(spec, emit, run.stop)
+            nursery.cancel_scope.cancel()
+        if run.stop.requested:
+            outcome = Outcome(run.stop.status or "cancelled", outcome.exit_code, run.stop.reason)
+        log.info("run finished", run_id=run.run_id, status=outcome.status, exit_code=outcome.exit_code)
+        run.finished = _Chunk(run.next_chunk - 1, dumps({
+            "type": "finished", "run_id": run.run_id, "attempt": run.attempt, "last_chunk": run.next_chunk - 1,
+            "status": outcome.status, "exit_code": outcome.exit_code, "reason": outcome.reason,
+        }))
+        await self._send_frame(run.finished)
+        await run.done.wait()
+        if self._runs.get(run.run_id) is run:
+            del self._runs[run.run_id]
+        self._changed.set()
+
+    def _on_ack(self, message: dict[str, Any]) -> None:
+        run = self._runs.get(message["run_id"])
+        if run is None or run.attempt != message["attempt"]:
+            return
+        run.acked = max(run.acked, message["chunk"])
+        while run.unacked and run.unacked[0].number <= run.acked:
+            run.unacked_bytes -= len(run.unacked.popleft().frame)
+        run.room.set()
+        if message.get("finished") and run.finished is not None:
+            run.done.set()
+
+    def _on_cancel(self, message: dict[str, Any]) -> None:
+        run = self._runs.get(message["run_id"])
+        if run is None or run.attempt != message["attempt"]:
+            return
+        run.stop.request("cancelled", "cancelled by the server")
+        if message.get("forget"):
+            # Not current on the server any more: nothing of it will be stored or acknowledged.
+            run.unacked.clear()
+            run.unacked_bytes = 0
+            run.room.set()
+            run.done.set()
+
+    # ---- shutdown --------------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """SIGTERM: take no new runs, let running ones finish for drain_s, stop the rest, report."""
+        self._draining = True
+        async with self._send_lock:
+            if self._ws is not None:
+                try:
+                    await self._ws.send_message(dumps({"type": "drain"}))
+                except trio_websocket.ConnectionClosed:
+                    pass
+        with trio.move_on_after(self._drain_s):
+            await self._wait_no_runs()
+        for run in self._runs.values():
+            run.stop.request("interrupted", "agent shutting down")
+        grace = max((run.kill_grace_s for run in self._runs.values()), default=0.0)
+        with trio.move_on_after(grace + FINISH_WAIT_S):
+            await self._wait_no_runs()
+
+    async def _wait_no_runs(self) -> None:
+        while self._runs:
+            self._changed = trio.Event()
+            await self._changed.wait()
+
+
+async def _time_out(stop: StopRequest, timeout_s: float) -> None:
+    await trio.sleep(timeout_s)
+    stop.request("timed_out", f"timed out after {timeout_s:g}s")
