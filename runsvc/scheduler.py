@@ -18,8 +18,8 @@ import trio
 
 from .config import Settings
 from .executors import Outcome, RunSpec, StopRequest
-from .executors.pool import ExecutorPool
 from .executors.orphans import kill_orphans
+from .executors.pool import ExecutorPool
 from .log import get_logger
 from .model import RunNotFound, StatusConflict
 from .recorder import RunRecorder

@@ -109,11 +109,15 @@ class Agent:
         while True:
             try:
                 async with trio_websocket.open_websocket_url(
-                    self._ws_url, extra_headers=[("Authorization", f"Bearer {self._secret}")],
+                    self._ws_url, extra_headers=[(b"Authorization", f"Bearer {self._secret}".encode())],
                     max_message_size=MAX_MESSAGE,
                 ) as ws:
-                    await self._serve(ws)
-                    backoff = BACKOFF_FIRST_S
+                    try:
+                        await self._serve(ws)
+                    finally:
+                        # trio-websocket leaves its TCP stream open when the server closes first.
+                        with trio.CancelScope(shield=True):
+                            await ws._stream.aclose()
             except trio_websocket.ConnectionClosed as exc:
                 if exc.reason is not None and exc.reason.code == 4401:
                     raise AgentRefused(f"the server refused this agent's secret ({exc.reason.reason})") from None

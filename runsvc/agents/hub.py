@@ -278,8 +278,8 @@ class AgentLink:
             elif holds.get(run_id) != held.spec.attempt:
                 held.notify("lost", "agent lost")
         for run_id, attempt in holds.items():
-            held = self.runs.get(run_id)
-            if held is None or held.spec.attempt != attempt:
+            current = self.runs.get(run_id)
+            if current is None or current.spec.attempt != attempt:
                 await self._forget(connection, run_id, attempt)
         self._hub.pool.connect(self.executor_name, self.labels, hello["capacity"], self)
 
@@ -362,7 +362,10 @@ class AgentHub:
         self._closing.set()
 
     async def serve_connection(
-        self, secret: str | None, receive: Callable[[], Awaitable[str | bytes]], send_text: Callable[[str], Awaitable[None]]
+        self,
+        secret: str | None,
+        receive: Callable[[], Awaitable[str | bytes]],
+        send_text: Callable[[str], Awaitable[None]],
     ) -> tuple[int, str]:
         """One agent WebSocket from authentication to close; returns the close code and reason."""
         agent = await self._store.read(sql.agent_by_secret, token_hash(secret)) if secret else None

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                   drain_s=args.drain_s)
     try:
         trio.run(agent.run)
-    except BaseException as exc:
+    except Exception as exc:  # trio.run wraps what the nursery raised in exception groups
         refused = find_exception(exc, AgentRefused)
         if refused is not None:
             raise CliError(str(refused)) from None

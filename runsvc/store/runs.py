@@ -20,7 +20,8 @@ RUN_COLUMNS = (
 )
 
 # Claim: the oldest queued run that one of the free executors can take (it has all the run's labels),
-# handed to the first such executor in the order given (json_each walks an array in order); one statement, so two claims never race.
+# handed to the first such executor in the order given (json_each walks an array in order); one
+# statement, so two claims never race.
 # :executors is a JSON array of {"name": …, "labels": […]}. The runs are walked through
 # runs_status_started_at; the json_each scans are over the (small) label lists only.
 CLAIM_NEXT = """

@@ -12,6 +12,7 @@ import trio
 from runsvc.store import SCHEMA_VERSION, SchemaError, StoreClosedError, open_store
 from runsvc.store.migrations import schema_sql
 
+V2_SCHEMA = Path(__file__).with_name("schema_v2.sql")
 V1_SCHEMA = Path(__file__).with_name("schema_v1.sql")
 
 
@@ -53,6 +54,29 @@ async def test_older_database_is_upgraded_in_place(tmp_path):
         assert await store.read(_pragma, "auto_vacuum") == 2
         rows = await store.read(lambda c: c.execute("SELECT status FROM runs").fetchall())
         assert [tuple(r) for r in rows] == [("queued",)]
+
+
+async def test_version_2_database_gains_agents_and_run_routing(tmp_path):
+    """A version-2 file gets the agents table and runs.labels/executor/attempt; runs already handed out
+    count as attempt 1 on the local executor, queued ones have no executor yet."""
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(V2_SCHEMA.read_text())
+    conn.execute("PRAGMA user_version = 2")
+    for status in ("queued", "succeeded"):
+        conn.execute(
+            "INSERT INTO runs (command, env, timeout_s, status, created_at) "
+            f"VALUES ('[\"true\"]', '{{}}', 60, '{status}', '2026-01-01T00:00:00.000000Z')"
+        )
+    conn.commit()
+    conn.close()
+
+    async with open_store(path) as store:
+        assert await store.read(_pragma, "user_version") == SCHEMA_VERSION
+        rows = await store.read(lambda c: c.execute(
+            "SELECT status, labels, executor, attempt FROM runs ORDER BY id").fetchall())
+        assert [tuple(r) for r in rows] == [("queued", "[]", None, 0), ("succeeded", "[]", "local", 1)]
+        assert await store.read(lambda c: c.execute("SELECT count(*) FROM agents").fetchone()[0]) == 0
 
 
 async def test_newer_database_is_refused(tmp_path):

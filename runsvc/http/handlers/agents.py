@@ -39,7 +39,7 @@ async def list_enrollment_tokens() -> Response:
 
 async def delete_enrollment_token(token_id: int) -> Response:
     await services().agents.delete_token(token_id)
-    return Response(status=204)
+    return Response("", status=204)
 
 
 async def enroll() -> Response:
@@ -54,7 +54,7 @@ async def list_agents() -> Response:
 
 async def delete_agent(agent_id: int) -> Response:
     await services().agents.revoke(agent_id)
-    return Response(status=204)
+    return Response("", status=204)
 
 
 def _bearer() -> str | None:
@@ -69,7 +69,7 @@ async def agents_ws() -> None:
     await websocket.accept()
     outgoing, frames = trio.open_memory_channel[str | _Close](AGENT_SEND_QUEUE)
     sent_all = trio.Event()
-    ws = websocket._get_current_object()  # the sender outlives this request's context
+    ws = websocket._get_current_object()  # type: ignore[attr-defined]  # the sender outlives the request
     svc.sockets.start_sender(_send_frames, ws, frames, sent_all)
     async with outgoing:
         code, reason = await svc.agents.hub.serve_connection(_bearer(), websocket.receive, outgoing.send)
