@@ -111,6 +111,8 @@ class Agent:
                 async with trio_websocket.open_websocket_url(
                     self._ws_url, extra_headers=[(b"Authorization", f"Bearer {self._secret}".encode())],
                     max_message_size=MAX_MESSAGE,
+                    # A handshake that hangs (a half-open path) must not outlast the reconnect budget.
+                    connect_timeout=max(1.0, min(10.0, self._lease_s / 4)),
                 ) as ws:
                     try:
                         await self._serve(ws)
@@ -129,9 +131,11 @@ class Agent:
             finally:
                 self._ws = None
             await trio.sleep(backoff * random.uniform(0.5, 1.0))
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            # Within a quarter of the lease, so a server restart does not cost the runs held here.
+            backoff = min(backoff * 2, BACKOFF_MAX_S, self._lease_s / 4)
 
     _welcomed = False
+    _lease_s = 4 * BACKOFF_MAX_S  # until a welcome says otherwise
 
     async def _serve(self, ws: trio_websocket.WebSocketConnection) -> None:
         self._welcomed = False
@@ -150,6 +154,7 @@ class Agent:
     async def _on_welcome(self, ws: trio_websocket.WebSocketConnection, welcome: dict[str, Any]) -> None:
         """Say hello (capacity, the runs held), then send again whatever the server has not acknowledged."""
         self._welcomed = True
+        self._lease_s = float(welcome.get("lease_s", self._lease_s))
         async with self._send_lock:
             self._generation += 1
             self._ws = ws

@@ -86,7 +86,7 @@ class CuttableProxy:
     thing cannot be made to misbehave on demand, a proxy in between can)."""
 
     def __init__(self, target_port: int):
-        self._target_port = target_port
+        self.target_port = target_port
         self._streams: set[trio.SocketStream] = set()
         self.port = 0
         self.connections = 0
@@ -100,7 +100,7 @@ class CuttableProxy:
     async def _handle(self, client: trio.SocketStream) -> None:
         self.connections += 1
         try:
-            upstream = await trio.open_tcp_stream("127.0.0.1", self._target_port)
+            upstream = await trio.open_tcp_stream("127.0.0.1", self.target_port)
         except OSError:
             await client.aclose()
             return

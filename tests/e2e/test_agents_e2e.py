@@ -246,3 +246,44 @@ async def test_state_dir_file_is_private(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "agent.json").stat().st_mode) == 0o600
+
+
+async def test_server_restart_leaves_agent_runs_running(tmp_path):
+    """After kill -9 of the server, a run on an agent is not interrupted: the restarted server adopts it,
+    the agent reconnects within the lease and the run completes with every line exactly once."""
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            data = tmp_path / "data"
+            server = await start_server(nursery, data, "--local-executor", "false", "--agent-lease-s", "10")
+            proxy = CuttableProxy(int(server.url.rsplit(":", 1)[1]))
+            await nursery.start(proxy.serve)
+            gate = tmp_path / "gate"
+            script = ("import os, time\nfor i in range(3000):\n    print(f'line {i}', flush=i % 100 == 0)\n"
+                      f"    if i == 1000:\n        while not os.path.exists({str(gate)!r}): time.sleep(0.05)\n")
+            async with admin_client(server.url) as client:
+                agent = await start_agent(nursery, f"http://127.0.0.1:{proxy.port}", tmp_path / "a", "--enroll",
+                                          await new_token(client), "--name", "steady")
+                await agent.wait_for("msg=connected")
+                run = await submit(client, [PY, "-c", script])
+                while (await client.get(f"/api/v1/runs/{run['id']}")).json()["run"]["last_seq"] < 1000:
+                    await trio.sleep(0.05)
+            server.send_signal(signal.SIGKILL)
+            await server.wait()
+
+            server = await start_server(nursery, data, "--local-executor", "false", "--agent-lease-s", "10")
+            proxy.target_port = int(server.url.rsplit(":", 1)[1])
+            async with admin_client(server.url) as client:
+                await agent.wait_for("msg=connected", 2)
+                status = (await client.get(f"/api/v1/runs/{run['id']}")).json()["run"]["status"]
+                assert status == "running", agent.log_text() + "\n" + server.log_text()
+                gate.touch()
+                done = await wait_status(client, run["id"], TERMINAL)
+                events = await all_events(client, run["id"])
+                agent.process.send_signal(signal.SIGTERM)
+                assert await agent.process.wait() == 0
+            server.send_signal(signal.SIGTERM)
+            assert await server.wait() == 0
+            nursery.cancel_scope.cancel()
+    assert (done["status"], done["attempt"], done["executor"]) == ("succeeded", 1, "agent:steady")
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["data"] for e in events if e["kind"] == "stdout"] == [f"line {i}" for i in range(3000)]
