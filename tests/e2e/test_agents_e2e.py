@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import os
 import signal
 import stat
@@ -287,3 +288,35 @@ async def test_server_restart_leaves_agent_runs_running(tmp_path):
     assert (done["status"], done["attempt"], done["executor"]) == ("succeeded", 1, "agent:steady")
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert [e["data"] for e in events if e["kind"] == "stdout"] == [f"line {i}" for i in range(3000)]
+
+
+async def test_server_shutdown_stops_agent_runs_after_the_drain(tmp_path):
+    """SIGTERM of the server: after the drain window an agent's run is cancelled over its socket and
+    recorded interrupted; the agent's process is gone and the server exits 0."""
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            data = tmp_path / "data"
+            server = await start_server(nursery, data, "--local-executor", "false", "--drain-s", "1",
+                                        "--kill-grace-s", "1")
+            async with admin_client(server.url) as client:
+                agent = await start_agent(nursery, server.url, tmp_path / "a", "--enroll",
+                                          await new_token(client), "--name", "late")
+                await agent.wait_for("msg=connected")
+                run = await submit(client, ["sh", "-c", "echo $$; exec sleep 60"])
+                while not (out := [e for e in await all_events(client, run["id"]) if e["kind"] == "stdout"]):
+                    await trio.sleep(0.05)
+                pid = int(out[0]["data"])
+            server.send_signal(signal.SIGTERM)
+            assert await server.wait() == 0
+            await agent.wait_for('msg="run finished"')
+            assert not _alive(pid)
+            agent.process.send_signal(signal.SIGTERM)
+            assert await agent.process.wait() == 0
+    conn = sqlite3.connect(data / "runsvc.db")
+    try:
+        status, reason = conn.execute(
+            "SELECT status, json_extract(data, '$.reason') FROM runs JOIN run_events ON run_id = id "
+            "WHERE seq = last_seq").fetchone()
+    finally:
+        conn.close()
+    assert (status, reason) == ("interrupted", "server shutting down")
