@@ -1,6 +1,7 @@
 """Remote agents (SPEC §11): the server's hub and service, the protocol, and the agent process."""
 
-from .hub import AgentHub, AgentLink
+from .hub import AgentHub
+from .link import AgentLink
 from .service import (
     AgentError,
     AgentNameTaken,

@@ -1,320 +1,28 @@
-"""The agent hub: the server's side of remote agents and of the runs they execute.
+"""The agent hub: the server's side of remote agents.
 
-Each agent has an `AgentLink`, which is the run's executor in the scheduler's eyes (same `Executor`
-interface as the local one): `execute()` sends `assign`, stores the agent's `output` chunks through the
-EventLog's group commit (fenced by attempt, each chunk once) and acknowledges them after the commit,
-forwards a stop as `cancel`, and returns when the agent reports `finished` — or when the agent is lost
-(no frame for `agent_lease_s`) or revoked. A link outlives its connections: a run keeps going while its
-agent reconnects, and `hello` settles what happened meanwhile.
+Each agent has an `AgentLink` (link.py), which is the run's executor in the scheduler's eyes (same
+`Executor` interface as the local one). The hub authenticates agent connections, attaches them to their
+links, reads their frames (closing a connection that stays silent for `agent_lease_s`), pings, revokes,
+and hands the executor pool the links of runs an earlier server process left on agents (adoption).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import attrs
 import trio
 
 from ..accounts.service import token_hash
 from ..config import Settings
-from ..executors import Outcome, OutputSink, RunSpec, StopRequest
 from ..executors.pool import ExecutorPool, agent_executor_name
 from ..log import get_logger
-from ..model import RunNotFound, StaleReport
 from ..store import Store
 from ..store import agents as sql
 from ..timeutil import now_ts
-from .protocol import ProtocolError, dumps, parse_agent_message
+from .link import GOING_AWAY, POLICY_VIOLATION, SILENT, UNAUTHENTICATED, AgentLink, Connection
+from .protocol import ProtocolError, parse_agent_message
 
 log = get_logger(__name__)
-
-CANCEL_MARGIN_S = 10.0  # after a cancel, the agent's `finished` is awaited kill grace + this long
-INBOX_FRAMES = 64  # frames of one run queued on the server before the connection stops reading
-
-# Close codes of the agent socket.
-NORMAL = 1000
-GOING_AWAY = 1001
-POLICY_VIOLATION = 1008
-UNAUTHENTICATED = 4401
-REPLACED = 4409  # the agent opened a newer connection
-SILENT = 4408  # nothing arrived for agent_lease_s
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-@attrs.define(eq=False)
-class _Connection:
-    send_text: Callable[[str], Awaitable[None]]
-    closed: trio.Event = attrs.Factory(trio.Event)
-    close_code: int = NORMAL
-    close_reason: str = ""
-    told_stale: set[tuple[int, int]] = attrs.Factory(set)  # (run, attempt) the agent was told to forget
-
-    async def send(self, message: dict[str, Any]) -> None:
-        try:
-            await self.send_text(dumps(message))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # gone; the agent's next hello settles whatever this message was about
-
-    def close(self, code: int, reason: str) -> None:
-        if not self.closed.is_set():
-            self.close_code, self.close_reason = code, reason
-            self.closed.set()
-
-
-@attrs.define(eq=False)
-class _HeldRun:
-    """A run current on an agent, as the server sees it."""
-
-    spec: RunSpec
-    stored_chunk: int
-    assigned: bool
-    send: trio.MemorySendChannel[tuple[str, Any]]
-    receive: trio.MemoryReceiveChannel[tuple[str, Any]]
-    queued_frames: int = 0
-    room: trio.Event = attrs.Factory(trio.Event)
-    stash: list[tuple[str, Any]] = attrs.Factory(list)
-
-    def notify(self, kind: str, payload: Any = None) -> None:
-        try:
-            self.send.send_nowait((kind, payload))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the run's execution is over
-
-
-class AgentLink:
-    """One agent: its connection (if any) and its current runs. The executor named "agent:<name>"."""
-
-    def __init__(self, hub: AgentHub, name: str):
-        self._hub = hub
-        self.name = name
-        self.executor_name = agent_executor_name(name)
-        self.agent_id: int | None = None
-        self.labels: list[str] = []
-        self.connection: _Connection | None = None
-        self.last_frame_at = trio.current_time()
-        self.last_seen_at: str | None = None
-        self.runs: dict[int, _HeldRun] = {}
-        self.revoked = False
-
-    @property
-    def connected(self) -> bool:
-        return self.connection is not None
-
-    # ---- the Executor interface -------------------------------------------------------------------
-
-    async def execute(self, spec: RunSpec, emit: OutputSink, stop: StopRequest) -> Outcome:
-        send, receive = trio.open_memory_channel[tuple[str, Any]](math.inf)
-        adopted = spec.adopted_chunk is not None
-        held = _HeldRun(spec, spec.adopted_chunk or 0, adopted, send, receive)
-        self.runs[spec.id] = held
-        try:
-            async with send, receive, trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_lease, held)
-                nursery.start_soon(self._watch_stop, held, stop)
-                if not adopted and self.connection is not None:
-                    await self._assign(held, self.connection)
-                outcome = await self._serve_run(held, emit, stop)
-                nursery.cancel_scope.cancel()
-            return outcome
-        finally:
-            held.room.set()  # a reader waiting for room must not wait for a run that is over
-            if self.runs.get(spec.id) is held:
-                del self.runs[spec.id]
-
-    async def _assign(self, held: _HeldRun, connection: _Connection) -> None:
-        spec = held.spec
-        held.assigned = True
-        await connection.send({
-            "type": "assign", "run_id": spec.id, "attempt": spec.attempt, "command": list(spec.command),
-            "env": spec.env, "timeout_s": spec.timeout_s, "kill_grace_s": spec.kill_grace_s,
-        })
-
-    async def _watch_lease(self, held: _HeldRun) -> None:
-        lease = self._hub.settings.agent_lease_s
-        while True:
-            deadline = self.last_frame_at + lease
-            if trio.current_time() >= deadline:
-                held.notify("lost", "agent lost")
-                return
-            await trio.sleep_until(deadline)
-
-    async def _watch_stop(self, held: _HeldRun, stop: StopRequest) -> None:
-        await stop.event.wait()
-        if self.connection is not None and held.assigned:
-            await self.connection.send({"type": "cancel", "run_id": held.spec.id, "attempt": held.spec.attempt})
-        held.notify("stop")
-
-    async def _next(self, held: _HeldRun) -> tuple[str, Any]:
-        if held.stash:
-            return held.stash.pop(0)
-        item = await held.receive.receive()
-        self._took(held, item)
-        return item
-
-    def _took(self, held: _HeldRun, item: tuple[str, Any]) -> None:
-        if item[0] in ("output", "finished"):
-            held.queued_frames -= 1
-            if held.queued_frames < INBOX_FRAMES:
-                held.room.set()
-
-    async def _serve_run(self, held: _HeldRun, emit: OutputSink, stop: StopRequest) -> Outcome:
-        spec = held.spec
-        stop_deadline = math.inf
-        while True:
-            with trio.move_on_at(stop_deadline):
-                kind, payload = await self._next(held)
-            if trio.current_time() >= stop_deadline:
-                return Outcome(stop.status or "cancelled", None, stop.reason)
-            if kind == "output":
-                await self._store_output(held, emit, self._coalesce(held, payload))
-            elif kind == "finished":
-                outcome = self._finished(held, payload, stop)
-                if outcome is not None:
-                    return outcome
-            elif kind in ("lost", "revoked"):
-                log.warning(f"{payload}: run interrupted", run_id=spec.id, agent=self.name)
-                await emit([("system", payload)])
-                return Outcome("interrupted", None, payload)
-            elif kind in ("stop", "disconnected") and stop.requested:
-                if self.connection is None or not held.assigned:
-                    # The agent cannot be told now; its next hello gets `cancel` (the run is no longer current).
-                    return Outcome(stop.status or "cancelled", None, stop.reason)
-                stop_deadline = min(stop_deadline, trio.current_time() + spec.kill_grace_s + CANCEL_MARGIN_S)
-
-    def _coalesce(self, held: _HeldRun, first: dict[str, Any]) -> list[dict[str, Any]]:
-        """The output frame and the consecutive ones already queued behind it: one append, one commit."""
-        frames = [first]
-        while not held.stash:
-            try:
-                item = held.receive.receive_nowait()
-            except trio.WouldBlock:
-                break
-            self._took(held, item)
-            kind, payload = item
-            last = frames[-1]
-            if kind == "output" and payload["attempt"] == last["attempt"] and payload["chunk"] == last["chunk"] + 1:
-                frames.append(payload)
-            else:
-                held.stash.append(item)
-        return frames
-
-    async def _store_output(self, held: _HeldRun, emit: OutputSink, frames: list[dict[str, Any]]) -> None:
-        spec = held.spec
-        fresh = [frame for frame in frames if frame["chunk"] > held.stored_chunk]
-        if not fresh:
-            await self._ack(held, held.stored_chunk)  # a resend after a cut: stored already
-            return
-        first, last = fresh[0]["chunk"], fresh[-1]["chunk"]
-        if first != held.stored_chunk + 1:
-            log.warning("output chunk out of order ignored", run_id=spec.id, chunk=first, stored=held.stored_chunk)
-            return
-        items = [(kind, text) for frame in fresh for kind, text in frame["lines"]]
-
-        def fence(conn: Any) -> None:
-            sql.store_chunks(conn, spec.id, spec.attempt, first, last)
-
-        try:
-            await emit(items, transition=fence)
-        except StaleReport as exc:
-            log.warning("stale output ignored", run_id=spec.id, error=str(exc))
-            return
-        except sql.ChunkOutOfOrder as exc:
-            held.stored_chunk = exc.stored
-        except RunNotFound:
-            return
-        else:
-            held.stored_chunk = last
-        await self._ack(held, held.stored_chunk)
-
-    async def _ack(self, held: _HeldRun, chunk: int, finished: bool = False) -> None:
-        if self.connection is not None:
-            message = {"type": "ack", "run_id": held.spec.id, "attempt": held.spec.attempt, "chunk": chunk}
-            if finished:
-                message["finished"] = True
-            await self.connection.send(message)
-
-    def _finished(self, held: _HeldRun, report: dict[str, Any], stop: StopRequest) -> Outcome | None:
-        if report["last_chunk"] != held.stored_chunk:
-            log.warning("finished refused: output before it is not stored", run_id=held.spec.id,
-                        last_chunk=report["last_chunk"], stored=held.stored_chunk)
-            return None
-        status, reason = report["status"], report["reason"]
-        if stop.requested:
-            status, reason = stop.status or "cancelled", stop.reason
-
-        async def recorded() -> None:
-            await self._ack(held, held.stored_chunk, finished=True)
-
-        return Outcome(status, report["exit_code"], reason, recorded=recorded)
-
-    # ---- frames from the agent ---------------------------------------------------------------------
-
-    async def received(self, message: dict[str, Any], connection: _Connection) -> None:
-        kind = message["type"]
-        if kind in ("output", "finished"):
-            held = self.runs.get(message["run_id"])
-            if held is None or held.spec.attempt != message["attempt"]:
-                await self._forget(connection, message["run_id"], message["attempt"])
-                return
-            held.queued_frames += 1
-            held.notify(kind, message)
-            if held.queued_frames >= INBOX_FRAMES:
-                held.room = trio.Event()
-                await held.room.wait()  # backpressure: stop reading the socket until the run catches up
-        elif kind == "hello":
-            await self._settle(message, connection)
-        elif kind == "drain":
-            self._hub.pool.set_capacity(self.executor_name, 0)
-
-    async def _settle(self, hello: dict[str, Any], connection: _Connection) -> None:
-        """The agent's view of its runs against ours: lost, stale, or carried on."""
-        holds = {held["run_id"]: held["attempt"] for held in hello["runs"]}
-        for run_id, held in list(self.runs.items()):
-            if not held.assigned:
-                await self._assign(held, connection)
-            elif holds.get(run_id) != held.spec.attempt:
-                held.notify("lost", "agent lost")
-        for run_id, attempt in holds.items():
-            current = self.runs.get(run_id)
-            if current is None or current.spec.attempt != attempt:
-                await self._forget(connection, run_id, attempt)
-        self._hub.pool.connect(self.executor_name, self.labels, hello["capacity"], self)
-
-    async def _forget(self, connection: _Connection, run_id: int, attempt: int) -> None:
-        """Fencing: reports for an attempt that is not current are ignored, and the agent is told (once
-        per connection) to drop that run."""
-        if (run_id, attempt) in connection.told_stale:
-            return
-        connection.told_stale.add((run_id, attempt))
-        log.warning("reports for a stale attempt ignored", run_id=run_id, attempt=attempt, agent=self.name)
-        await connection.send({"type": "cancel", "run_id": run_id, "attempt": attempt, "forget": True})
-
-    def attach(self, connection: _Connection) -> None:
-        if self.connection is not None:
-            self.connection.close(REPLACED, "replaced by a newer connection")
-        self.connection = connection
-        self.frame_arrived()
-
-    def detach(self, connection: _Connection) -> None:
-        if self.connection is connection:
-            self.connection = None
-            self._hub.pool.disconnect(self.executor_name)
-            for held in self.runs.values():
-                held.notify("disconnected")
-
-    def frame_arrived(self) -> None:
-        self.last_frame_at = trio.current_time()
-        self.last_seen_at = now_ts()
-
-    def revoke(self) -> None:
-        self.revoked = True
-        if self.connection is not None:
-            self.connection.close(UNAUTHENTICATED, "agent revoked")
-        for held in self.runs.values():
-            held.notify("revoked", "agent revoked")
 
 
 class AgentHub:
@@ -335,7 +43,7 @@ class AgentHub:
     def link(self, name: str) -> AgentLink:
         link = self._links.get(name)
         if link is None:
-            link = self._links[name] = AgentLink(self, name)
+            link = self._links[name] = AgentLink(name, self.pool, self.settings.agent_lease_s)
         return link
 
     def status(self, name: str) -> tuple[bool, list[int], str | None]:
@@ -373,7 +81,7 @@ class AgentHub:
             return UNAUTHENTICATED, "unknown or revoked agent secret"
         link = self.link(agent["name"])
         link.agent_id, link.labels = agent["id"], agent["labels"]
-        connection = _Connection(send_text)
+        connection = Connection(send_text)
         link.attach(connection)
         await self._store.write(sql.touch_agent, agent["id"], now_ts())
         log.info("agent connected", agent=link.name)
@@ -419,7 +127,7 @@ class AgentHub:
                     log.debug("could not record last_seen_at", error=repr(exc))
 
     async def _read_frames(
-        self, link: AgentLink, connection: _Connection, receive: Callable[[], Awaitable[str | bytes]]
+        self, link: AgentLink, connection: Connection, receive: Callable[[], Awaitable[str | bytes]]
     ) -> None:
         while True:
             with trio.move_on_after(self.settings.agent_lease_s) as silent:
