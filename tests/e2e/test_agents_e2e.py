@@ -320,3 +320,30 @@ async def test_server_shutdown_stops_agent_runs_after_the_drain(tmp_path):
     finally:
         conn.close()
     assert (status, reason) == ("interrupted", "server shutting down")
+
+
+async def test_connecting_agent_wakes_a_waiting_run_and_sigterm_drains(tmp_path):
+    """A run waiting for a label is handed out when a fitting agent connects (a wakeup: the safety net is
+    an hour); SIGTERM of the agent lets it run for --drain-s, then stops it as interrupted, exit 0."""
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, tmp_path / "data", "--local-executor", "false",
+                                        "--scheduler-safety-net-s", "3600")
+            async with admin_client(server.url) as client:
+                run = await submit(client, ["sh", "-c", "echo $$; exec sleep 60"], labels=["arm"])
+                assert run["waiting_for"] == "an agent with labels arm"
+                agent = await start_agent(nursery, server.url, tmp_path / "a", "--enroll",
+                                          await new_token(client, labels=["arm"]), "--drain-s", "1")
+                running = await wait_status(client, run["id"], {"running"})
+                assert running["waiting_for"] is None and running["executor"].startswith("agent:")
+                while not (out := [e for e in await all_events(client, run["id"]) if e["kind"] == "stdout"]):
+                    await trio.sleep(0.05)
+                agent.process.send_signal(signal.SIGTERM)
+                assert await agent.process.wait() == 0
+                done = await wait_status(client, run["id"], TERMINAL)
+                events = await all_events(client, run["id"])
+            server.send_signal(signal.SIGTERM)
+            assert await server.wait() == 0
+    assert (done["status"], done["exit_code"]) == ("interrupted", -15)
+    assert events[-1]["data"]["reason"] == "agent shutting down"
+    assert not _alive(int(out[0]["data"]))
