@@ -217,7 +217,7 @@ class Agent:
 
         async def emit(items: Any, transition: Any = None) -> None:
             frame = dumps({"type": "output", "run_id": run.run_id, "attempt": run.attempt,
-                           "chunk": run.next_chunk, "lines": [list(item) for item in items]})
+                           "chunk": run.next_chunk, "lines": items})  # tuples encode as arrays
             chunk = _Chunk(run.next_chunk, frame)
             run.next_chunk += 1
             run.unacked.append(chunk)
