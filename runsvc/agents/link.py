@@ -44,6 +44,7 @@ class Connection:
     close_code: int = NORMAL
     close_reason: str = ""
     told_stale: set[tuple[int, int]] = attrs.Factory(set)  # (run, attempt) the agent was told to forget
+    ready: bool = False  # the agent's hello has been read: assignments may go out
 
     async def send(self, message: dict[str, Any]) -> None:
         try:
@@ -108,8 +109,8 @@ class AgentLink:
             async with send, receive, trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_lease, held)
                 nursery.start_soon(self._watch_stop, held, stop)
-                if not adopted and self.connection is not None:
-                    await self._assign(held, self.connection)
+                if not adopted and self.connection is not None and self.connection.ready:
+                    await self._assign(held, self.connection)  # else the next hello's settlement assigns it
                 outcome = await self._serve_run(held, emit, stop)
                 nursery.cancel_scope.cancel()
             return outcome
@@ -266,6 +267,8 @@ class AgentLink:
     async def _settle(self, hello: dict[str, Any], connection: Connection) -> None:
         """The agent's view of its runs against ours: lost, stale, or carried on."""
         holds = {held["run_id"]: held["attempt"] for held in hello["runs"]}
+        # From here on a run handed to this agent is assigned at once: the hello it could miss is read.
+        connection.ready = True
         for run_id, held in list(self.runs.items()):
             if not held.assigned:
                 await self._assign(held, connection)
