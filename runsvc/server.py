@@ -81,7 +81,7 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
         await create_initial_admin(settings, auth)
         services = build_services(settings, store, auth)
         async with trio.open_nursery() as sockets:
-            # WebSocket senders outlive every request (see sockets.py); cancelled once Hypercorn is done.
+            # WebSocket senders outlive every request (see http/sockets.py); cancelled once Hypercorn is done.
             await sockets.start(services.sockets.run_senders)
             await _serve_http(services, task_status)
             sockets.cancel_scope.cancel()
