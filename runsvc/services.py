@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from .accounts import Auth
+from .accounts import ApiTokens, Auth
 from .config import Settings
 from .events import EventLog, RunEventBus, RunFeed
 from .executors import LocalExecutor
@@ -20,6 +20,7 @@ class Services:
     settings: Settings
     store: Store
     auth: Auth
+    tokens: ApiTokens
     bus: RunEventBus
     eventlog: EventLog
     feed: RunFeed
@@ -38,6 +39,6 @@ def build_services(settings: Settings, store: Store, auth: Auth) -> Services:
     scheduler = Scheduler(settings, store, recorder, LocalExecutor(kill_grace_s=settings.kill_grace_s))
     runs = RunService(store, recorder, bus, scheduler)
     return Services(
-        settings=settings, store=store, auth=auth, bus=bus, eventlog=eventlog, feed=feed, runs=runs,
-        scheduler=scheduler, sockets=SocketRegistry(),
+        settings=settings, store=store, auth=auth, tokens=ApiTokens(store), bus=bus, eventlog=eventlog,
+        feed=feed, runs=runs, scheduler=scheduler, sockets=SocketRegistry(),
     )

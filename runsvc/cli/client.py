@@ -33,6 +33,15 @@ class ApiClient:
     server: str  # e.g. http://127.0.0.1:8080
     session: str | None = None
     csrf_token: str | None = None
+    token: str | None = None  # an API token (rsv_…), sent as `Authorization: Bearer`; needs no CSRF
+
+    def auth_headers(self) -> dict[str, str]:
+        """The credentials for a request or a WebSocket handshake."""
+        if self.token:
+            return {"Authorization": f"Bearer {self.token}"}
+        if self.session:
+            return {"Cookie": f"{SESSION_COOKIE}={self.session}"}
+        return {}
 
     def _request(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any], Any]:
         headers = {"Accept": "application/json"}
@@ -40,9 +49,8 @@ class ApiClient:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        if self.session:
-            headers["Cookie"] = f"{SESSION_COOKIE}={self.session}"
-        if self.csrf_token:
+        headers.update(self.auth_headers())
+        if self.csrf_token and not self.token:
             headers["X-CSRF-Token"] = self.csrf_token
         request = urllib.request.Request(self.server.rstrip("/") + path, data, headers, method=method)
         try:
@@ -73,6 +81,12 @@ class ApiClient:
     async def login(self, username: str, password: str) -> None:
         answer = await self.call("POST", "/api/v1/auth/login", {"username": username, "password": password})
         self.csrf_token = answer["csrf_token"]
+
+    async def logout(self) -> None:
+        """End the session of a password login (a CLI call must not leave one behind)."""
+        if self.session and not self.token:
+            await self.call("POST", "/api/v1/auth/logout", expect=204)
+            self.session = self.csrf_token = None
 
     async def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         return (await self.call("POST", "/api/v1/runs", body, expect=201))["run"]
@@ -150,7 +164,7 @@ async def follow_events(
 def _open_events_socket(
     client: ApiClient, run_id: int, after_seq: int
 ) -> AbstractAsyncContextManager[trio_websocket.WebSocketConnection]:
-    headers = [(b"Cookie", f"{SESSION_COOKIE}={client.session}".encode())] if client.session else []
+    headers = [(name.encode(), value.encode()) for name, value in client.auth_headers().items()]
     return trio_websocket.open_websocket_url(
         client.events_url(run_id, after_seq), extra_headers=headers, max_message_size=MAX_MESSAGE,
         connect_timeout=10, disconnect_timeout=5,

@@ -8,7 +8,7 @@ import attrs
 from quart_trio import QuartTrio
 
 from .access import Access, guard
-from .handlers import auth, health, live, runs, users
+from .handlers import auth, health, live, runs, tokens, users
 
 API = "/api/v1"
 
@@ -19,16 +19,20 @@ class Route:
     path: str
     handler: Callable[..., Awaitable[object]]
     access: Access  # checked by access.guard() before the handler runs
+    tokens_allowed: bool = True  # False: an API token is refused (403); only a session may do it
 
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", health.healthz, Access.PUBLIC),
     Route("POST", f"{API}/auth/login", auth.login, Access.PUBLIC),
-    Route("POST", f"{API}/auth/logout", auth.logout, Access.SESSION),
+    Route("POST", f"{API}/auth/logout", auth.logout, Access.SESSION, tokens_allowed=False),
     Route("GET", f"{API}/auth/me", auth.me, Access.SESSION),
     Route("GET", f"{API}/users", users.list_users, Access.ADMIN),
     Route("POST", f"{API}/users", users.create_user, Access.ADMIN),
     Route("PATCH", f"{API}/users/<int:user_id>", users.update_user, Access.ADMIN),
+    Route("POST", f"{API}/tokens", tokens.create_token, Access.SESSION, tokens_allowed=False),
+    Route("GET", f"{API}/tokens", tokens.list_tokens, Access.SESSION),
+    Route("DELETE", f"{API}/tokens/<int:token_id>", tokens.revoke_token, Access.SESSION),
     Route("POST", f"{API}/runs", runs.submit_run, Access.OPERATOR),
     Route("GET", f"{API}/runs", runs.list_runs, Access.VIEWER),
     Route("GET", f"{API}/runs/<int:run_id>", runs.get_run, Access.VIEWER),
@@ -48,6 +52,7 @@ WEBSOCKET_ROUTES: tuple[tuple[str, Callable[..., Awaitable[None]]], ...] = (
 def register(app: QuartTrio, routes: tuple[Route, ...] = ROUTES) -> None:
     for route in routes:
         endpoint = f"{route.method} {route.path}"
-        app.add_url_rule(route.path, endpoint, guard(route.handler, route.access), methods=[route.method])
+        guarded = guard(route.handler, route.access, tokens_allowed=route.tokens_allowed)
+        app.add_url_rule(route.path, endpoint, guarded, methods=[route.method])
     for path, handler in WEBSOCKET_ROUTES:
         app.add_websocket(path, f"WS {path}", handler)

@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 
 from runsvc.store import maintenance as m
+from runsvc.store import tokens as t
 from runsvc.store.migrations import schema_sql
 
 # Used by the scheduler (claim the oldest queued run) and at startup (recover runs left running).
@@ -39,6 +40,14 @@ HOT_QUERIES = {
             "USING INTEGER PRIMARY KEY (rowid=?)",
             "USING COVERING INDEX enrollment_tokens_expires_at (expires_at<?)",
         ],
+    ),
+    "api-token expiry": (
+        t.DELETE_EXPIRED_API_TOKENS,
+        ["USING INTEGER PRIMARY KEY (rowid=?)", "USING COVERING INDEX api_tokens_expires_at (expires_at<?)"],
+    ),
+    "api-token lookup": (
+        t.SELECT_LIVE_TOKEN,
+        ["USING INDEX sqlite_autoindex_api_tokens_1 (token_hash=?)", "USING INTEGER PRIMARY KEY (rowid=?)"],
     ),
     "throttle cleanup": (
         m.DELETE_STALE_THROTTLE,

@@ -1,0 +1,78 @@
+"""The CLI against a real `python -m runsvc serve`: API tokens, logging out after a password login."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import httpx
+import trio
+
+from tests.helpers import child_env, start_server
+
+PY = sys.executable
+ADMIN = {"username": "admin", "password": "admin-password-1"}
+
+
+async def create_token(url: str, **body) -> str:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        response = await client.post("/api/v1/auth/login", json=ADMIN)
+        csrf = {"X-CSRF-Token": response.json()["csrf_token"]}
+        created = await client.post("/api/v1/tokens", json={"name": "ci", **body}, headers=csrf)
+        assert created.status_code == 201, created.text
+        await client.post("/api/v1/auth/logout", headers=csrf)
+        return created.json()["secret"]
+
+
+async def cli(*args: str, env: dict[str, str], stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return await trio.run_process(
+        [PY, "-m", "runsvc", *args], capture_stdout=True, capture_stderr=True, env=env, check=False,
+        stdin=stdin if stdin is not None else b"",
+    )
+
+
+def session_count(data_dir) -> int:
+    conn = sqlite3.connect(data_dir / "runsvc.db")
+    try:
+        return conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+    finally:
+        conn.close()
+
+
+async def test_cli_submits_and_follows_with_runsvc_token(tmp_path):
+    """`submit --follow` with only RUNSVC_TOKEN set; `follow` with --token-stdin; a bad token is one
+    line and exit 1."""
+    data = tmp_path / "data"
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, data)
+            secret = await create_token(server.url, role="operator")
+            env = child_env(RUNSVC_TOKEN=secret, RUNSVC_SERVER=server.url)
+            submitted = await cli("submit", "--follow", "--", PY, "-c", "print('hello from ci')", env=env)
+            run_id = await cli("submit", "--", PY, "-c", "raise SystemExit(4)", env=env)
+            followed = await cli("follow", run_id.stdout.decode().strip(), "--token-stdin",
+                                 env=child_env(RUNSVC_SERVER=server.url), stdin=secret.encode() + b"\n")
+            bad = await cli("submit", "--", "true", env=child_env(RUNSVC_TOKEN="rsv_bad", RUNSVC_SERVER=server.url))
+            server.send_signal()
+            await server.wait()
+    assert submitted.returncode == 0, submitted.stderr
+    assert submitted.stdout.decode() == "hello from ci\n"
+    assert followed.returncode == 4, followed.stderr
+    assert bad.returncode == 1 and b"401" in bad.stderr and b"Traceback" not in bad.stderr
+    assert session_count(data) == 0  # no CLI call logged in with a password
+
+
+async def test_password_login_is_logged_out_afterwards(tmp_path):
+    """A CLI call that logs in with a password leaves no session behind."""
+    data = tmp_path / "data"
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, data)
+            env = child_env(RUNSVC_USERNAME="admin", RUNSVC_PASSWORD="admin-password-1",
+                            RUNSVC_SERVER=server.url)
+            done = await cli("submit", "--follow", "--", PY, "-c", "print(1)", env=env)
+            server.send_signal()
+            await server.wait()
+    assert done.returncode == 0, done.stderr
+    assert session_count(data) == 0
