@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import functools
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -43,10 +44,21 @@ class Access(enum.Enum):
     VIEWER = "viewer"
     OPERATOR = "operator"
     ADMIN = "admin"
+    LOOPBACK_OR_ADMIN = "loopback_or_admin"  # anyone connecting from a loopback address, else admins
 
     @property
     def minimum_role(self) -> str | None:
+        if self is Access.LOOPBACK_OR_ADMIN:
+            return "admin"
         return self.value if self in (Access.VIEWER, Access.OPERATOR, Access.ADMIN) else None
+
+
+def from_loopback(remote_addr: str | None) -> bool:
+    """Whether the peer's address is a loopback one (127.0.0.0/8, ::1)."""
+    try:
+        return remote_addr is not None and ipaddress.ip_address(remote_addr).is_loopback
+    except ValueError:
+        return False
 
 
 class _Lookup(Protocol):
@@ -146,6 +158,8 @@ def guard(
 
     @functools.wraps(handler)
     async def guarded(*args: Any, **kwargs: Any) -> Any:
+        if access is Access.LOOPBACK_OR_ADMIN and from_loopback(request.remote_addr):
+            return await handler(*args, **kwargs)
         principal = await authenticate_request()
         if principal is None:
             raise Unauthenticated("authentication required")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 from quart_trio import QuartTrio
 
 from .access import Access, guard
-from .handlers import auth, health, live, runs, tokens, users
+from .handlers import auth, health, live, metrics, runs, tokens, users
+from .types import services
 
 API = "/api/v1"
 
@@ -24,6 +27,7 @@ class Route:
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", health.healthz, Access.PUBLIC),
+    Route("GET", "/metrics", metrics.metrics, Access.LOOPBACK_OR_ADMIN),
     Route("POST", f"{API}/auth/login", auth.login, Access.PUBLIC),
     Route("POST", f"{API}/auth/logout", auth.logout, Access.SESSION, tokens_allowed=False),
     Route("GET", f"{API}/auth/me", auth.me, Access.SESSION),
@@ -41,12 +45,27 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/runs/<int:run_id>/log", runs.run_log, Access.VIEWER),
 )
 
-# WebSockets check Origin and the session themselves (see websockets.py): a refusal has to be a close
-# code after the handshake, not an HTTP status.
-WEBSOCKET_ROUTES: tuple[tuple[str, Callable[..., Awaitable[None]]], ...] = (
-    (f"{API}/runs/<int:run_id>/events/ws", live.run_events_ws),
-    (f"{API}/runs/feed/ws", live.runs_feed_ws),
+# WebSockets check Origin and the caller themselves (see websockets.py): a refusal has to be a close
+# code after the handshake, not an HTTP status. The kind labels runsvc_websocket_connections.
+WEBSOCKET_ROUTES: tuple[tuple[str, str, Callable[..., Awaitable[None]]], ...] = (
+    (f"{API}/runs/<int:run_id>/events/ws", "run_events", live.run_events_ws),
+    (f"{API}/runs/feed/ws", "feed", live.runs_feed_ws),
 )
+
+
+def _counted(kind: str, handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """`handler`, counted in runsvc_websocket_connections{kind} while it runs."""
+
+    @functools.wraps(handler)
+    async def counted(*args: Any, **kwargs: Any) -> None:
+        metrics = services().metrics
+        metrics.websocket_opened(kind)
+        try:
+            await handler(*args, **kwargs)
+        finally:
+            metrics.websocket_closed(kind)
+
+    return counted
 
 
 def register(app: QuartTrio, routes: tuple[Route, ...] = ROUTES) -> None:
@@ -54,5 +73,5 @@ def register(app: QuartTrio, routes: tuple[Route, ...] = ROUTES) -> None:
         endpoint = f"{route.method} {route.path}"
         guarded = guard(route.handler, route.access, tokens_allowed=route.tokens_allowed)
         app.add_url_rule(route.path, endpoint, guarded, methods=[route.method])
-    for path, handler in WEBSOCKET_ROUTES:
-        app.add_websocket(path, f"WS {path}", handler)
+    for path, kind, handler in WEBSOCKET_ROUTES:
+        app.add_websocket(path, f"WS {path}", _counted(kind, handler))
