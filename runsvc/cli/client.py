@@ -8,12 +8,13 @@ WebSocket is trio-websocket.
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -43,7 +44,7 @@ class ApiClient:
             return {"Cookie": f"{SESSION_COOKIE}={self.session}"}
         return {}
 
-    def _request(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any], Any]:
+    def _build(self, method: str, path: str, body: Any = None) -> urllib.request.Request:
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
@@ -52,7 +53,29 @@ class ApiClient:
         headers.update(self.auth_headers())
         if self.csrf_token and not self.token:
             headers["X-CSRF-Token"] = self.csrf_token
-        request = urllib.request.Request(self.server.rstrip("/") + path, data, headers, method=method)
+        return urllib.request.Request(self.server.rstrip("/") + path, data, headers, method=method)
+
+    def _copy_to(self, path: str, out: BinaryIO) -> None:
+        """GET `path` and copy its body to `out` as it arrives (worker thread)."""
+        try:
+            with urllib.request.urlopen(self._build("GET", path), timeout=30) as response:
+                shutil.copyfileobj(response, out, 64 * 1024)
+                out.flush()
+                return
+        except BrokenPipeError:
+            return  # the reader went away (`runsvc log 7 | head`): nothing more to do
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise ClientError(f"cannot reach {self.server}: {reason}") from None
+        raise ClientError(f"GET {path}: {status} {_error_message(raw) or 'unexpected answer'}")
+
+    async def copy_to(self, path: str, out: BinaryIO) -> None:
+        await trio.to_thread.run_sync(self._copy_to, path, out)
+
+    def _request(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any], Any]:
+        request = self._build(method, path, body)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 status, response_headers, raw = response.status, response.headers, response.read()
@@ -99,6 +122,14 @@ class ApiClient:
         scheme = "wss" if parts.scheme == "https" else "ws"
         path = parts.path.rstrip("/") + f"/api/v1/runs/{run_id}/events/ws"
         return urlunsplit((scheme, parts.netloc, path, f"after_seq={after_seq}", ""))
+
+
+def _error_message(raw: bytes) -> str | None:
+    try:
+        payload = json.loads(raw)
+        return payload["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class RunRefused(ClientError):

@@ -26,7 +26,7 @@ from .client import ApiClient, ClientError, follow_events
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 
-def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
+def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server", default=os.environ.get("RUNSVC_SERVER", DEFAULT_SERVER),
         help=f"server URL (default: RUNSVC_SERVER or {DEFAULT_SERVER})",
@@ -50,7 +50,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     submit = commands.add_parser(
         "submit", help="submit a run", description="Submit a run; print its id (or follow it with --follow).",
     )
-    _add_connection_flags(submit)
+    add_connection_flags(submit)
     submit.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE", help="environment (repeatable)"
     )
@@ -66,7 +66,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "follow", help="print a run's output as it comes",
         description="Print a run's output live (reconnecting as needed); exit with the run's status.",
     )
-    _add_connection_flags(follow)
+    add_connection_flags(follow)
     follow.add_argument("run_id", type=int, metavar="RUN_ID")
     follow.add_argument("--after-seq", type=int, default=0, help="start after this event seq")
     follow.set_defaults(run=run_follow)
@@ -155,7 +155,7 @@ def _env_pairs(items: list[str], parser: argparse.ArgumentParser) -> dict[str, s
     return env
 
 
-def _run(main: Any) -> int:
+def run_client(main: Any) -> int:
     try:
         return trio.run(main)
     except ClientError as exc:
@@ -182,7 +182,7 @@ def run_submit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             print(f"[runsvc] run {run['id']} submitted", file=sys.stderr, flush=True)
             return await _follow(client, run["id"], 0)
 
-    return _run(main)
+    return run_client(main)
 
 
 def run_follow(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -193,4 +193,4 @@ def run_follow(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         async with connected(args) as client:
             return await _follow(client, args.run_id, args.after_seq)
 
-    return _run(main)
+    return run_client(main)

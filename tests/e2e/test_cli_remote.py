@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -76,3 +77,40 @@ async def test_password_login_is_logged_out_afterwards(tmp_path):
             await server.wait()
     assert done.returncode == 0, done.stderr
     assert session_count(data) == 0
+
+
+async def test_runs_list_show_cancel_and_log(tmp_path):
+    """`runs list`, `runs show`, `cancel` and `log` against a real server, with a token."""
+    data = tmp_path / "data"
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, data)
+            env = child_env(RUNSVC_TOKEN=await create_token(server.url), RUNSVC_SERVER=server.url)
+            script = ("import sys; print('out 1', flush=True); print('err 1', file=sys.stderr, flush=True); "
+                      "print('out 2')")
+            printed = await cli("submit", "--follow", "--name", "hello", "--", PY, "-c", script, env=env)
+            sleeper = (await cli("submit", "--", PY, "-c", "import time; time.sleep(60)", env=env)).stdout
+            sleeper_id = sleeper.decode().strip()
+            listed = await cli("runs", "list", env=env)
+            only_done = await cli("runs", "list", "--status", "succeeded", "--limit", "5", env=env)
+            shown = await cli("runs", "show", "1", env=env)
+            cancelled = await cli("cancel", sleeper_id, env=env)
+            again = await cli("cancel", "1", env=env)
+            log = await cli("log", "1", env=env)
+            missing = await cli("log", "999", env=env)
+            bad_limit = await cli("runs", "list", "--limit", "0", env=env)
+            server.send_signal()
+            await server.wait()
+    assert printed.returncode == 0, printed.stderr
+    rows = [line.split() for line in listed.stdout.decode().splitlines()]
+    assert rows[0] == ["ID", "STATUS", "EXIT", "NAME", "BY", "CREATED"]
+    assert [row[0] for row in rows[1:]] == [sleeper_id, "1"]
+    assert rows[2][:4] == ["1", "succeeded", "0", "hello"]
+    assert [line.split()[0] for line in only_done.stdout.decode().splitlines()[1:]] == ["1"]
+    run = json.loads(shown.stdout)
+    assert (run["id"], run["name"], run["status"]) == (1, "hello", "succeeded")
+    assert cancelled.returncode == 0 and cancelled.stdout.decode().startswith(f"run {sleeper_id}: ")
+    assert again.returncode == 1 and b"409" in again.stderr
+    assert log.returncode == 0 and log.stdout.decode() == "out 1\nerr 1\nout 2\n"
+    assert missing.returncode == 1 and b"404" in missing.stderr and b"Traceback" not in missing.stderr
+    assert bad_limit.returncode == 2
