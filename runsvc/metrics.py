@@ -29,6 +29,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WEBSOCKET_KINDS = ("run_events", "feed", "agent")  # `agent`: 0 until remote agents exist
 MAINTENANCE_WHATS = ("sessions", "enrollment_tokens", "api_tokens", "login_throttle", "runs", "run_events")
 UNMATCHED = "unmatched"  # the route label of a 404 or 405: never the raw path
+# Any other request method is labelled "other": a client must not be able to mint label values.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Request latency buckets, in seconds: from a cached read (sub-millisecond) to a slow log download.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -91,6 +93,7 @@ class Metrics:
                 self._deleted[what] += count
 
     def observe_request(self, method: str, rule: str | None, status: int, seconds: float) -> None:
+        method = method if method in METHODS else "other"
         self.request_duration.labels(method, route_label(rule), str(status)).observe(seconds)
 
     # ---- a scrape ----------------------------------------------------------------------------------

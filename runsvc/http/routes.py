@@ -10,7 +10,8 @@ import attrs
 from quart_trio import QuartTrio
 
 from .access import Access, guard
-from .handlers import auth, health, live, metrics, runs, tokens, users
+from .handlers import auth, health, live, metrics, openapi, runs, tokens, users
+from .openapi import build_document
 from .types import services
 
 API = "/api/v1"
@@ -28,6 +29,7 @@ class Route:
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", health.healthz, Access.PUBLIC),
     Route("GET", "/metrics", metrics.metrics, Access.LOOPBACK_OR_ADMIN),
+    Route("GET", f"{API}/openapi.json", openapi.openapi_document, Access.PUBLIC),
     Route("POST", f"{API}/auth/login", auth.login, Access.PUBLIC),
     Route("POST", f"{API}/auth/logout", auth.logout, Access.SESSION, tokens_allowed=False),
     Route("GET", f"{API}/auth/me", auth.me, Access.SESSION),
@@ -69,6 +71,8 @@ def _counted(kind: str, handler: Callable[..., Awaitable[None]]) -> Callable[...
 
 
 def register(app: QuartTrio, routes: tuple[Route, ...] = ROUTES) -> None:
+    document = build_document(routes, [path for path, _, _ in WEBSOCKET_ROUTES])
+    app.config[openapi.OPENAPI_KEY] = openapi.serialize(document)
     for route in routes:
         endpoint = f"{route.method} {route.path}"
         guarded = guard(route.handler, route.access, tokens_allowed=route.tokens_allowed)

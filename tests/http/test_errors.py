@@ -33,3 +33,27 @@ async def test_wrong_method_is_json_405(client):
         response = await client.delete("/healthz")
     assert_error(response, 405, "method_not_allowed")
     assert "GET" in response.headers["allow"]
+
+
+async def test_keep_alive_survives_an_answer_given_before_the_body(server):
+    """A 405 answered while the request body is still on its way leaves the keep-alive connection
+    usable: the next request on it is answered (Hypercorn would otherwise stop reading it)."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    body = b'{"username": "x", "password": "y"}'
+    head = (f"PUT /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            for _ in range(3):
+                await stream.send_all(head)
+                await trio.sleep(0.2)  # let an answer that does not wait for the body go out first
+                await stream.send_all(body)
+                answer = b""
+                while b"method_not_allowed" not in answer:
+                    answer += await stream.receive_some()
+                assert answer.startswith(b"HTTP/1.1 405")
+            await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while b'"ok"' not in answer:
+                answer += await stream.receive_some()

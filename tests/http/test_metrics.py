@@ -171,3 +171,12 @@ async def test_metrics_from_elsewhere_need_an_admin(server):
     assert operator.status_code == 403 and (await operator.get_json())["error"]["code"] == "forbidden"
     assert admin.status_code == 200 and token.status_code == 200
     assert "runsvc_runs" in (await token.get_data(as_text=True))
+
+
+async def test_unknown_methods_do_not_become_label_values(client):
+    """A made-up request method is counted under method="other", so clients cannot mint labels."""
+    with trio.fail_after(10):
+        assert (await client.request("BREW", "/api/v1/runs")).status_code == 405
+        families = await scrape(client)
+    methods = {s[1].get("method") for s in families["runsvc_http_request_duration_seconds"]["samples"]}
+    assert "BREW" not in methods and "other" in methods
