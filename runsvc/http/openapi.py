@@ -202,7 +202,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "parameters": [
             query("status", {"type": "string"}, "one status or a comma-separated list: " + ", ".join(STATUSES)),
             query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size, default 50"),
-            query("before", {"type": "integer", "minimum": 1}, "the `next` of the previous page"),
+            query("before", {"type": "integer", "minimum": 1, "maximum": _MAX_ID}, "the `next` of the previous page"),
         ],
         "responses": {200: obj({"runs": {"type": "array", "items": ref("Run")}, "next": nullable({"type": "integer"})},
                                ["runs", "next"])},
@@ -214,7 +214,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", f"{API}/runs/<int:run_id>/events"): {
         "summary": "A page of a run's events after a seq",
         "parameters": [
-            query("after_seq", {"type": "integer", "minimum": 0}, "events with a greater seq, default 0"),
+            query("after_seq", {"type": "integer", "minimum": 0, "maximum": _MAX_ID}, "after this seq, default 0"),
             query("limit", {"type": "integer", "minimum": 1, "maximum": 10_000}, "page size, default 1000"),
         ],
         "responses": {
@@ -265,14 +265,14 @@ def _operation(route: RouteLike, spec: dict[str, Any]) -> dict[str, Any]:
         "responses": responses,
     }
     if route.access is not Access.PUBLIC:
-        operation["security"] = [{"cookieAuth": []}, {"bearerAuth": []}]
+        # A state change with the session cookie also needs the CSRF header; a bearer token needs nothing
+        # else (and is refused where tokens are not allowed).
+        cookie: dict[str, list[str]] = {"cookieAuth": []}
+        if method in STATE_CHANGING_METHODS:
+            cookie["csrfHeader"] = []
+        operation["security"] = [cookie] + ([{"bearerAuth": []}] if route.tokens_allowed else [])
         responses.setdefault("401", _error())
         responses.setdefault("403", _error())
-        if method in STATE_CHANGING_METHODS:
-            parameters.append({
-                "name": CSRF_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
-                "description": "the session's csrf_token; required with the session cookie, not with a bearer token",
-            })
     if "body" in spec:
         operation["requestBody"] = {"required": True, "content": {JSON: {"schema": spec["body"]}}}
         responses.setdefault("413", _error())
@@ -317,6 +317,8 @@ def build_document(routes: Sequence[RouteLike], websocket_paths: Iterable[str] =
             "schemas": SCHEMAS,
             "securitySchemes": {
                 "cookieAuth": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+                "csrfHeader": {"type": "apiKey", "in": "header", "name": CSRF_HEADER,
+                               "description": "the session's csrf_token (from login or /auth/me)"},
                 "bearerAuth": {"type": "http", "scheme": "bearer", "description": "an API token, rsv_..."},
             },
         },

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 from quart_trio import QuartTrio
+from werkzeug.routing import IntegerConverter, Map
 
 from .access import Access, guard
 from .handlers import auth, health, live, metrics, openapi, runs, tokens, users
@@ -70,7 +71,20 @@ def _counted(kind: str, handler: Callable[..., Awaitable[None]]) -> Callable[...
     return counted
 
 
+MAX_ROW_ID = 2**63 - 1  # SQLite INTEGER: an id past it names nothing
+
+
+class RowIdConverter(IntegerConverter):
+    """`<int:…>` in our routes is a row id: one past SQLite's range matches no route (404), instead of
+    reaching the database as a number it cannot bind."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", MAX_ROW_ID)
+        super().__init__(map, *args, **kwargs)
+
+
 def register(app: QuartTrio, routes: tuple[Route, ...] = ROUTES) -> None:
+    app.url_map.converters["int"] = RowIdConverter
     document = build_document(routes, [path for path, _, _ in WEBSOCKET_ROUTES])
     app.config[openapi.OPENAPI_KEY] = openapi.serialize(document)
     for route in routes:

@@ -57,3 +57,19 @@ async def test_keep_alive_survives_an_answer_given_before_the_body(server):
             answer = b""
             while b'"ok"' not in answer:
                 answer += await stream.receive_some()
+
+
+async def test_numbers_past_64_bits_are_4xx_not_500(server, client):
+    """An id past SQLite's INTEGER range in a path matches no route (404); in a query it is a 400."""
+    from tests.helpers import add_user, login
+
+    with trio.fail_after(10):
+        await add_user(server, "alice", "viewer")
+        await login(client, "alice")
+        too_big = str(2**63)
+        path = await client.get(f"/api/v1/runs/{too_big}")
+        largest = await client.get(f"/api/v1/runs/{2**63 - 1}")
+        before = await client.get(f"/api/v1/runs?before={too_big}")
+    assert_error(path, 404, "not_found")
+    assert_error(largest, 404, "not_found")
+    assert_error(before, 400, "invalid_request", f"before must be <= {2**63 - 1}")
