@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from tests.helpers import assert_error
+from tests.helpers import add_user, assert_error, login
 
 
 async def test_healthz(client):
@@ -61,8 +61,6 @@ async def test_keep_alive_survives_an_answer_given_before_the_body(server):
 
 async def test_numbers_past_64_bits_are_4xx_not_500(server, client):
     """An id past SQLite's INTEGER range in a path matches no route (404); in a query it is a 400."""
-    from tests.helpers import add_user, login
-
     with trio.fail_after(10):
         await add_user(server, "alice", "viewer")
         await login(client, "alice")
