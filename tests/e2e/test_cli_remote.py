@@ -62,6 +62,7 @@ async def test_cli_submits_and_follows_with_runsvc_token(tmp_path):
     assert followed.returncode == 4, followed.stderr
     assert bad.returncode == 1 and b"401" in bad.stderr and b"Traceback" not in bad.stderr
     assert session_count(data) == 0  # no CLI call logged in with a password
+    assert secret not in server.log_text() and secret.removeprefix("rsv_") not in server.log_text()
 
 
 async def test_password_login_is_logged_out_afterwards(tmp_path):
