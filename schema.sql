@@ -79,3 +79,18 @@ CREATE TABLE enrollment_tokens (
     used_at    TEXT
 );
 CREATE INDEX enrollment_tokens_expires_at ON enrollment_tokens (expires_at);
+
+-- API tokens (schema version 3): `Authorization: Bearer rsv_…`. Only sha256 of the secret is stored.
+-- The effective role of a request is the lower of `role` and the user's role at that moment.
+CREATE TABLE api_tokens (
+    id           INTEGER PRIMARY KEY,
+    token_hash   BLOB    NOT NULL UNIQUE,                 -- sha256 of the secret
+    user_id      INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name         TEXT    NOT NULL,
+    role         TEXT    NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    created_at   TEXT    NOT NULL,
+    expires_at   TEXT,                                    -- NULL: never expires
+    last_used_at TEXT                                     -- written at most once a minute
+);
+CREATE INDEX api_tokens_expires_at ON api_tokens (expires_at);
+CREATE INDEX api_tokens_user_id ON api_tokens (user_id);

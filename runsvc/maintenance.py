@@ -1,6 +1,6 @@
 """Periodic cleanup and retention pruning: two long-lived tasks of the root nursery.
 
-`run_maintenance` deletes expired sessions and enrollment tokens and stale login-throttle rows every
+`run_maintenance` deletes expired sessions, enrollment and API tokens and stale login-throttle rows every
 `maintenance_interval_s`. `run_pruner` deletes finished runs older than `retention_days` with their
 events every `prune_interval_s`, in bounded write transactions so that live event appends interleave
 with it, then gives the freed pages back to the file system. Both run a pass as soon as they start,
@@ -56,7 +56,7 @@ async def maintenance_pass(store: Store, settings: Settings, *, now: Clock = utc
     while True:
         counts = await store.write(delete_expired, now_ts, throttle_cutoff, EXPIRY_BATCH_ROWS)
         total += counts
-        if max(counts.sessions, counts.enrollment_tokens, counts.login_throttle) < EXPIRY_BATCH_ROWS:
+        if max(counts.sessions, counts.enrollment_tokens, counts.login_throttle, counts.api_tokens) < EXPIRY_BATCH_ROWS:
             return total
 
 

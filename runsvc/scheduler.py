@@ -42,6 +42,7 @@ class Scheduler:
         self._stopping: tuple[str, str] | None = None  # set after the drain: stop whatever still runs
         self._finished = trio.Event()  # set (and replaced) each time a run finishes
         self.idle = False  # True while waiting for a wakeup with nothing claimable
+        self.wakeups = 0  # times the claim loop woke from waiting (a wakeup or the safety net), /metrics
         self.workdirs = settings.data_dir / "work"
 
     # ---- the run service's view (runs.Scheduling) -------------------------------------------
@@ -78,6 +79,7 @@ class Scheduler:
                 self.idle = not self._running
                 with trio.move_on_after(self._settings.scheduler_safety_net_s):
                     await self._wakeup.wait()
+                self.wakeups += 1
                 self.idle = False
             await self._wait_all_finished()
 

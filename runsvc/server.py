@@ -98,10 +98,15 @@ async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) 
             # Startup recovery runs before the first connection is accepted.
             await background.start(services.scheduler.run)
             background.start_soon(services.bus.run_pruner)
-            background.start_soon(partial(run_maintenance, services.store, settings))
-            background.start_soon(
-                partial(run_pruner, services.store, settings, on_runs_deleted=services.runs.runs_deleted)
-            )
+            metrics = services.metrics
+            background.start_soon(partial(
+                run_maintenance, services.store, settings,
+                on_pass=lambda counts: metrics.maintenance_deleted(attrs.asdict(counts)),
+            ))
+            background.start_soon(partial(
+                run_pruner, services.store, settings, on_runs_deleted=services.runs.runs_deleted,
+                on_pass=lambda pruned: metrics.maintenance_deleted({"runs": pruned.runs, "run_events": pruned.events}),
+            ))
             hypercorn_serve = partial(
                 hypercorn.trio.serve, create_app(services), _hypercorn_config(settings),
                 shutdown_trigger=http_stop.wait,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import attrs
 
-from .accounts import Auth
+from .accounts import ApiTokens, Auth
 from .config import Settings
 from .events import EventLog, RunEventBus, RunFeed
 from .executors import LocalExecutor
 from .http.sockets import SocketRegistry
+from .metrics import Metrics, Sources
 from .recorder import RunRecorder
 from .runs import RunService
 from .scheduler import Scheduler
@@ -20,12 +21,14 @@ class Services:
     settings: Settings
     store: Store
     auth: Auth
+    tokens: ApiTokens
     bus: RunEventBus
     eventlog: EventLog
     feed: RunFeed
     runs: RunService
     scheduler: Scheduler
     sockets: SocketRegistry
+    metrics: Metrics
 
 
 def build_services(settings: Settings, store: Store, auth: Auth) -> Services:
@@ -37,7 +40,16 @@ def build_services(settings: Settings, store: Store, auth: Auth) -> Services:
     recorder = RunRecorder(eventlog, bus, feed)
     scheduler = Scheduler(settings, store, recorder, LocalExecutor(kill_grace_s=settings.kill_grace_s))
     runs = RunService(store, recorder, bus, scheduler)
+    metrics = Metrics(store, Sources(
+        sql_statements=lambda: store.statistics().statements,
+        event_commits=lambda: store.statistics().transactions,
+        events_appended=lambda: bus.statistics().events_published,
+        lag_resyncs=lambda: bus.statistics().lag_events,
+        scheduler_wakeups=lambda: scheduler.wakeups,
+        login_failures=lambda: auth.login_failures,
+        runs_finished=lambda: recorder.finished,
+    ))
     return Services(
-        settings=settings, store=store, auth=auth, bus=bus, eventlog=eventlog, feed=feed, runs=runs,
-        scheduler=scheduler, sockets=SocketRegistry(),
+        settings=settings, store=store, auth=auth, tokens=ApiTokens(store), bus=bus, eventlog=eventlog,
+        feed=feed, runs=runs, scheduler=scheduler, sockets=SocketRegistry(), metrics=metrics,
     )

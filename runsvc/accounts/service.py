@@ -138,6 +138,7 @@ class Auth:
     session_ttl_s: float
     clock: Callable[[], dt.datetime] = utcnow
     _login_locks: dict[tuple[str, str], list[Any]] = attrs.field(factory=dict, init=False)
+    login_failures: int = attrs.field(default=0, init=False)  # bad credentials since start, for /metrics
 
     # ---- logins and sessions -----------------------------------------------------------------------
 
@@ -150,6 +151,7 @@ class Auth:
         if not USERNAME_RE.fullmatch(username):
             # Cannot be anybody's name, so there is nothing to throttle (and no row to store for it).
             await self.passwords.verify_dummy(password)
+            self.login_failures += 1
             raise LoginFailed(LOGIN_FAILED_MESSAGE)
         key = (username.lower(), client)
         async with self._one_attempt_at_a_time(key):
@@ -161,6 +163,7 @@ class Auth:
             if user is None:
                 advance = partial(throttle.after_failure, now=self.clock())
                 await self.store.write(throttle_store.record_failure, *key, advance)
+                self.login_failures += 1
                 raise LoginFailed(LOGIN_FAILED_MESSAGE)
             token = secrets.token_urlsafe(32)  # 256 random bits
             now = self.clock()

@@ -7,6 +7,7 @@ import sys
 
 from . import db as db_cmd
 from . import remote as remote_cmd
+from . import runs as runs_cmd
 from . import serve as serve_cmd
 from . import users as users_cmd
 from .common import CliError
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     users_cmd.add_parser(commands)
     db_cmd.add_parser(commands)
     remote_cmd.add_parsers(commands)
+    runs_cmd.add_parsers(commands)
     return parser
 
 

@@ -66,6 +66,8 @@ DOMAIN_ERRORS: tuple[tuple[type[Exception], type[ApiError]], ...] = (
     (auth.UserNotFound, NotFound),
     (auth.UsernameTaken, Conflict),
     (auth.LastAdmin, Conflict),
+    (auth.TokenNotFound, NotFound),
+    (auth.RoleTooHigh, Forbidden),
     (RunNotFound, NotFound),
     (StatusConflict, Conflict),
 )

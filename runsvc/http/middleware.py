@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import traceback
 
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -64,6 +64,18 @@ def install(app: QuartTrio) -> None:
         # Logged with its traceback for the operator; the client learns nothing about internals.
         log.error("unhandled error in request", error=repr(error), exc_info_text=_format(error))
         return error_response(500, "internal_error", "internal server error")
+
+    @app.after_request
+    async def _drain_request_body(response: Response) -> Response:
+        # Hypercorn's h11 protocol stops serving a keep-alive connection whose request body arrives
+        # after the response ended (the client's next request then hangs): an answer given without
+        # reading the body (404, 405, 401) reads it first. Over the size limit, the 413 path applies.
+        if request.content_length or "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            try:
+                await request.get_data(cache=False)
+            except HTTPException:
+                pass
+        return response
 
     @app.after_request
     async def _security_headers(response: Response) -> Response:

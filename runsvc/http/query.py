@@ -9,6 +9,8 @@ from quart import request
 
 from .errors import InvalidRequest
 
+MAX_INT64 = 2**63 - 1
+
 
 @overload
 def int_param(name: str, *, default: int, minimum: int, maximum: int | None = None) -> int: ...
@@ -27,7 +29,8 @@ def int_param(name: str, *, default: int | None, minimum: int, maximum: int | No
         raise InvalidRequest(f"{name} must be an integer") from None
     if value < minimum:
         raise InvalidRequest(f"{name} must be >= {minimum}")
-    if maximum is not None and value > maximum:
+    maximum = MAX_INT64 if maximum is None else maximum  # beyond it SQLite cannot bind the number
+    if value > maximum:
         raise InvalidRequest(f"{name} must be <= {maximum}")
     return value
 

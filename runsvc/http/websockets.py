@@ -16,9 +16,8 @@ import attrs
 import trio
 from quart import websocket
 
-from ..accounts import Session
 from ..log import get_logger
-from .access import SESSION_COOKIE, authenticate_cookie
+from .access import Principal, authenticate
 from .sockets import SocketRegistry
 from .types import services
 
@@ -53,17 +52,18 @@ def expected_origin() -> str:
     return f"{scheme}://{websocket.headers.get('Host', '')}"
 
 
-async def check_origin_and_session() -> Session:
-    """Origin first (a browser's must be our own), then the session cookie. Raises Refused."""
+async def check_origin_and_session() -> Principal:
+    """Origin first (a browser's must be our own), then the caller (a bearer token or the session
+    cookie, decided by access.authenticate like every HTTP route). Raises Refused."""
     origin = websocket.headers.get("Origin")
     if origin is not None and origin.rstrip("/") != expected_origin():
         raise Refused(FORBIDDEN, "origin not allowed")
-    session = await authenticate_cookie(services().auth, websocket.cookies.get(SESSION_COOKIE))
-    if session is None:
+    principal = await authenticate(websocket.headers, websocket.cookies)
+    if principal is None:
         raise Refused(UNAUTHENTICATED, "authentication required")
-    if not session.user.has_role("viewer"):
+    if not principal.user.has_role("viewer"):
         raise Refused(FORBIDDEN, "role may not watch runs")
-    return session
+    return principal
 
 
 async def _reject_client_messages() -> None:

@@ -14,6 +14,7 @@ import time
 import attrs
 
 from ..model import TERMINAL_STATUSES
+from .tokens import delete_expired_tokens
 
 _TERMINAL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES)) + ")"  # SQL list
 
@@ -64,21 +65,23 @@ class ExpiryCounts:
     sessions: int = 0
     enrollment_tokens: int = 0
     login_throttle: int = 0
+    api_tokens: int = 0
 
     @property
     def total(self) -> int:
-        return self.sessions + self.enrollment_tokens + self.login_throttle
+        return self.sessions + self.enrollment_tokens + self.login_throttle + self.api_tokens
 
     def __add__(self, other: ExpiryCounts) -> ExpiryCounts:
         return ExpiryCounts(
             self.sessions + other.sessions,
             self.enrollment_tokens + other.enrollment_tokens,
             self.login_throttle + other.login_throttle,
+            self.api_tokens + other.api_tokens,
         )
 
 
 def delete_expired(conn: sqlite3.Connection, now: str, throttle_cutoff: str, limit: int) -> ExpiryCounts:
-    """Delete up to `limit` rows of each kind: sessions and enrollment tokens expired at `now`, and
+    """Delete up to `limit` rows of each kind: sessions, enrollment and API tokens expired at `now`, and
     throttle rows whose last failure is before `throttle_cutoff` and that hold no lockout at `now`.
 
     Fewer than `limit` of every kind means nothing of that kind is left.
@@ -87,7 +90,8 @@ def delete_expired(conn: sqlite3.Connection, now: str, throttle_cutoff: str, lim
     sessions = conn.execute(DELETE_EXPIRED_SESSIONS, params).rowcount
     tokens = conn.execute(DELETE_EXPIRED_ENROLLMENT_TOKENS, params).rowcount
     throttle = conn.execute(DELETE_STALE_THROTTLE, params).rowcount
-    return ExpiryCounts(sessions, tokens, throttle)
+    api_tokens = delete_expired_tokens(conn, now, limit)
+    return ExpiryCounts(sessions, tokens, throttle, api_tokens)
 
 
 # ---- retention ---------------------------------------------------------------------------------

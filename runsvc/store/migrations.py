@@ -13,7 +13,7 @@ from importlib import resources
 
 from .errors import SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _v1_to_v2(conn: sqlite3.Connection) -> None:
@@ -23,8 +23,31 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("VACUUM")
 
 
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    # API tokens (SPEC §12). The same statements as in schema.sql.
+    conn.executescript(
+        """
+        BEGIN;
+        CREATE TABLE api_tokens (
+            id           INTEGER PRIMARY KEY,
+            token_hash   BLOB    NOT NULL UNIQUE,
+            user_id      INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            name         TEXT    NOT NULL,
+            role         TEXT    NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+            created_at   TEXT    NOT NULL,
+            expires_at   TEXT,
+            last_used_at TEXT
+        );
+        CREATE INDEX api_tokens_expires_at ON api_tokens (expires_at);
+        CREATE INDEX api_tokens_user_id ON api_tokens (user_id);
+        PRAGMA user_version = 3;
+        COMMIT;
+        """
+    )
+
+
 # MIGRATIONS[n] upgrades a version-n database to version n + 1.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def schema_sql() -> str:

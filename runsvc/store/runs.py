@@ -137,3 +137,11 @@ def output_lines(
         (run_id, after_seq, up_to_seq, limit),
     ).fetchall()
     return [(seq, data if kind in ("stdout", "stderr") else None) for seq, kind, data in rows]
+
+
+# The one statement of a /metrics scrape; the runs_status_id index answers it without reading the table.
+COUNT_RUNS_BY_STATUS = "SELECT status, count(*) FROM runs GROUP BY status"
+
+
+def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
+    return {status: count for status, count in conn.execute(COUNT_RUNS_BY_STATUS)}
