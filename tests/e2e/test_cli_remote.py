@@ -87,8 +87,10 @@ async def test_runs_list_show_cancel_and_log(tmp_path):
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, data)
             env = child_env(RUNSVC_TOKEN=await create_token(server.url), RUNSVC_SERVER=server.url)
-            script = ("import sys; print('out 1', flush=True); print('err 1', file=sys.stderr, flush=True); "
-                      "print('out 2')")
+            # The pauses order the lines across the two pipes: without them, which pipe the server
+            # reads first (and so the seq order) depends on scheduling.
+            script = ("import sys, time; print('out 1', flush=True); time.sleep(0.3); "
+                      "print('err 1', file=sys.stderr, flush=True); time.sleep(0.3); print('out 2')")
             printed = await cli("submit", "--follow", "--name", "hello", "--", PY, "-c", script, env=env)
             sleeper = (await cli("submit", "--", PY, "-c", "import time; time.sleep(60)", env=env)).stdout
             sleeper_id = sleeper.decode().strip()
