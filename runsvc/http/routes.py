@@ -8,7 +8,7 @@ import attrs
 from quart_trio import QuartTrio
 
 from .access import Access, guard
-from .handlers import auth, health, live, runs, users
+from .handlers import auth, health, live, runs, ui, users
 
 API = "/api/v1"
 
@@ -35,6 +35,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{API}/runs/<int:run_id>/cancel", runs.cancel_run, Access.OPERATOR),
     Route("GET", f"{API}/runs/<int:run_id>/events", runs.run_events, Access.VIEWER),
     Route("GET", f"{API}/runs/<int:run_id>/log", runs.run_log, Access.VIEWER),
+    # The web UI (SPEC §9): the page itself is public; its scripts ask /auth/me who is there.
+    *(Route("GET", path, ui.index_page, Access.PUBLIC) for path in ui.PAGE_PATHS),
+    Route("GET", "/ui/<path:path>", ui.static_file, Access.PUBLIC),
 )
 
 # WebSockets check Origin and the session themselves (see websockets.py): a refusal has to be a close
