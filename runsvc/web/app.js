@@ -23,7 +23,7 @@ function Header({ me, onLogout }) {
     html`<a href=${href} class=${active ? 'active' : ''} aria-current=${active ? 'page' : undefined}>${label}</a>`;
   return html`
     <header class="topbar">
-      <a class="brand" href="/"><span class="logo" aria-hidden="true"></span>runsvc</a>
+      <span class="brand"><span class="logo" aria-hidden="true"></span>runsvc</span>
       <nav aria-label="Main">
         ${link('/', 'Runs', path === '/' || (path.startsWith('/runs/') && path !== '/runs/new'))}
         ${hasRole(me.user, 'operator') && link('/runs/new', 'New run', path === '/runs/new')}

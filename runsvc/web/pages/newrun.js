@@ -58,7 +58,9 @@ export function NewRunPage() {
         <label for="run-name">Name</label>
         <input id="run-name" name="name" maxlength="200" placeholder="optional" autocomplete="off" />
         <label for="run-timeout">Timeout (s)</label>
-        <input id="run-timeout" name="timeout" type="number" min="1" max="604800" step="any" value="3600" />
+        <input id="run-timeout" name="timeout" type="number" min="1" max="604800" step="any" placeholder="3600"
+          aria-describedby="run-timeout-help" />
+        <p id="run-timeout-help" class="help">Seconds before the run is stopped; 3600 when left empty, at most 7 days.</p>
         <label for="run-env">Environment</label>
         <textarea id="run-env" name="env" class="mono" rows="4" placeholder="KEY=VALUE, one per line"
           aria-describedby="run-env-help"></textarea>
