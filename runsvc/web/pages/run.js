@@ -160,7 +160,8 @@ function LogPanel({ runId, lastSeq, onState, goToLogin }) {
     state.matches = matches;
     state.at = at;
     viewer.setMatches(matches, at >= 0 ? matches[at] : 0);
-    if (jump && at >= 0) viewer.goTo(matches[at]);
+    // Jump while typing, and also when the first match arrives later (older lines still loading).
+    if ((jump || !previous) && at >= 0) viewer.goTo(matches[at]);
     setFound({ matches, at });
   };
   const scheduleSearch = () => {
