@@ -231,6 +231,7 @@ export class LogViewer {
     } else {
       const kind = model.kind[index];
       if (kind === STDERR) line.title = 'stderr';
+      if (model.parent[index] >= 0 && model.groupEnd[model.parent[index]] === index) line.classList.add('group-end');
       if (kind === SYSTEM || kind === STATE) text.textContent = model.text[index];
       else renderLine(text, model.text[index]);
     }

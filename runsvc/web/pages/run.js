@@ -63,7 +63,7 @@ export function RunPage({ runId, me, goToLogin }) {
       </div>
       ${error && html`<${ErrorAlert} message=${error} />`}
       <dl class="facts">
-        <div class="wide"><dt>Command</dt><dd><code>${command}</code></dd></div>
+        <div class="wide"><dt>Command</dt><dd><code tabindex="0">${command}</code></dd></div>
         <div><dt>Exit code</dt><dd>${run.exit_code ?? '—'}</dd></div>
         <div><dt>Submitted by</dt><dd>${run.created_by ?? '—'}</dd></div>
         <div><dt>Created</dt><dd>${localDateTime(run.created_at)}</dd></div>
@@ -99,9 +99,12 @@ function LogPanel({ runId, lastSeq, onState, goToLogin }) {
         target = 0;
       }
     };
+    // aria-busy while older lines are still loading; data-lines: how many lines the page holds.
+    viewer.scroller.setAttribute('aria-busy', 'true');
     const feed = new RunLogFeed(runId, model, {
       events: (events) => {
         model.add(events);
+        viewer.scroller.dataset.lines = String(model.count);
         for (const event of events) if (event.kind === 'state') onState(event);
         if (searchState.current.query) scheduleSearch();
         viewer.update();
@@ -112,6 +115,7 @@ function LogPanel({ runId, lastSeq, onState, goToLogin }) {
       gone: setGone,
       unauthenticated: goToLogin,
       backfilled: () => {
+        viewer.scroller.setAttribute('aria-busy', 'false');
         if (searchState.current.query) scheduleSearch();
         revealTarget();
       },

@@ -102,15 +102,15 @@ export function RunsPage({ search, goToLogin }) {
         <div class="table-wrap">
           <table class="runs">
             <thead><tr>
-              <th scope="col">Run</th><th scope="col">Name</th><th scope="col">Status</th>
+              <th scope="col">Run</th><th scope="col">Status</th><th scope="col">Name</th>
               <th scope="col">Submitted by</th><th scope="col">Started</th><th scope="col">Duration</th>
             </tr></thead>
             <tbody>
               ${runs.map((run) => html`
                 <tr key=${run.id}>
                   <td><a href=${`/runs/${run.id}`}>#${run.id}</a></td>
-                  <td class="name">${run.name || html`<span class="muted">${run.command.join(' ')}</span>`}</td>
                   <td><${StatusBadge} status=${run.status} /></td>
+                  <td class="name">${run.name || html`<span class="muted">${run.command.join(' ')}</span>`}</td>
                   <td>${run.created_by ?? '—'}</td>
                   <td class="time">${localDateTime(run.started_at)}</td>
                   <td class="time">${duration(run.started_at, run.ended_at, now)}</td>
