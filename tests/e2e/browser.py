@@ -73,6 +73,7 @@ def serve(data_dir: Path, *args: str):
             process.kill()
             process.wait()
         reader.join(5)
+        process.stderr.close()
 
 
 class Api:
