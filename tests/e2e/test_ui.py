@@ -230,6 +230,38 @@ def test_runs_list_updates_from_the_feed_without_polling(page, server, api, tmp_
     expect(page.get_by_role("link", name=f"#{run['id']}", exact=True)).to_have_count(0)
 
 
+def test_runs_list_refetches_after_a_feed_reconnect(page, server, api):
+    """The feed is not durable: when its connection drops, the list is fetched again on reconnect, so a run
+    created while it was down is shown."""
+    proxy = CuttingProxy(server.url)
+    try:
+        with page.expect_response(lambda r: "/api/v1/runs?" in r.url):
+            log_in(page, proxy.url, "vic")
+        expect(page.get_by_role("table")).to_be_visible()
+        with page.expect_response(lambda r: "/api/v1/runs?" in r.url) as refetch:
+            assert proxy.cut() >= 1
+            run = api.submit("true", name="made while the feed was down")
+        assert refetch.value.ok
+        expect(page.get_by_role("link", name=f"#{run['id']}", exact=True)).to_be_visible()
+    finally:
+        proxy.close()
+
+
+def test_lockout_shows_the_seconds_left(page, server):
+    """After five failures the login page says how long the lockout lasts (429 with Retry-After)."""
+    page.goto(server.url + "/login")
+    page.get_by_label("Username").fill("mallory")
+    page.get_by_label("Password").fill("not-the-password")
+    for _ in range(5):
+        with page.expect_response(lambda r: r.url.endswith("/api/v1/auth/login")) as answer:
+            page.get_by_role("button", name="Log in").click()
+        assert answer.value.status == 401
+        expect(page.get_by_role("alert")).to_have_text("Wrong username or password.")
+        expect(page.get_by_role("button", name="Log in")).to_be_enabled()
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_have_text(re.compile(r"^Too many failed attempts\. Try again in \d+ seconds\.$"))
+
+
 def test_cancel_from_the_ui_and_what_a_viewer_cannot_do(new_page, server, api):
     """An operator cancels a running run with `Cancel run`; a viewer sees neither `Cancel run` nor
     `New run` (nor `Users`)."""
@@ -358,6 +390,39 @@ def test_200000_line_run(page, server, api):
     search.press("Shift+Enter")
     search.press("Shift+Enter")
     expect(page.get_by_text(re.compile(r"^(\d+) of \1$"))).to_be_visible()  # wrapped to the last
+
+
+def test_sections_collapse_nest_and_open_for_search(page, server, api):
+    """Ended ::group:: sections are collapsed, nest, open on click, and open for a search match inside;
+    the Timestamps choice survives a reload."""
+    script = ("echo '::group::Outer'; echo outer-line; echo '::group::Inner'; echo deep-line; "
+              "echo '::endgroup::'; echo '::endgroup::'; echo after")
+    run = api.submit(script)
+    api.wait(run["id"])
+    log_in(page, server.url, "vic", path=f"/runs/{run['id']}")
+    output = page.get_by_role("log", name="Output")
+    expect(output).to_contain_text("after")
+    outer = output.get_by_role("button", name="Outer")
+    expect(outer).to_have_attribute("aria-expanded", "false")
+    expect(output).not_to_contain_text("outer-line")
+    outer.click()
+    expect(output).to_contain_text("outer-line")
+    expect(output.get_by_role("button", name="Inner")).to_have_attribute("aria-expanded", "false")
+    expect(output).not_to_contain_text("deep-line")
+    outer.click()
+    expect(output).not_to_contain_text("outer-line")
+
+    page.get_by_label("Search log").fill("DEEP-line")  # case-insensitive
+    expect(page.get_by_text("1 of 1")).to_be_visible()
+    expect(line(page, 6)).to_have_text(re.compile(r"^6\s*deep-line$"))
+    expect(output.get_by_role("button", name="Inner")).to_have_attribute("aria-expanded", "true")
+    expect(outer).to_have_attribute("aria-expanded", "true")
+
+    page.get_by_label("Timestamps").check()
+    expect(line(page, 6).locator(".ts")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d\.\d{3}$"))
+    page.reload()
+    expect(page.get_by_label("Timestamps")).to_be_checked()
+    expect(line(page, 1).locator(".ts")).to_be_visible()
 
 
 def test_download_log(page, server, api):
