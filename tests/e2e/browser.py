@@ -42,7 +42,10 @@ def serve(data_dir: Path, *args: str):
     """The server as a subprocess on 127.0.0.1 port 0 for the duration of the block."""
     command = [sys.executable, "-m", "runsvc", "serve", "--host", "127.0.0.1", "--port", "0",
                "--data-dir", str(data_dir), "--drain-s", "0.5", "--kill-grace-s", "1",
-               "--max-concurrent-runs", "8", *args]
+               "--max-concurrent-runs", "8",
+               # Hypercorn keeps a closed WebSocket's task until its next ping: a short interval keeps
+               # shutdown from waiting out its 5 s grace after the browser has gone.
+               "--ws-ping-interval-s", "0.5", *args]
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, env=child_env(RUNSVC_ADMIN_PASSWORD=ADMIN_PASSWORD))
     lines: list[str] = []

@@ -130,6 +130,8 @@ def test_login_and_watch_a_live_run_succeed(page, server, api, tmp_path):
     expect(page.get_by_role("log", name="Output")).to_contain_text("third")
     expect(page.get_by_role("status", name="Run status")).to_have_text("succeeded")
     expect(page.get_by_role("status", name="Connection")).to_have_text("ended")
+    last = api.get(f"/runs/{run['id']}")["run"]["last_seq"]
+    assert in_viewport(page, line(page, last))  # the view followed the end
     texts = [text for _, text in shown_lines(page)]
     assert [t for t in texts if t in ("first", "second", "third")] == ["first", "second", "third"]
     first_line = line(page, 3)
