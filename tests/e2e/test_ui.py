@@ -445,6 +445,7 @@ def test_expired_session_goes_to_login_and_back(page, server, api):
     """When the session is gone, the next API call sends the user to the login page, and logging in
     brings them back to the page they were on."""
     log_in(page, server.url, "admin", password="admin-password-1", path="/")
+    expect(page.get_by_role("table")).to_be_visible()  # the list is loaded: no request is in flight
     page.context.clear_cookies()
     page.get_by_role("link", name="Users").click()
     expect(page).to_have_url(server.url + "/login?next=%2Fusers")
