@@ -180,10 +180,10 @@ def bench_follow(browser, url: str, api: Api, rate: int, seconds: float, workdir
     samples = page.evaluate("window.__samples")
     held = int(page.get_attribute("[role=log]", "data-lines"))
     context.close()
-    lines = [s for s in samples]
+    lines = samples
     lags = sorted(s[2] for s in lines if s[1] < rate * seconds - 1)  # while printing
     consistent = all(seq == index + 3 for seq, index, _ in lines)  # seq 1, 2: queued, running
-    monotonic = all(a[0] <= b[0] for a, b in zip(lines, lines[1:]))
+    monotonic = all(a[0] <= b[0] for a, b in zip(lines, lines[1:], strict=False))
     expected = finished["last_seq"]
     print(f"follow: run #{run['id']} printed {rate * seconds:,.0f} lines at {rate:,}/s for {seconds:g} s")
     if lags:

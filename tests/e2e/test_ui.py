@@ -197,8 +197,9 @@ def test_hostile_output_renders_as_text_in_colour(page, server, api):
     expect(coloured.locator(".tx")).to_have_text("plain red bold palette true end")
     expect(coloured.locator(".ansi-red-fg")).to_have_text("red")
     expect(coloured.locator(".ansi-bold.ansi-underline")).to_have_text("bold")
-    assert coloured.locator(".tx span", has_text="palette").evaluate("e => getComputedStyle(e).color") == "rgb(255, 135, 0)"
-    assert coloured.locator(".tx span", has_text="true").evaluate("e => getComputedStyle(e).color") == "rgb(1, 2, 3)"
+    colour = "e => getComputedStyle(e).color"
+    assert coloured.locator(".tx span", has_text="palette").evaluate(colour) == "rgb(255, 135, 0)"
+    assert coloured.locator(".tx span", has_text="true").evaluate(colour) == "rgb(1, 2, 3)"
     red = coloured.locator(".ansi-red-fg").evaluate("e => getComputedStyle(e).color")
     assert red != coloured.locator(".tx").evaluate("e => getComputedStyle(e).color")
     expect(progress.locator(".tx")).to_have_text("progress 100%")
@@ -261,7 +262,8 @@ def test_lockout_shows_the_seconds_left(page, server):
         expect(page.get_by_role("alert")).to_have_text("Wrong username or password.")
         expect(page.get_by_role("button", name="Log in")).to_be_enabled()
     page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("alert")).to_have_text(re.compile(r"^Too many failed attempts\. Try again in \d+ seconds\.$"))
+    lockout = re.compile(r"^Too many failed attempts\. Try again in \d+ seconds\.$")
+    expect(page.get_by_role("alert")).to_have_text(lockout)
 
 
 def test_cancel_from_the_ui_and_what_a_viewer_cannot_do(new_page, server, api):
