@@ -385,6 +385,7 @@ def test_200000_line_run(page, server, api):
     expect(line(page, 3)).to_be_visible()
     assert in_viewport(page, line(page, 3))
     expect(line(page, 3)).to_have_class(re.compile(r"\bcurrent\b"))
+    expect(line(page, 3).locator("mark")).to_have_text("needle-far")  # the matching text is marked
     assert page.locator(".line").count() <= 5000
 
     search.fill("19999")  # 19999 and 119999..199999-ish: many matches; Enter steps through them

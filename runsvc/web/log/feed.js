@@ -53,8 +53,18 @@ export class RunLogFeed {
     if (this.socket) this.socket.stop();
   }
 
+  // One page of events; a network failure or a 5xx is retried with the socket's backoff (the server may
+  // be restarting), anything else (401, 404) is for the caller.
   async page(afterSeq, limit) {
-    return api('GET', `/runs/${this.runId}/events?after_seq=${afterSeq}&limit=${limit}`);
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await api('GET', `/runs/${this.runId}/events?after_seq=${afterSeq}&limit=${limit}`);
+      } catch (error) {
+        if (this.stopped || (error.status !== 0 && error.status < 500)) throw error;
+        const ceiling = Math.min(5000, 250 * 2 ** attempt);
+        await new Promise((resolve) => setTimeout(resolve, ceiling / 2 + Math.random() * (ceiling / 2)));
+      }
+    }
   }
 
   async backfill(upTo) {

@@ -25,6 +25,31 @@ function bisect(sorted, value) {
   return lo;
 }
 
+// Wrap each occurrence of `needle` (lowercase) in the element's text nodes in <mark>. An occurrence that
+// straddles two colour spans is not marked; the line itself is still highlighted as a match.
+function markText(element, needle) {
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  const nodes = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) nodes.push(node);
+  for (const node of nodes) {
+    const lower = node.data.toLowerCase();
+    let at = lower.indexOf(needle);
+    if (at < 0) continue;
+    const parts = [];
+    let from = 0;
+    while (at >= 0) {
+      if (at > from) parts.push(node.data.slice(from, at));
+      const mark = document.createElement('mark');
+      mark.textContent = node.data.slice(at, at + needle.length);
+      parts.push(mark);
+      from = at + needle.length;
+      at = lower.indexOf(needle, from);
+    }
+    if (from < node.data.length) parts.push(node.data.slice(from));
+    node.replaceWith(...parts);
+  }
+}
+
 export class LogViewer {
   constructor(container, model, { onFollowChange = () => {} } = {}) {
     this.model = model;
@@ -138,7 +163,8 @@ export class LogViewer {
     return true;
   }
 
-  setMatches(matches, current) {
+  setMatches(matches, current, query = '') {
+    this.query = query.toLowerCase();
     this.matches = matches;
     this.currentMatch = current;
     this.update();
@@ -192,7 +218,8 @@ export class LogViewer {
     const seq = index + 1;
     const loaded = model.loaded[index] === 1;
     const header = loaded && model.isHeader(index);
-    const key = `${loaded}|${this.timestamps}|${seq === this.highlighted}|${this.isMatch(seq)}|`
+    const match = this.isMatch(seq);
+    const key = `${loaded}|${this.timestamps}|${seq === this.highlighted}|${match ? this.query : ''}|`
       + `${seq === this.currentMatch}|${header ? model.collapsed[index] : ''}`;
     const cached = this.cache.get(index);
     if (cached && cached.key === key) return cached.node;
@@ -200,7 +227,7 @@ export class LogViewer {
     const line = document.createElement('div');
     line.className = `line ${loaded ? KIND_CLASS[model.kind[index]] : 'pending'}`;
     if (seq === this.highlighted) line.classList.add('highlight');
-    if (this.isMatch(seq)) line.classList.add('match');
+    if (match) line.classList.add('match');
     if (seq === this.currentMatch) line.classList.add('current');
     line.dataset.seq = String(seq);
     const number = document.createElement('a');
@@ -236,6 +263,7 @@ export class LogViewer {
       else renderLine(text, model.text[index]);
     }
     line.append(text);
+    if (match && this.query) markText(text, this.query);
     this.cache.set(index, { node: line, key });
     return line;
   }

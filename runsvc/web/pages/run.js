@@ -131,6 +131,7 @@ function LogPanel({ runId, lastSeq, onState, goToLogin }) {
     window.addEventListener('hashchange', onHash);
     view.current = { model, viewer, feed };
     feed.start(lastSeq, target).catch((e) => {
+      if (feed.stopped) return; // the page was left meanwhile
       if (e.status === 401) goToLogin();
       else setGone(e.message);
     });
@@ -163,7 +164,7 @@ function LogPanel({ runId, lastSeq, onState, goToLogin }) {
     }
     state.matches = matches;
     state.at = at;
-    viewer.setMatches(matches, at >= 0 ? matches[at] : 0);
+    viewer.setMatches(matches, at >= 0 ? matches[at] : 0, text);
     // Jump while typing, and also when the first match arrives later (older lines still loading).
     if ((jump || !previous) && at >= 0) viewer.goTo(matches[at]);
     setFound({ matches, at });
@@ -181,7 +182,7 @@ function LogPanel({ runId, lastSeq, onState, goToLogin }) {
     if (!state.matches.length) return;
     state.at = (state.at + delta + state.matches.length) % state.matches.length;
     const seq = state.matches[state.at];
-    view.current.viewer.setMatches(state.matches, seq);
+    view.current.viewer.setMatches(state.matches, seq, state.query);
     view.current.viewer.goTo(seq);
     setFound({ matches: state.matches, at: state.at });
   };
