@@ -8,6 +8,7 @@ uses threads where tests/helpers.py uses Trio tasks.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import attrs
 import httpx
+from playwright.sync_api import Page, expect
 
 from tests.helpers import LISTENING, child_env
 
@@ -175,3 +177,39 @@ def _shut(sock: socket.socket) -> None:
 def launch_chromium(playwright):
     assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing (scripts/test installs it with apt)"
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+# ---- page helpers ---------------------------------------------------------------------------------
+
+def gate(tmp_path: Path, name: str) -> tuple[Path, str]:
+    """A file the test creates to let a run continue, and the shell line that waits for it."""
+    path = tmp_path / name
+    return path, f"while [ ! -e '{path}' ]; do sleep 0.02; done"
+
+
+def log_in(page: Page, url: str, username: str, password: str = USER_PASSWORD, path: str = "/") -> None:
+    page.goto(url + path)
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+
+
+def line(page: Page, seq: int):
+    return page.get_by_role("log", name="Output").locator(f'[data-seq="{seq}"]')
+
+
+def shown_lines(page: Page) -> list[tuple[int, str]]:
+    """(seq, text) of every line element in the log, in DOM order; text without the number."""
+    rows = page.get_by_role("log", name="Output").locator(".line").evaluate_all(
+        "rows => rows.map(r => [Number(r.dataset.seq), r.querySelector('.tx').textContent])")
+    return [(seq, text) for seq, text in rows]
+
+
+def in_viewport(page: Page, locator) -> bool:
+    box = locator.bounding_box()
+    log_box = page.get_by_role("log", name="Output").bounding_box()
+    slack = 1  # layout uses fractional pixels
+    return (box is not None and log_box["y"] - slack <= box["y"]
+            and box["y"] + box["height"] <= log_box["y"] + log_box["height"] + slack)

@@ -13,7 +13,18 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.e2e.browser import USER_PASSWORD, Api, CuttingProxy, launch_chromium, serve
+from tests.e2e.browser import (
+    USER_PASSWORD,
+    Api,
+    CuttingProxy,
+    gate,
+    in_viewport,
+    launch_chromium,
+    line,
+    log_in,
+    serve,
+    shown_lines,
+)
 
 expect.set_options(timeout=20_000)  # a shared 2-core machine; these are deadlines, not timings
 
@@ -63,40 +74,6 @@ def _new_page(browser):
 @pytest.fixture(name="page")
 def _page(new_page) -> Page:
     return new_page()
-
-
-def gate(tmp_path: Path, name: str) -> tuple[Path, str]:
-    """A file the test creates to let a run continue, and the shell line that waits for it."""
-    path = tmp_path / name
-    return path, f"while [ ! -e '{path}' ]; do sleep 0.02; done"
-
-
-def log_in(page: Page, url: str, username: str, password: str = USER_PASSWORD, path: str = "/") -> None:
-    page.goto(url + path)
-    expect(page).to_have_url(re.compile(r"/login\?next="))
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("button", name="Log out")).to_be_visible()
-
-
-def line(page: Page, seq: int):
-    return page.get_by_role("log", name="Output").locator(f'[data-seq="{seq}"]')
-
-
-def shown_lines(page: Page) -> list[tuple[int, str]]:
-    """(seq, text) of every line element in the log, in DOM order; text without the number."""
-    rows = page.get_by_role("log", name="Output").locator(".line").evaluate_all(
-        "rows => rows.map(r => [Number(r.dataset.seq), r.querySelector('.tx').textContent])")
-    return [(seq, text) for seq, text in rows]
-
-
-def in_viewport(page: Page, locator) -> bool:
-    box = locator.bounding_box()
-    log_box = page.get_by_role("log", name="Output").bounding_box()
-    slack = 1  # layout uses fractional pixels
-    return (box is not None and log_box["y"] - slack <= box["y"]
-            and box["y"] + box["height"] <= log_box["y"] + log_box["height"] + slack)
 
 
 # ---- tests ------------------------------------------------------------------------------------------
