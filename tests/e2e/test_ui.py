@@ -210,6 +210,23 @@ def test_runs_list_updates_from_the_feed_without_polling(page, server, api, tmp_
     expect(page.get_by_role("link", name=f"#{run['id']}", exact=True)).to_have_count(0)
 
 
+def test_runs_list_pages_with_older(page, server, api):
+    """50 rows a page, newest first; `Older` appends the next page until the first run is shown."""
+    for i in range(51):
+        api.post("/runs", {"command": ["true"], "name": f"bulk {i}"})
+    total = len(api.get("/runs", limit=500)["runs"])
+    log_in(page, server.url, "vic")
+    rows = page.get_by_role("table").get_by_role("row")
+    expect(rows).to_have_count(50 + 1)  # and the header row
+    ids = [int(t.lstrip("#")) for t in rows.get_by_role("link").all_text_contents()]
+    assert ids == sorted(ids, reverse=True)
+    while page.get_by_role("button", name="Older").count():
+        page.get_by_role("button", name="Older").click()
+        expect(rows).not_to_have_count(len(ids) + 1)
+        ids = [int(t.lstrip("#")) for t in rows.get_by_role("link").all_text_contents()]
+    assert len(ids) == total and ids == sorted(ids, reverse=True) and ids[-1] == 1
+
+
 def test_runs_list_refetches_after_a_feed_reconnect(page, server, api):
     """The feed is not durable: when its connection drops, the list is fetched again on reconnect, so a run
     created while it was down is shown."""
@@ -423,14 +440,17 @@ def test_download_log(page, server, api):
 
 def test_expired_session_goes_to_login_and_back(page, server, api):
     """When the session is gone, the next API call sends the user to the login page, and logging in
-    brings them back to the page they were on."""
-    log_in(page, server.url, "admin", password="admin-password-1", path="/")
-    expect(page.get_by_role("table")).to_be_visible()  # the list is loaded: no request is in flight
-    page.context.clear_cookies()
-    page.get_by_role("link", name="Users").click()
-    expect(page).to_have_url(server.url + "/login?next=%2Fusers")
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill("admin-password-1")
+    brings them back to the run they were on."""
+    run = api.submit("echo waiting; sleep 60", name="still running")
+    api.wait(run["id"], {"running"})
+    log_in(page, server.url, "olga", path=f"/runs/{run['id']}")
+    expect(page.get_by_role("log", name="Output")).to_contain_text("waiting")
+    page.context.clear_cookies()  # as if the session had expired
+    page.get_by_role("button", name="Cancel run").click()  # answered 401
+    expect(page).to_have_url(server.url + f"/login?next=%2Fruns%2F{run['id']}")
+    page.get_by_label("Username").fill("olga")
+    page.get_by_label("Password").fill(USER_PASSWORD)
     page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(server.url + "/users")
-    expect(page.get_by_role("button", name="Create user")).to_be_visible()
+    expect(page).to_have_url(server.url + f"/runs/{run['id']}")
+    page.get_by_role("button", name="Cancel run").click()
+    expect(page.get_by_role("status", name="Run status")).to_have_text("cancelled")
