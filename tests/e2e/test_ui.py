@@ -26,6 +26,10 @@ from tests.e2e.browser import (
     shown_lines,
 )
 
+# Chromium logs every 4xx answer and every dropped WebSocket; the tests cause those on purpose.
+EXPECTED_CONSOLE_ERRORS = ("Failed to load resource: the server responded with a status of 4",
+                           "WebSocket connection to")
+
 expect.set_options(timeout=20_000)  # a shared 2-core machine; these are deadlines, not timings
 
 
@@ -54,7 +58,8 @@ def _browser():
 
 @pytest.fixture(name="new_page")
 def _new_page(browser):
-    """A factory of pages in fresh contexts; fails the test on any uncaught page error or dialog."""
+    """A factory of pages in fresh contexts; fails the test on any uncaught page error, dialog or console
+    error (a CSP violation is one) other than the browser's own notes about refused requests."""
     contexts, errors = [], []
 
     def make(**options) -> Page:
@@ -62,6 +67,8 @@ def _new_page(browser):
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+        page.on("console", lambda message: errors.append(f"console: {message.text}")
+                if message.type == "error" and not message.text.startswith(EXPECTED_CONSOLE_ERRORS) else None)
         page.on("dialog", lambda dialog: (errors.append(f"dialog: {dialog.message}"), dialog.dismiss()))
         return page
 
