@@ -73,7 +73,7 @@ export function UsersPage() {
           <table class="users">
             <thead><tr>
               <th scope="col">User</th><th scope="col">Role</th><th scope="col">State</th>
-              <th scope="col">Created</th><th scope="col"><span class="visually-hidden">Actions</span></th>
+              <th scope="col" class="wide-only">Created</th><th scope="col"><span class="visually-hidden">Actions</span></th>
             </tr></thead>
             <tbody>
               ${(users || []).map((user) => html`
@@ -81,7 +81,7 @@ export function UsersPage() {
                   <td>${user.username}</td>
                   <td>${user.role}</td>
                   <td>${user.disabled ? html`<span class="badge st-cancelled">disabled</span>` : 'active'}</td>
-                  <td class="time">${localDateTime(user.created_at)}</td>
+                  <td class="time wide-only">${localDateTime(user.created_at)}</td>
                   <td class="actions">
                     <button type="button" aria-label=${`Edit ${user.username}`}
                       onClick=${() => setEditing(editing === user.id ? null : user.id)}>Edit</button>
