@@ -431,6 +431,22 @@ def test_sections_collapse_nest_and_open_for_search(page, server, api):
     expect(line(page, 1).locator(".ts")).to_be_visible()
 
 
+def test_pages_fit_a_360_px_screen(new_page, server, api):
+    """At 360 px wide no page scrolls sideways (wide tables and log lines scroll inside their own box)."""
+    run = api.submit("echo " + "x" * 300, name="a rather long name for a run on a small phone screen")
+    api.wait(run["id"])
+    page = new_page(viewport={"width": 360, "height": 740})
+    log_in(page, server.url, "admin", password="admin-password-1")
+    for path, ready in [("/", "table"), (f"/runs/{run['id']}", "log"), ("/runs/new", "form"), ("/users", "table")]:
+        page.goto(server.url + path)
+        if ready == "form":
+            expect(page.get_by_role("button", name="Submit run")).to_be_visible()
+        else:
+            expect(page.get_by_role(ready).first).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360, path
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+
+
 def test_download_log(page, server, api):
     """`Download log` saves the raw stdout/stderr text as run-<id>.log."""
     run = api.submit("echo out; echo err >&2; printf 'tab\\there\\n'")
