@@ -11,7 +11,7 @@ from quart_trio import QuartTrio
 from werkzeug.routing import IntegerConverter, Map
 
 from .access import Access, guard
-from .handlers import auth, health, live, metrics, openapi, runs, tokens, users
+from .handlers import auth, health, live, metrics, openapi, runs, tokens, ui, users
 from .openapi import build_document
 from .types import services
 
@@ -46,6 +46,13 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{API}/runs/<int:run_id>/cancel", runs.cancel_run, Access.OPERATOR),
     Route("GET", f"{API}/runs/<int:run_id>/events", runs.run_events, Access.VIEWER),
     Route("GET", f"{API}/runs/<int:run_id>/log", runs.run_log, Access.VIEWER),
+)
+
+# The web UI (SPEC §9): the page itself is public; its scripts ask /auth/me who is there. Not part of
+# the API, so not in its OpenAPI document.
+UI_ROUTES: tuple[Route, ...] = (
+    *(Route("GET", path, ui.index_page, Access.PUBLIC) for path in ui.PAGE_PATHS),
+    Route("GET", "/ui/<path:path>", ui.static_file, Access.PUBLIC),
 )
 
 # WebSockets check Origin and the caller themselves (see websockets.py): a refusal has to be a close
@@ -87,7 +94,7 @@ def register(app: QuartTrio, routes: tuple[Route, ...] = ROUTES) -> None:
     app.url_map.converters["int"] = RowIdConverter
     document = build_document(routes, [path for path, _, _ in WEBSOCKET_ROUTES])
     app.config[openapi.OPENAPI_KEY] = openapi.serialize(document)
-    for route in routes:
+    for route in (*routes, *UI_ROUTES):
         endpoint = f"{route.method} {route.path}"
         guarded = guard(route.handler, route.access, tokens_allowed=route.tokens_allowed)
         app.add_url_rule(route.path, endpoint, guarded, methods=[route.method])

@@ -88,9 +88,12 @@ async def run_events(run_id: int) -> Response:
 
 
 async def run_log(run_id: int) -> Response:
+    refuse_unknown_params(("download",))
+    download = int_param("download", default=0, minimum=0, maximum=1)  # 1: save as a file
     run = await services().runs.get(run_id)
     lines = services().runs.log_lines(run_id, run["last_seq"])
     response = Response(lines, content_type="text/plain; charset=utf-8")
-    response.headers["Content-Disposition"] = f'inline; filename="run-{run_id}.log"'
+    disposition = "attachment" if download else "inline"
+    response.headers["Content-Disposition"] = f'{disposition}; filename="run-{run_id}.log"'
     return response
 
