@@ -389,6 +389,9 @@ def test_200000_line_run(page, server, api):
     expect(line(page, 3).locator("mark")).to_have_text("needle-far")  # the matching text is marked
     assert page.locator(".line").count() <= 5000
 
+    # Wait for the older lines to finish loading: until then the match count grows as pages arrive, and
+    # "m of m" after wrapping would race the last page.
+    expect(page.get_by_role("log", name="Output")).to_have_attribute("aria-busy", "false", timeout=60_000)
     search.fill("19999")  # 19999 and 119999..199999-ish: many matches; Enter steps through them
     expect(page.get_by_text(re.compile(r"^1 of \d+$"))).to_be_visible()
     search.press("Enter")
