@@ -65,6 +65,11 @@ class EventBatch:
         self._terminal = last["kind"] == "state" and last["data"]["status"] in TERMINAL_STATUSES
 
     @classmethod
+    def serialized(cls, run_id: int, events: list[Event]) -> EventBatch:
+        """A batch whose JSON is built now, for the writer thread: the Trio thread then only splices it."""
+        return cls(run_id, events, _split_text(_dumps(events)))
+
+    @classmethod
     def from_json(cls, run_id: int, text: str, first_seq: int, last_seq: int, terminal: bool) -> EventBatch:
         """A batch from its JSON array items (without brackets), for events read back from SQLite."""
         batch = cls.__new__(cls)

@@ -27,6 +27,16 @@ class BusStatistics:
     lag_events: int  # times a batch could not be delivered to a full subscriber
 
 
+@attrs.frozen
+class SubscriptionStatistics:
+    run_id: int
+    lagged: bool  # missed a batch; its consumer resyncs from memory or SQLite
+    buffered_batches: int  # published, not yet received
+    buffered_events: int
+    max_batches: int
+    max_events: int
+
+
 class Subscription:
     """One subscriber's view of one run. Use as `with bus.subscribe(run_id) as sub:`."""
 
@@ -34,6 +44,7 @@ class Subscription:
         self.run_id = run_id
         self._bus = bus
         self._send, self._receive = trio.open_memory_channel[EventBatch](capacity)
+        self._capacity = capacity
         self._max_events = max_events
         self._buffered_events = 0  # bounds memory too: batches can be large (a whole 64 KiB read)
         self.lagged = False
@@ -88,6 +99,16 @@ class Subscription:
                 break
         self._buffered_events = 0
         self.lagged = False
+
+    def statistics(self) -> SubscriptionStatistics:
+        return SubscriptionStatistics(
+            run_id=self.run_id,
+            lagged=self.lagged,
+            buffered_batches=self._receive.statistics().current_buffer_used,
+            buffered_events=self._buffered_events,
+            max_batches=self._capacity,
+            max_events=self._max_events,
+        )
 
     def _mark_gone(self) -> None:
         self._send.close()  # the consumer's receive() then raises RunGone
@@ -186,6 +207,11 @@ class RunEventBus:
     def subscriber_count(self, run_id: int) -> int:
         entry = self._runs.get(run_id)
         return len(entry.subscribers) if entry else 0
+
+    def subscription_statistics(self, run_id: int) -> list[SubscriptionStatistics]:
+        """A snapshot of each of the run's subscribers."""
+        entry = self._runs.get(run_id)
+        return [subscription.statistics() for subscription in entry.subscribers] if entry else []
 
     def statistics(self) -> BusStatistics:
         return BusStatistics(
