@@ -403,3 +403,54 @@ async def test_pages_read_back_equal_what_was_appended(store, eventlog):
     assert page.first_seq == 1 and page.last_seq == len(lines) + 1 and page.is_terminal
     assert page.events == appended
     assert json.loads("[" + page.json_fragment + "]") == appended
+
+
+def _one_event_batch(seq: int) -> EventBatch:
+    return EventBatch.serialized(1, [{"seq": seq, "ts": "t", "kind": "stdout", "data": str(seq)}])
+
+
+async def test_publish_ticks_deliver_the_commits_of_a_tick_as_one_batch(mock_clock):
+    """With publish ticks, the first batch after a quiet spell goes out at once; the batches published
+    within the tick go out together when it ends, as one batch, in order, with their JSON reused."""
+    bus = RunEventBus(tick_s=0.02)
+    published = [_one_event_batch(seq) for seq in range(1, 12)]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.run_pruner)
+        with bus.subscribe(1) as subscription:
+            for batch in published[:10]:  # ten commits within one tick (the mock clock stands still)
+                bus.publish(batch)
+            assert subscription.receive_ready(100) == [published[0]]
+            await trio.testing.wait_all_tasks_blocked()
+            mock_clock.jump(0.019)
+            await trio.testing.wait_all_tasks_blocked()
+            assert subscription.receive_ready(100) == []  # the tick has not ended yet
+            mock_clock.jump(0.001)
+            await trio.testing.wait_all_tasks_blocked()
+            [merged] = subscription.receive_ready(100)
+            assert [e["seq"] for e in merged.events] == list(range(2, 11))
+            assert merged.json_fragment == ",".join(b.json_fragment for b in published[1:10])
+            mock_clock.jump(0.05)  # quiet for longer than a tick: the next batch goes out at once
+            bus.publish(published[10])
+            assert subscription.receive_ready(100) == [published[10]]
+            stats = bus.statistics()
+            assert stats.batches_published == 11 and stats.batches_delivered == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_held_batches_of_a_deleted_run_are_dropped(mock_clock):
+    """A run deleted while batches are held: its subscribers get RunGone, nothing is delivered later."""
+    from runsvc.model import RunGone
+
+    bus = RunEventBus(tick_s=0.02)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.run_pruner)
+        with bus.subscribe(1) as subscription:
+            bus.publish(_one_event_batch(1))
+            bus.publish(_one_event_batch(2))  # held
+            bus.run_deleted(1)
+            mock_clock.jump(1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert (await subscription.receive()).last_seq == 1
+            with pytest.raises(RunGone):
+                await subscription.receive()
+        nursery.cancel_scope.cancel()

@@ -158,6 +158,30 @@ async def test_slow_client_resyncs_with_bounded_memory(tmp_path):
     assert end["last_seq"] >= 200_000
 
 
+async def test_watcher_behind_gets_several_commits_per_frame(server, session):
+    """A client that stopped reading while 500 commits of 50 lines were made gets them, once it reads
+    again, in frames that each carry the output of several commits — in order, without gap."""
+    services = server.services
+    with trio.fail_after(60):
+        run_id = await running_run(services)
+        async with open_ws(server, f"/api/v1/runs/{run_id}/events/ws", cookie=session) as ws:
+            first = json.loads(await ws.get_message())
+            # 25,000 lines of ~200 bytes: more than the socket buffers hold, so the server falls behind.
+            for start in range(0, 25_000, 50):
+                lines = [("stdout", f"{i} " + "z" * 200) for i in range(start, start + 50)]
+                await services.eventlog.append(run_id, lines)
+            await services.runs.cancel(run_id, by="t")
+            sizes, seqs = [], [e["seq"] for e in first["events"]]
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                while True:
+                    frame = json.loads(await ws.get_message())
+                    if frame["type"] == "events":
+                        sizes.append(len(frame["events"]))
+                        seqs.extend(e["seq"] for e in frame["events"])
+    assert seqs == list(range(1, seqs[-1] + 1)) and seqs[-1] >= 25_000
+    assert len(sizes) < 500 and max(sizes) > 50  # frames carried several commits each
+
+
 async def test_hundred_clients_see_identical_sequences(server, session):
     """100 concurrent clients on one run all receive the same complete sequence."""
     services = server.services
