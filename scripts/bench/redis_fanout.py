@@ -57,7 +57,7 @@ async def reader(port: int, total: int, result: dict, latencies: list[float]) ->
         expected = last + 1
         last_id = entries[-1][0]
     result.update(received=expected, in_order=in_order)
-    await client.aclose() if hasattr(client, "aclose") else await client.close()
+    await client.close()  # redis-py 4.3 (Debian 12) has close(), not aclose()
 
 
 def client_process(port: int, count: int, total: int, result_file: str) -> None:
@@ -133,7 +133,7 @@ def main() -> None:
             clients = [
                 subprocess.Popen([sys.executable, __file__, "--client", str(port), str(n), str(total), f],
                                  stdout=subprocess.PIPE)
-                for n, f in zip(counts, files)
+                for n, f in zip(counts, files, strict=True)
             ]
             for client in clients:
                 assert client.stdout.readline().strip() == b"ready"
