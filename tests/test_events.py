@@ -454,3 +454,27 @@ async def test_held_batches_of_a_deleted_run_are_dropped(mock_clock):
             with pytest.raises(RunGone):
                 await subscription.receive()
         nursery.cancel_scope.cancel()
+
+
+async def test_watched_batches_are_serialized_off_the_trio_thread(store, bus, eventlog, monkeypatch):
+    """The JSON of a watched run's new events is built in the writer thread: taking a published batch's
+    JSON on the Trio thread encodes nothing there."""
+    import json
+    import threading
+
+    run_id = await make_run(store)
+    trio_thread = threading.get_ident()
+    encoded_on: list[int] = []
+    real_dumps = json.dumps
+
+    def recording_dumps(*args, **kwargs):
+        encoded_on.append(threading.get_ident())
+        return real_dumps(*args, **kwargs)
+
+    monkeypatch.setattr(json, "dumps", recording_dumps)
+    with bus.subscribe(run_id) as subscription, trio.fail_after(10):
+        await eventlog.append(run_id, [("stdout", f"line {i}") for i in range(100)])
+        batch = await subscription.receive()
+        text = batch.json_fragment  # what a WebSocket sends
+    assert [e["seq"] for e in json.loads("[" + text + "]")] == list(range(1, 101))
+    assert encoded_on and trio_thread not in encoded_on
