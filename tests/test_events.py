@@ -478,3 +478,19 @@ async def test_watched_batches_are_serialized_off_the_trio_thread(store, bus, ev
         text = batch.json_fragment  # what a WebSocket sends
     assert [e["seq"] for e in json.loads("[" + text + "]")] == list(range(1, 101))
     assert encoded_on and trio_thread not in encoded_on
+
+
+async def test_publish_ticks_never_merge_across_a_gap(mock_clock):
+    """Held batches whose seqs do not follow on are delivered as separate batches, so a consumer still
+    sees the gap (and resyncs) instead of a merged batch that hides it."""
+    bus = RunEventBus(tick_s=0.02)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.run_pruner)
+        with bus.subscribe(1) as subscription:
+            for seq in (1, 2, 3, 5, 6):
+                bus.publish(_one_event_batch(seq))
+            mock_clock.jump(0.02)
+            await trio.testing.wait_all_tasks_blocked()
+            ranges = [(b.first_seq, b.last_seq) for b in subscription.receive_ready(100)]
+        nursery.cancel_scope.cancel()
+    assert ranges == [(1, 1), (2, 3), (5, 6)]

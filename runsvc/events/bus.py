@@ -242,7 +242,8 @@ class RunEventBus:
             del self._holding[run_id]
             held, entry.held = entry.held, []
             entry.next_delivery_at = now + self._tick_s
-            self._deliver(entry, EventBatch.concat(held))
+            for group in _contiguous(held):
+                self._deliver(entry, EventBatch.concat(group))
         return next_due
 
     async def _run_ticks(self) -> None:
@@ -303,3 +304,16 @@ class RunEventBus:
                 next_expiry = self.prune_idle()
                 with trio.move_on_at(next_expiry):
                     await self._became_idle.wait()
+
+
+def _contiguous(batches: list[EventBatch]) -> list[list[EventBatch]]:
+    """Consecutive batches grouped where their seqs follow on without a gap. Every commit is published, so
+    there is normally one group; if one ever were not, the consumer must see the gap (and resync), not a
+    merged batch whose seq range hides it."""
+    groups = [[batches[0]]]
+    for batch in batches[1:]:
+        if batch.first_seq == groups[-1][-1].last_seq + 1:
+            groups[-1].append(batch)
+        else:
+            groups.append([batch])
+    return groups
