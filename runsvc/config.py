@@ -155,6 +155,10 @@ class Settings:
     bus_idle_ttl_s: float = _setting(
         600.0, "seconds a run's bus entry lives without subscribers", _parse_float, _at_least(0)
     )
+    bus_tick_s: float = _setting(
+        0.02, "live output of a run goes to its watchers at most once per this many seconds (0: per commit)",
+        _parse_float, _at_least(0),
+    )
     ws_ping_interval_s: float = _setting(
         20.0, "seconds between WebSocket pings", _parse_float, _at_least(0.01)
     )

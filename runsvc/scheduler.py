@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import trio
 
 from .config import Settings
@@ -186,6 +187,19 @@ class Scheduler:
     async def _wait_all_finished(self) -> None:
         while self._running:
             await self._finished.wait()
+
+    def statistics(self) -> SchedulerStatistics:
+        return SchedulerStatistics(
+            running=len(self._running), idle=self.idle, claiming=self._claiming, accepting=self._accepting
+        )
+
+
+@attrs.frozen
+class SchedulerStatistics:
+    running: int  # runs being supervised
+    idle: bool  # waiting for a wakeup with nothing running and nothing claimable
+    claiming: bool  # a claim transaction is in flight
+    accepting: bool  # False once shutdown has begun
 
 
 async def _time_out(stop: StopRequest, timeout_s: float) -> None:

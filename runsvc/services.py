@@ -33,7 +33,8 @@ class Services:
 
 def build_services(settings: Settings, store: Store, auth: Auth) -> Services:
     bus = RunEventBus(
-        capacity=settings.bus_capacity, max_events=settings.bus_max_events, idle_ttl_s=settings.bus_idle_ttl_s
+        capacity=settings.bus_capacity, max_events=settings.bus_max_events, idle_ttl_s=settings.bus_idle_ttl_s,
+        tick_s=settings.bus_tick_s,
     )
     eventlog = EventLog(store, bus)
     feed = RunFeed()

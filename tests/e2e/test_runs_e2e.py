@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -123,22 +122,16 @@ async def test_second_signal_exits_at_once(tmp_path):
     assert code != 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_submit_follow_survives_server_restart(tmp_path):
     """`submit --follow` prints every line once, in order, across a server restart, and exits with
     the run's exit code."""
     data = tmp_path / "data"
-    port = str(_free_port())
     script = "import time, sys\nfor i in range(8):\n    print(i, flush=True)\n    time.sleep(0.4)\nsys.exit(3)"
     env = child_env(RUNSVC_USERNAME="admin", RUNSVC_PASSWORD="admin-password-1")
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery, data, "--port", port, "--drain-s", "10")
+            server = await start_server(nursery, data, "--drain-s", "10")  # port 0: read from its log
+            port = server.url.rsplit(":", 1)[1]  # the restarted server must come back where the CLI is
             cli = await trio.lowlevel.open_process(
                 [PY, "-m", "runsvc", "submit", "--server", server.url, "--follow", "--", PY, "-c", script],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,

@@ -34,8 +34,9 @@ def _after_seq() -> int:
 
 
 def _frames(batch: EventBatch) -> list[str]:
-    """One `events` frame per JSON fragment of the batch (each at most FRAGMENT_CAP characters)."""
-    return ['{"type":"events","events":[' + fragment + "]}" for fragment in batch.fragments]
+    """One `events` frame per JSON fragment of the batch (each at most FRAGMENT_CAP characters); built
+    once per batch, shared by every socket that sends it."""
+    return batch.wrapped('{"type":"events","events":[', "]}")
 
 
 async def run_events_ws(run_id: int) -> None:
