@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -9,6 +10,7 @@ from quart_trio import QuartTrio
 
 from .access import Access, guard
 from .handlers import auth, health, live, runs, users
+from .query import check_path_ints
 
 API = "/api/v1"
 
@@ -45,9 +47,20 @@ WEBSOCKET_ROUTES: tuple[tuple[str, Callable[..., Awaitable[None]]], ...] = (
 )
 
 
+def _bounded(handler: Callable[..., Awaitable[object]]) -> Callable[..., Awaitable[object]]:
+    """`handler`, refusing path integers beyond 64 bits with a 400 before it runs."""
+
+    @functools.wraps(handler)
+    async def bounded(**kwargs: object) -> object:
+        check_path_ints(kwargs)
+        return await handler(**kwargs)
+
+    return bounded
+
+
 def register(app: QuartTrio, routes: tuple[Route, ...] = ROUTES) -> None:
     for route in routes:
         endpoint = f"{route.method} {route.path}"
-        app.add_url_rule(route.path, endpoint, guard(route.handler, route.access), methods=[route.method])
+        app.add_url_rule(route.path, endpoint, guard(_bounded(route.handler), route.access), methods=[route.method])
     for path, handler in WEBSOCKET_ROUTES:
         app.add_websocket(path, f"WS {path}", handler)
