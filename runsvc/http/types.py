@@ -17,9 +17,10 @@ def services() -> Services:
 
 
 def no_content(status: int = 204) -> Response:
-    """An answer without a body. Built from b"" on purpose: `Response(status=204)` makes Quart iterate an
-    empty list on asyncio's executor, which does not exist under Trio; the client gets its 204 but the
-    server then drops the keep-alive connection (and logs "Error in ASGI Framework")."""
+    """An answer without a body. Built from b"" on purpose: `quart.Response(status=204)` makes Quart
+    iterate an empty list on asyncio's executor, which does not exist under Trio; the client gets its
+    204 but the server then drops the keep-alive connection (and logs "Error in ASGI Framework").
+    Handlers build answers from str/bytes or async generators only, never None or a plain iterable."""
     return Response(b"", status=status)
 
 
