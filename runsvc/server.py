@@ -118,7 +118,8 @@ async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) 
             background.start_soon(services.bus.run_pruner)
             background.start_soon(partial(run_maintenance, services.store, settings))
             background.start_soon(
-                partial(run_pruner, services.store, settings, on_runs_deleted=services.runs.runs_deleted)
+                partial(run_pruner, services.store, settings, on_runs_deleted=services.runs.runs_deleted,
+                        on_fence=services.runs.fence)
             )
             hypercorn_serve = partial(
                 hypercorn.trio.serve, create_app(services), _hypercorn_config(settings),

@@ -134,6 +134,12 @@ def prune_batch(conn: sqlite3.Connection, cutoff: str, budget: int) -> PruneBatc
     return PruneBatch(tuple(deleted_runs), events, exhausted, time.perf_counter() - started)
 
 
+def expired_run_ids(conn: sqlite3.Connection, cutoff: str, limit: int) -> list[int]:
+    """The runs the next `prune_batch` with this cutoff and a budget of `limit - 1` may touch, in its
+    order: what retention fences before it deletes anything (SPEC §14)."""
+    return [row[0] for row in conn.execute(SELECT_EXPIRED_RUNS, {"cutoff": cutoff, "limit": limit})]
+
+
 def prune_batch_alone(conn: sqlite3.Connection, cutoff: str, budget: int) -> PruneBatch:
     """`prune_batch` in a transaction of its own, for `store.write(..., transaction=False)`.
 
