@@ -97,7 +97,7 @@ class RunService:
             async for batch in batches:
                 if run_id in self._fenced:
                     raise RunGone(f"run {run_id} was deleted")
-                yield batch
+                yield batch  # noqa: ASYNC119 (callers close this generator with aclosing)
 
     async def get(self, run_id: int) -> dict[str, Any]:
         self._check_fence(run_id)

@@ -263,7 +263,9 @@ async def test_server_tells_watchers_of_pruned_runs(tmp_path):
             bus = server.services.bus
             subscriptions = []
             # Subscribed in on_commit, before any other task runs: the pruner cannot delete it first.
-            await server.services.store.write(insert_old_run, on_commit=lambda rid: subscriptions.append(bus.subscribe(rid)))
+            await server.services.store.write(
+                insert_old_run, on_commit=lambda rid: subscriptions.append(bus.subscribe(rid))
+            )
             with subscriptions[0] as subscription:
                 with pytest.raises(RunGone):
                     await subscription.receive()
