@@ -75,9 +75,6 @@ def resolve_run_as(settings: Settings) -> RunAs | None:
     """The user of `run_as_user`, or None. Raises StartupError when it cannot be honoured."""
     name = settings.run_as_user
     if not name:
-        if os.geteuid() == 0:
-            log.warning("running as root without run_as_user: runs can do anything the server can; "
-                        "set run_as_user to an unprivileged user")
         return None
     try:
         entry = pwd.getpwnam(name)
@@ -85,7 +82,12 @@ def resolve_run_as(settings: Settings) -> RunAs | None:
         raise StartupError(f"run_as_user: no user named {name!r}") from None
     if os.geteuid() != 0:
         raise StartupError("run_as_user needs the server to run as root (it switches user for each run)")
-    if entry.pw_uid == 0:
-        log.warning("run_as_user is root: runs can do anything the server can")
     groups = tuple(sorted(set(os.getgrouplist(name, entry.pw_gid))))  # what initgroups() would set
     return RunAs(name=name, uid=entry.pw_uid, gid=entry.pw_gid, groups=groups, home=entry.pw_dir)
+
+
+def warn_if_runs_are_root(run_as: RunAs | None) -> None:
+    """Logged once the server has started (so a startup failure stays one line)."""
+    if (run_as.uid if run_as is not None else os.geteuid()) == 0:
+        log.warning("runs run as root: they can do anything the server can; set run_as_user to an "
+                    "unprivileged user")

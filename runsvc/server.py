@@ -7,6 +7,7 @@ import math
 import os
 import signal
 from functools import partial
+from pathlib import Path
 
 import argon2
 import attrs
@@ -17,7 +18,13 @@ import trio
 from .accounts import Auth, Passwords, create_initial_admin
 from .config import Settings, prepare_data_dir, prepare_work_dir
 from .http.app import create_app
-from .isolation import DataDirLock, make_non_dumpable, resolve_run_as, take_admin_password
+from .isolation import (
+    DataDirLock,
+    make_non_dumpable,
+    resolve_run_as,
+    take_admin_password,
+    warn_if_runs_are_root,
+)
 from .log import get_logger
 from .maintenance import run_maintenance, run_pruner
 from .services import Services, build_services
@@ -88,7 +95,7 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
     lock.acquire()
     try:
         run_as = resolve_run_as(settings)
-        prepare_work_dir(settings)
+        work_dir = prepare_work_dir(settings)
         async with open_store(
             settings.database_path, readers=settings.db_readers,
             busy_timeout_ms=int(settings.db_busy_timeout_s * 1000), read_timeout_s=settings.db_read_timeout_s,
@@ -96,15 +103,25 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
             auth = Auth(store=store, passwords=Passwords(password_hasher), session_ttl_s=settings.session_ttl_s)
             await create_initial_admin(settings, auth, admin_password)
             services = build_services(settings, store, auth, run_as)
+            warn_if_runs_are_root(run_as)
             async with trio.open_nursery() as sockets:
                 # WebSocket senders outlive every request (see sockets.py); cancelled once Hypercorn is done.
                 await sockets.start(services.sockets.run_senders)
                 await _serve_http(services, task_status)
                 sockets.cancel_scope.cancel()
             log.info("http server stopped; closing the database")
+        _remove_if_empty(work_dir)
     finally:
         lock.release()
     log.info("shutdown complete")
+
+
+def _remove_if_empty(path: Path) -> None:
+    """This server's directory under the shared work dir goes when no run directory is left in it."""
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # not empty (a run directory that could not be removed) or already gone
 
 
 async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) -> None:
