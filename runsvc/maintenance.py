@@ -151,11 +151,13 @@ async def prune_expired(
     runs = events = batches = 0
     longest = longest_wait = 0.0
     while True:
+        only: frozenset[int] | None = None
         if on_fence is not None:
-            on_fence(await store.read(expired_run_ids, cutoff, batch_events + 1))
+            only = frozenset(await store.read(expired_run_ids, cutoff, batch_events + 1))
+            on_fence(sorted(only))
         started = time.perf_counter()
         batch = await store.write(
-            prune_batch_alone, cutoff, batch_events, on_commit=after_commit, transaction=False
+            prune_batch_alone, cutoff, batch_events, only, on_commit=after_commit, transaction=False
         )
         waited = time.perf_counter() - started
         if batch.run_ids or batch.events:

@@ -153,10 +153,9 @@ class RunService:
         position = 0
         while position < up_to_seq:
             rows = await self._store.read(sql.output_lines, run_id, position, up_to_seq, LOG_PAGE)
-            if run_id in self._fenced:
+            if not rows or run_id in self._fenced:
+                # Events up to up_to_seq existed when the request came: none left means deleted.
                 raise RunGone(f"run {run_id} was deleted while its log was read")
-            if not rows:
-                return
             position = rows[-1][0]
             text = "".join(line + "\n" for _, line in rows if line is not None)
             if text:

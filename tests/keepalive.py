@@ -34,7 +34,8 @@ class KeepAliveConnection:
     @property
     def reusable(self) -> bool:
         """h11's verdict after the last answer: both sides may go on with the next request."""
-        return self._conn.our_state is h11.IDLE and self._conn.their_state is h11.IDLE
+        usable = (h11.IDLE, h11.DONE)
+        return self._conn.our_state in usable and self._conn.their_state in usable
 
     async def request(
         self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
