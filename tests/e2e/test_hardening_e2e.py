@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from runsvc.config import Settings, server_id
 from tests.helpers import child_env, start_server, wait_status
 
 PY = sys.executable
@@ -125,5 +126,67 @@ async def test_second_signal_kills_running_runs(tmp_path: Path) -> None:
             again = await start_server(nursery, data)
             async with logged_in_client(again.url) as (client, _):
                 assert (await wait_status(client, run_id))["status"] == "interrupted"
+            again.send_signal(signal.SIGTERM)
+            assert await again.wait() == 0
+
+
+ESCAPING = """
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.chdir("/")
+        fd = os.open(os.devnull, os.O_RDWR)
+        for n in (0, 1, 2):
+            os.dup2(fd, n)
+        time.sleep(120)
+    os._exit(0)
+os.wait()
+print(os.getpid(), flush=True)
+time.sleep(120)
+"""
+
+
+def escaped_of(data: Path, run_id: int) -> list[int]:
+    """Pids whose environment carries RUNSVC_RUN_ID=<run_id> and the server id of `data` (other tests'
+    servers have runs with the same ids)."""
+    tags = {f"RUNSVC_RUN_ID={run_id}".encode(), f"RUNSVC_SERVER_ID={server_id(Settings(data_dir=data))}".encode()}
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if tags <= set(f.read().split(b"\0")) and alive(int(name)):
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
+async def test_recovery_kills_escaped_processes_after_kill_9(tmp_path: Path) -> None:
+    """Issue 14 #6 at startup: after kill -9 of the server, the next start kills the run's process and
+    the daemon that left its group and directory, found by their environment."""
+    data = tmp_path / "data"
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, data)
+            async with logged_in_client(server.url) as (client, csrf):
+                answer = await client.post("/api/v1/runs", json={"command": [PY, "-c", ESCAPING]}, headers=csrf)
+                run_id = answer.json()["run"]["id"]
+                while not [e for e in (await client.get(f"/api/v1/runs/{run_id}/events")).json()["events"]
+                           if e["kind"] == "stdout"]:
+                    await trio.sleep(0.05)
+            leftovers = escaped_of(data, run_id)
+            assert len(leftovers) == 2  # the run's process and the daemon
+            server.send_signal(signal.SIGKILL)
+            await server.wait()
+            assert all(alive(pid) for pid in leftovers)
+
+            again = await start_server(nursery, data)
+            async with logged_in_client(again.url) as (client, _):
+                assert (await wait_status(client, run_id))["status"] == "interrupted"
+            while any(alive(pid) for pid in leftovers):
+                await trio.sleep(0.05)
             again.send_signal(signal.SIGTERM)
             assert await again.wait() == 0
