@@ -16,7 +16,7 @@ import attrs
 from .events import RunEventBus, RunFeed, stream_run_events
 from .model import TERMINAL_STATUSES, EventBatch, RunGone, RunNotFound, StatusConflict
 from .recorder import RunRecorder
-from .store import Store
+from .store import Store, StoreUnavailable
 from .store import runs as sql
 from .timeutil import now_ts
 
@@ -117,6 +117,10 @@ class RunService:
         Raises StatusConflict (409) for a finished run, RunNotFound for an unknown one.
         """
         reason = f"cancelled by {by}" if by else "cancelled"
+        if self._store.unavailable is not None:
+            # Recording goes through the event log, which waits out storage faults; a request answers
+            # 503 instead of hanging until the database is back.
+            raise StoreUnavailable(self._store.unavailable)
         try:
             return await self._recorder.finish(run_id, from_status="queued", status="cancelled", reason=reason)
         except StatusConflict:

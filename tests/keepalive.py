@@ -44,14 +44,30 @@ class KeepAliveConnection:
             self._conn.start_next_cycle()
         head = [("Host", "127.0.0.1"), ("Content-Length", str(len(body))), *(headers or {}).items()]
         await self._send(h11.Request(method=method, target=path, headers=head))
-        if body:
-            await self._send(h11.Data(data=body))
-        await self._send(h11.EndOfMessage())
+        async with trio.open_nursery() as nursery:
+            # The body goes while the answer is read: a server may answer (413) and close first.
+            nursery.start_soon(self._send_body, body)
+            answer = await self._read_answer()
+            nursery.cancel_scope.cancel()
+        return answer
+
+    async def _send_body(self, body: bytes) -> None:
+        try:
+            if body:
+                await self._send(h11.Data(data=body))
+            await self._send(h11.EndOfMessage())
+        except trio.BrokenResourceError:
+            pass  # the server closed without reading it all; its answer says why
+
+    async def _read_answer(self) -> Answer:
         status, answer_headers, chunks = 0, {}, []
         while True:
             event = self._conn.next_event()
             if event is h11.NEED_DATA:
-                data = await self._stream.receive_some()
+                try:
+                    data = await self._stream.receive_some()
+                except trio.BrokenResourceError:
+                    data = b""  # reset after the server closed: EOF for h11
                 self._conn.receive_data(data)  # b"" is EOF: h11 then raises on an unfinished answer
                 continue
             if isinstance(event, h11.Response):

@@ -88,6 +88,8 @@ async def _run_through_a_fault(settings, caplog, make_fault, clear_fault, reason
             assert refused.status_code == 503, refused.text
             assert refused.json()["error"]["code"] == "unavailable"
             assert int(refused.headers["Retry-After"]) > 0
+            cancel = await client.post(f"/api/v1/runs/{run_id}/cancel", headers=csrf)
+            assert cancel.status_code == 503 and cancel.json()["error"]["code"] == "unavailable"
             assert (await client.get(f"/api/v1/runs/{run_id}")).json()["run"]["status"] == "running"
 
             clear_fault(server)
