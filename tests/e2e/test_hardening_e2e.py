@@ -190,3 +190,42 @@ async def test_recovery_kills_escaped_processes_after_kill_9(tmp_path: Path) -> 
                 await trio.sleep(0.05)
             again.send_signal(signal.SIGTERM)
             assert await again.wait() == 0
+
+
+async def test_idle_server_outlives_a_lock_held_by_another_process(tmp_path: Path) -> None:
+    """Issue 14 #1 as reported: an idle server (safety net 0.5 s) while another process holds the write
+    lock past the busy timeout. It used to die with a traceback; now /healthz goes degraded, then back
+    to ok once the lock is gone, and the log has two warnings and no traceback."""
+    data = tmp_path / "data"
+    holder_code = (
+        "import sqlite3, sys\n"
+        "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "conn.execute('BEGIN IMMEDIATE')\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "conn.execute('ROLLBACK')\n"
+    )
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, data, "--scheduler-safety-net-s", "0.5",
+                                        "--db-busy-timeout-s", "0.2")
+            holder = await trio.lowlevel.open_process(
+                [PY, "-c", holder_code, str(data / "runsvc.db")], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+            assert holder.stdout is not None and holder.stdin is not None
+            assert await holder.stdout.receive_some() == b"locked\n"
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+                while (health := await client.get("/healthz")).status_code != 503:
+                    await trio.sleep(0.05)
+                assert health.json()["status"] == "degraded" and "locked" in health.json()["reason"]
+                await trio.sleep(2)  # several claim attempts and busy timeouts while locked
+                assert server.process.returncode is None
+                await holder.stdin.send_all(b"\n")
+                assert await holder.wait() == 0
+                while (await client.get("/healthz")).status_code != 200:
+                    await trio.sleep(0.05)
+            server.send_signal(signal.SIGTERM)
+            assert await server.wait() == 0
+    log = server.log_text()
+    assert "Traceback" not in log and "level=error" not in log
+    assert "database writes failing" in log and "database writable again" in log
