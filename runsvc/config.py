@@ -192,8 +192,8 @@ class Settings:
     )
     work_dir: Path = _setting(
         lambda: Path(tempfile.gettempdir()) / f"runsvc-work-{os.geteuid()}",
-        "directory under which runs get their working directories; never inside the data dir "
-        "(default: <system temp dir>/runsvc-work-<uid>)", _parse_path,
+        "directory under which runs get their working directories (<system temp dir>/runsvc-work-<uid> "
+        "by default); never inside the data dir", _parse_path,
     )
     run_as_user: str = _setting(
         "", "run every local run as this user and its groups (the server must run as root); "
