@@ -212,18 +212,29 @@ async def test_idle_server_outlives_a_lock_held_by_another_process(tmp_path: Pat
             holder = await trio.lowlevel.open_process(
                 [PY, "-c", holder_code, str(data / "runsvc.db")], stdin=subprocess.PIPE, stdout=subprocess.PIPE
             )
-            assert holder.stdout is not None and holder.stdin is not None
-            assert await holder.stdout.receive_some() == b"locked\n"
-            async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-                while (health := await client.get("/healthz")).status_code != 503:
-                    await trio.sleep(0.05)
-                assert health.json()["status"] == "degraded" and "locked" in health.json()["reason"]
-                await trio.sleep(2)  # several claim attempts and busy timeouts while locked
-                assert server.process.returncode is None
-                await holder.stdin.send_all(b"\n")
-                assert await holder.wait() == 0
-                while (await client.get("/healthz")).status_code != 200:
-                    await trio.sleep(0.05)
+            try:
+                assert holder.stdout is not None and holder.stdin is not None
+                said = b""
+                while not said.endswith(b"\n"):
+                    said += await holder.stdout.receive_some()
+                assert said == b"locked\n"
+                async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+                    while (health := await client.get("/healthz")).status_code != 503:
+                        await trio.sleep(0.05)
+                    assert health.json()["status"] == "degraded" and "locked" in health.json()["reason"]
+                    await trio.sleep(2)  # several claim attempts and busy timeouts while locked
+                    assert server.process.returncode is None
+                    await holder.stdin.send_all(b"\n")
+                    assert await holder.wait() == 0
+                    while (await client.get("/healthz")).status_code != 200:
+                        await trio.sleep(0.05)
+            finally:
+                if holder.returncode is None:
+                    holder.kill()
+                    await holder.wait()
+                for stream in (holder.stdin, holder.stdout):
+                    if stream is not None:
+                        await stream.aclose()
             server.send_signal(signal.SIGTERM)
             assert await server.wait() == 0
     log = server.log_text()
