@@ -5,9 +5,9 @@ from __future__ import annotations
 import attrs
 
 from .accounts import ApiTokens, Auth
-from .config import Settings
+from .config import Settings, server_id
 from .events import EventLog, RunEventBus, RunFeed
-from .executors import LocalExecutor
+from .executors import LocalExecutor, RunAs
 from .http.sockets import SocketRegistry
 from .metrics import Metrics, Sources
 from .recorder import RunRecorder
@@ -31,7 +31,7 @@ class Services:
     metrics: Metrics
 
 
-def build_services(settings: Settings, store: Store, auth: Auth) -> Services:
+def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs | None = None) -> Services:
     bus = RunEventBus(
         capacity=settings.bus_capacity, max_events=settings.bus_max_events, idle_ttl_s=settings.bus_idle_ttl_s,
         tick_s=settings.bus_tick_s,
@@ -39,7 +39,8 @@ def build_services(settings: Settings, store: Store, auth: Auth) -> Services:
     eventlog = EventLog(store, bus)
     feed = RunFeed()
     recorder = RunRecorder(eventlog, bus, feed)
-    scheduler = Scheduler(settings, store, recorder, LocalExecutor(kill_grace_s=settings.kill_grace_s))
+    executor = LocalExecutor(kill_grace_s=settings.kill_grace_s, server_id=server_id(settings), run_as=run_as)
+    scheduler = Scheduler(settings, store, recorder, executor)
     runs = RunService(store, recorder, bus, scheduler)
     metrics = Metrics(store, Sources(
         sql_statements=lambda: store.statistics().statements,
@@ -51,6 +52,7 @@ def build_services(settings: Settings, store: Store, auth: Auth) -> Services:
         runs_finished=lambda: recorder.finished,
     ))
     return Services(
-        settings=settings, store=store, auth=auth, tokens=ApiTokens(store), bus=bus, eventlog=eventlog,
-        feed=feed, runs=runs, scheduler=scheduler, sockets=SocketRegistry(), metrics=metrics,
+        settings=settings, store=store, auth=auth, tokens=ApiTokens(store, revocations=auth.revocations),
+        bus=bus, eventlog=eventlog, feed=feed, runs=runs, scheduler=scheduler, sockets=SocketRegistry(),
+        metrics=metrics,
     )

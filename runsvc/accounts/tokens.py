@@ -21,6 +21,7 @@ from ..log import get_logger
 from ..store import Store, StoreClosedError
 from ..store import tokens as token_store
 from ..timeutil import format_ts, parse_ts, utcnow
+from .revocations import Revocations
 from .service import ROLE_RANK, AccountError, InvalidAccountInput, User, check_role
 
 log = get_logger(__name__)
@@ -78,6 +79,7 @@ class ApiTokens:
 
     store: Store
     clock: Callable[[], dt.datetime] = utcnow
+    revocations: Revocations | None = None  # told when a token is revoked, like a logout
     # token id -> the wall-clock moment its last_used_at was last written (or queued) by this process
     _touched: dict[int, dt.datetime] = attrs.field(factory=dict, init=False)
 
@@ -113,11 +115,14 @@ class ApiTokens:
     async def revoke(self, user: User, token_id: int, *, any_owner: bool) -> None:
         """Delete a token of `user` (of anybody when `any_owner`); TokenNotFound otherwise."""
         owner = None if any_owner else user.id
-        if not 1 <= token_id <= _MAX_ROW_ID or not await self.store.write(
-            token_store.delete_token, token_id, owner
-        ):
+        deleted_from = None
+        if 1 <= token_id <= _MAX_ROW_ID:
+            deleted_from = await self.store.write(token_store.delete_token, token_id, owner)
+        if deleted_from is None:
             raise TokenNotFound(f"no token with id {token_id}")
         self._touched.pop(token_id, None)
+        if self.revocations is not None:
+            self.revocations.publish(deleted_from)  # sockets opened with the token close (4401)
 
     async def authenticate(self, secret: str) -> tuple[User, ApiToken] | None:
         """The user (with the effective role) and token behind a bearer secret, or None."""

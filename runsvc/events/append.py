@@ -78,6 +78,7 @@ class EventLog:
                 prepare=self._take_open_buffer,
                 on_commit=self._publish,
                 on_error=partial(self._fail, buffer),
+                retry=True,  # a transient storage fault holds the appenders (and their runs) until it passes
             )
         append = _Append(items, transition)
         buffer.by_run.setdefault(run_id, []).append(append)
@@ -143,10 +144,12 @@ def _number_run(
         seq = sql.last_seq(conn, run_id)
     except RunNotFound as exc:
         for append in appends:
+            append.events = []
             append.error = exc
         return
     start = seq
     for append in appends:
+        append.events, append.error = [], None  # this may be a retry of a batch that met a fault
         if append.transition is not None:
             conn.execute("SAVEPOINT transition")
             try:

@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from ..accounts import AccountError
 from ..log import get_logger
 from ..model import RunNotFound, StatusConflict
+from ..store import StoreClosedError, StoreUnavailable
 from .errors import ApiError, api_error_for, error_response
 
 log = get_logger(__name__)
@@ -46,7 +47,7 @@ def install(app: QuartTrio) -> None:
         api_error = api_error_for(error)
         return error_response(api_error.status, api_error.code, api_error.message, api_error.headers)
 
-    for domain_error in (AccountError, RunNotFound, StatusConflict):
+    for domain_error in (AccountError, RunNotFound, StatusConflict, StoreUnavailable, StoreClosedError):
         app.register_error_handler(domain_error, _domain_error)
 
     @app.errorhandler(HTTPException)
@@ -57,6 +58,10 @@ def install(app: QuartTrio) -> None:
         valid_methods = getattr(error, "valid_methods", None)  # set on werkzeug's MethodNotAllowed
         if status == 405 and valid_methods:
             headers["Allow"] = ", ".join(sorted(valid_methods))
+        if status == 413:
+            # The rest of the body may still be on its way; closing is the only way the next request
+            # on this connection does not wait behind (or get parsed out of) it.
+            headers["Connection"] = "close"
         return error_response(status, code, message, headers)
 
     @app.errorhandler(Exception)

@@ -8,11 +8,11 @@ from typing import Any
 
 import attrs
 from quart_trio import QuartTrio
-from werkzeug.routing import IntegerConverter, Map
 
 from .access import Access, guard
 from .handlers import auth, health, live, metrics, openapi, runs, tokens, ui, users
 from .openapi import build_document
+from .query import check_path_ints
 from .types import services
 
 API = "/api/v1"
@@ -78,25 +78,23 @@ def _counted(kind: str, handler: Callable[..., Awaitable[None]]) -> Callable[...
     return counted
 
 
-MAX_ROW_ID = 2**63 - 1  # SQLite INTEGER: an id past it names nothing
+def _bounded(handler: Callable[..., Awaitable[object]]) -> Callable[..., Awaitable[object]]:
+    """`handler`, refusing path integers beyond 64 bits with a 400 before it runs."""
 
+    @functools.wraps(handler)
+    async def bounded(**kwargs: object) -> object:
+        check_path_ints(kwargs)
+        return await handler(**kwargs)
 
-class RowIdConverter(IntegerConverter):
-    """`<int:…>` in our routes is a row id: one past SQLite's range matches no route (404), instead of
-    reaching the database as a number it cannot bind."""
-
-    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("max", MAX_ROW_ID)
-        super().__init__(map, *args, **kwargs)
+    return bounded
 
 
 def register(app: QuartTrio, routes: tuple[Route, ...] = ROUTES) -> None:
-    app.url_map.converters["int"] = RowIdConverter
     document = build_document(routes, [path for path, _, _ in WEBSOCKET_ROUTES])
     app.config[openapi.OPENAPI_KEY] = openapi.serialize(document)
     for route in (*routes, *UI_ROUTES):
         endpoint = f"{route.method} {route.path}"
-        guarded = guard(route.handler, route.access, tokens_allowed=route.tokens_allowed)
+        guarded = guard(_bounded(route.handler), route.access, tokens_allowed=route.tokens_allowed)
         app.add_url_rule(route.path, endpoint, guarded, methods=[route.method])
     for path, kind, handler in WEBSOCKET_ROUTES:
         app.add_websocket(path, f"WS {path}", _counted(kind, handler))

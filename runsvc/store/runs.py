@@ -18,12 +18,15 @@ RUN_COLUMNS = (
     "id, name, command, env, status, exit_code, created_at, started_at, ended_at, created_by, "
     "last_seq, timeout_s"
 )
+# What lists carry (SPEC §14): the run without `env`, which can be 64 KiB a run.
+SUMMARY_COLUMNS = RUN_COLUMNS.replace(" env,", "")
 
 
 def run_from_row(row: sqlite3.Row) -> dict[str, Any]:
     run = dict(row)
     run["command"] = json.loads(run["command"])
-    run["env"] = json.loads(run["env"])
+    if "env" in run:
+        run["env"] = json.loads(run["env"])
     return run
 
 
@@ -57,7 +60,8 @@ def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
 def list_runs(
     conn: sqlite3.Connection, statuses: Sequence[str], limit: int, before: int | None
 ) -> tuple[list[dict[str, Any]], int | None]:
-    """Newest first, keyset-paginated by id; returns (runs, the `before` of the next page or None)."""
+    """Run summaries (no env), newest first, keyset-paginated by id; returns (runs, the `before` of the
+    next page or None)."""
     where: list[str] = []
     params: list[Any] = []
     if statuses:
@@ -68,7 +72,7 @@ def list_runs(
         params.append(before)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     rows = conn.execute(
-        f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY id DESC LIMIT ?", (*params, limit + 1)
+        f"SELECT {SUMMARY_COLUMNS} FROM runs {clause} ORDER BY id DESC LIMIT ?", (*params, limit + 1)
     ).fetchall()
     runs = [run_from_row(row) for row in rows[:limit]]
     next_before = runs[-1]["id"] if len(rows) > limit else None

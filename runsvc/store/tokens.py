@@ -61,13 +61,16 @@ def list_tokens(conn: sqlite3.Connection, user_id: int | None) -> list[sqlite3.R
     ).fetchall()
 
 
-def delete_token(conn: sqlite3.Connection, token_id: int, user_id: int | None) -> bool:
-    """Delete the token `token_id` (only if it belongs to `user_id`, unless that is None)."""
+def delete_token(conn: sqlite3.Connection, token_id: int, user_id: int | None) -> int | None:
+    """Delete the token `token_id` (only if it belongs to `user_id`, unless that is None); return its
+    owner's user id, or None if no such token was deleted."""
     if user_id is None:
-        return conn.execute("DELETE FROM api_tokens WHERE id = ?", (token_id,)).rowcount == 1
-    return conn.execute(
-        "DELETE FROM api_tokens WHERE id = ? AND user_id = ?", (token_id, user_id)
-    ).rowcount == 1
+        row = conn.execute("DELETE FROM api_tokens WHERE id = ? RETURNING user_id", (token_id,)).fetchone()
+    else:
+        row = conn.execute(
+            "DELETE FROM api_tokens WHERE id = ? AND user_id = ? RETURNING user_id", (token_id, user_id)
+        ).fetchone()
+    return None if row is None else row[0]
 
 
 def touch_token(conn: sqlite3.Connection, token_id: int, now: str, not_since: str) -> bool:

@@ -60,7 +60,8 @@ async def test_keep_alive_survives_an_answer_given_before_the_body(server):
 
 
 async def test_numbers_past_64_bits_are_4xx_not_500(server, client):
-    """An id past SQLite's INTEGER range in a path matches no route (404); in a query it is a 400."""
+    """An id past SQLite's INTEGER range is a 400 in a path and in a query (SPEC §14); the largest id
+    that fits is an ordinary 404."""
     with trio.fail_after(10):
         await add_user(server, "alice", "viewer")
         await login(client, "alice")
@@ -68,6 +69,6 @@ async def test_numbers_past_64_bits_are_4xx_not_500(server, client):
         path = await client.get(f"/api/v1/runs/{too_big}")
         largest = await client.get(f"/api/v1/runs/{2**63 - 1}")
         before = await client.get(f"/api/v1/runs?before={too_big}")
-    assert_error(path, 404, "not_found")
+    assert_error(path, 400, "invalid_request")
     assert_error(largest, 404, "not_found")
     assert_error(before, 400, "invalid_request", f"before must be <= {2**63 - 1}")

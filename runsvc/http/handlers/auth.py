@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Response, request
 
 from ..access import SESSION_COOKIE, current_principal
-from ..types import json_response, services
+from ..types import json_response, no_content, services
 from ..validation import read_json_object, string
 
 LOGIN_FIELDS = {"username": string(), "password": string()}
@@ -32,7 +32,7 @@ async def login() -> Response:
 async def logout() -> Response:
     svc = services()
     await svc.auth.logout(request.cookies[SESSION_COOKIE])
-    response = Response(b"", status=204)  # a None body would be iterated with asyncio
+    response = no_content()
     response.delete_cookie(
         SESSION_COOKIE, path="/", secure=svc.settings.cookie_secure, httponly=True, samesite="Lax"
     )

@@ -17,6 +17,7 @@ from ..validation import number, read_json_object, string, string_list, string_m
 MAX_TIMEOUT_S = 7 * 86400  # 7 days
 DEFAULT_TIMEOUT_S = 3600
 MAX_NAME = 200
+MAX_FIELD_JSON_BYTES = 64 * 1024  # command and env, each as JSON (SPEC §14)
 RESERVED_ENV = "RUNSVC_RUN_ID"
 
 SUBMIT_FIELDS = {
@@ -28,7 +29,11 @@ SUBMIT_FIELDS = {
 
 
 def _check_submission(body: dict[str, Any]) -> None:
-    """Rules the field types cannot say: things exec() would refuse or runsvc reserves."""
+    """Rules the field types cannot say: things exec() would refuse or runsvc reserves, and sizes."""
+    for name in ("command", "env"):
+        size = len(json.dumps(body[name], ensure_ascii=False).encode())
+        if size > MAX_FIELD_JSON_BYTES:
+            raise InvalidRequest(f"{name} must be at most {MAX_FIELD_JSON_BYTES} bytes of JSON (got {size})")
     if body["timeout_s"] <= 0:
         raise InvalidRequest("timeout_s must be > 0")
     for index, arg in enumerate(body["command"]):
