@@ -10,7 +10,7 @@ import httpx
 import trio
 
 from runsvc.accounts.revocations import Revocations
-from tests.helpers import add_user, login
+from tests.helpers import add_user, login, open_websocket
 from tests.http.test_live import open_ws, read_all, running_run
 
 WITHIN_S = 2  # SPEC §14
@@ -118,3 +118,22 @@ async def test_revocations_are_not_missed_between_check_and_wait():
     with trio.move_on_after(0.05) as scope:
         await revocations.wait(7, revocations.generation)
     assert scope.cancelled_caught
+
+
+async def test_revoking_a_token_closes_the_sockets_it_opened(server):
+    """A WebSocket opened with an API token closes (4401) as soon as that token is revoked."""
+    await add_user(server, "vera", "viewer")
+    with trio.fail_after(20):
+        run_id = await running_run(server.services)
+        async with _logged_in(server, "vera") as (vera_client, _, csrf):
+            created = await vera_client.post("/api/v1/tokens", json={"name": "ci"}, headers=csrf)
+            assert created.status_code == 201, created.text
+            token_id, secret = created.json()["token"]["id"], created.json()["secret"]
+            url = server.url.replace("http://", "ws://") + f"/api/v1/runs/{run_id}/events/ws"
+            bearer = [(b"Authorization", f"Bearer {secret}".encode())]
+            async with open_websocket(url, extra_headers=bearer, max_message_size=2**24) as ws:
+                await ws.get_message()  # authenticated by the token and streaming
+                revoked = await vera_client.delete(f"/api/v1/tokens/{token_id}", headers=csrf)
+                assert revoked.status_code == 204
+                with trio.fail_after(WITHIN_S):
+                    assert (await read_all(ws))[2] == 4401
