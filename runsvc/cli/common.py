@@ -51,7 +51,7 @@ def _help_and_default(text: str, value: object) -> tuple[str, str]:
     """A setting's help without its own "(default: ...)" (then that wording is the default shown, once)."""
     match = _OWN_DEFAULT.search(text)
     if match is None:
-        return text, str(value)
+        return text, "none" if value in ("", None) else str(value)
     return text[: match.start()], match.group(1)
 
 
