@@ -84,7 +84,7 @@ CREATE TABLE enrollment_tokens (
 );
 CREATE INDEX enrollment_tokens_expires_at ON enrollment_tokens (expires_at);
 
--- Remote agents (SPEC §11). Deleting an agent revokes it: its secret no longer matches any row.
+-- Remote agents (SPEC §11, schema version 4). Deleting an agent revokes it: its secret no longer matches any row.
 CREATE TABLE agents (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     name         TEXT    NOT NULL UNIQUE,
@@ -93,3 +93,17 @@ CREATE TABLE agents (
     created_at   TEXT    NOT NULL,
     last_seen_at TEXT
 );
+-- API tokens (schema version 3): `Authorization: Bearer rsv_…`. Only sha256 of the secret is stored.
+-- The effective role of a request is the lower of `role` and the user's role at that moment.
+CREATE TABLE api_tokens (
+    id           INTEGER PRIMARY KEY,
+    token_hash   BLOB    NOT NULL UNIQUE,                 -- sha256 of the secret
+    user_id      INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name         TEXT    NOT NULL,
+    role         TEXT    NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    created_at   TEXT    NOT NULL,
+    expires_at   TEXT,                                    -- NULL: never expires
+    last_used_at TEXT                                     -- written at most once a minute
+);
+CREATE INDEX api_tokens_expires_at ON api_tokens (expires_at);
+CREATE INDEX api_tokens_user_id ON api_tokens (user_id);

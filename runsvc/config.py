@@ -7,8 +7,11 @@ turns a flag, an environment variable or a TOML value into the field's type. The
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import stat
+import tempfile
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -173,6 +176,10 @@ class Settings:
     bus_idle_ttl_s: float = _setting(
         600.0, "seconds a run's bus entry lives without subscribers", _parse_float, _at_least(0)
     )
+    bus_tick_s: float = _setting(
+        0.02, "live output of a run goes to its watchers at most once per this many seconds (0: per commit)",
+        _parse_float, _at_least(0),
+    )
     ws_ping_interval_s: float = _setting(
         20.0, "seconds between WebSocket pings", _parse_float, _at_least(0.01)
     )
@@ -205,6 +212,23 @@ class Settings:
     )
     local_executor: bool = _setting(True, "run runs on this machine too (false: agents only)", _parse_bool)
     db_readers: int = _setting(4, "reader connections to the database", _parse_int, _at_least(1))
+    db_busy_timeout_s: float = _setting(
+        5.0, "seconds a write waits for another process's lock on the database before it counts as a "
+        "fault (and is retried)", _parse_float, _at_least(0), _at_most(3600),
+    )
+    db_read_timeout_s: float = _setting(
+        30.0, "longest a database read may take before it is interrupted (503)", _parse_float,
+        _at_least(0.01),
+    )
+    work_dir: Path = _setting(
+        lambda: Path(tempfile.gettempdir()) / f"runsvc-work-{os.geteuid()}",
+        "directory under which runs get their working directories (<system temp dir>/runsvc-work-<uid> "
+        "by default); never inside the data dir", _parse_path,
+    )
+    run_as_user: str = _setting(
+        "", "run every local run as this user and its groups (the server must run as root); "
+        "empty: runs run as the server's user", _parse_str,
+    )
 
     @property
     def database_path(self) -> Path:
@@ -278,13 +302,53 @@ def load_settings(
 
 
 def prepare_data_dir(settings: Settings) -> None:
-    """Create the data directory if needed; refuse one runsvc cannot use."""
+    """Create the data directory if needed (mode 0700, and narrowed to it if it exists); refuse one
+    runsvc cannot use."""
     path = settings.data_dir
     if path.exists() and not path.is_dir():
         raise SettingsError(f"data dir {path} is not a directory")
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
     except OSError as exc:
         raise SettingsError(f"cannot create data dir {path}: {exc.strerror}") from None
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise SettingsError(f"data dir {path} is not readable and writable by this user")
+
+
+def server_id(settings: Settings) -> str:
+    """A short name of this data dir, stable across restarts: tags the runs' processes and names this
+    server's directory under the shared work dir."""
+    return hashlib.sha256(os.fsencode(os.path.realpath(settings.data_dir))).hexdigest()[:16]
+
+
+def server_work_dir(settings: Settings) -> Path:
+    """Where this server's runs get their working directories: `<work_dir>/<server id>/<run id>`."""
+    return settings.work_dir / server_id(settings)
+
+
+def prepare_work_dir(settings: Settings) -> Path:
+    """Create the work dir and this server's directory in it (each 0711: runs of `run_as_user` can pass
+    through but not list them); refuse a work dir inside the data dir or owned by another user (who
+    could swap run directories under us)."""
+    root = settings.work_dir.absolute()
+    data = settings.data_dir.absolute()
+    real_root, real_data = os.path.realpath(root), os.path.realpath(data)
+    if real_root == real_data or real_root.startswith(real_data + os.sep):
+        raise SettingsError(f"work dir {root} must not be inside the data dir {data}")
+    own = server_work_dir(settings)
+    for path in (root, own):
+        try:
+            path.mkdir(mode=0o711, parents=path is root, exist_ok=True)
+            info = os.lstat(path)
+        except OSError as exc:
+            raise SettingsError(f"cannot create work dir {path}: {exc.strerror}") from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise SettingsError(f"work dir {path} is not a directory")
+        if info.st_uid != os.geteuid():
+            raise SettingsError(f"work dir {path} is owned by uid {info.st_uid}, not by this server's user")
+        try:
+            os.chmod(path, 0o711)
+        except OSError as exc:
+            raise SettingsError(f"cannot set the mode of work dir {path}: {exc.strerror}") from None
+    return own

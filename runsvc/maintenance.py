@@ -1,6 +1,6 @@
 """Periodic cleanup and retention pruning: two long-lived tasks of the root nursery.
 
-`run_maintenance` deletes expired sessions and enrollment tokens and stale login-throttle rows every
+`run_maintenance` deletes expired sessions, enrollment and API tokens and stale login-throttle rows every
 `maintenance_interval_s`. `run_pruner` deletes finished runs older than `retention_days` with their
 events every `prune_interval_s`, in bounded write transactions so that live event appends interleave
 with it, then gives the freed pages back to the file system. Both run a pass as soon as they start,
@@ -21,12 +21,13 @@ import trio
 
 from .config import Settings
 from .log import get_logger
-from .store import Store
+from .store import Store, StoreUnavailable
 from .store.maintenance import (
     ExpiryCounts,
     PruneBatch,
     checkpoint_truncate,
     delete_expired,
+    expired_run_ids,
     freelist_count,
     incremental_vacuum,
     prune_batch_alone,
@@ -38,6 +39,7 @@ T = TypeVar("T")
 
 Clock = Callable[[], dt.datetime]
 RunsDeleted = Callable[[Sequence[int]], None]
+RunsFenced = Callable[[Sequence[int]], None]
 
 EXPIRY_BATCH_ROWS = 10_000  # rows of each kind deleted per maintenance transaction
 VACUUM_STEP_PAGES = 2048  # free pages given back per transaction (8 MiB at the default 4 KiB page)
@@ -56,7 +58,7 @@ async def maintenance_pass(store: Store, settings: Settings, *, now: Clock = utc
     while True:
         counts = await store.write(delete_expired, now_ts, throttle_cutoff, EXPIRY_BATCH_ROWS)
         total += counts
-        if max(counts.sessions, counts.enrollment_tokens, counts.login_throttle) < EXPIRY_BATCH_ROWS:
+        if max(counts.sessions, counts.enrollment_tokens, counts.login_throttle, counts.api_tokens) < EXPIRY_BATCH_ROWS:
             return total
 
 
@@ -91,7 +93,7 @@ async def _every(
         started = time.perf_counter()
         try:
             result = await one_pass()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StoreUnavailable) as exc:
             log.warning(f"{what} failed; retrying at the next interval", error=str(exc))
         else:
             log.info(what, **fields(result), seconds=f"{time.perf_counter() - started:.3f}")
@@ -129,14 +131,17 @@ async def prune_expired(
     *,
     batch_events: int,
     on_runs_deleted: RunsDeleted | None = None,
+    on_fence: RunsFenced | None = None,
 ) -> PruneResult:
     """Delete terminal runs that ended before `cutoff` with their events, `batch_events` rows per write.
 
     Each batch is its own `store.write` and its own transaction, so writes queued by others commit
     between batches, without waiting for the next batch. After each batch that deleted runs,
     `on_runs_deleted(run_ids)` is called on the Trio thread right after the commit (even if this task
-    is being cancelled): watchers of those runs can be told they are gone. Does not reclaim space;
-    `prune_pass` does.
+    is being cancelled): watchers of those runs can be told they are gone. Before each batch,
+    `on_fence(run_ids)` gets every run the batch may touch, so their watchers are closed and their
+    logs refused before the first of their events is deleted (no reader ever sees a gap). Does not
+    reclaim space; `prune_pass` does.
     """
 
     def after_commit(batch: PruneBatch) -> None:
@@ -146,9 +151,13 @@ async def prune_expired(
     runs = events = batches = 0
     longest = longest_wait = 0.0
     while True:
+        only: frozenset[int] | None = None
+        if on_fence is not None:
+            only = frozenset(await store.read(expired_run_ids, cutoff, batch_events + 1))
+            on_fence(sorted(only))
         started = time.perf_counter()
         batch = await store.write(
-            prune_batch_alone, cutoff, batch_events, on_commit=after_commit, transaction=False
+            prune_batch_alone, cutoff, batch_events, only, on_commit=after_commit, transaction=False
         )
         waited = time.perf_counter() - started
         if batch.run_ids or batch.events:
@@ -199,13 +208,15 @@ async def prune_pass(
     *,
     now: Clock = utcnow,
     on_runs_deleted: RunsDeleted | None = None,
+    on_fence: RunsFenced | None = None,
 ) -> PruneResult:
     """One retention pass at `now()`: prune, and reclaim space if anything was deleted."""
     cutoff = retention_cutoff(settings, now())
     if cutoff is None:
         return PruneResult()
     result = await prune_expired(
-        store, cutoff, batch_events=settings.prune_batch_events, on_runs_deleted=on_runs_deleted
+        store, cutoff, batch_events=settings.prune_batch_events, on_runs_deleted=on_runs_deleted,
+        on_fence=on_fence,
     )
     if result.batches:
         reclaimed = await reclaim_space(store)
@@ -219,6 +230,7 @@ async def run_pruner(
     *,
     now: Clock = utcnow,
     on_runs_deleted: RunsDeleted | None = None,
+    on_fence: RunsFenced | None = None,
     on_pass: Callable[[PruneResult], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -236,5 +248,6 @@ async def run_pruner(
 
     await _every(
         settings.prune_interval_s, "retention pass",
-        partial(prune_pass, store, settings, now=now, on_runs_deleted=on_runs_deleted), fields, on_pass,
+        partial(prune_pass, store, settings, now=now, on_runs_deleted=on_runs_deleted, on_fence=on_fence),
+        fields, on_pass,
     )

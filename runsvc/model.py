@@ -53,7 +53,7 @@ class EventBatch:
     only if somebody asks for them.
     """
 
-    __slots__ = ("run_id", "first_seq", "last_seq", "_events", "_fragments", "_terminal")
+    __slots__ = ("run_id", "first_seq", "last_seq", "_events", "_fragments", "_terminal", "_wrapped")
 
     def __init__(self, run_id: int, events: list[Event], fragments: list[str] | None = None):
         self.run_id = run_id
@@ -61,8 +61,14 @@ class EventBatch:
         self.last_seq: int = events[-1]["seq"]
         self._events: list[Event] | None = events
         self._fragments = fragments
+        self._wrapped: tuple[str, str, list[str]] | None = None
         last = events[-1]
         self._terminal = last["kind"] == "state" and last["data"]["status"] in TERMINAL_STATUSES
+
+    @classmethod
+    def serialized(cls, run_id: int, events: list[Event]) -> EventBatch:
+        """A batch whose JSON is built now, for the writer thread: the Trio thread then only splices it."""
+        return cls(run_id, events, _split_text(_dumps(events)))
 
     @classmethod
     def from_json(cls, run_id: int, text: str, first_seq: int, last_seq: int, terminal: bool) -> EventBatch:
@@ -70,6 +76,7 @@ class EventBatch:
         batch = cls.__new__(cls)
         batch.run_id, batch.first_seq, batch.last_seq = run_id, first_seq, last_seq
         batch._events, batch._fragments, batch._terminal = None, _split_text(text), terminal
+        batch._wrapped = None
         return batch
 
     @classmethod
@@ -93,6 +100,7 @@ class EventBatch:
         merged.run_id = batches[0].run_id
         merged.first_seq, merged.last_seq = batches[0].first_seq, batches[-1].last_seq
         merged._fragments, merged._terminal = fragments, batches[-1].is_terminal
+        merged._wrapped = None
         events: list[Event] | None = []
         for batch in batches:
             if batch._events is None or events is None:
@@ -118,6 +126,16 @@ class EventBatch:
         if self._fragments is None:
             self._fragments = _split_text(_dumps(self.events))
         return self._fragments
+
+    def wrapped(self, prefix: str, suffix: str) -> list[str]:
+        """Each fragment between `prefix` and `suffix` (a whole message around the events), built once
+        per batch: every subscriber that sends this batch sends the same strings."""
+        cached = self._wrapped
+        if cached is not None and cached[0] == prefix and cached[1] == suffix:
+            return cached[2]
+        texts = [prefix + fragment + suffix for fragment in self.fragments]
+        self._wrapped = (prefix, suffix, texts)
+        return texts
 
     @property
     def json_fragment(self) -> str:

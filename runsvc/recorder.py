@@ -7,6 +7,7 @@ the narrow `Scheduling` interface it is given at construction.
 
 from __future__ import annotations
 
+import collections
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +24,7 @@ class RunRecorder:
         self._eventlog = eventlog
         self._bus = bus
         self.feed = feed
+        self.finished: collections.Counter[str] = collections.Counter()  # runs finished by status, /metrics
 
     def published(self, result: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
         """on_commit for writes that change a run and append its events directly (create, claim)."""
@@ -63,5 +65,6 @@ class RunRecorder:
         events = await self._eventlog.append(run_id, items, transition=transition)
         run = changed["run"]
         run["last_seq"] = events[-1]["seq"]
+        self.finished[status] += 1
         self.feed.publish(run)
         return run

@@ -7,15 +7,16 @@ construction.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
 from functools import partial
 from typing import Any, Protocol
 
 import attrs
 
 from .events import RunEventBus, RunFeed, stream_run_events
-from .model import TERMINAL_STATUSES, EventBatch, RunNotFound, StatusConflict
+from .model import TERMINAL_STATUSES, EventBatch, RunGone, RunNotFound, StatusConflict
 from .recorder import RunRecorder
-from .store import Store
+from .store import Store, StoreUnavailable
 from .store import runs as sql
 from .timeutil import now_ts
 
@@ -48,6 +49,7 @@ class RunService:
         self._recorder = recorder
         self._bus = bus
         self._scheduling = scheduling
+        self._fenced: set[int] = set()  # runs retention is deleting: gone for readers already
 
     @property
     def feed(self) -> RunFeed:
@@ -79,17 +81,36 @@ class RunService:
         run["waiting_for"] = self._scheduling.waiting_for(run["labels"]) if run["status"] == "queued" else None
         return run
 
+    def fence(self, run_ids: Sequence[int]) -> None:
+        """Retention is about to delete events of these runs: from now on they are gone for readers
+        (404, watchers close with 4404), so nobody reads a run with part of its events deleted."""
+        for run_id in run_ids:
+            self._fenced.add(run_id)
+            self._bus.run_deleted(run_id)
+
     def runs_deleted(self, run_ids: Sequence[int]) -> None:
         """Retention deleted these runs: their watchers are told (WebSockets close with 4404)."""
         for run_id in run_ids:
+            self._fenced.discard(run_id)  # the row is gone: plain "no run" from here on
             self._bus.run_deleted(run_id)
 
-    def watch(self, run_id: int, after_seq: int) -> AsyncGenerator[EventBatch, None]:
+    def _check_fence(self, run_id: int) -> None:
+        if run_id in self._fenced:
+            raise RunNotFound(f"no run {run_id} (being deleted)")
+
+    async def watch(self, run_id: int, after_seq: int) -> AsyncGenerator[EventBatch, None]:
         """The run's events after `after_seq`: stored ones, then live, each once, in order, ending with
-        the terminal one (see events/stream.py). Raises RunNotFound, or RunGone once deleted."""
-        return stream_run_events(self._store, self._bus, run_id, after_seq)
+        the terminal one (see events/stream.py). Raises RunNotFound, or RunGone once deleted (or fenced
+        for deletion: every batch is checked after its read, so none comes from a half-deleted run)."""
+        self._check_fence(run_id)
+        async with aclosing(stream_run_events(self._store, self._bus, run_id, after_seq)) as batches:
+            async for batch in batches:
+                if run_id in self._fenced:
+                    raise RunGone(f"run {run_id} was deleted")
+                yield batch  # noqa: ASYNC119 (callers close this generator with aclosing)
 
     async def get(self, run_id: int) -> dict[str, Any]:
+        self._check_fence(run_id)
         run = await self._store.read(sql.get_run, run_id)
         if run is None:
             raise RunNotFound(f"no run {run_id}")
@@ -107,6 +128,10 @@ class RunService:
         Raises StatusConflict (409) for a finished run, RunNotFound for an unknown one.
         """
         reason = f"cancelled by {by}" if by else "cancelled"
+        if self._store.unavailable is not None:
+            # Recording goes through the event log, which waits out storage faults; a request answers
+            # 503 instead of hanging until the database is back.
+            raise StoreUnavailable(self._store.unavailable)
         try:
             return self._with_waiting_for(
                 await self._recorder.finish(run_id, from_status="queued", status="cancelled", reason=reason)
@@ -123,8 +148,9 @@ class RunService:
         raise StatusConflict(f"run {run_id} cannot be cancelled while {run['status']}")
 
     async def events_page(self, run_id: int, after_seq: int, limit: int) -> EventsPage:
+        self._check_fence(run_id)
         page = await self._store.read(sql.events_page, run_id, after_seq, limit)
-        if page is None:
+        if page is None or run_id in self._fenced:
             raise RunNotFound(f"no run {run_id}")
         status, last_seq, batch = page
         returned_last = batch.last_seq if batch else after_seq
@@ -136,12 +162,17 @@ class RunService:
 
     async def log_lines(self, run_id: int, up_to_seq: int) -> AsyncIterator[str]:
         """The stored stdout/stderr lines up to `up_to_seq` (the run's last_seq when the request came),
-        in seq order, newline-terminated, read page by page so a huge log is never held whole."""
+        in seq order, newline-terminated, read page by page so a huge log is never held whole.
+
+        Raises RunGone if retention fences the run meanwhile: the answer then breaks off (no final
+        chunk) instead of ending as if the log were complete."""
+        self._check_fence(run_id)
         position = 0
         while position < up_to_seq:
             rows = await self._store.read(sql.output_lines, run_id, position, up_to_seq, LOG_PAGE)
-            if not rows:
-                return
+            if not rows or run_id in self._fenced:
+                # Events up to up_to_seq existed when the request came: none left means deleted.
+                raise RunGone(f"run {run_id} was deleted while its log was read")
             position = rows[-1][0]
             text = "".join(line + "\n" for _, line in rows if line is not None)
             if text:

@@ -5,6 +5,12 @@ connecting) with a long safety-net timeout: an idle server runs no SQL. The exec
 says which executors have a free slot and their labels; a claim takes the oldest queued run one of them
 can take and names the executor. Each run gets a supervisor task: timeout timer, output cap, executor,
 then the terminal status with its event.
+
+Storage faults never end a task here: claims, appends and terminal statuses are store writes with
+`retry=True`, which wait (with backoff, in the store) until the database takes them; a run's output
+then backs up into its pipe and the process blocks. A run is never recorded `failed` because the
+server could not store something. Every wait is bounded at shutdown: a terminal status that cannot
+be recorded within the shutdown's bound is left `running`, and startup recovery marks it interrupted.
 """
 
 from __future__ import annotations
@@ -12,23 +18,28 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
-from .config import Settings
+from .config import Settings, server_id, server_work_dir
 from .executors import Outcome, RunSpec, StopRequest
-from .executors.orphans import kill_orphans
+from .executors.orphans import kill_orphans, kill_tagged
 from .executors.pool import ExecutorPool
 from .log import get_logger
 from .model import RunNotFound, StatusConflict
 from .recorder import RunRecorder
-from .store import Store
+from .store import Store, StoreClosedError, StoreUnavailable
 from .store import agents as agent_sql
 from .store import runs as sql
 from .timeutil import now_ts
 
 log = get_logger(__name__)
+
+SHUTDOWN_FINISH_S = 10.0  # at shutdown, after the kill grace: longest wait for runs to be recorded
+RETRY_MAX_S = 2.0  # backoff cap of the scheduler's own retries (reads at recovery)
 
 
 class Scheduler:
@@ -46,7 +57,10 @@ class Scheduler:
         self._stopping: tuple[str, str] | None = None  # set after the drain: stop whatever still runs
         self._finished = trio.Event()  # set (and replaced) each time a run finishes
         self.idle = False  # True while waiting for a wakeup with nothing claimable
-        self.workdirs = settings.data_dir / "work"
+        self.wakeups = 0  # times the claim loop woke from waiting (a wakeup or the safety net), /metrics
+        self.workdirs = server_work_dir(settings)
+        self._server_id = server_id(settings)
+        self._finish_scopes: set[trio.CancelScope] = set()
 
     # ---- the run service's view (runs.Scheduling) -------------------------------------------
 
@@ -87,13 +101,16 @@ class Scheduler:
                 self.idle = not self._running
                 with trio.move_on_after(self._settings.scheduler_safety_net_s):
                     await self._wakeup.wait()
+                self.wakeups += 1
                 self.idle = False
             await self._wait_all_finished()
 
     async def _claim(self, offers: list[tuple[str, tuple[str, ...]]]) -> dict[str, Any] | None:
         self._claiming = True
         try:
-            result = await self._store.write(sql.claim_next, now_ts(), offers, on_commit=self._on_claim)
+            result = await self._store.write(
+                sql.claim_next, now_ts(), offers, on_commit=self._on_claim, retry=True
+            )
         finally:
             self._claiming = False
             self._early_stops.clear()
@@ -140,10 +157,14 @@ class Scheduler:
                     else:
                         outcome = await executor.execute(spec, sink.emit, stop)
                     nursery.cancel_scope.cancel()
+            except (StoreClosedError, StoreUnavailable) as exc:
+                # The server's own storage, not the run, failed: never recorded as the run failing.
+                log.warning("run cut short by a storage error", run_id=run_id, error=str(exc))
+                outcome = Outcome("interrupted", None, "the server could not store the run's output")
             except Exception as exc:
                 # A bug in an executor must not take the server down; the run records it.
                 log.exception("executor failed", run_id=run_id)
-                outcome = Outcome("failed", None, f"internal error: {exc!r}")
+                outcome = Outcome("failed", None, f"internal error: {type(exc).__name__}: {exc}")
             await self._finish(run_id, outcome)
             if outcome.recorded is not None:
                 await outcome.recorded()
@@ -155,7 +176,10 @@ class Scheduler:
             self._wakeup.set()
 
     async def _finish(self, run_id: int, outcome: Outcome) -> None:
-        with trio.CancelScope(shield=True):
+        # Shielded so that a shutdown does not lose a status that is being recorded; bounded by
+        # shutdown(), which cancels these scopes once its own bound has passed.
+        with trio.CancelScope(shield=True) as scope:
+            self._finish_scopes.add(scope)
             try:
                 await self._recorder.finish(
                     run_id, from_status="running", status=outcome.status, exit_code=outcome.exit_code,
@@ -164,18 +188,36 @@ class Scheduler:
             except (StatusConflict, RunNotFound) as exc:
                 log.warning("run finished but could not be recorded", run_id=run_id, error=str(exc))
                 return
+            except (StoreClosedError, StoreUnavailable) as exc:
+                log.warning("run finished but the database is unavailable; the next start marks it "
+                            "interrupted", run_id=run_id, error=str(exc))
+                return
+            finally:
+                self._finish_scopes.discard(scope)
+        if scope.cancelled_caught:
+            log.warning("shutdown before the run's end could be recorded; the next start marks it "
+                        "interrupted", run_id=run_id)
+            return
         log.info("run finished", run_id=run_id, status=outcome.status, exit_code=outcome.exit_code)
 
     # ---- startup and shutdown --------------------------------------------------------------------
 
     async def _recover(self) -> None:
-        """Runs left `running` by a crashed server become `interrupted`; their processes and
-        directories go."""
-        if self.workdirs.exists():
-            killed = await trio.to_thread.run_sync(kill_orphans, self.workdirs)
-            if killed:
-                log.warning("killed processes of runs a crashed server left behind", groups=len(killed))
-        for run_id in await self._store.read(sql.running_run_ids):
+        """Runs left `running` by a crashed server become `interrupted`; their processes (found by
+        working directory and by their environment's tags) and directories go."""
+        killed = await trio.to_thread.run_sync(self._kill_leftovers)
+        if killed:
+            log.warning("killed processes of runs a crashed server left behind", processes=killed)
+        backoff = 0.05
+        while True:
+            try:
+                running = await self._store.read(sql.running_run_ids)
+                break
+            except StoreUnavailable as exc:
+                log.warning("startup recovery waiting for the database", error=str(exc))
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
+        for run_id in running:
             try:
                 await self._recorder.finish(
                     run_id, from_status="running", status="interrupted",
@@ -185,8 +227,27 @@ class Scheduler:
                 log.warning("run interrupted by an earlier crash", run_id=run_id)
             except (StatusConflict, RunNotFound):
                 pass
-        if self.workdirs.exists():
-            await trio.to_thread.run_sync(shutil.rmtree, self.workdirs, True)
+        await trio.to_thread.run_sync(self._remove_leftover_dirs)
+
+    def _kill_leftovers(self) -> int:
+        killed = len(kill_tagged(self._server_id))
+        for root in (self.workdirs, self._legacy_workdirs()):
+            if root.exists():
+                killed += len(kill_orphans(root))
+        return killed
+
+    def _remove_leftover_dirs(self) -> None:
+        for root in (self.workdirs, self._legacy_workdirs()):
+            for child in root.iterdir() if root.exists() else ():
+                shutil.rmtree(child, ignore_errors=True)
+        shutil.rmtree(self._legacy_workdirs(), ignore_errors=True)
+
+    def _legacy_workdirs(self) -> Path:
+        return self._settings.data_dir / "work"  # before work_dir existed, runs ran in here
+
+    def kill_all_now(self) -> None:
+        """Second signal: the process exits right after this; its runs must not outlive it."""
+        self.pool.kill_all_now()
 
     async def _adopt_agent_runs(self, supervisors: trio.Nursery) -> None:
         """Runs a previous server process left running on agents keep running: their agents reconnect
@@ -212,11 +273,31 @@ class Scheduler:
         for run_id, stop in list(self._running.items()):
             stop.request(*self._stopping)
             log.info("stopping run for shutdown", run_id=run_id)
-        await self._wait_all_finished()
+        with trio.move_on_after(self._settings.kill_grace_s + SHUTDOWN_FINISH_S):
+            await self._wait_all_finished()
+        if self._running:
+            # Their processes are gone or going (SIGKILL at the latest); what cannot be recorded now
+            # (a database that stays locked) is recorded as interrupted by the next start.
+            log.warning("runs still being recorded at the end of the shutdown bound", count=len(self._running))
+            for scope in list(self._finish_scopes):
+                scope.cancel()
 
     async def _wait_all_finished(self) -> None:
         while self._running:
             await self._finished.wait()
+
+    def statistics(self) -> SchedulerStatistics:
+        return SchedulerStatistics(
+            running=len(self._running), idle=self.idle, claiming=self._claiming, accepting=self._accepting
+        )
+
+
+@attrs.frozen
+class SchedulerStatistics:
+    running: int  # runs being supervised
+    idle: bool  # waiting for a wakeup with nothing running and nothing claimable
+    claiming: bool  # a claim transaction is in flight
+    accepting: bool  # False once shutdown has begun
 
 
 async def _time_out(stop: StopRequest, timeout_s: float) -> None:

@@ -7,6 +7,7 @@ import math
 import os
 import signal
 from functools import partial
+from pathlib import Path
 
 import argon2
 import attrs
@@ -15,8 +16,15 @@ import hypercorn.trio
 import trio
 
 from .accounts import Auth, Passwords, create_initial_admin
-from .config import Settings
+from .config import Settings, prepare_data_dir, prepare_work_dir
 from .http.app import create_app
+from .isolation import (
+    DataDirLock,
+    make_non_dumpable,
+    resolve_run_as,
+    take_admin_password,
+    warn_if_runs_are_root,
+)
 from .log import get_logger
 from .maintenance import run_maintenance, run_pruner
 from .services import Services, build_services
@@ -75,18 +83,45 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
     requests in flight, close the database.
 
     `password_hasher` defaults to argon2id with argon2-cffi's defaults (tests pass cheaper parameters).
+
+    Before anything touches the data dir, the server takes its lock (a second server exits here,
+    having changed nothing), makes itself non-dumpable and takes $RUNSVC_ADMIN_PASSWORD out of its
+    environment. Raises StartupError / SettingsError (one line each) when it cannot start.
     """
-    async with open_store(settings.database_path, readers=settings.db_readers) as store:
-        auth = Auth(store=store, passwords=Passwords(password_hasher), session_ttl_s=settings.session_ttl_s)
-        await create_initial_admin(settings, auth)
-        services = build_services(settings, store, auth)
-        async with trio.open_nursery() as sockets:
-            # WebSocket senders outlive every request (see sockets.py); cancelled once Hypercorn is done.
-            await sockets.start(services.sockets.run_senders)
-            await _serve_http(services, task_status)
-            sockets.cancel_scope.cancel()
-        log.info("http server stopped; closing the database")
+    make_non_dumpable()
+    admin_password = take_admin_password()
+    prepare_data_dir(settings)
+    lock = DataDirLock(settings.data_dir)
+    lock.acquire()
+    try:
+        run_as = resolve_run_as(settings)
+        work_dir = prepare_work_dir(settings)
+        async with open_store(
+            settings.database_path, readers=settings.db_readers,
+            busy_timeout_ms=int(settings.db_busy_timeout_s * 1000), read_timeout_s=settings.db_read_timeout_s,
+        ) as store:
+            auth = Auth(store=store, passwords=Passwords(password_hasher), session_ttl_s=settings.session_ttl_s)
+            await create_initial_admin(settings, auth, admin_password)
+            services = build_services(settings, store, auth, run_as)
+            warn_if_runs_are_root(run_as)
+            async with trio.open_nursery() as sockets:
+                # WebSocket senders outlive every request (see http/sockets.py); cancelled once Hypercorn is done.
+                await sockets.start(services.sockets.run_senders)
+                await _serve_http(services, task_status)
+                sockets.cancel_scope.cancel()
+            log.info("http server stopped; closing the database")
+        _remove_if_empty(work_dir)
+    finally:
+        lock.release()
     log.info("shutdown complete")
+
+
+def _remove_if_empty(path: Path) -> None:
+    """This server's directory under the shared work dir goes when no run directory is left in it."""
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # not empty (a run directory that could not be removed) or already gone
 
 
 async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) -> None:
@@ -98,10 +133,16 @@ async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) 
             # Startup recovery runs before the first connection is accepted.
             await background.start(services.scheduler.run)
             background.start_soon(services.bus.run_pruner)
-            background.start_soon(partial(run_maintenance, services.store, settings))
-            background.start_soon(
-                partial(run_pruner, services.store, settings, on_runs_deleted=services.runs.runs_deleted)
-            )
+            metrics = services.metrics
+            background.start_soon(partial(
+                run_maintenance, services.store, settings,
+                on_pass=lambda counts: metrics.maintenance_deleted(attrs.asdict(counts)),
+            ))
+            background.start_soon(partial(
+                run_pruner, services.store, settings, on_runs_deleted=services.runs.runs_deleted,
+                on_fence=services.runs.fence,
+                on_pass=lambda pruned: metrics.maintenance_deleted({"runs": pruned.runs, "run_events": pruned.events}),
+            ))
             config = _hypercorn_config(settings)
             hypercorn_serve = partial(
                 hypercorn.trio.serve, create_app(services), config, shutdown_trigger=http_stop.wait,
@@ -139,7 +180,10 @@ async def run_until_signalled(settings: Settings) -> None:
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if server.shutdown_requested:
-                    log.warning("second signal: exiting now", signal=name)
+                    # No waiting any more, but no run outlives the server either: kill their process
+                    # groups (and escaped processes) first. The next start marks them interrupted.
+                    log.warning("second signal: killing running runs and exiting now", signal=name)
+                    server.services.scheduler.kill_all_now()
                     os._exit(128 + signum)
                 log.info("signal received: shutting down gracefully", signal=name)
                 server.request_shutdown()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import attrs
 
-from .accounts import Auth
+from .accounts import ApiTokens, Auth
 from .agents import AgentHub, AgentService
-from .config import Settings
+from .config import Settings, server_id
 from .events import EventLog, RunEventBus, RunFeed
-from .executors import LocalExecutor
+from .executors import LocalExecutor, RunAs
 from .executors.pool import ExecutorPool
 from .http.sockets import SocketRegistry
+from .metrics import Metrics, Sources
 from .recorder import RunRecorder
 from .runs import RunService
 from .scheduler import Scheduler
@@ -22,28 +23,44 @@ class Services:
     settings: Settings
     store: Store
     auth: Auth
+    tokens: ApiTokens
     bus: RunEventBus
     eventlog: EventLog
     feed: RunFeed
     runs: RunService
     scheduler: Scheduler
     sockets: SocketRegistry
+    metrics: Metrics
     agents: AgentService
 
 
-def build_services(settings: Settings, store: Store, auth: Auth) -> Services:
+def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs | None = None) -> Services:
     bus = RunEventBus(
-        capacity=settings.bus_capacity, max_events=settings.bus_max_events, idle_ttl_s=settings.bus_idle_ttl_s
+        capacity=settings.bus_capacity, max_events=settings.bus_max_events, idle_ttl_s=settings.bus_idle_ttl_s,
+        tick_s=settings.bus_tick_s,
     )
     eventlog = EventLog(store, bus)
     feed = RunFeed()
     recorder = RunRecorder(eventlog, bus, feed)
-    local = LocalExecutor(kill_grace_s=settings.kill_grace_s) if settings.local_executor else None
+    local = None
+    if settings.local_executor:
+        local = LocalExecutor(kill_grace_s=settings.kill_grace_s, server_id=server_id(settings), run_as=run_as)
     pool = ExecutorPool(local, settings.local_labels, settings.max_concurrent_runs)
     hub = AgentHub(settings, store, pool)
     scheduler = Scheduler(settings, store, recorder, pool)
     runs = RunService(store, recorder, bus, scheduler)
+    metrics = Metrics(store, Sources(
+        sql_statements=lambda: store.statistics().statements,
+        event_commits=lambda: store.statistics().transactions,
+        events_appended=lambda: bus.statistics().events_published,
+        lag_resyncs=lambda: bus.statistics().lag_events,
+        scheduler_wakeups=lambda: scheduler.wakeups,
+        login_failures=lambda: auth.login_failures,
+        runs_finished=lambda: recorder.finished,
+        agents_connected=hub.connected_count,
+    ))
     return Services(
-        settings=settings, store=store, auth=auth, bus=bus, eventlog=eventlog, feed=feed, runs=runs,
-        scheduler=scheduler, sockets=SocketRegistry(), agents=AgentService(store, hub),
+        settings=settings, store=store, auth=auth, tokens=ApiTokens(store, revocations=auth.revocations),
+        bus=bus, eventlog=eventlog, feed=feed, runs=runs, scheduler=scheduler, sockets=SocketRegistry(),
+        metrics=metrics, agents=AgentService(store, hub),
     )

@@ -24,7 +24,8 @@ async def _store(tmp_path: Path):
 def make_settings(tmp_path: Path, **overrides) -> Settings:
     # Hypercorn keeps a closed WebSocket's connection task until its next ping; a short interval keeps
     # server shutdown in tests from waiting for that (up to the HTTP grace period).
-    values = {"host": "127.0.0.1", "port": 0, "data_dir": tmp_path / "data", "ws_ping_interval_s": 0.25,
+    values = {"host": "127.0.0.1", "port": 0, "data_dir": tmp_path / "data", "work_dir": tmp_path / "work",
+              "ws_ping_interval_s": 0.25,
               # Runs left running by a test are stopped at teardown without the 10 s drain.
               "drain_s": 0.5, "kill_grace_s": 1.0}
     values.update(overrides)

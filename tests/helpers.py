@@ -15,6 +15,7 @@ from pathlib import Path
 import argon2
 import attrs
 import trio
+import trio_websocket
 
 # argon2id with the cheapest parameters: tests log in hundreds of times. The server's default is
 # argon2-cffi's (t=3, m=64 MiB, p=4), which subprocess tests use.
@@ -196,3 +197,17 @@ async def wait_status(client, run_id: int, statuses=TERMINAL) -> dict:
         if run["status"] in statuses:
             return run
         await trio.sleep(0.05)
+
+
+@asynccontextmanager
+async def open_websocket(url: str, **kwargs) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """trio_websocket.open_websocket_url, plus closing the TCP stream at the end.
+
+    trio-websocket (0.12) leaves its TCP stream open when the server closes first: its reader stops at
+    EOF without closing it, and the test would then leak the socket (a ResourceWarning, an error here).
+    The library offers no public way to close it, so this is the one place that reaches into it."""
+    async with trio_websocket.open_websocket_url(url, **kwargs) as ws:
+        try:
+            yield ws
+        finally:
+            await ws._stream.aclose()

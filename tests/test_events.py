@@ -77,8 +77,10 @@ async def test_concurrent_appends_get_gapless_seqs(tmp_path):
     conn = sqlite3.connect(path)
     assert {r[0] for r in conn.execute("SELECT last_seq FROM runs")} == {expected_per_run}
     conn.close()
-    assert eventlog.appends == 50 * per_task
-    assert transactions < eventlog.appends / 5  # many appends share one transaction
+    stats = eventlog.statistics()
+    assert stats.appends == 50 * per_task and stats.waiting_appends == 0
+    assert transactions < stats.appends / 5  # many appends share one transaction
+    assert stats.buffers_committed < stats.appends / 5
 
 
 async def test_append_returns_committed_events(store, eventlog):
@@ -179,9 +181,9 @@ async def test_slow_subscriber_is_bounded_then_resyncs(store, bus, eventlog):
             # The consumer now reads nothing while the producer appends in batches of 100.
             for start in range(1, total, 100):
                 await eventlog.append(run_id, [("stdout", f"line {i}") for i in range(start, start + 100)])
-            [subscription] = bus._runs[run_id].subscribers
+            [subscription] = bus.subscription_statistics(run_id)
             assert subscription.lagged
-            assert subscription._receive.statistics().current_buffer_used <= 16
+            assert subscription.buffered_batches <= 16
             assert bus.statistics().lag_events > 0
             await eventlog.append(run_id, [("state", {"status": "succeeded", "exit_code": 0, "reason": None})])
             seqs = [1]
@@ -200,18 +202,14 @@ async def test_events_in_the_subscribe_query_gap_arrive_once(store, bus, eventlo
     async def checkpoint(where: str) -> None:
         if where == gap:
             await eventlog.append(run_id, [("stdout", "in the gap")] * 2)
-
-    async def later() -> None:
-        await trio.sleep(0.05)
-        terminal = ("state", {"status": "failed", "exit_code": 1, "reason": None})
-        await eventlog.append(run_id, [("stdout", "live"), terminal])
+        if where == "caught_up":  # then the live part: appended only now, so it cannot be in a page
+            terminal = ("state", {"status": "failed", "exit_code": 1, "reason": None})
+            await eventlog.append(run_id, [("stdout", "live"), terminal])
 
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(later)
-            seqs = []
-            async for batch in stream_run_events(store, bus, run_id, 1, checkpoint=checkpoint):
-                seqs.extend(e["seq"] for e in batch.events)
+        seqs = []
+        async for batch in stream_run_events(store, bus, run_id, 1, checkpoint=checkpoint):
+            seqs.extend(e["seq"] for e in batch.events)
     assert seqs == list(range(2, 8))
 
 
@@ -241,17 +239,15 @@ async def test_deleted_run_ends_the_stream(store, bus, eventlog):
     from runsvc.model import RunGone
 
     run_id = await make_run(store)
+
+    async def checkpoint(where: str) -> None:
+        if where == "subscribed":  # deleted while subscribed, before and after the catch-up alike
+            bus.run_deleted(run_id)
+
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-
-            async def delete_soon():
-                await trio.sleep(0.05)
-                bus.run_deleted(run_id)
-
-            nursery.start_soon(delete_soon)
-            with pytest.raises(RunGone):
-                async for _ in stream_run_events(store, bus, run_id):
-                    pass
+        with pytest.raises(RunGone):
+            async for _ in stream_run_events(store, bus, run_id, checkpoint=checkpoint):
+                pass
 
 
 async def test_idle_entries_are_pruned_after_ttl(autojump_clock):
@@ -292,8 +288,9 @@ async def test_subscriber_buffer_is_bounded_in_events_too(store, eventlog):
         with trio.fail_after(10):
             for _ in range(5):
                 await eventlog.append(run_id, [("stdout", "x")] * 400)
-        assert subscription.lagged
-        assert subscription._receive.statistics().current_buffer_used == 2  # 800 events held, not 2,000
+        stats = subscription.statistics()
+        assert stats.lagged
+        assert stats.buffered_batches == 2 and stats.buffered_events == 800  # not 2,000
 
 
 def test_large_batches_split_into_capped_fragments():
@@ -315,9 +312,10 @@ def test_concat_reuses_each_batch_json():
     """Concatenated batches pack their existing JSON fragments instead of serializing again."""
     import json
 
-    first = EventBatch(1, [{"seq": 1, "ts": "t", "kind": "stdout", "data": "a"}])
+    # The first batch's JSON is given (as if read back from SQLite, key order differing from json.dumps),
+    # so reuse shows: serializing again would not reproduce this text.
+    first = EventBatch.from_json(1, '{"ts":"t","seq":1,"kind":"stdout","data":"a"}', 1, 1, False)
     second = EventBatch(1, [{"seq": 2, "ts": "t", "kind": "stdout", "data": "b"}])
-    first._fragments = ['{"seq":1,"ts":"t","kind":"stdout","data":"a"}']
     merged = EventBatch.concat([first, second])
     assert merged.fragments == [first.fragments[0] + "," + second.fragments[0]]
     assert [e["seq"] for e in json.loads("[" + merged.json_fragment + "]")] == [1, 2]
@@ -348,7 +346,7 @@ async def test_lagged_consumer_resyncs_from_memory_when_it_can(store, eventlog):
             seqs = [e["seq"] for e in (await stream.__anext__()).events]
             for i in range(15):  # 150 events in 15 batches: more than the subscriber holds
                 await eventlog.append(run_id, [("stdout", str(i))] * 10)
-            [subscription] = bus._runs[run_id].subscribers
+            [subscription] = bus.subscription_statistics(run_id)
             assert subscription.lagged
             before = store.statistics().statements
             batch = await stream.__anext__()
@@ -405,3 +403,94 @@ async def test_pages_read_back_equal_what_was_appended(store, eventlog):
     assert page.first_seq == 1 and page.last_seq == len(lines) + 1 and page.is_terminal
     assert page.events == appended
     assert json.loads("[" + page.json_fragment + "]") == appended
+
+
+def _one_event_batch(seq: int) -> EventBatch:
+    return EventBatch.serialized(1, [{"seq": seq, "ts": "t", "kind": "stdout", "data": str(seq)}])
+
+
+async def test_publish_ticks_deliver_the_commits_of_a_tick_as_one_batch(mock_clock):
+    """With publish ticks, the first batch after a quiet spell goes out at once; the batches published
+    within the tick go out together when it ends, as one batch, in order, with their JSON reused."""
+    bus = RunEventBus(tick_s=0.02)
+    published = [_one_event_batch(seq) for seq in range(1, 12)]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.run_pruner)
+        with bus.subscribe(1) as subscription:
+            for batch in published[:10]:  # ten commits within one tick (the mock clock stands still)
+                bus.publish(batch)
+            assert subscription.receive_ready(100) == [published[0]]
+            await trio.testing.wait_all_tasks_blocked()
+            mock_clock.jump(0.019)
+            await trio.testing.wait_all_tasks_blocked()
+            assert subscription.receive_ready(100) == []  # the tick has not ended yet
+            mock_clock.jump(0.001)
+            await trio.testing.wait_all_tasks_blocked()
+            [merged] = subscription.receive_ready(100)
+            assert [e["seq"] for e in merged.events] == list(range(2, 11))
+            assert merged.json_fragment == ",".join(b.json_fragment for b in published[1:10])
+            mock_clock.jump(0.05)  # quiet for longer than a tick: the next batch goes out at once
+            bus.publish(published[10])
+            assert subscription.receive_ready(100) == [published[10]]
+            stats = bus.statistics()
+            assert stats.batches_published == 11 and stats.batches_delivered == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_held_batches_of_a_deleted_run_are_dropped(mock_clock):
+    """A run deleted while batches are held: its subscribers get RunGone, nothing is delivered later."""
+    from runsvc.model import RunGone
+
+    bus = RunEventBus(tick_s=0.02)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.run_pruner)
+        with bus.subscribe(1) as subscription:
+            bus.publish(_one_event_batch(1))
+            bus.publish(_one_event_batch(2))  # held
+            bus.run_deleted(1)
+            mock_clock.jump(1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert (await subscription.receive()).last_seq == 1
+            with pytest.raises(RunGone):
+                await subscription.receive()
+        nursery.cancel_scope.cancel()
+
+
+async def test_watched_batches_are_serialized_off_the_trio_thread(store, bus, eventlog, monkeypatch):
+    """The JSON of a watched run's new events is built in the writer thread: taking a published batch's
+    JSON on the Trio thread encodes nothing there."""
+    import json
+    import threading
+
+    run_id = await make_run(store)
+    trio_thread = threading.get_ident()
+    encoded_on: list[int] = []
+    real_dumps = json.dumps
+
+    def recording_dumps(*args, **kwargs):
+        encoded_on.append(threading.get_ident())
+        return real_dumps(*args, **kwargs)
+
+    monkeypatch.setattr(json, "dumps", recording_dumps)
+    with bus.subscribe(run_id) as subscription, trio.fail_after(10):
+        await eventlog.append(run_id, [("stdout", f"line {i}") for i in range(100)])
+        batch = await subscription.receive()
+        text = batch.json_fragment  # what a WebSocket sends
+    assert [e["seq"] for e in json.loads("[" + text + "]")] == list(range(1, 101))
+    assert encoded_on and trio_thread not in encoded_on
+
+
+async def test_publish_ticks_never_merge_across_a_gap(mock_clock):
+    """Held batches whose seqs do not follow on are delivered as separate batches, so a consumer still
+    sees the gap (and resyncs) instead of a merged batch that hides it."""
+    bus = RunEventBus(tick_s=0.02)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.run_pruner)
+        with bus.subscribe(1) as subscription:
+            for seq in (1, 2, 3, 5, 6):
+                bus.publish(_one_event_batch(seq))
+            mock_clock.jump(0.02)
+            await trio.testing.wait_all_tasks_blocked()
+            ranges = [(b.first_seq, b.last_seq) for b in subscription.receive_ready(100)]
+        nursery.cancel_scope.cancel()
+    assert ranges == [(1, 1), (2, 3), (5, 6)]

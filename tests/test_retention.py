@@ -260,7 +260,12 @@ async def test_server_tells_watchers_of_pruned_runs(tmp_path):
     settings = make_settings(tmp_path, prune_interval_s=0.1)
     with trio.fail_after(20):
         async with running_server(settings) as server:
-            run_id = await server.services.store.write(insert_old_run)
-            with server.services.bus.subscribe(run_id) as subscription:
+            bus = server.services.bus
+            subscriptions = []
+            # Subscribed in on_commit, before any other task runs: the pruner cannot delete it first.
+            await server.services.store.write(
+                insert_old_run, on_commit=lambda rid: subscriptions.append(bus.subscribe(rid))
+            )
+            with subscriptions[0] as subscription:
                 with pytest.raises(RunGone):
                     await subscription.receive()

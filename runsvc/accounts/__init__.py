@@ -1,4 +1,5 @@
-"""Accounts: users and roles, password hashing, the login throttle, sessions, the first admin."""
+"""Accounts: users and roles, password hashing, the login throttle, sessions, API tokens, the first
+admin."""
 
 from .first_admin import StartupError, create_initial_admin
 from .passwords import Passwords
@@ -17,18 +18,23 @@ from .service import (
     check_password,
     check_username,
 )
+from .tokens import ApiToken, ApiTokens, RoleTooHigh, TokenNotFound
 
 __all__ = [
     "ROLES",
     "AccountError",
+    "ApiToken",
+    "ApiTokens",
     "Auth",
     "InvalidAccountInput",
     "LastAdmin",
     "LoginFailed",
     "LoginLocked",
     "Passwords",
+    "RoleTooHigh",
     "Session",
     "StartupError",
+    "TokenNotFound",
     "User",
     "UserNotFound",
     "UsernameTaken",

@@ -22,12 +22,14 @@ class StartupError(Exception):
     """The server cannot start; the message is one line for the operator."""
 
 
-async def create_initial_admin(settings: Settings, auth: Auth) -> None:
-    """On a database without users, create `admin` with $RUNSVC_ADMIN_PASSWORD, or else with a random
-    password that is logged once and written to <data-dir>/initial-admin-password (mode 0600)."""
+async def create_initial_admin(
+    settings: Settings, auth: Auth, given: str | None = None
+) -> None:
+    """On a database without users, create `admin` with `given` (the server passes what it read from
+    $RUNSVC_ADMIN_PASSWORD), or else with a random password written only to
+    <data-dir>/initial-admin-password (mode 0600), never to the log."""
     if await auth.has_users():
         return
-    given = os.environ.get(ADMIN_PASSWORD_ENV) or None
     generated = given is None
     password = secrets.token_urlsafe(18) if given is None else given
     try:
@@ -40,14 +42,14 @@ async def create_initial_admin(settings: Settings, auth: Auth) -> None:
         log.info(f"created user admin with the password from {ADMIN_PASSWORD_ENV}", username="admin")
         return
     path = settings.data_dir / INITIAL_ADMIN_PASSWORD_FILE
-    log.warning(
-        "created user admin with a random password; change it after logging in",
-        username="admin", password=password, written_to=str(path),
-    )
     try:
         await trio.to_thread.run_sync(_write_secret_file, path, password + "\n")
     except OSError as exc:
-        log.error("cannot write the initial admin password file", path=str(path), error=exc.strerror)
+        raise StartupError(f"cannot write the initial admin password to {path}: {exc.strerror}") from None
+    log.warning(
+        f"created user admin with a random password, written to {path}; change it after logging in",
+        username="admin", written_to=str(path),
+    )
 
 
 def _write_secret_file(path: Path, text: str) -> None:

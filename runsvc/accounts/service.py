@@ -26,6 +26,7 @@ from ..store import users as user_store
 from ..timeutil import format_ts, utcnow
 from . import throttle
 from .passwords import Passwords
+from .revocations import Revocations
 
 ROLES = ("viewer", "operator", "admin")
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}  # viewer < operator < admin
@@ -137,7 +138,9 @@ class Auth:
     passwords: Passwords
     session_ttl_s: float
     clock: Callable[[], dt.datetime] = utcnow
+    revocations: Revocations = attrs.field(factory=Revocations)  # told of logouts and user changes
     _login_locks: dict[tuple[str, str], list[Any]] = attrs.field(factory=dict, init=False)
+    login_failures: int = attrs.field(default=0, init=False)  # bad credentials since start, for /metrics
 
     # ---- logins and sessions -----------------------------------------------------------------------
 
@@ -150,6 +153,7 @@ class Auth:
         if not USERNAME_RE.fullmatch(username):
             # Cannot be anybody's name, so there is nothing to throttle (and no row to store for it).
             await self.passwords.verify_dummy(password)
+            self.login_failures += 1
             raise LoginFailed(LOGIN_FAILED_MESSAGE)
         key = (username.lower(), client)
         async with self._one_attempt_at_a_time(key):
@@ -161,6 +165,7 @@ class Auth:
             if user is None:
                 advance = partial(throttle.after_failure, now=self.clock())
                 await self.store.write(throttle_store.record_failure, *key, advance)
+                self.login_failures += 1
                 raise LoginFailed(LOGIN_FAILED_MESSAGE)
             token = secrets.token_urlsafe(32)  # 256 random bits
             now = self.clock()
@@ -180,7 +185,11 @@ class Auth:
         return Session(User.from_row(row), csrf_token_for(token), row["expires_at"])
 
     async def logout(self, token: str) -> None:
-        await self.store.write(session_store.delete_session, token_hash(token))
+        hashed = token_hash(token)
+        row = await self.store.read(session_store.get_session_user, hashed, self._now())
+        await self.store.write(session_store.delete_session, hashed)
+        if row is not None:
+            self.revocations.publish(row["id"])
 
     async def _check_password(self, username: str, password: str) -> User | None:
         row = await self.store.read(user_store.get_user_with_hash, username)
@@ -257,6 +266,7 @@ class Auth:
             raise UserNotFound(f"no user with id {user_id}")
         if outcome == "last_admin":
             raise LastAdmin("the last enabled admin cannot be demoted or disabled")
+        self.revocations.publish(user_id)  # its sockets re-check their session and role
         return User.from_row(row)
 
     async def set_password(self, username: str, password: str) -> User:

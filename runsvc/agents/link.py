@@ -289,6 +289,11 @@ class AgentLink:
         log.warning("reports for a stale attempt ignored", run_id=run_id, attempt=attempt, agent=self.name)
         await connection.send({"type": "cancel", "run_id": run_id, "attempt": attempt, "forget": True})
 
+    def kill_all_now(self) -> None:
+        """Nothing to kill here: the processes run on the agent's machine. When this server exits at
+        once, the agent keeps them; a restarted server adopts them within the lease, or they end
+        interrupted ("agent lost")."""
+
     def attach(self, connection: Connection) -> None:
         if self.connection is not None:
             self.connection.close(REPLACED, "replaced by a newer connection")

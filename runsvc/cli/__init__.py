@@ -8,6 +8,7 @@ import sys
 from . import agent as agent_cmd
 from . import db as db_cmd
 from . import remote as remote_cmd
+from . import runs as runs_cmd
 from . import serve as serve_cmd
 from . import users as users_cmd
 from .common import CliError
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_cmd.add_parser(commands)
     remote_cmd.add_parsers(commands)
     agent_cmd.add_parser(commands)
+    runs_cmd.add_parsers(commands)
     return parser
 
 

@@ -8,12 +8,13 @@ WebSocket is trio-websocket.
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -33,18 +34,48 @@ class ApiClient:
     server: str  # e.g. http://127.0.0.1:8080
     session: str | None = None
     csrf_token: str | None = None
+    token: str | None = None  # an API token (rsv_…), sent as `Authorization: Bearer`; needs no CSRF
 
-    def _request(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any], Any]:
+    def auth_headers(self) -> dict[str, str]:
+        """The credentials for a request or a WebSocket handshake."""
+        if self.token:
+            return {"Authorization": f"Bearer {self.token}"}
+        if self.session:
+            return {"Cookie": f"{SESSION_COOKIE}={self.session}"}
+        return {}
+
+    def _build(self, method: str, path: str, body: Any = None) -> urllib.request.Request:
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        if self.session:
-            headers["Cookie"] = f"{SESSION_COOKIE}={self.session}"
-        if self.csrf_token:
+        headers.update(self.auth_headers())
+        if self.csrf_token and not self.token:
             headers["X-CSRF-Token"] = self.csrf_token
-        request = urllib.request.Request(self.server.rstrip("/") + path, data, headers, method=method)
+        return urllib.request.Request(self.server.rstrip("/") + path, data, headers, method=method)
+
+    def _copy_to(self, path: str, out: BinaryIO) -> None:
+        """GET `path` and copy its body to `out` as it arrives (worker thread)."""
+        try:
+            with urllib.request.urlopen(self._build("GET", path), timeout=30) as response:
+                shutil.copyfileobj(response, out, 64 * 1024)
+                out.flush()
+                return
+        except BrokenPipeError:
+            return  # the reader went away (`runsvc log 7 | head`): nothing more to do
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise ClientError(f"cannot reach {self.server}: {reason}") from None
+        raise ClientError(f"GET {path}: {status} {_error_message(raw) or 'unexpected answer'}")
+
+    async def copy_to(self, path: str, out: BinaryIO) -> None:
+        await trio.to_thread.run_sync(self._copy_to, path, out)
+
+    def _request(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any], Any]:
+        request = self._build(method, path, body)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 status, response_headers, raw = response.status, response.headers, response.read()
@@ -74,6 +105,12 @@ class ApiClient:
         answer = await self.call("POST", "/api/v1/auth/login", {"username": username, "password": password})
         self.csrf_token = answer["csrf_token"]
 
+    async def logout(self) -> None:
+        """End the session of a password login (a CLI call must not leave one behind)."""
+        if self.session and not self.token:
+            await self.call("POST", "/api/v1/auth/logout", expect=204)
+            self.session = self.csrf_token = None
+
     async def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         return (await self.call("POST", "/api/v1/runs", body, expect=201))["run"]
 
@@ -85,6 +122,14 @@ class ApiClient:
         scheme = "wss" if parts.scheme == "https" else "ws"
         path = parts.path.rstrip("/") + f"/api/v1/runs/{run_id}/events/ws"
         return urlunsplit((scheme, parts.netloc, path, f"after_seq={after_seq}", ""))
+
+
+def _error_message(raw: bytes) -> str | None:
+    try:
+        payload = json.loads(raw)
+        return payload["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class RunRefused(ClientError):
@@ -150,7 +195,7 @@ async def follow_events(
 def _open_events_socket(
     client: ApiClient, run_id: int, after_seq: int
 ) -> AbstractAsyncContextManager[trio_websocket.WebSocketConnection]:
-    headers = [(b"Cookie", f"{SESSION_COOKIE}={client.session}".encode())] if client.session else []
+    headers = [(name.encode(), value.encode()) for name, value in client.auth_headers().items()]
     return trio_websocket.open_websocket_url(
         client.events_url(run_id, after_seq), extra_headers=headers, max_message_size=MAX_MESSAGE,
         connect_timeout=10, disconnect_timeout=5,

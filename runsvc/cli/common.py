@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -34,13 +35,24 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: list[str] | None 
     for field in SETTINGS_FIELDS:
         if names is not None and field.name not in names:
             continue
+        text, default = _help_and_default(field.metadata["help"], default_value(field.name))
         parser.add_argument(
             flag_name(field.name),
             dest=f"setting_{field.name}",
             metavar=field.name.split("_")[-1].upper(),
-            help=f"{field.metadata['help']} (default: {default_value(field.name)}; "
-            f"env {env_name(field.name)})",
+            help=f"{text} (default: {default}; env {env_name(field.name)})",
         )
+
+
+_OWN_DEFAULT = re.compile(r"\s*\(default: ([^)]*)\)\s*$")
+
+
+def _help_and_default(text: str, value: object) -> tuple[str, str]:
+    """A setting's help without its own "(default: ...)" (then that wording is the default shown, once)."""
+    match = _OWN_DEFAULT.search(text)
+    if match is None:
+        return text, "none" if value in ("", None) else str(value)
+    return text[: match.start()], match.group(1)
 
 
 def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Settings:

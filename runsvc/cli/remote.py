@@ -1,7 +1,9 @@
 """`runsvc submit` and `runsvc follow`: talk to a running server over its API.
 
-Credentials: `--username` (or RUNSVC_USERNAME) and the password from RUNSVC_PASSWORD, from
-`--password-stdin`, or from a prompt. Exit status of a followed run:
+Credentials: an API token from RUNSVC_TOKEN or `--token-stdin` (sent as `Authorization: Bearer`; it
+wins over a username), else `--username` (or RUNSVC_USERNAME) and the password from RUNSVC_PASSWORD,
+from `--password-stdin`, or from a prompt; a password login is logged out again when the command ends.
+Exit status of a followed run:
 
     succeeded 0 · failed with code N: N (1 if N > 255) · killed by signal N: 128 + N
     spawn failure: 127 · timed_out: 124 · cancelled: 130 · interrupted: 143 · client error: 1
@@ -13,6 +15,8 @@ import argparse
 import getpass
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
@@ -22,7 +26,7 @@ from .client import ApiClient, ClientError, follow_events
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 
-def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
+def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server", default=os.environ.get("RUNSVC_SERVER", DEFAULT_SERVER),
         help=f"server URL (default: RUNSVC_SERVER or {DEFAULT_SERVER})",
@@ -31,9 +35,14 @@ def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
         "--username", default=os.environ.get("RUNSVC_USERNAME"),
         help="user to log in as (default: RUNSVC_USERNAME)",
     )
-    parser.add_argument(
+    secrets = parser.add_mutually_exclusive_group()
+    secrets.add_argument(
         "--password-stdin", action="store_true",
         help="read the password from the first line of stdin (default: RUNSVC_PASSWORD, else a prompt)",
+    )
+    secrets.add_argument(
+        "--token-stdin", action="store_true",
+        help="read an API token (rsv_...) from the first line of stdin (default: RUNSVC_TOKEN)",
     )
 
 
@@ -41,7 +50,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     submit = commands.add_parser(
         "submit", help="submit a run", description="Submit a run; print its id (or follow it with --follow).",
     )
-    _add_connection_flags(submit)
+    add_connection_flags(submit)
     submit.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE", help="environment (repeatable)"
     )
@@ -57,7 +66,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "follow", help="print a run's output as it comes",
         description="Print a run's output live (reconnecting as needed); exit with the run's status.",
     )
-    _add_connection_flags(follow)
+    add_connection_flags(follow)
     follow.add_argument("run_id", type=int, metavar="RUN_ID")
     follow.add_argument("--after-seq", type=int, default=0, help="start after this event seq")
     follow.set_defaults(run=run_follow)
@@ -86,12 +95,37 @@ def _password(args: argparse.Namespace) -> str:
     return getpass.getpass(f"password for {args.username}: ")
 
 
-async def _logged_in(args: argparse.Namespace) -> ApiClient:
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_stdin:
+        token = sys.stdin.readline().strip()
+        if not token:
+            raise ClientError("--token-stdin: no token on stdin")
+        return token
+    if args.password_stdin:
+        return None
+    return os.environ.get("RUNSVC_TOKEN") or None
+
+
+@asynccontextmanager
+async def connected(args: argparse.Namespace) -> AsyncIterator[ApiClient]:
+    """A client with credentials: the API token if there is one, else a password login that is
+    logged out again when the block ends (so no CLI call leaves a 7-day session behind)."""
+    token = _token(args)
+    if token is not None:
+        yield ApiClient(args.server, token=token)
+        return
     if not args.username:
-        raise ClientError("no user: pass --username or set RUNSVC_USERNAME")
+        raise ClientError("no credentials: set RUNSVC_TOKEN (or --token-stdin), or pass --username")
     client = ApiClient(args.server)
     await client.login(args.username, _password(args))
-    return client
+    try:
+        yield client
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            try:
+                await client.logout()
+            except ClientError:
+                pass  # the command's own outcome matters more; the session expires by itself
 
 
 async def _follow(client: ApiClient, run_id: int, after_seq: int) -> int:
@@ -121,7 +155,7 @@ def _env_pairs(items: list[str], parser: argparse.ArgumentParser) -> dict[str, s
     return env
 
 
-def _run(main: Any) -> int:
+def run_client(main: Any) -> int:
     try:
         return trio.run(main)
     except ClientError as exc:
@@ -140,15 +174,15 @@ def run_submit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         body["name"] = args.name
 
     async def main() -> int:
-        client = await _logged_in(args)
-        run = await client.submit(body)
-        if not args.follow:
-            print(run["id"])
-            return 0
-        print(f"[runsvc] run {run['id']} submitted", file=sys.stderr, flush=True)
-        return await _follow(client, run["id"], 0)
+        async with connected(args) as client:
+            run = await client.submit(body)
+            if not args.follow:
+                print(run["id"])
+                return 0
+            print(f"[runsvc] run {run['id']} submitted", file=sys.stderr, flush=True)
+            return await _follow(client, run["id"], 0)
 
-    return _run(main)
+    return run_client(main)
 
 
 def run_follow(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -156,7 +190,7 @@ def run_follow(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         parser.error("--after-seq must be >= 0")
 
     async def main() -> int:
-        client = await _logged_in(args)
-        return await _follow(client, args.run_id, args.after_seq)
+        async with connected(args) as client:
+            return await _follow(client, args.run_id, args.after_seq)
 
-    return _run(main)
+    return run_client(main)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 
 import trio
 
 from ..config import SettingsError, prepare_data_dir
 from ..log import configure_logging, get_logger
-from ..store import SchemaError
+from ..store import SchemaError, StoreError
 from .common import add_settings_flags, find_exception, settings_from_args, usage_error
 
 log = get_logger("runsvc.cli")
@@ -38,13 +39,22 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         trio.run(run_until_signalled, settings)
     except Exception as exc:
-        kinds = (
-            (SchemaError, "cannot open database"), (StartupError, "cannot start"), (OSError, "cannot start"),
+        # Startup failures (and the rare fatal fault after it) are one line, never a traceback.
+        kinds: tuple[tuple[type[Exception], str], ...] = (
+            (StartupError, "cannot start"), (SettingsError, "cannot start"),
+            (SchemaError, "cannot open database"), (sqlite3.Error, f"cannot use database {settings.database_path}"),
+            (StoreError, "cannot use database"), (OSError, "cannot start"),
         )
         for kind, what in kinds:
             found = find_exception(exc, kind)
             if found is not None:
-                log.error(f"{what}: {found}")
+                log.error(f"{what}: {_one_line(found)}")
                 return 1
         raise
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,4 +1,5 @@
-"""`runsvc user add|passwd|list`: manage accounts directly in the data dir's database.
+"""`runsvc user add|passwd|list|disable|enable|set-role`: manage accounts directly in the data dir's
+database.
 
 These work with or without a running server (SQLite in WAL mode lets both use the file); a server sees
 the changes on its next request, so `user passwd` ends that user's sessions at once.
@@ -15,7 +16,16 @@ from typing import Any, TypeVar
 
 import trio
 
-from ..accounts import ROLES, AccountError, Auth, Passwords, User, check_password, check_username
+from ..accounts import (
+    ROLES,
+    AccountError,
+    Auth,
+    Passwords,
+    User,
+    UserNotFound,
+    check_password,
+    check_username,
+)
 from ..config import Settings, SettingsError, prepare_data_dir
 from ..store import SchemaError, open_store
 from .common import CliError, add_settings_flags, find_exception, settings_from_args
@@ -45,6 +55,31 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="list users", description="List users.")
     add_settings_flags(listing, ["data_dir"])
     listing.set_defaults(run=run_list)
+
+    disable = actions.add_parser(
+        "disable", help="disable a user",
+        description="Disable a user: their sessions end and their API tokens stop working at once.",
+    )
+    disable.add_argument("name", metavar="NAME")
+    add_settings_flags(disable, ["data_dir"])
+    disable.set_defaults(run=run_change, change={"disabled": True}, done="disabled")
+
+    enable = actions.add_parser(
+        "enable", help="enable a disabled user",
+        description="Enable a disabled user (their unexpired API tokens work again).",
+    )
+    enable.add_argument("name", metavar="NAME")
+    add_settings_flags(enable, ["data_dir"])
+    enable.set_defaults(run=run_change, change={"disabled": False}, done="enabled")
+
+    set_role = actions.add_parser(
+        "set-role", help="change a user's role",
+        description="Change a user's role; it applies to their sessions and tokens at once.",
+    )
+    set_role.add_argument("name", metavar="NAME")
+    set_role.add_argument("role", choices=ROLES, metavar="ROLE", help=" | ".join(ROLES))
+    add_settings_flags(set_role, ["data_dir"])
+    set_role.set_defaults(run=run_change, change=None, done="changed the role of")
 
 
 def _add_password_flag(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +135,23 @@ def run_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def run_change(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """disable, enable, set-role: one update of the user named NAME (any case)."""
+    settings = settings_from_args(args, parser)
+    _require_database(settings)
+    change = args.change if args.change is not None else {"role": args.role}
+
+    async def update(auth: Auth) -> User:
+        for user in await auth.list_users():
+            if user.username.lower() == args.name.lower():
+                return await auth.update_user(user.id, **change)
+        raise UserNotFound(f"no user named {args.name}")
+
+    user = _run(settings, update)
+    print(f"{args.done} {user.username}" + (f" (now {user.role})" if "role" in change else ""))
     return 0
 
 

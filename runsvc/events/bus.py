@@ -5,6 +5,14 @@ a subscriber whose channel is full (`capacity` batches, or `max_events` events, 
 misses the batch and is marked *lagged*; its consumer then reads what it missed from SQLite (see
 events/stream.py). Nothing here touches SQLite. A run's entry with no
 subscribers is forgotten after an idle TTL.
+
+Publish ticks (`tick_s` > 0): a run's batches are delivered at most once per tick. A batch published
+within `tick_s` of the run's previous delivery is held, and everything held goes out together at the end
+of the tick as one batch. Each delivered batch costs every watcher a frame (a task hop, a WebSocket frame,
+a send syscall) however many events it holds, so a child printing 1,000 lines/s in 100 commits/s costs
+100 frames/s per watcher without ticks and at most 1 / tick_s with them; and the watchers of a run all get
+the same batch, so its JSON and frame text are built once. The first batch after a quiet spell goes out
+at once. Held batches are committed already, so a watcher that subscribes meanwhile finds them in SQLite.
 """
 
 from __future__ import annotations
@@ -23,8 +31,19 @@ class BusStatistics:
     runs_tracked: int
     subscribers: int
     batches_published: int
+    batches_delivered: int  # to the subscribers; fewer than published when ticks merge batches
     events_published: int
     lag_events: int  # times a batch could not be delivered to a full subscriber
+
+
+@attrs.frozen
+class SubscriptionStatistics:
+    run_id: int
+    lagged: bool  # missed a batch; its consumer resyncs from memory or SQLite
+    buffered_batches: int  # published, not yet received
+    buffered_events: int
+    max_batches: int
+    max_events: int
 
 
 class Subscription:
@@ -34,6 +53,7 @@ class Subscription:
         self.run_id = run_id
         self._bus = bus
         self._send, self._receive = trio.open_memory_channel[EventBatch](capacity)
+        self._capacity = capacity
         self._max_events = max_events
         self._buffered_events = 0  # bounds memory too: batches can be large (a whole 64 KiB read)
         self.lagged = False
@@ -89,6 +109,16 @@ class Subscription:
         self._buffered_events = 0
         self.lagged = False
 
+    def statistics(self) -> SubscriptionStatistics:
+        return SubscriptionStatistics(
+            run_id=self.run_id,
+            lagged=self.lagged,
+            buffered_batches=self._receive.statistics().current_buffer_used,
+            buffered_events=self._buffered_events,
+            max_batches=self._capacity,
+            max_events=self._max_events,
+        )
+
     def _mark_gone(self) -> None:
         self._send.close()  # the consumer's receive() then raises RunGone
 
@@ -112,17 +142,26 @@ class _RunEntry:
     # instead of each reading the same pages from SQLite. Contiguous in seq; bounded in events.
     recent: collections.deque[EventBatch] = attrs.Factory(collections.deque)
     recent_events: int = 0
+    held: list[EventBatch] = attrs.Factory(list)  # published within the current tick, not delivered yet
+    next_delivery_at: float = -math.inf  # trio time the current tick ends
 
 
 class RunEventBus:
-    def __init__(self, *, capacity: int = 1024, max_events: int = 10_000, idle_ttl_s: float = 600.0):
+    def __init__(
+        self, *, capacity: int = 1024, max_events: int = 10_000, idle_ttl_s: float = 600.0, tick_s: float = 0.0
+    ):
+        """`tick_s` > 0 needs `run_pruner()` running: it delivers the held batches."""
         self._capacity = capacity
         self._max_events = max_events
         self._recent_events = 5 * max_events  # per run: what a lagged subscriber can resync from
         self._idle_ttl_s = idle_ttl_s
         self._runs: dict[int, _RunEntry] = {}
         self._became_idle = trio.Event()
+        self._tick_s = tick_s
+        self._holding: dict[int, _RunEntry] = {}  # runs with held batches
+        self._holding_changed = trio.Event()
         self._batches_published = 0
+        self._batches_delivered = 0
         self._events_published = 0
         self._lag_events = 0
 
@@ -144,15 +183,31 @@ class RunEventBus:
             entry.idle_since = trio.current_time()
             entry.recent.clear()  # kept only for subscribers that lag; none are left
             entry.recent_events = 0
+            entry.held.clear()  # nobody to deliver them to
+            self._holding.pop(subscription.run_id, None)
             self._became_idle.set()
 
     def publish(self, batch: EventBatch) -> None:
-        """Offer a committed batch to every subscriber of its run. Never blocks."""
+        """Offer a committed batch to every subscriber of its run (at the end of the tick, with ticks).
+        Never blocks."""
         self._batches_published += 1
         self._events_published += len(batch)
         entry = self._runs.get(batch.run_id)
-        if entry is None:
+        if entry is None or not entry.subscribers:
             return
+        if self._tick_s > 0:
+            now = trio.current_time()
+            if entry.held or now < entry.next_delivery_at:
+                entry.held.append(batch)
+                if batch.run_id not in self._holding:
+                    self._holding[batch.run_id] = entry
+                    self._holding_changed.set()
+                return
+            entry.next_delivery_at = now + self._tick_s
+        self._deliver(entry, batch)
+
+    def _deliver(self, entry: _RunEntry, batch: EventBatch) -> None:
+        self._batches_delivered += 1
         if entry.subscribers:
             if entry.recent and entry.recent[-1].last_seq + 1 != batch.first_seq:
                 entry.recent.clear()  # not contiguous (nobody subscribed meanwhile): start afresh
@@ -176,8 +231,31 @@ class RunEventBus:
             newer[0] = newer[0].after(seq) or newer[0]  # the first may overlap what the caller has
         return newer
 
+    def _deliver_held(self) -> float:
+        """Deliver the held batches whose tick has ended; return the trio time the next tick ends."""
+        now = trio.current_time()
+        next_due = math.inf
+        for run_id, entry in list(self._holding.items()):
+            if entry.next_delivery_at > now:
+                next_due = min(next_due, entry.next_delivery_at)
+                continue
+            del self._holding[run_id]
+            held, entry.held = entry.held, []
+            entry.next_delivery_at = now + self._tick_s
+            for group in _contiguous(held):
+                self._deliver(entry, EventBatch.concat(group))
+        return next_due
+
+    async def _run_ticks(self) -> None:
+        while True:
+            self._holding_changed = trio.Event()
+            next_due = self._deliver_held()
+            with trio.move_on_at(next_due):
+                await self._holding_changed.wait()
+
     def run_deleted(self, run_id: int) -> None:
         """Tell the run's subscribers it is gone (they raise RunGone) and forget the run."""
+        self._holding.pop(run_id, None)
         entry = self._runs.pop(run_id, None)
         if entry is not None:
             for subscription in entry.subscribers:
@@ -187,11 +265,17 @@ class RunEventBus:
         entry = self._runs.get(run_id)
         return len(entry.subscribers) if entry else 0
 
+    def subscription_statistics(self, run_id: int) -> list[SubscriptionStatistics]:
+        """A snapshot of each of the run's subscribers."""
+        entry = self._runs.get(run_id)
+        return [subscription.statistics() for subscription in entry.subscribers] if entry else []
+
     def statistics(self) -> BusStatistics:
         return BusStatistics(
             runs_tracked=len(self._runs),
             subscribers=sum(len(e.subscribers) for e in self._runs.values()),
             batches_published=self._batches_published,
+            batches_delivered=self._batches_delivered,
             events_published=self._events_published,
             lag_events=self._lag_events,
         )
@@ -209,10 +293,27 @@ class RunEventBus:
         return next_expiry
 
     async def run_pruner(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Forget idle entries after the TTL. Sleeps until the next expiry; no periodic wakeups."""
-        task_status.started()
-        while True:
-            self._became_idle = trio.Event()
-            next_expiry = self.prune_idle()
-            with trio.move_on_at(next_expiry):
-                await self._became_idle.wait()
+        """The bus's background work: forget idle entries after the TTL, and deliver held batches at the
+        end of their tick. Sleeps until the next expiry or tick end; no periodic wakeups."""
+        async with trio.open_nursery() as nursery:
+            if self._tick_s > 0:
+                nursery.start_soon(self._run_ticks)
+            task_status.started()
+            while True:
+                self._became_idle = trio.Event()
+                next_expiry = self.prune_idle()
+                with trio.move_on_at(next_expiry):
+                    await self._became_idle.wait()
+
+
+def _contiguous(batches: list[EventBatch]) -> list[list[EventBatch]]:
+    """Consecutive batches grouped where their seqs follow on without a gap. Every commit is published, so
+    there is normally one group; if one ever were not, the consumer must see the gap (and resync), not a
+    merged batch whose seq range hides it."""
+    groups = [[batches[0]]]
+    for batch in batches[1:]:
+        if batch.first_seq == groups[-1][-1].last_seq + 1:
+            groups[-1].append(batch)
+        else:
+            groups.append([batch])
+    return groups

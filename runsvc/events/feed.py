@@ -59,7 +59,8 @@ class RunFeed:
         self._published += 1
         if not self._watchers:
             return
-        frame = json.dumps({"type": "run", "run": run}, ensure_ascii=False)
+        summary = {key: value for key, value in run.items() if key != "env"}  # as GET /runs lists it
+        frame = json.dumps({"type": "run", "run": summary}, ensure_ascii=False)
         for watcher in list(self._watchers):
             try:
                 watcher._send.send_nowait(frame)

@@ -5,6 +5,6 @@ remote agents (SPEC §11) will be another implementation of the same interface.
 """
 
 from .base import Executor, Outcome, OutputSink, RunSpec, StopRequest
-from .local import LocalExecutor
+from .local import LocalExecutor, RunAs
 
-__all__ = ["Executor", "LocalExecutor", "OutputSink", "Outcome", "RunSpec", "StopRequest"]
+__all__ = ["Executor", "LocalExecutor", "OutputSink", "Outcome", "RunAs", "RunSpec", "StopRequest"]

@@ -73,3 +73,8 @@ class Executor(Protocol):
         the command itself (that is an Outcome with status failed).
         """
         ...
+
+    def kill_all_now(self) -> None:
+        """Kill whatever runs are executing, at once and without waiting (the server is exiting on a
+        second signal and will not wait for them)."""
+        ...

@@ -1,4 +1,10 @@
-"""The local executor: a run is a subprocess of the server, in its own process group (SPEC §4)."""
+"""The local executor: a run is a subprocess of the server, in its own process group (SPEC §4).
+
+With `run_as` (the `run_as_user` setting) the child becomes that user and group (with its
+supplementary groups) before exec, and its working directory belongs to it. When the run's process
+exits, its group is killed and so is every process that still carries the run's id in its environment
+(orphans.kill_tagged), so a daemon that left the group does not outlive the run.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import trio
 from ..log import get_logger
 from .base import Outcome, OutputSink, RunSpec, StopRequest
 from .lines import LineSplitter
+from .orphans import RUN_ID_ENV, SERVER_ID_ENV, kill_tagged
 
 log = get_logger(__name__)
 
@@ -26,11 +33,27 @@ DRAIN_MAX_S = 5.0  # …or that is still open this long (held by a process that 
 CLEANUP_S = 5.0  # shielded cleanup after an outside cancellation gives up after this long
 
 
-def child_env(spec: RunSpec) -> dict[str, str]:
-    """The whole environment of a run's process: PATH, HOME, LANG of the server, the run's env, its id."""
+@attrs.frozen
+class RunAs:
+    """The user local runs execute as (setting `run_as_user`)."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+
+def child_env(spec: RunSpec, server_id: str = "", run_as: RunAs | None = None) -> dict[str, str]:
+    """The whole environment of a run's process: PATH, HOME, LANG of the server (HOME of `run_as`), the
+    run's env, its id and its server's id (the tags that find escaped processes)."""
     env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+    if run_as is not None:
+        env["HOME"] = run_as.home
     env.update(spec.env)
-    env["RUNSVC_RUN_ID"] = str(spec.id)
+    env[RUN_ID_ENV] = str(spec.id)
+    if server_id:
+        env[SERVER_ID_ENV] = server_id
     return env
 
 
@@ -77,10 +100,12 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path, onerror=make_writable_and_retry)
 
 
-def _fresh_dir(path: Path) -> None:
+def _fresh_dir(path: Path, run_as: RunAs | None) -> None:
     _remove_tree(path)  # leftovers of an earlier attempt with the same directory
     path.parent.mkdir(parents=True, exist_ok=True)
     path.mkdir(mode=0o700)
+    if run_as is not None:
+        os.chown(path, run_as.uid, run_as.gid)
 
 
 @attrs.define
@@ -121,6 +146,17 @@ class LocalExecutor:
     """Runs each run as a local subprocess; see `Executor` for the contract."""
 
     kill_grace_s: float = 10.0  # between SIGTERM and SIGKILL when a run is stopped
+    server_id: str = ""  # tags every run's environment (RUNSVC_SERVER_ID); "" = no escaped-process sweep
+    run_as: RunAs | None = None
+    _groups: set[int] = attrs.field(factory=set, init=False)  # process groups of runs whose child is not reaped yet
+
+    def kill_all_now(self) -> None:
+        """SIGKILL every run's process group and every tagged process, synchronously: the server is
+        about to exit without waiting for its runs (a second signal)."""
+        for pgid in list(self._groups):
+            _kill_group(pgid, signal.SIGKILL)
+        if self.server_id:
+            kill_tagged(self.server_id)
 
     async def execute(self, spec: RunSpec, emit: OutputSink, stop: StopRequest) -> Outcome:
         if stop.requested:
@@ -129,22 +165,28 @@ class LocalExecutor:
             try:
                 if not spec.command:
                     raise ValueError("empty command")
-                await trio.to_thread.run_sync(_fresh_dir, spec.workdir)
+                await trio.to_thread.run_sync(_fresh_dir, spec.workdir, self.run_as)
+                run_as = self.run_as
+                # subprocess does setgroups (initgroups' list), setgid, setuid in the child, in that order.
                 process = await trio.lowlevel.open_process(
                     list(spec.command),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     cwd=spec.workdir,
-                    env=child_env(spec),
+                    env=child_env(spec, self.server_id, run_as),
                     start_new_session=True,
+                    user=None if run_as is None else run_as.uid,
+                    group=None if run_as is None else run_as.gid,
+                    extra_groups=None if run_as is None else list(run_as.groups),
                 )
             except (OSError, ValueError, TypeError) as exc:
                 reason = _spawn_error(exc)
                 await emit([("system", reason)])
                 return Outcome("failed", None, reason)
+            self._groups.add(process.pid)
             try:
-                return await self._supervise(process, emit, stop)
+                return await self._supervise(process, emit, stop, spec.id)
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_S):
                     # Cut short (outside cancellation, a failing emit): kill the group, reap the child.
@@ -153,6 +195,8 @@ class LocalExecutor:
                         _kill_group(process.pid, signal.SIGKILL)
                         await process.wait()
                         _kill_group(process.pid, signal.SIGKILL)
+                        self._groups.discard(process.pid)
+                        await self._kill_escaped(spec.id)
                     for stream in (process.stdout, process.stderr):
                         if stream is not None:
                             await stream.aclose()
@@ -163,7 +207,17 @@ class LocalExecutor:
                 except OSError as exc:
                     log.warning("could not remove workdir", run_id=spec.id, path=spec.workdir, error=exc)
 
-    async def _supervise(self, process: trio.Process, emit: OutputSink, stop: StopRequest) -> Outcome:
+    async def _kill_escaped(self, run_id: int) -> None:
+        if not self.server_id:
+            return
+        killed = await trio.to_thread.run_sync(kill_tagged, self.server_id, run_id)
+        if killed:
+            log.warning("killed processes that escaped the run's process group", run_id=run_id,
+                        pids=len(killed))
+
+    async def _supervise(
+        self, process: trio.Process, emit: OutputSink, stop: StopRequest, run_id: int
+    ) -> Outcome:
         pgid = process.pid  # start_new_session: the child leads its own session and process group
         drain = _Drain()
         stopping = False
@@ -213,7 +267,9 @@ class LocalExecutor:
             nursery.start_soon(enforce_stop)
             returncode = await process.wait()
             _kill_group(pgid, signal.SIGKILL)  # whatever is left of the group
+            self._groups.discard(pgid)
             exited.set()
+            await self._kill_escaped(run_id)  # before the drain: they may hold the pipes open
             wait_scope.cancel()
             drain.start()
 

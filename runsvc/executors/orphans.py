@@ -1,4 +1,10 @@
-"""Processes a crashed server left behind: found by their working directory under the data dir."""
+"""Processes of runs that outlive them: left behind by a crashed server, or escaped from their group.
+
+A run's process starts in its own process group and working directory, but a daemon can leave both
+(double fork, `setsid`, `chdir /`). What it cannot shed by accident is its environment: every process
+of a run carries RUNSVC_RUN_ID and RUNSVC_SERVER_ID (which data dir's server started it), as GitHub's
+runner tags job processes with RUNNER_TRACKING_ID. Linux only: both finders read /proc.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +12,22 @@ import os
 import signal
 from pathlib import Path
 
+RUN_ID_ENV = "RUNSVC_RUN_ID"
+SERVER_ID_ENV = "RUNSVC_SERVER_ID"
+_SCAN_PASSES = 3  # a process forking while we scan is caught by the next pass
+
 
 def kill_orphans(workdir_root: Path) -> list[int]:
     """SIGKILL the process group of every process whose cwd is inside `workdir_root`.
 
-    A run's process starts in `<data-dir>/work/<run id>`, in its own process group; after a `kill -9`
-    of the server nothing else remembers it. Linux only (reads /proc). Returns the groups killed.
+    After a `kill -9` of the server nothing else remembers its runs' processes. Returns the groups
+    killed.
     """
     root = os.path.realpath(workdir_root)
     prefix = root + os.sep
     own_group = os.getpgrp()
     groups: set[int] = set()
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for name in entries:
-        if not name.isdigit():
-            continue
-        pid = int(name)
+    for pid in _pids():
         try:
             cwd = os.readlink(f"/proc/{pid}/cwd")
             if cwd == root or cwd.startswith(prefix):
@@ -40,3 +43,39 @@ def kill_orphans(workdir_root: Path) -> list[int]:
         except OSError:
             pass
     return killed
+
+
+def kill_tagged(server_id: str, run_id: int | None = None) -> list[int]:
+    """SIGKILL every process whose environment says it belongs to this server (and to run `run_id`,
+    if given), wherever it went. Returns the pids killed."""
+    wanted = {f"{SERVER_ID_ENV}={server_id}".encode()}
+    if run_id is not None:
+        wanted.add(f"{RUN_ID_ENV}={run_id}".encode())
+    own = os.getpid()
+    killed: list[int] = []
+    for _ in range(_SCAN_PASSES):
+        found = [pid for pid in _pids() if pid != own and wanted <= _environ(pid)]
+        if not found:
+            break
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except OSError:
+                pass
+    return killed
+
+
+def _pids() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+
+
+def _environ(pid: int) -> set[bytes]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return set(f.read().split(b"\0"))
+    except OSError:
+        return set()  # gone, a kernel thread, or not ours to read

@@ -75,6 +75,11 @@ class ExecutorPool:
             self._known[name] = executor
         return executor
 
+    def kill_all_now(self) -> None:
+        """Second signal: every executor kills what it runs here, at once (see Executor.kill_all_now)."""
+        for executor in self._known.values():
+            executor.kill_all_now()
+
     # ---- routing --------------------------------------------------------------------------------
 
     def offers(self) -> list[tuple[str, tuple[str, ...]]]:

@@ -5,8 +5,14 @@ spec before the handler sees the request: authentication (401 `unauthenticated`)
 for state-changing methods (403 `csrf`), then the role (403 `forbidden`). Body size (413), validation
 (400), missing things (404) and conflicts (409) are the handler's, so they always come after.
 
-A guarded handler finds its caller with `current_user()` (and `current_session()`). A WebSocket
-handler, which cannot use the CSRF header, authenticates the cookie with `authenticate_cookie()`.
+A caller is a `Principal`, reached one of two ways: a session cookie, or an API token in
+`Authorization: Bearer rsv_…`. `authenticate()` is the one place that decides which, for HTTP routes
+and WebSockets alike: a bearer header wins over a cookie, and a bad one is refused even with a good
+cookie; other `Authorization` schemes are ignored. A bearer request needs no CSRF header (the token is
+not ambient: a browser never attaches it by itself). Its role is the lower of the token's and the
+user's current role.
+
+A guarded handler finds its caller with `current_principal()` / `current_user()`.
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ from __future__ import annotations
 import enum
 import functools
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
+import attrs
 from quart import g, request
 
-from ..accounts import Auth, Session, User
+from ..accounts import ApiToken, Auth, Session, User
 from .errors import CsrfRejected, Forbidden, Unauthenticated
 from .types import services
 
@@ -36,34 +44,103 @@ class Access(enum.Enum):
     VIEWER = "viewer"
     OPERATOR = "operator"
     ADMIN = "admin"
+    LOOPBACK_OR_ADMIN = "loopback_or_admin"  # anyone connecting from a loopback address, else admins
 
     @property
     def minimum_role(self) -> str | None:
+        if self is Access.LOOPBACK_OR_ADMIN:
+            return "admin"
         return self.value if self in (Access.VIEWER, Access.OPERATOR, Access.ADMIN) else None
+
+
+def from_loopback(remote_addr: str | None) -> bool:
+    """Whether the peer's address is a loopback one (127.0.0.0/8, ::1)."""
+    try:
+        return remote_addr is not None and ipaddress.ip_address(remote_addr).is_loopback
+    except ValueError:
+        return False
+
+
+class _Lookup(Protocol):
+    """Request headers or cookies (werkzeug's Headers is not a Mapping)."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+@attrs.frozen
+class Principal:
+    """Who makes a request: a user with the role in force for it, and how they proved it (exactly one
+    of `session` and `token` is set)."""
+
+    user: User  # `role` is the effective role: for a token, the lower of the token's and the user's
+    session: Session | None = None
+    token: ApiToken | None = None
+
+    @property
+    def csrf_token(self) -> str | None:
+        """The CSRF token cookie-authenticated state changes must carry; None for a bearer token."""
+        return None if self.session is None else self.session.csrf_token
+
+
+def bearer_secret(authorization: str | None) -> str | None:
+    """The credential of an `Authorization: Bearer …` header ("" when it is empty); None when there is
+    no header or it uses another scheme."""
+    if authorization is None:
+        return None
+    scheme, _, credential = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credential.strip()
+
+
+async def authenticate(headers: _Lookup, cookies: _Lookup) -> Principal | None:
+    """The caller behind a request's (or WebSocket handshake's) headers and cookies, or None.
+
+    The one decision for every route and socket: a bearer header, if present, decides alone (a bad
+    one is None even with a good cookie); otherwise the session cookie."""
+    svc = services()
+    secret = bearer_secret(headers.get("Authorization"))
+    if secret is not None:
+        found = await svc.tokens.authenticate(secret)
+        if found is None:
+            return None
+        user, token = found
+        return Principal(user, token=token)
+    session = await authenticate_cookie(svc.auth, cookies.get(SESSION_COOKIE))
+    return None if session is None else Principal(session.user, session=session)
 
 
 async def authenticate_cookie(auth: Auth, cookie_value: str | None) -> Session | None:
     """The live session behind a `runsvc_session` cookie value, or None (expired, logged out,
-    user disabled, or no such session). For WebSocket handlers; HTTP routes get this from `guard()`."""
+    user disabled, or no such session)."""
     return await auth.authenticate(cookie_value)
 
 
-async def authenticate_request() -> Session | None:
-    """The session of the current request's cookie, or None."""
-    return await authenticate_cookie(services().auth, request.cookies.get(SESSION_COOKIE))
+async def authenticate_request() -> Principal | None:
+    """The caller of the current HTTP request, or None."""
+    return await authenticate(request.headers, request.cookies)
+
+
+def current_principal() -> Principal:
+    """The caller of the current request; only inside a handler of a non-PUBLIC route."""
+    principal = g.get("principal")
+    if principal is None:
+        raise RuntimeError("current_principal() outside a route that requires authentication")
+    return principal
 
 
 def current_session() -> Session:
-    """The session of the current request; only inside a handler of a non-PUBLIC route."""
-    session = g.get("session")
+    """The session of the current request; only inside a handler of a route closed to tokens."""
+    session = current_principal().session
     if session is None:
-        raise RuntimeError("current_session() outside a route that requires a session")
+        raise RuntimeError("current_session() in a request authenticated by a token")
     return session
 
 
 def current_user() -> User:
-    """The user making the current request; only inside a handler of a non-PUBLIC route."""
-    return current_session().user
+    """The user making the current request, with the effective role; only inside a handler of a
+    non-PUBLIC route."""
+    return current_principal().user
 
 
 def csrf_ok(session: Session) -> bool:
@@ -71,24 +148,31 @@ def csrf_ok(session: Session) -> bool:
     return hmac.compare_digest(sent.encode(), session.csrf_token.encode())
 
 
-def guard(handler: Callable[..., Awaitable[Any]], access: Access) -> Callable[..., Awaitable[Any]]:
-    """`handler`, preceded by the checks `access` requires."""
+def guard(
+    handler: Callable[..., Awaitable[Any]], access: Access, *, tokens_allowed: bool = True
+) -> Callable[..., Awaitable[Any]]:
+    """`handler`, preceded by the checks `access` requires. With `tokens_allowed=False` a request
+    made with an API token is refused (403) at the role check: only a logged-in session may do it."""
     if access is Access.PUBLIC:
         return handler
 
     @functools.wraps(handler)
     async def guarded(*args: Any, **kwargs: Any) -> Any:
-        session = await authenticate_request()
-        if session is None:
+        if access is Access.LOOPBACK_OR_ADMIN and from_loopback(request.remote_addr):
+            return await handler(*args, **kwargs)
+        principal = await authenticate_request()
+        if principal is None:
             raise Unauthenticated("authentication required")
-        if request.method in STATE_CHANGING_METHODS and not csrf_ok(session):
+        session = principal.session
+        if session is not None and request.method in STATE_CHANGING_METHODS and not csrf_ok(session):
             raise CsrfRejected(f"missing or wrong {CSRF_HEADER} header")
+        if principal.token is not None and not tokens_allowed:
+            raise Forbidden("an API token cannot do this; log in with a password")
         minimum = access.minimum_role
-        if minimum is not None and not session.user.has_role(minimum):
+        if minimum is not None and not principal.user.has_role(minimum):
             needs = minimum if minimum == "admin" else f"{minimum} or higher"
-            raise Forbidden(f"role {session.user.role} may not do this (needs {needs})")
-        g.session = session
-        g.user = session.user
+            raise Forbidden(f"role {principal.user.role} may not do this (needs {needs})")
+        g.principal = principal
         return await handler(*args, **kwargs)
 
     return guarded

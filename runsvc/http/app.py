@@ -6,6 +6,7 @@ from quart_trio import QuartTrio
 
 from ..services import Services
 from . import middleware, routes
+from .handlers import metrics
 from .types import SERVICES_KEY
 
 
@@ -15,5 +16,6 @@ def create_app(services: Services) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
     app.config["PROPAGATE_EXCEPTIONS"] = False
     middleware.install(app)
+    metrics.install(app)  # request latency for /metrics
     routes.register(app)
     return app

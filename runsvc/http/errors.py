@@ -9,6 +9,9 @@ from quart import Response
 from .. import accounts as auth
 from .. import agents
 from ..model import RunNotFound, StatusConflict
+from ..store import StoreClosedError, StoreUnavailable
+
+RETRY_AFTER_S = 5  # what a 503 tells clients to wait before trying again
 
 
 class ApiError(Exception):
@@ -55,6 +58,15 @@ class TooManyAttempts(ApiError):
         self.retry_after_s = retry_after_s
 
 
+class Unavailable(ApiError):
+    """The database cannot serve this request now (SPEC §14): try again after Retry-After seconds."""
+
+    status, code = 503, "unavailable"
+
+    def __init__(self, message: str):
+        super().__init__(message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps({"error": {"code": code, "message": message}})
     return Response(body, status=status, headers=headers, content_type="application/json")
@@ -67,6 +79,8 @@ DOMAIN_ERRORS: tuple[tuple[type[Exception], type[ApiError]], ...] = (
     (auth.UserNotFound, NotFound),
     (auth.UsernameTaken, Conflict),
     (auth.LastAdmin, Conflict),
+    (auth.TokenNotFound, NotFound),
+    (auth.RoleTooHigh, Forbidden),
     (RunNotFound, NotFound),
     (StatusConflict, Conflict),
     (agents.InvalidAgentInput, InvalidRequest),
@@ -81,6 +95,10 @@ def api_error_for(error: Exception) -> ApiError:
     message = str(error)
     if isinstance(error, auth.LoginLocked):
         return TooManyAttempts(message, retry_after_s=error.retry_after_s)
+    if isinstance(error, StoreUnavailable):
+        return Unavailable(f"{message}; try again later")
+    if isinstance(error, StoreClosedError):
+        return Unavailable("the server is shutting down")
     for kind, api_kind in DOMAIN_ERRORS:
         if isinstance(error, kind):
             return api_kind(message)

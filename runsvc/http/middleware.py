@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import traceback
 
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -15,6 +15,7 @@ from ..accounts import AccountError
 from ..agents import AgentError
 from ..log import get_logger
 from ..model import RunNotFound, StatusConflict
+from ..store import StoreClosedError, StoreUnavailable
 from .errors import ApiError, api_error_for, error_response
 
 log = get_logger(__name__)
@@ -47,7 +48,7 @@ def install(app: QuartTrio) -> None:
         api_error = api_error_for(error)
         return error_response(api_error.status, api_error.code, api_error.message, api_error.headers)
 
-    for domain_error in (AccountError, AgentError, RunNotFound, StatusConflict):
+    for domain_error in (AccountError, AgentError, RunNotFound, StatusConflict, StoreUnavailable, StoreClosedError):
         app.register_error_handler(domain_error, _domain_error)
 
     @app.errorhandler(HTTPException)
@@ -58,6 +59,10 @@ def install(app: QuartTrio) -> None:
         valid_methods = getattr(error, "valid_methods", None)  # set on werkzeug's MethodNotAllowed
         if status == 405 and valid_methods:
             headers["Allow"] = ", ".join(sorted(valid_methods))
+        if status == 413:
+            # The rest of the body may still be on its way; closing is the only way the next request
+            # on this connection does not wait behind (or get parsed out of) it.
+            headers["Connection"] = "close"
         return error_response(status, code, message, headers)
 
     @app.errorhandler(Exception)
@@ -65,6 +70,18 @@ def install(app: QuartTrio) -> None:
         # Logged with its traceback for the operator; the client learns nothing about internals.
         log.error("unhandled error in request", error=repr(error), exc_info_text=_format(error))
         return error_response(500, "internal_error", "internal server error")
+
+    @app.after_request
+    async def _drain_request_body(response: Response) -> Response:
+        # Hypercorn's h11 protocol stops serving a keep-alive connection whose request body arrives
+        # after the response ended (the client's next request then hangs): an answer given without
+        # reading the body (404, 405, 401) reads it first. Over the size limit, the 413 path applies.
+        if request.content_length or "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            try:
+                await request.get_data(cache=False)
+            except HTTPException:
+                pass
+        return response
 
     @app.after_request
     async def _security_headers(response: Response) -> Response:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 from quart_trio import QuartTrio
 
 from .access import Access, guard
-from .handlers import agents, auth, health, live, runs, users
+from .handlers import agents, auth, health, live, metrics, openapi, runs, tokens, ui, users
+from .openapi import build_document
+from .query import check_path_ints
+from .types import services
 
 API = "/api/v1"
 
@@ -19,16 +24,22 @@ class Route:
     path: str
     handler: Callable[..., Awaitable[object]]
     access: Access  # checked by access.guard() before the handler runs
+    tokens_allowed: bool = True  # False: an API token is refused (403); only a session may do it
 
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", health.healthz, Access.PUBLIC),
+    Route("GET", "/metrics", metrics.metrics, Access.LOOPBACK_OR_ADMIN),
+    Route("GET", f"{API}/openapi.json", openapi.openapi_document, Access.PUBLIC),
     Route("POST", f"{API}/auth/login", auth.login, Access.PUBLIC),
-    Route("POST", f"{API}/auth/logout", auth.logout, Access.SESSION),
+    Route("POST", f"{API}/auth/logout", auth.logout, Access.SESSION, tokens_allowed=False),
     Route("GET", f"{API}/auth/me", auth.me, Access.SESSION),
     Route("GET", f"{API}/users", users.list_users, Access.ADMIN),
     Route("POST", f"{API}/users", users.create_user, Access.ADMIN),
     Route("PATCH", f"{API}/users/<int:user_id>", users.update_user, Access.ADMIN),
+    Route("POST", f"{API}/tokens", tokens.create_token, Access.SESSION, tokens_allowed=False),
+    Route("GET", f"{API}/tokens", tokens.list_tokens, Access.SESSION),
+    Route("DELETE", f"{API}/tokens/<int:token_id>", tokens.revoke_token, Access.SESSION),
     Route("POST", f"{API}/runs", runs.submit_run, Access.OPERATOR),
     Route("GET", f"{API}/runs", runs.list_runs, Access.VIEWER),
     Route("GET", f"{API}/runs/<int:run_id>", runs.get_run, Access.VIEWER),
@@ -43,18 +54,54 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", f"{API}/agents/<int:agent_id>", agents.delete_agent, Access.ADMIN),
 )
 
-# WebSockets check Origin and the session themselves (see websockets.py): a refusal has to be a close
-# code after the handshake, not an HTTP status.
-WEBSOCKET_ROUTES: tuple[tuple[str, Callable[..., Awaitable[None]]], ...] = (
-    (f"{API}/runs/<int:run_id>/events/ws", live.run_events_ws),
-    (f"{API}/runs/feed/ws", live.runs_feed_ws),
-    (f"{API}/agents/ws", agents.agents_ws),  # authenticated by the agent's Bearer secret
+# The web UI (SPEC §9): the page itself is public; its scripts ask /auth/me who is there. Not part of
+# the API, so not in its OpenAPI document.
+UI_ROUTES: tuple[Route, ...] = (
+    *(Route("GET", path, ui.index_page, Access.PUBLIC) for path in ui.PAGE_PATHS),
+    Route("GET", "/ui/<path:path>", ui.static_file, Access.PUBLIC),
+)
+
+# WebSockets check Origin and the caller themselves (see websockets.py): a refusal has to be a close
+# code after the handshake, not an HTTP status. The kind labels runsvc_websocket_connections.
+WEBSOCKET_ROUTES: tuple[tuple[str, str, Callable[..., Awaitable[None]]], ...] = (
+    (f"{API}/runs/<int:run_id>/events/ws", "run_events", live.run_events_ws),
+    (f"{API}/runs/feed/ws", "feed", live.runs_feed_ws),
+    (f"{API}/agents/ws", "agent", agents.agents_ws),  # authenticated by the agent's Bearer secret
 )
 
 
+def _counted(kind: str, handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """`handler`, counted in runsvc_websocket_connections{kind} while it runs."""
+
+    @functools.wraps(handler)
+    async def counted(*args: Any, **kwargs: Any) -> None:
+        metrics = services().metrics
+        metrics.websocket_opened(kind)
+        try:
+            await handler(*args, **kwargs)
+        finally:
+            metrics.websocket_closed(kind)
+
+    return counted
+
+
+def _bounded(handler: Callable[..., Awaitable[object]]) -> Callable[..., Awaitable[object]]:
+    """`handler`, refusing path integers beyond 64 bits with a 400 before it runs."""
+
+    @functools.wraps(handler)
+    async def bounded(**kwargs: object) -> object:
+        check_path_ints(kwargs)
+        return await handler(**kwargs)
+
+    return bounded
+
+
 def register(app: QuartTrio, routes: tuple[Route, ...] = ROUTES) -> None:
-    for route in routes:
+    document = build_document(routes, [path for path, _, _ in WEBSOCKET_ROUTES])
+    app.config[openapi.OPENAPI_KEY] = openapi.serialize(document)
+    for route in (*routes, *UI_ROUTES):
         endpoint = f"{route.method} {route.path}"
-        app.add_url_rule(route.path, endpoint, guard(route.handler, route.access), methods=[route.method])
-    for path, handler in WEBSOCKET_ROUTES:
-        app.add_websocket(path, f"WS {path}", handler)
+        guarded = guard(_bounded(route.handler), route.access, tokens_allowed=route.tokens_allowed)
+        app.add_url_rule(route.path, endpoint, guarded, methods=[route.method])
+    for path, kind, handler in WEBSOCKET_ROUTES:
+        app.add_websocket(path, f"WS {path}", _counted(kind, handler))

@@ -170,7 +170,9 @@ def parse_json(data: bytes) -> Any:
     except UnicodeDecodeError:
         raise InvalidRequest("request body must be UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicates)
+        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicates)
+        _refuse_lone_surrogates(value)
+        return value
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"request body must be valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
@@ -179,6 +181,23 @@ def parse_json(data: bytes) -> Any:
         raise InvalidRequest(f"request body must be valid JSON ({exc})") from None
     except RecursionError:
         raise InvalidRequest("request body must be valid JSON (nested too deeply)") from None
+
+
+def _refuse_lone_surrogates(value: Any, where: str = "request body") -> None:
+    """A `\\ud800` escape decodes to a string that cannot be encoded as UTF-8 (nor stored)."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise InvalidRequest(f"{where} must not contain lone surrogates (\\ud800-\\udfff)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_lone_surrogates(key, where)
+            _refuse_lone_surrogates(item, f"{key}" if where == "request body" else f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_lone_surrogates(item, f"{where}[{index}]")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _refuse_constant(name: str) -> Any:

@@ -7,6 +7,7 @@ refused upgrade.
 
 from __future__ import annotations
 
+import contextvars
 import json
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -16,9 +17,9 @@ import attrs
 import trio
 from quart import websocket
 
-from ..accounts import Session
 from ..log import get_logger
-from .access import SESSION_COOKIE, authenticate_cookie
+from ..store import StoreClosedError, StoreUnavailable
+from .access import Principal, authenticate
 from .sockets import SocketRegistry
 from .types import services
 
@@ -33,7 +34,7 @@ BAD_REQUEST = 4400
 UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
 NOT_FOUND = 4404
-
+CLOSE_WAIT_S = 5.0  # longest a request waits for its sender to hand the close to the peer
 
 
 class Refused(Exception):
@@ -53,17 +54,60 @@ def expected_origin() -> str:
     return f"{scheme}://{websocket.headers.get('Host', '')}"
 
 
-async def check_origin_and_session() -> Session:
-    """Origin first (a browser's must be our own), then the session cookie. Raises Refused."""
+@attrs.define(eq=False)
+class _SocketAuth:
+    """What authenticated this socket, for the revocation watcher (set by check_origin_and_session)."""
+
+    checked: trio.Event = attrs.Factory(trio.Event)
+    user_id: int = 0
+    generation: int = 0  # Revocations.generation before the check
+
+
+_socket_auth: contextvars.ContextVar[_SocketAuth] = contextvars.ContextVar("runsvc_socket_auth")
+
+
+async def check_origin_and_session() -> Principal:
+    """Origin first (a browser's must be our own), then the caller (a bearer token or the session
+    cookie, decided by access.authenticate like every HTTP route). Raises Refused.
+
+    Inside serve_socket, the socket is then closed as soon as that session or token ends or its user's
+    role may no longer watch (see _close_on_revocation)."""
     origin = websocket.headers.get("Origin")
     if origin is not None and origin.rstrip("/") != expected_origin():
         raise Refused(FORBIDDEN, "origin not allowed")
-    session = await authenticate_cookie(services().auth, websocket.cookies.get(SESSION_COOKIE))
-    if session is None:
+    generation = services().auth.revocations.generation
+    principal = await _check_caller()
+    record = _socket_auth.get(None)
+    if record is not None:
+        record.user_id, record.generation = principal.user.id, generation
+        record.checked.set()
+    return principal
+
+
+async def _check_caller() -> Principal:
+    principal = await authenticate(websocket.headers, websocket.cookies)
+    if principal is None:
         raise Refused(UNAUTHENTICATED, "authentication required")
-    if not session.user.has_role("viewer"):
+    if not principal.user.has_role("viewer"):
         raise Refused(FORBIDDEN, "role may not watch runs")
-    return session
+    return principal
+
+
+async def _close_on_revocation(record: _SocketAuth) -> None:
+    """Each time the socket's user has a revocation (logout, password change, disabled, role change),
+    re-check this socket's own session: Refused(4401) once it has ended, Refused(4403) when the role
+    may no longer watch. Runs until the socket closes."""
+    await record.checked.wait()
+    revocations = services().auth.revocations
+    since = record.generation
+    while True:
+        since = await revocations.wait(record.user_id, since)
+        try:
+            await _check_caller()
+        except Refused as refused:
+            if refused.code == UNAUTHENTICATED:
+                raise Refused(UNAUTHENTICATED, "session ended") from None
+            raise
 
 
 async def _reject_client_messages() -> None:
@@ -120,6 +164,8 @@ async def serve_socket(stream: Callable[[Send], Awaitable[tuple[int, str]]]) -> 
     ws = websocket._get_current_object()  # type: ignore[attr-defined]
     registry.start_sender(_send_frames, ws, frames, sent_all)
     code, reason = NORMAL, ""
+    record = _SocketAuth()
+    _socket_auth.set(record)  # inherited by the tasks below
     async with outgoing:
         async with trio.open_nursery() as nursery:
 
@@ -129,6 +175,8 @@ async def serve_socket(stream: Callable[[Send], Awaitable[tuple[int, str]]]) -> 
                     result = await fn()
                 except Refused as refused:
                     result = refused.code, refused.reason
+                except (StoreUnavailable, StoreClosedError):
+                    result = TRY_AGAIN_LATER, "database unavailable; reconnect later"
                 if result is not None:
                     code, reason = result
                 nursery.cancel_scope.cancel()
@@ -140,5 +188,9 @@ async def serve_socket(stream: Callable[[Send], Awaitable[tuple[int, str]]]) -> 
             nursery.start_soon(run, partial(stream, outgoing.send))
             nursery.start_soon(run, _reject_client_messages)
             nursery.start_soon(run, shutdown)
-        await outgoing.send(_Close(code, reason))
-    await sent_all.wait()
+            nursery.start_soon(run, partial(_close_on_revocation, record))
+        # Bounded: a peer that stopped reading blocks its sender (and so this hand-over) until
+        # Hypercorn's keepalive timeout; the request task ends regardless (see sockets.py).
+        with trio.move_on_after(CLOSE_WAIT_S):
+            await outgoing.send(_Close(code, reason))
+            await sent_all.wait()

@@ -2,14 +2,17 @@
 
 from .core import Store, StoreStatistics, open_store
 from .errors import SchemaError, StoreClosedError, StoreError
+from .faults import ReadTimedOut, StoreUnavailable
 from .migrations import SCHEMA_VERSION
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ReadTimedOut",
     "SchemaError",
     "Store",
     "StoreClosedError",
     "StoreError",
     "StoreStatistics",
+    "StoreUnavailable",
     "open_store",
 ]

@@ -14,6 +14,7 @@ import time
 import attrs
 
 from ..model import TERMINAL_STATUSES
+from .tokens import delete_expired_tokens
 
 _TERMINAL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES)) + ")"  # SQL list
 
@@ -64,21 +65,23 @@ class ExpiryCounts:
     sessions: int = 0
     enrollment_tokens: int = 0
     login_throttle: int = 0
+    api_tokens: int = 0
 
     @property
     def total(self) -> int:
-        return self.sessions + self.enrollment_tokens + self.login_throttle
+        return self.sessions + self.enrollment_tokens + self.login_throttle + self.api_tokens
 
     def __add__(self, other: ExpiryCounts) -> ExpiryCounts:
         return ExpiryCounts(
             self.sessions + other.sessions,
             self.enrollment_tokens + other.enrollment_tokens,
             self.login_throttle + other.login_throttle,
+            self.api_tokens + other.api_tokens,
         )
 
 
 def delete_expired(conn: sqlite3.Connection, now: str, throttle_cutoff: str, limit: int) -> ExpiryCounts:
-    """Delete up to `limit` rows of each kind: sessions and enrollment tokens expired at `now`, and
+    """Delete up to `limit` rows of each kind: sessions, enrollment and API tokens expired at `now`, and
     throttle rows whose last failure is before `throttle_cutoff` and that hold no lockout at `now`.
 
     Fewer than `limit` of every kind means nothing of that kind is left.
@@ -87,7 +90,8 @@ def delete_expired(conn: sqlite3.Connection, now: str, throttle_cutoff: str, lim
     sessions = conn.execute(DELETE_EXPIRED_SESSIONS, params).rowcount
     tokens = conn.execute(DELETE_EXPIRED_ENROLLMENT_TOKENS, params).rowcount
     throttle = conn.execute(DELETE_STALE_THROTTLE, params).rowcount
-    return ExpiryCounts(sessions, tokens, throttle)
+    api_tokens = delete_expired_tokens(conn, now, limit)
+    return ExpiryCounts(sessions, tokens, throttle, api_tokens)
 
 
 # ---- retention ---------------------------------------------------------------------------------
@@ -103,12 +107,15 @@ class PruneBatch:
     elapsed_s: float  # time the batch took in its thread (prune_batch_alone: BEGIN to COMMIT)
 
 
-def prune_batch(conn: sqlite3.Connection, cutoff: str, budget: int) -> PruneBatch:
+def prune_batch(
+    conn: sqlite3.Connection, cutoff: str, budget: int, only: frozenset[int] | None = None
+) -> PruneBatch:
     """Delete expired terminal runs (`ended_at < cutoff`), oldest first, with their events.
 
     At most `budget` rows are deleted, counting each event and each run as one: the events of the
     oldest expired run go first; a run is deleted once none of its events are left. A run with more
-    events than the budget is emptied over several batches. Call again until `exhausted`.
+    events than the budget is emptied over several batches. Call again until `exhausted`. With `only`,
+    runs outside it are left for a later batch (retention fences runs before it deletes them).
     """
     started = time.perf_counter()
     left = budget
@@ -117,6 +124,9 @@ def prune_batch(conn: sqlite3.Connection, cutoff: str, budget: int) -> PruneBatc
     candidates = [row[0] for row in conn.execute(SELECT_EXPIRED_RUNS, {"cutoff": cutoff, "limit": budget + 1})]
     exhausted = True
     for run_id in candidates:
+        if only is not None and run_id not in only:
+            exhausted = False
+            continue
         if left <= 0:
             exhausted = False
             break
@@ -134,7 +144,15 @@ def prune_batch(conn: sqlite3.Connection, cutoff: str, budget: int) -> PruneBatc
     return PruneBatch(tuple(deleted_runs), events, exhausted, time.perf_counter() - started)
 
 
-def prune_batch_alone(conn: sqlite3.Connection, cutoff: str, budget: int) -> PruneBatch:
+def expired_run_ids(conn: sqlite3.Connection, cutoff: str, limit: int) -> list[int]:
+    """The runs the next `prune_batch` with this cutoff and a budget of `limit - 1` may touch, in its
+    order: what retention fences before it deletes anything (SPEC §14)."""
+    return [row[0] for row in conn.execute(SELECT_EXPIRED_RUNS, {"cutoff": cutoff, "limit": limit})]
+
+
+def prune_batch_alone(
+    conn: sqlite3.Connection, cutoff: str, budget: int, only: frozenset[int] | None = None
+) -> PruneBatch:
     """`prune_batch` in a transaction of its own, for `store.write(..., transaction=False)`.
 
     Sharing the group-commit transaction would make the event appends queued beside a batch wait for
@@ -144,7 +162,7 @@ def prune_batch_alone(conn: sqlite3.Connection, cutoff: str, budget: int) -> Pru
     started = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
     try:
-        batch = prune_batch(conn, cutoff, budget)
+        batch = prune_batch(conn, cutoff, budget, only)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -13,7 +13,7 @@ from importlib import resources
 
 from .errors import SchemaError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _v1_to_v2(conn: sqlite3.Connection) -> None:
@@ -23,7 +23,30 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("VACUUM")
 
 
-def _add_agents(conn: sqlite3.Connection) -> None:
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    # API tokens (SPEC §12). The same statements as in schema.sql.
+    conn.executescript(
+        """
+        BEGIN;
+        CREATE TABLE api_tokens (
+            id           INTEGER PRIMARY KEY,
+            token_hash   BLOB    NOT NULL UNIQUE,
+            user_id      INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            name         TEXT    NOT NULL,
+            role         TEXT    NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+            created_at   TEXT    NOT NULL,
+            expires_at   TEXT,
+            last_used_at TEXT
+        );
+        CREATE INDEX api_tokens_expires_at ON api_tokens (expires_at);
+        CREATE INDEX api_tokens_user_id ON api_tokens (user_id);
+        PRAGMA user_version = 3;
+        COMMIT;
+        """
+    )
+
+
+def _v3_to_v4(conn: sqlite3.Connection) -> None:
     # Remote agents (SPEC §11): the agents table and the routing/fencing columns of runs. Existing runs
     # get no labels; a run already handed out counts as attempt 1 on the local executor.
     conn.execute("BEGIN")
@@ -41,9 +64,7 @@ def _add_agents(conn: sqlite3.Connection) -> None:
 
 
 # MIGRATIONS[n] upgrades a version-n database to version n + 1.
-# MERGE NOTE: the agents step is the API-tokens helper's version + 1 on main (3 -> 4); on this branch,
-# which has no api_tokens step, it is registered as 2 -> 3.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _add_agents}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def schema_sql() -> str:

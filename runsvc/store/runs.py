@@ -18,6 +18,8 @@ RUN_COLUMNS = (
     "id, name, command, env, status, exit_code, created_at, started_at, ended_at, created_by, "
     "last_seq, timeout_s, labels, executor, attempt"
 )
+# What lists carry (SPEC §14): the run without `env`, which can be 64 KiB a run.
+SUMMARY_COLUMNS = RUN_COLUMNS.replace(" env,", "")
 
 # Claim: the oldest queued run that one of the free executors can take (it has all the run's labels),
 # handed to the first such executor in the order given (json_each walks an array in order); one
@@ -46,7 +48,8 @@ CLAIM_NEXT = """
 def run_from_row(row: sqlite3.Row) -> dict[str, Any]:
     run = dict(row)
     run["command"] = json.loads(run["command"])
-    run["env"] = json.loads(run["env"])
+    if "env" in run:
+        run["env"] = json.loads(run["env"])
     run["labels"] = json.loads(run["labels"])
     return run
 
@@ -82,7 +85,8 @@ def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
 def list_runs(
     conn: sqlite3.Connection, statuses: Sequence[str], limit: int, before: int | None
 ) -> tuple[list[dict[str, Any]], int | None]:
-    """Newest first, keyset-paginated by id; returns (runs, the `before` of the next page or None)."""
+    """Run summaries (no env), newest first, keyset-paginated by id; returns (runs, the `before` of the
+    next page or None)."""
     where: list[str] = []
     params: list[Any] = []
     if statuses:
@@ -93,7 +97,7 @@ def list_runs(
         params.append(before)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     rows = conn.execute(
-        f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY id DESC LIMIT ?", (*params, limit + 1)
+        f"SELECT {SUMMARY_COLUMNS} FROM runs {clause} ORDER BY id DESC LIMIT ?", (*params, limit + 1)
     ).fetchall()
     runs = [run_from_row(row) for row in rows[:limit]]
     next_before = runs[-1]["id"] if len(rows) > limit else None
@@ -170,3 +174,11 @@ def output_lines(
         (run_id, after_seq, up_to_seq, limit),
     ).fetchall()
     return [(seq, data if kind in ("stdout", "stderr") else None) for seq, kind, data in rows]
+
+
+# The one statement of a /metrics scrape; the runs_status_id index answers it without reading the table.
+COUNT_RUNS_BY_STATUS = "SELECT status, count(*) FROM runs GROUP BY status"
+
+
+def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
+    return {status: count for status, count in conn.execute(COUNT_RUNS_BY_STATUS)}

@@ -1,6 +1,6 @@
 """The login_throttle table: one row per (normalized username, client address) with recent failures.
 
-The rules (window, lockout lengths) live in runsvc/throttle.py; this module only reads and writes rows,
+The rules (window, lockout lengths) live in runsvc/accounts/throttle.py; this module only reads and writes rows,
 and runs a rule's read-modify-write inside the writer's transaction so concurrent failures cannot be lost.
 """
 

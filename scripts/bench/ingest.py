@@ -38,6 +38,7 @@ def _insert_run(conn: sqlite3.Connection) -> int:
 async def _drain(subscription, expected_last: int) -> None:
     while True:
         batch = await subscription.receive()
+        batch.fragments  # noqa: B018 - the JSON a WebSocket watcher sends (built here if not yet)
         if batch.last_seq >= expected_last:
             return
 

@@ -7,6 +7,7 @@ here on the benchmark's own SQLite connections against the same database) and th
 
     python scripts/bench/live.py idle [--connections 1000] [--seconds 30]
     python scripts/bench/live.py fanout [--subscribers 100] [--rate 10000] [--seconds 10]
+                                        [--client-processes 2] [--no-polling]
     python scripts/bench/live.py catchup [--events 1000000]
     python scripts/bench/live.py slow [--events 1000000]
     python scripts/bench/live.py scheduler [--submissions 100]
@@ -21,14 +22,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import math
 import random
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import attrs
 import trio
 import trio_websocket
 
@@ -131,53 +135,94 @@ async def idle(args, tmp: Path) -> None:
 
 async def fanout(args, tmp: Path) -> None:
     total = int(args.rate * args.seconds)
-    async with subprocess_server(tmp / "fanout") as server:
-        # Push: N WebSocket clients on one run whose child prints `rate` lines/s once they are connected.
+    server_args = [] if args.bus_tick_s is None else ["--bus-tick-s", str(args.bus_tick_s)]
+    async with subprocess_server(tmp / "fanout", *server_args) as server:
+        # Push: N WebSocket clients, spread over `--client-processes` processes so that the clients'
+        # own CPU does not limit what is measured, on one run whose child prints `rate` lines/s once
+        # they are all connected.
         go = tmp / "go-push"
         run = await server.submit(chatty(args.rate, args.seconds, total, go))
         await server.wait_status(run["id"], ("running",))
-        # Every client checks every seq; every 10th also measures the latency of every line it gets.
-        watchers = [Watcher(measure=i % 10 == 0) for i in range(args.subscribers)]
-        connected = trio.Semaphore(0)
-
-        async def watch(watcher: Watcher) -> None:
-            async with open_ws(server, run["id"], queue=64) as ws:
-                watcher.take(await ws.get_message(), time.time())
-                connected.release()
-                await watcher.read(ws)
-
-        sampler = RssSampler(server.pid)
-        async with trio.open_nursery() as nursery:
-            for watcher in watchers:
-                nursery.start_soon(watch, watcher)
-            for _ in watchers:
-                await connected.acquire()
-            nursery.start_soon(sampler.run)
-            cpu = cpu_seconds(server.pid), cpu_seconds()
-            go.touch()
-            start = time.perf_counter()
-            final = await server.wait_status(run["id"], TERMINAL, every=0.2)
-            produced = time.perf_counter() - start
-            while any(w.code is None for w in watchers):
-                await trio.sleep(0.05)
-            elapsed = time.perf_counter() - start
-            nursery.cancel_scope.cancel()
-        cpu = (cpu_seconds(server.pid) - cpu[0]) / elapsed, (cpu_seconds() - cpu[1]) / elapsed
+        result = await fanout_clients(server, run["id"], args, tmp, go)
+        final = await server.get_run(run["id"])
         last = final["last_seq"]
-        ok = sum(w.complete(last) and w.end == last and w.code == 1000 for w in watchers)
-        push = [lat for w in watchers for lat in w.latencies]
-        print(f"push: {total} lines at {args.rate:,.0f}/s (child took {produced:.1f} s); {ok}/{len(watchers)} "
-              f"clients received seq 1..{last} in order, end + 1000")
-        print(f"push latency append→receive over {len(push):,} deliveries: p50={ms(percentile(push, 0.5))} "
-              f"p99={ms(percentile(push, 0.99))} max={ms(max(push))}")
-        print(f"push: last client closed {elapsed:.1f} s after the start; CPU busy meanwhile: server "
-              f"{cpu[0]:.0%}, benchmark clients {cpu[1]:.0%} of one core; server peak RSS {mib(sampler.peak)}")
-
+        ok = sum(w["last"] == last and w["in_order"] and w["end"] == last and w["code"] == 1000
+                 for w in result.watchers)
+        push = result.latencies
+        print(f"push: {total} lines at {args.rate:,.0f}/s; {ok}/{len(result.watchers)} clients received seq "
+              f"1..{last} in order, end + 1000; {result.frames:,} frames, {result.delivered:,} events delivered")
+        print(f"push latency of each frame's oldest line (write→receive) over {len(push):,} frames: "
+              f"p50={ms(percentile(push, 0.5))} p99={ms(percentile(push, 0.99))} max={ms(max(push))}")
+        print(f"push: last client closed {result.elapsed:.1f} s after the start; server CPU "
+              f"{result.server_cpu / result.elapsed:.0%} of a core, "
+              f"{result.server_cpu / result.delivered * 1e6:.2f} CPU-s per million delivered events; "
+              f"clients {result.client_cpu / result.elapsed:.0%} over {args.client_processes} processes; "
+              f"server peak RSS {mib(result.peak_rss)}")
+        if not args.polling:
+            return
         poll, ok_poll, polls = await fanout_polling(server, args, tmp, total)
         print(f"polling: {ok_poll}/{args.subscribers} pollers read every line in order with {polls:,} SELECTs; "
               f"latency over {len(poll):,} deliveries: p50={ms(percentile(poll, 0.5))} "
               f"p99={ms(percentile(poll, 0.99))} max={ms(max(poll))}")
         print(f"ratio of p99, polling / push: {percentile(poll, 0.99) / percentile(push, 0.99):.1f}x")
+
+
+@attrs.define
+class FanoutResult:
+    watchers: list[dict]
+    latencies: list[float]  # per frame: receive time - write time of its oldest line
+    frames: int
+    delivered: int  # events received, over all clients
+    elapsed: float  # from "go" until the last client closed
+    server_cpu: float  # CPU-seconds of the server process meanwhile
+    client_cpu: float
+    peak_rss: int
+
+
+async def fanout_clients(server, run_id: int, args, tmp: Path, go: Path) -> FanoutResult:
+    """Start the client processes (fanout_worker.py), wait until all are connected, touch `go`, and
+    collect what they saw once the server has closed every socket."""
+    counts = [args.subscribers // args.client_processes + (i < args.subscribers % args.client_processes)
+              for i in range(args.client_processes)]
+    files = [tmp / f"fanout-{i}.json" for i in range(len(counts))]
+    worker = str(Path(__file__).resolve().parent / "fanout_worker.py")
+    processes = [
+        await trio.lowlevel.open_process(
+            [sys.executable, worker, server.url, server.cookie, str(run_id), str(count), str(file)],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        )
+        for count, file in zip(counts, files, strict=True)
+    ]
+    sampler = RssSampler(server.pid)
+    async with trio.open_nursery() as nursery:
+        for process in processes:  # each prints "ready" once all its clients have their first frame
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = await process.stdout.receive_some(64)
+                if not chunk:
+                    raise RuntimeError("a client process exited before it was ready")
+                line += chunk
+        nursery.start_soon(sampler.run)
+        cpu = cpu_seconds(server.pid)
+        go.touch()
+        start = time.perf_counter()
+        for process in processes:
+            await process.wait()
+        elapsed = time.perf_counter() - start
+        server_cpu = cpu_seconds(server.pid) - cpu
+        nursery.cancel_scope.cancel()
+    results = [json.loads(file.read_text()) for file in files]
+    watchers = [w for r in results for w in r["watchers"]]
+    return FanoutResult(
+        watchers=watchers,
+        latencies=[lat for r in results for lat in r["latencies"]],
+        frames=sum(w["frames"] for w in watchers),
+        delivered=sum(w["events"] for w in watchers),
+        elapsed=elapsed,
+        server_cpu=server_cpu,
+        client_cpu=sum(r["cpu_s"] for r in results),
+        peak_rss=sampler.peak,
+    )
 
 
 async def fanout_polling(server, args, tmp: Path, total: int) -> tuple[list[float], int, int]:
@@ -389,6 +434,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="idle: window (30); fanout: production time (10)")
     parser.add_argument("--subscribers", type=int, default=100, help="fanout clients (100)")
     parser.add_argument("--rate", type=float, default=10_000, help="fanout lines per second (10000)")
+    parser.add_argument("--client-processes", type=int, default=2, help="fanout: processes the clients are "
+                        "spread over (2)")
+    parser.add_argument("--bus-tick-s", type=float, help="fanout: the server's --bus-tick-s (its default)")
+    parser.add_argument("--no-polling", dest="polling", action="store_false",
+                        help="fanout: skip the polling baseline")
     parser.add_argument("--events", type=int, default=1_000_000, help="catchup and slow (1000000)")
     parser.add_argument("--submissions", type=int, default=100, help="scheduler (100)")
     parser.add_argument("--hold", type=float, default=45, help="connections: seconds to hold them (45)")

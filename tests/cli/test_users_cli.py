@@ -210,3 +210,25 @@ def test_newer_database_is_refused(tmp_path):
     conn.close()
     assert_one_line_error(runsvc("user", "list", "--data-dir", str(tmp_path)), 1,
                           "runsvc: error: cannot open database: database schema version 999 is newer")
+
+
+def test_disable_enable_and_set_role(tmp_path):
+    """`user disable|enable|set-role` change the user (any case of the name); the last admin is
+    protected and an unknown user is one line, exit 1."""
+    data = str(tmp_path / "data")
+    for name, role in (("alice", "operator"), ("root", "admin")):
+        runsvc("user", "add", name, "--role", role, "--password-stdin", "--data-dir", data, stdin="pass-word-1\n")
+    disabled = runsvc("user", "disable", "ALICE", "--data-dir", data)
+    assert disabled.returncode == 0 and disabled.stdout == "disabled alice\n", disabled.stderr
+    assert trio.run(login_works, tmp_path / "data", "alice", "pass-word-1") is False
+    enabled = runsvc("user", "enable", "alice", "--data-dir", data)
+    assert enabled.returncode == 0 and enabled.stdout == "enabled alice\n", enabled.stderr
+    assert trio.run(login_works, tmp_path / "data", "alice", "pass-word-1") is True
+    changed = runsvc("user", "set-role", "alice", "viewer", "--data-dir", data)
+    assert changed.stdout == "changed the role of alice (now viewer)\n", changed.stderr
+    listed = runsvc("user", "list", "--data-dir", data).stdout.splitlines()
+    assert listed[1].split()[:4] == ["1", "alice", "viewer", "no"]
+    assert_one_line_error(runsvc("user", "set-role", "root", "viewer", "--data-dir", data), 1, "last enabled admin")
+    assert_one_line_error(runsvc("user", "disable", "nobody", "--data-dir", data), 1, "no user named nobody")
+    bad_role = runsvc("user", "set-role", "alice", "king", "--data-dir", data)
+    assert bad_role.returncode == 2 and "invalid choice" in bad_role.stderr

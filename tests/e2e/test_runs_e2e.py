@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -48,9 +47,10 @@ async def test_crash_recovery_after_kill_9(tmp_path):
     """After kill -9, a run left running becomes interrupted with a system event, its process is
     killed, its workdir is removed, and a run that was queued runs."""
     data = tmp_path / "data"
+    work = tmp_path / "work"  # the runs' directories: <work>/<server id>/<run id>
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery, data, "--max-concurrent-runs", "1")
+            server = await start_server(nursery, data, "--max-concurrent-runs", "1", "--work-dir", str(work))
             async with logged_in(server.url) as (client, csrf):
                 sleeper = "import os, time; print(os.getpid(), flush=True); time.sleep(60)"
                 busy = (await client.post("/api/v1/runs", json={"command": [PY, "-c", sleeper]},
@@ -62,16 +62,17 @@ async def test_crash_recovery_after_kill_9(tmp_path):
                         or events[-1]["kind"] != "stdout":
                     await trio.sleep(0.05)
                 child_pid = int(events[-1]["data"])
-            assert (data / "work" / str(busy["id"])).is_dir()
+            [run_dir] = work.glob(f"*/{busy['id']}")
+            assert run_dir.is_dir()
             server.send_signal(signal.SIGKILL)
             await server.wait()
 
-            server = await start_server(nursery, data, "--max-concurrent-runs", "1")
+            server = await start_server(nursery, data, "--max-concurrent-runs", "1", "--work-dir", str(work))
             async with logged_in(server.url) as (client, csrf):
                 crashed = await wait_status(client, busy["id"], {"interrupted"})
                 later = await wait_status(client, waiting["id"], {"succeeded", "failed"})
                 events = (await client.get(f"/api/v1/runs/{busy['id']}/events")).json()
-            assert not (data / "work" / str(busy["id"])).exists()
+            assert not run_dir.exists()
             assert not _alive(child_pid)
             server.send_signal(signal.SIGTERM)
             assert await server.wait() == 0
@@ -123,22 +124,16 @@ async def test_second_signal_exits_at_once(tmp_path):
     assert code != 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_submit_follow_survives_server_restart(tmp_path):
     """`submit --follow` prints every line once, in order, across a server restart, and exits with
     the run's exit code."""
     data = tmp_path / "data"
-    port = str(_free_port())
     script = "import time, sys\nfor i in range(8):\n    print(i, flush=True)\n    time.sleep(0.4)\nsys.exit(3)"
     env = child_env(RUNSVC_USERNAME="admin", RUNSVC_PASSWORD="admin-password-1")
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery, data, "--port", port, "--drain-s", "10")
+            server = await start_server(nursery, data, "--drain-s", "10")  # port 0: read from its log
+            port = server.url.rsplit(":", 1)[1]  # the restarted server must come back where the CLI is
             cli = await trio.lowlevel.open_process(
                 [PY, "-m", "runsvc", "submit", "--server", server.url, "--follow", "--", PY, "-c", script],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import sys
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ import trio_websocket
 
 from runsvc.server import serve
 from tests.conftest import make_settings
-from tests.helpers import FAST_HASHER, add_user, login, running_server
+from tests.helpers import FAST_HASHER, add_user, login, open_websocket, running_server
 
 PY = sys.executable
 SLEEPER = [PY, "-c", "import time; time.sleep(60)"]
@@ -29,15 +30,10 @@ async def open_ws(server, path, *, cookie=None, origin=None, queue=1):
     if origin:
         headers.append((b"Origin", origin.encode()))
     url = server.url.replace("http://", "ws://") + path
-    async with trio_websocket.open_websocket_url(
+    async with open_websocket(
         url, extra_headers=headers, message_queue_size=queue, max_message_size=2**24
     ) as ws:
-        try:
-            yield ws
-        finally:
-            # trio-websocket's client leaves its TCP stream open when the server closes first (its
-            # reader stops at EOF without closing); close it so the socket is not leaked.
-            await ws._stream.aclose()
+        yield ws
 
 
 async def read_all(ws, stop_after_seq=None):
@@ -153,13 +149,37 @@ async def test_slow_client_resyncs_with_bounded_memory(tmp_path):
                 await append_lines(services, run_id, 200_000, per_append=200)
                 stats = services.bus.statistics()
                 assert stats.lag_events > 0
-                [subscription] = services.bus._runs[run_id].subscribers
-                assert subscription._receive.statistics().current_buffer_used <= 64
+                [subscription] = services.bus.subscription_statistics(run_id)
+                assert subscription.buffered_batches <= 64
                 await services.runs.cancel(run_id, by="t")
                 seqs, end, code = await read_all(ws)
     seqs = [e["seq"] for e in first["events"]] + seqs
     assert seqs == list(range(1, end["last_seq"] + 1)) and code == 1000
     assert end["last_seq"] >= 200_000
+
+
+async def test_watcher_behind_gets_several_commits_per_frame(server, session):
+    """A client that stopped reading while 500 commits of 50 lines were made gets them, once it reads
+    again, in frames that each carry the output of several commits — in order, without gap."""
+    services = server.services
+    with trio.fail_after(60):
+        run_id = await running_run(services)
+        async with open_ws(server, f"/api/v1/runs/{run_id}/events/ws", cookie=session) as ws:
+            first = json.loads(await ws.get_message())
+            # 25,000 lines of ~200 bytes: more than the socket buffers hold, so the server falls behind.
+            for start in range(0, 25_000, 50):
+                lines = [("stdout", f"{i} " + "z" * 200) for i in range(start, start + 50)]
+                await services.eventlog.append(run_id, lines)
+            await services.runs.cancel(run_id, by="t")
+            sizes, seqs = [], [e["seq"] for e in first["events"]]
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                while True:
+                    frame = json.loads(await ws.get_message())
+                    if frame["type"] == "events":
+                        sizes.append(len(frame["events"]))
+                        seqs.extend(e["seq"] for e in frame["events"])
+    assert seqs == list(range(1, seqs[-1] + 1)) and seqs[-1] >= 25_000
+    assert len(sizes) < 500 and max(sizes) > 50  # frames carried several commits each
 
 
 async def test_hundred_clients_see_identical_sequences(server, session):
@@ -185,31 +205,42 @@ async def test_hundred_clients_see_identical_sequences(server, session):
     assert all(seqs == list(range(1, last + 1)) and code == 1000 for seqs, _, code in results)
 
 
-async def test_idle_websockets_run_no_sql(server, session):
+def _startup_passes_done(caplog) -> bool:
+    logged = {r.getMessage() for r in caplog.records if r.name == "runsvc.maintenance"}
+    return {"maintenance pass", "retention pass"} <= logged
+
+
+async def test_idle_websockets_run_no_sql(tmp_path, caplog):
     """200 open WebSockets on a quiet run: no SQL statement at all over a real 5 s window."""
-    services = server.services
-    with trio.fail_after(60):
-        run_id = await running_run(services)
-        async with trio.open_nursery() as nursery:
-            connected = trio.Semaphore(0)
+    # The window starts once the startup passes of maintenance and retention have logged that they ran.
+    caplog.set_level(logging.INFO, logger="runsvc.maintenance")
+    async with running_server(make_settings(tmp_path)) as server:
+        services = server.services
+        session = await operator_cookie(server)
+        with trio.fail_after(60):
+            run_id = await running_run(services)
+            async with trio.open_nursery() as nursery:
+                connected = trio.Semaphore(0)
 
-            async def watch():
-                async with open_ws(server, f"/api/v1/runs/{run_id}/events/ws", cookie=session) as ws:
-                    await ws.get_message()
-                    connected.release()
-                    await trio.sleep_forever()
+                async def watch():
+                    async with open_ws(server, f"/api/v1/runs/{run_id}/events/ws", cookie=session) as ws:
+                        await ws.get_message()
+                        connected.release()
+                        await trio.sleep_forever()
 
-            for _ in range(200):
-                nursery.start_soon(watch)
-            for _ in range(200):
-                await connected.acquire()
-            while services.bus.subscriber_count(run_id) < 200:
-                await trio.sleep(0.01)
-            await trio.sleep(0.5)  # let the startup passes of maintenance and retention finish
-            before = services.store.statistics().statements
-            await trio.sleep(5)
-            after = services.store.statistics().statements
-            nursery.cancel_scope.cancel()
+                for _ in range(200):
+                    nursery.start_soon(watch)
+                for _ in range(200):
+                    await connected.acquire()
+                while services.bus.subscriber_count(run_id) < 200 or not _startup_passes_done(caplog):
+                    await trio.sleep(0.01)
+                # The sleeper runs; the scheduler waits on its wakeup (its safety net is 60 s away).
+                scheduler = services.scheduler.statistics()
+                assert scheduler.running == 1 and not scheduler.claiming
+                before = services.store.statistics().statements
+                await trio.sleep(5)
+                after = services.store.statistics().statements
+                nursery.cancel_scope.cancel()
     assert after == before
 
 
@@ -389,13 +420,10 @@ async def _stalled_client(server, cookie, run_id, connected: trio.Event):
     """A client that reads one frame and then nothing at all (its socket buffers fill up)."""
     url = server.url.replace("http://", "ws://") + f"/api/v1/runs/{run_id}/events/ws"
     headers = [(b"Cookie", f"runsvc_session={cookie}".encode())]
-    async with trio_websocket.open_websocket_url(url, extra_headers=headers) as ws:
-        try:
-            await ws.get_message()
-            connected.set()
-            await trio.sleep_forever()
-        finally:
-            await ws._stream.aclose()
+    async with open_websocket(url, extra_headers=headers) as ws:
+        await ws.get_message()
+        connected.set()
+        await trio.sleep_forever()
 
 
 async def _flood(services, run_id, events=100_000):

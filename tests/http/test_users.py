@@ -232,12 +232,13 @@ async def test_last_enabled_admin_cannot_be_demoted_or_disabled(server, client, 
 
 
 async def test_patch_refusals(client, admin):
-    """Unknown ids are 404 (also past SQLite's integer range); bad values are 400 naming the field."""
+    """Unknown ids are 404, ids past SQLite's integer range 400 (SPEC §14); bad values are 400 naming the
+    field."""
     with trio.fail_after(10):
         assert_error(await _send(client, "PATCH", f"{USERS}/424242", {"role": "viewer"}, admin), 404,
                      "not_found", "no user with id 424242")
-        assert_error(await _send(client, "PATCH", f"{USERS}/{2**70}", {"role": "viewer"}, admin), 404,
-                     "not_found")
+        assert_error(await _send(client, "PATCH", f"{USERS}/{2**70}", {"role": "viewer"}, admin), 400,
+                     "invalid_request", "user_id must be <= 9223372036854775807")
         assert_error(await _send(client, "PATCH", f"{USERS}/0", {"role": "viewer"}, admin), 404, "not_found")
         assert_error(await _send(client, "PATCH", f"{USERS}/abc", {"role": "viewer"}, admin), 404, "not_found")
         assert_error(await _send(client, "PATCH", f"{USERS}/2", {"disabled": "yes"}, admin), 400,

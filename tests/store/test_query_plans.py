@@ -9,7 +9,9 @@ import pytest
 
 from runsvc.store import maintenance as m
 from runsvc.store import runs as r
+from runsvc.store import tokens as t
 from runsvc.store.migrations import schema_sql
+from runsvc.store.runs import COUNT_RUNS_BY_STATUS
 
 # Used at startup (recover runs left running).
 SELECT_RUNNING_RUNS = "SELECT id FROM runs WHERE status = 'running'"
@@ -36,6 +38,14 @@ HOT_QUERIES = {
             "USING INTEGER PRIMARY KEY (rowid=?)",
             "USING COVERING INDEX enrollment_tokens_expires_at (expires_at<?)",
         ],
+    ),
+    "api-token expiry": (
+        t.DELETE_EXPIRED_API_TOKENS,
+        ["USING INTEGER PRIMARY KEY (rowid=?)", "USING COVERING INDEX api_tokens_expires_at (expires_at<?)"],
+    ),
+    "api-token lookup": (
+        t.SELECT_LIVE_TOKEN,
+        ["USING INDEX sqlite_autoindex_api_tokens_1 (token_hash=?)", "USING INTEGER PRIMARY KEY (rowid=?)"],
     ),
     "throttle cleanup": (
         m.DELETE_STALE_THROTTLE,
@@ -77,3 +87,11 @@ def test_hot_query_uses_an_index(conn, name):
     assert not [d for d in details if "TEMP B-TREE" in d], f"{name}: {details}"
     for fragment in expected:
         assert any(fragment in d for d in accesses), f"{name}: {fragment!r} not in {details}"
+
+
+def test_metrics_run_count_reads_only_an_index(conn):
+    """The one query of a /metrics scrape walks the covering status index, never the runs table, and
+    needs no sort (the index is already in status order)."""
+    details = plan(conn, COUNT_RUNS_BY_STATUS)
+    assert any("USING COVERING INDEX runs_status_" in d for d in details), details
+    assert not [d for d in details if "TEMP B-TREE" in d], details

@@ -229,3 +229,13 @@ async def test_close_under_write_load_leaves_database_intact(tmp_path):
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
     conn.close()
+
+
+async def test_statements_are_counted_per_call_not_per_row(store):
+    """An executemany of 1,000 rows counts as one statement (the count is per execute call)."""
+    await store.write(lambda c: c.execute("CREATE TABLE counted (x INTEGER)"))
+    before = store.statistics().statements
+    await store.write(lambda c: c.executemany("INSERT INTO counted VALUES (?)", [(i,) for i in range(1000)]))
+    # BEGIN IMMEDIATE, SAVEPOINT, the executemany, RELEASE, COMMIT
+    assert store.statistics().statements - before == 5
+    assert store.statistics().statements_on_trio_thread == 0

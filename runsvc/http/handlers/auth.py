@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from quart import Response, request
 
-from ..access import SESSION_COOKIE, current_session
-from ..types import json_response, services
+from ..access import SESSION_COOKIE, current_principal
+from ..types import json_response, no_content, services
 from ..validation import read_json_object, string
 
 LOGIN_FIELDS = {"username": string(), "password": string()}
@@ -32,7 +32,7 @@ async def login() -> Response:
 async def logout() -> Response:
     svc = services()
     await svc.auth.logout(request.cookies[SESSION_COOKIE])
-    response = Response(status=204)
+    response = no_content()
     response.delete_cookie(
         SESSION_COOKIE, path="/", secure=svc.settings.cookie_secure, httponly=True, samesite="Lax"
     )
@@ -40,5 +40,7 @@ async def logout() -> Response:
 
 
 async def me() -> Response:
-    session = current_session()
-    return json_response({"user": session.user.to_json(), "csrf_token": session.csrf_token})
+    """The caller, with the role in force (for a token: the lower of the token's and the user's), and
+    the CSRF token (null for a token, which needs none)."""
+    principal = current_principal()
+    return json_response({"user": principal.user.to_json(), "csrf_token": principal.csrf_token})

@@ -9,6 +9,7 @@ import trio
 from quart import websocket
 
 from ...model import EventBatch, RunGone, RunNotFound
+from ..query import MAX_INT64
 from ..types import services
 from ..websockets import (
     BAD_REQUEST,
@@ -25,22 +26,27 @@ from ..websockets import (
 def _after_seq() -> int:
     raw = websocket.args.get("after_seq", "0")
     try:
-        value = int(raw)
+        value = int(raw) if len(raw) <= 40 else MAX_INT64 + 1
     except ValueError:
         raise Refused(BAD_REQUEST, "after_seq must be an integer") from None
     if value < 0:
         raise Refused(BAD_REQUEST, "after_seq must be >= 0")
+    if value > MAX_INT64:
+        raise Refused(BAD_REQUEST, f"after_seq must be <= {MAX_INT64}")
     return value
 
 
 def _frames(batch: EventBatch) -> list[str]:
-    """One `events` frame per JSON fragment of the batch (each at most FRAGMENT_CAP characters)."""
-    return ['{"type":"events","events":[' + fragment + "]}" for fragment in batch.fragments]
+    """One `events` frame per JSON fragment of the batch (each at most FRAGMENT_CAP characters); built
+    once per batch, shared by every socket that sends it."""
+    return batch.wrapped('{"type":"events","events":[', "]}")
 
 
 async def run_events_ws(run_id: int) -> None:
     async def stream(send: Send) -> tuple[int, str]:
         await check_origin_and_session()
+        if run_id > MAX_INT64:
+            raise Refused(BAD_REQUEST, f"run_id must be <= {MAX_INT64}")
         after_seq = _after_seq()
         svc = services()
         last_seq = after_seq

@@ -18,6 +18,7 @@ from ..validation import number, read_json_object, string, string_list, string_m
 MAX_TIMEOUT_S = 7 * 86400  # 7 days
 DEFAULT_TIMEOUT_S = 3600
 MAX_NAME = 200
+MAX_FIELD_JSON_BYTES = 64 * 1024  # command and env, each as JSON (SPEC §14)
 RESERVED_ENV = "RUNSVC_RUN_ID"
 
 SUBMIT_FIELDS = {
@@ -32,7 +33,11 @@ LABEL_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _check_submission(body: dict[str, Any]) -> None:
-    """Rules the field types cannot say: things exec() would refuse or runsvc reserves."""
+    """Rules the field types cannot say: things exec() would refuse or runsvc reserves, and sizes."""
+    for name in ("command", "env"):
+        size = len(json.dumps(body[name], ensure_ascii=False).encode())
+        if size > MAX_FIELD_JSON_BYTES:
+            raise InvalidRequest(f"{name} must be at most {MAX_FIELD_JSON_BYTES} bytes of JSON (got {size})")
     if body["timeout_s"] <= 0:
         raise InvalidRequest("timeout_s must be > 0")
     for index, arg in enumerate(body["command"]):
@@ -98,9 +103,12 @@ async def run_events(run_id: int) -> Response:
 
 
 async def run_log(run_id: int) -> Response:
+    refuse_unknown_params(("download",))
+    download = int_param("download", default=0, minimum=0, maximum=1)  # 1: save as a file
     run = await services().runs.get(run_id)
     lines = services().runs.log_lines(run_id, run["last_seq"])
     response = Response(lines, content_type="text/plain; charset=utf-8")
-    response.headers["Content-Disposition"] = f'inline; filename="run-{run_id}.log"'
+    disposition = "attachment" if download else "inline"
+    response.headers["Content-Disposition"] = f'{disposition}; filename="run-{run_id}.log"'
     return response
 

@@ -1,0 +1,326 @@
+"""The OpenAPI 3.1 document of the HTTP API, built from the route table so that it cannot drift.
+
+`build_document(ROUTES, ...)` walks every route: its method and path come from the table, and so do
+the security requirements (from its `Access`), the CSRF header (state-changing methods), and the error
+answers the access checks can give (401, 403). What the table cannot say — request and response bodies,
+query parameters — is in `OPERATIONS`, keyed by (method, path); a route without an entry there fails
+the build (and so the test suite), and so does an entry without a route.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from ..accounts import ROLES
+from ..accounts.tokens import MAX_EXPIRES_IN_DAYS, MAX_NAME_CHARS
+from ..model import STATUSES
+from .access import CSRF_HEADER, SESSION_COOKIE, STATE_CHANGING_METHODS, Access
+
+API = "/api/v1"
+_PATH_PARAM = re.compile(r"<(?:int:)?([a-z_]+)>")
+_MAX_ID = 2**63 - 1  # SQLite INTEGER
+
+JSON = "application/json"
+Schema = dict[str, Any]
+
+
+class RouteLike(Protocol):
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def access(self) -> Access: ...
+    @property
+    def tokens_allowed(self) -> bool: ...
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+TIMESTAMP: Schema = {"type": "string", "description": "RFC 3339 UTC, e.g. 2026-11-27T09:26:22.123456Z"}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "additionalProperties": False,
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "additionalProperties": False,
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "User": {
+        "type": "object",
+        "required": ["id", "username", "role", "disabled", "created_at"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "integer"},
+            "username": {"type": "string"},
+            "role": {"enum": list(ROLES)},
+            "disabled": {"type": "boolean"},
+            "created_at": TIMESTAMP,
+        },
+    },
+    "Run": {
+        "type": "object",
+        "required": ["id", "name", "command", "env", "status", "exit_code", "created_at", "started_at",
+                     "ended_at", "created_by", "last_seq", "timeout_s"],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": nullable({"type": "string"}),
+            "command": {"type": "array", "items": {"type": "string"}},
+            "env": {"type": "object", "additionalProperties": {"type": "string"}},
+            "status": {"enum": list(STATUSES)},
+            "exit_code": nullable({"type": "integer"}),
+            "created_at": TIMESTAMP,
+            "started_at": nullable(TIMESTAMP),
+            "ended_at": nullable(TIMESTAMP),
+            "created_by": nullable({"type": "string"}),
+            "last_seq": {"type": "integer", "minimum": 0},
+            "timeout_s": {"type": "number"},
+        },
+    },
+    "Event": {
+        "type": "object",
+        "required": ["seq", "ts", "kind", "data"],
+        "properties": {
+            "seq": {"type": "integer", "minimum": 1},
+            "ts": TIMESTAMP,
+            "kind": {"enum": ["state", "stdout", "stderr", "system"]},
+            "data": {"anyOf": [{"type": "string"}, {"type": "object"}]},
+        },
+    },
+    "ApiToken": {
+        "type": "object",
+        "required": ["id", "name", "username", "role", "created_at", "expires_at", "last_used_at"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "username": {"type": "string"},
+            "role": {"enum": list(ROLES)},
+            "created_at": TIMESTAMP,
+            "expires_at": nullable(TIMESTAMP),
+            "last_used_at": nullable(TIMESTAMP),
+        },
+    },
+}
+
+
+def obj(properties: dict[str, Schema], required: Iterable[str] = ()) -> Schema:
+    return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
+
+
+def query(name: str, schema: Schema, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+USER_AND_CSRF = obj({"user": ref("User"), "csrf_token": nullable({"type": "string"})}, ["user", "csrf_token"])
+RUN = obj({"run": ref("Run")}, ["run"])
+NO_CONTENT = None  # a 204
+
+# (method, path) -> summary, parameters, requestBody schema, {status: response schema or a media type}
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/healthz"): {
+        "summary": "Liveness",
+        "responses": {200: obj({"status": {"const": "ok"}}, ["status"])},
+    },
+    ("GET", "/metrics"): {
+        "summary": "Prometheus metrics (open on loopback; an admin otherwise)",
+        "responses": {200: "text/plain"},
+    },
+    ("GET", f"{API}/openapi.json"): {
+        "summary": "This document (OpenAPI 3.1)",
+        "responses": {200: {"type": "object", "required": ["openapi", "paths"]}},
+    },
+    ("POST", f"{API}/auth/login"): {
+        "summary": "Log in; sets the runsvc_session cookie",
+        "body": obj({"username": {"type": "string"}, "password": {"type": "string"}}, ["username", "password"]),
+        "responses": {200: USER_AND_CSRF, 401: "error", 429: "error"},
+    },
+    ("POST", f"{API}/auth/logout"): {"summary": "End the session", "responses": {204: NO_CONTENT}},
+    ("GET", f"{API}/auth/me"): {
+        "summary": "Who am I (csrf_token is null for an API token)",
+        "responses": {200: USER_AND_CSRF},
+    },
+    ("GET", f"{API}/users"): {
+        "summary": "List users",
+        "responses": {200: obj({"users": {"type": "array", "items": ref("User")}}, ["users"])},
+    },
+    ("POST", f"{API}/users"): {
+        "summary": "Create a user",
+        "body": obj({"username": {"type": "string"}, "password": {"type": "string"}, "role": {"enum": list(ROLES)}},
+                    ["username", "password", "role"]),
+        "responses": {201: obj({"user": ref("User")}, ["user"]), 409: "error"},
+    },
+    ("PATCH", f"{API}/users/<int:user_id>"): {
+        "summary": "Change a user's role, password or disabled flag",
+        "body": obj({"role": {"enum": list(ROLES)}, "password": {"type": "string"}, "disabled": {"type": "boolean"}}),
+        "responses": {200: obj({"user": ref("User")}, ["user"]), 404: "error", 409: "error"},
+    },
+    ("POST", f"{API}/tokens"): {
+        "summary": "Create an API token (a logged-in session only); the secret is in this answer only",
+        "body": obj({
+            "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
+            "role": nullable({"enum": list(ROLES)}),
+            "expires_in_days": nullable({"type": "integer", "minimum": 1, "maximum": MAX_EXPIRES_IN_DAYS}),
+        }, ["name"]),
+        "responses": {201: obj({"token": ref("ApiToken"), "secret": {"type": "string", "pattern": "^rsv_"}},
+                               ["token", "secret"])},
+    },
+    ("GET", f"{API}/tokens"): {
+        "summary": "List one's API tokens (an admin: everybody's)",
+        "responses": {200: obj({"tokens": {"type": "array", "items": ref("ApiToken")}}, ["tokens"])},
+    },
+    ("DELETE", f"{API}/tokens/<int:token_id>"): {
+        "summary": "Revoke an API token", "responses": {204: NO_CONTENT, 404: "error"},
+    },
+    ("POST", f"{API}/runs"): {
+        "summary": "Submit a run",
+        "body": obj({
+            "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "env": {"type": "object", "additionalProperties": {"type": "string"}},
+            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 86400},
+            "name": nullable({"type": "string", "maxLength": 200}),
+        }, ["command"]),
+        "responses": {201: RUN},
+    },
+    ("GET", f"{API}/runs"): {
+        "summary": "List runs, newest first (keyset pagination with `before`)",
+        "parameters": [
+            query("status", {"type": "string"}, "one status or a comma-separated list: " + ", ".join(STATUSES)),
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size, default 50"),
+            query("before", {"type": "integer", "minimum": 1, "maximum": _MAX_ID}, "the `next` of the previous page"),
+        ],
+        "responses": {200: obj({"runs": {"type": "array", "items": ref("Run")}, "next": nullable({"type": "integer"})},
+                               ["runs", "next"])},
+    },
+    ("GET", f"{API}/runs/<int:run_id>"): {"summary": "A run", "responses": {200: RUN, 404: "error"}},
+    ("POST", f"{API}/runs/<int:run_id>/cancel"): {
+        "summary": "Cancel a queued or running run", "responses": {202: RUN, 404: "error", 409: "error"},
+    },
+    ("GET", f"{API}/runs/<int:run_id>/events"): {
+        "summary": "A page of a run's events after a seq",
+        "parameters": [
+            query("after_seq", {"type": "integer", "minimum": 0, "maximum": _MAX_ID}, "after this seq, default 0"),
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 10_000}, "page size, default 1000"),
+        ],
+        "responses": {
+            200: obj({"events": {"type": "array", "items": ref("Event")}, "last_seq": {"type": "integer"},
+                      "complete": {"type": "boolean"}}, ["events", "last_seq", "complete"]),
+            404: "error",
+        },
+    },
+    ("GET", f"{API}/runs/<int:run_id>/log"): {
+        "summary": "The run's stored stdout and stderr lines, streamed", "responses": {200: "text/plain", 404: "error"},
+    },
+}
+
+
+def openapi_path(rule: str) -> str:
+    """`/api/v1/runs/<int:run_id>` -> `/api/v1/runs/{run_id}`."""
+    return _PATH_PARAM.sub(r"{\1}", rule)
+
+
+def _error() -> dict[str, Any]:
+    return {"description": "error", "content": {JSON: {"schema": ref("Error")}}}
+
+
+def _response(status: int, spec: Any) -> dict[str, Any]:
+    if spec is None:
+        return {"description": "no content"}
+    if spec == "error":
+        return _error()
+    if spec == "text/plain":
+        return {"description": "text", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    return {"description": "OK" if status < 300 else "answer", "content": {JSON: {"schema": spec}}}
+
+
+def _operation(route: RouteLike, spec: dict[str, Any]) -> dict[str, Any]:
+    method = route.method.upper()
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0, "maximum": _MAX_ID}}
+        for name in _PATH_PARAM.findall(route.path)
+    ]
+    parameters += spec.get("parameters", [])
+    responses: dict[str, Any] = {str(status): _response(status, body) for status, body in spec["responses"].items()}
+    for status in (400, 404, 405):
+        responses.setdefault(str(status), _error())
+    operation: dict[str, Any] = {
+        "operationId": f"{method.lower()}_{openapi_path(route.path).strip('/').replace('/', '_')}"
+        .replace("{", "").replace("}", "").replace("-", "_"),
+        "summary": spec["summary"],
+        "responses": responses,
+    }
+    if route.access is not Access.PUBLIC:
+        # A state change with the session cookie also needs the CSRF header; a bearer token needs nothing
+        # else (and is refused where tokens are not allowed).
+        cookie: dict[str, list[str]] = {"cookieAuth": []}
+        if method in STATE_CHANGING_METHODS:
+            cookie["csrfHeader"] = []
+        operation["security"] = [cookie] + ([{"bearerAuth": []}] if route.tokens_allowed else [])
+        responses.setdefault("401", _error())
+        responses.setdefault("403", _error())
+    if "body" in spec:
+        operation["requestBody"] = {"required": True, "content": {JSON: {"schema": spec["body"]}}}
+        responses.setdefault("413", _error())
+    if parameters:
+        operation["parameters"] = parameters
+    notes = []
+    minimum = route.access.minimum_role
+    if minimum is not None:
+        notes.append(f"role: {minimum}" + ("" if minimum == "admin" else " or higher"))
+    if route.access is Access.LOOPBACK_OR_ADMIN:
+        notes.append("open to loopback clients")
+    if not route.tokens_allowed:
+        notes.append("not with an API token (403)")
+    if notes:
+        operation["description"] = "; ".join(notes)
+    return operation
+
+
+def build_document(routes: Sequence[RouteLike], websocket_paths: Iterable[str] = ()) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of `routes`. Raises LookupError if a route has no entry in OPERATIONS
+    or an entry has no route."""
+    keys = {(route.method.upper(), route.path) for route in routes}
+    missing = keys - OPERATIONS.keys()
+    if missing:
+        raise LookupError(f"routes missing from the OpenAPI description: {sorted(missing)}")
+    stale = OPERATIONS.keys() - keys
+    if stale:
+        raise LookupError(f"OpenAPI operations without a route: {sorted(stale)}")
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        spec = OPERATIONS[(route.method.upper(), route.path)]
+        paths.setdefault(openapi_path(route.path), {})[route.method.lower()] = _operation(route, spec)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "runsvc",
+            "version": "1",
+            "description": "A self-hosted run service. Errors are {\"error\": {\"code\", \"message\"}}.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "cookieAuth": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+                "csrfHeader": {"type": "apiKey", "in": "header", "name": CSRF_HEADER,
+                               "description": "the session's csrf_token (from login or /auth/me)"},
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "an API token, rsv_..."},
+            },
+        },
+        "x-websockets": [openapi_path(path) for path in websocket_paths],
+    }

@@ -1,0 +1,102 @@
+// The application shell: who is logged in, the header, and which page the address shows.
+
+import { html, render, useEffect, useState } from './lib.js';
+import { api, onUnauthenticated, setCsrfToken } from './api.js';
+import { currentLocation, navigate, safeNext, subscribe } from './router.js';
+import { hasRole } from './format.js';
+import { LoginPage } from './pages/login.js';
+import { RunsPage } from './pages/runs.js';
+import { RunPage } from './pages/run.js';
+import { NewRunPage } from './pages/newrun.js';
+import { UsersPage } from './pages/users.js';
+import { NotFoundPage } from './pages/common.js';
+
+function loginUrl() {
+  const { path, search, hash } = currentLocation();
+  const next = path === '/login' ? new URLSearchParams(search).get('next') || '/' : path + search + hash;
+  return `/login?next=${encodeURIComponent(next)}`;
+}
+
+function Header({ me, onLogout }) {
+  const { path } = currentLocation();
+  const link = (href, label, active) =>
+    html`<a href=${href} class=${active ? 'active' : ''} aria-current=${active ? 'page' : undefined}>${label}</a>`;
+  return html`
+    <header class="topbar">
+      <span class="brand"><span class="logo" aria-hidden="true"></span>runsvc</span>
+      <nav aria-label="Main">
+        ${link('/', 'Runs', path === '/' || (path.startsWith('/runs/') && path !== '/runs/new'))}
+        ${hasRole(me.user, 'operator') && link('/runs/new', 'New run', path === '/runs/new')}
+        ${hasRole(me.user, 'admin') && link('/users', 'Users', path === '/users')}
+      </nav>
+      <div class="account">
+        <span class="username" title=${`role: ${me.user.role}`}>${me.user.username}</span>
+        <button type="button" onClick=${onLogout}>Log out</button>
+      </div>
+    </header>`;
+}
+
+function Page({ me, where, goToLogin }) {
+  const { path, search } = where;
+  const runMatch = /^\/runs\/(\d+)$/.exec(path);
+  if (path === '/') return html`<${RunsPage} search=${search} goToLogin=${goToLogin} />`;
+  if (path === '/runs/new' && hasRole(me.user, 'operator')) return html`<${NewRunPage} />`;
+  if (runMatch) return html`<${RunPage} key=${runMatch[1]} runId=${Number(runMatch[1])} me=${me} goToLogin=${goToLogin} />`;
+  if (path === '/users' && hasRole(me.user, 'admin')) return html`<${UsersPage} />`;
+  return html`<${NotFoundPage} />`;
+}
+
+function App() {
+  const [where, setWhere] = useState(currentLocation());
+  const [me, setMe] = useState(undefined); // undefined: asking; null: nobody; else {user, csrf_token}
+
+  const goToLogin = () => {
+    setMe(null);
+    setCsrfToken(null);
+    if (currentLocation().path !== '/login') navigate(loginUrl());
+  };
+
+  useEffect(() => {
+    const unsubscribe = subscribe(setWhere);
+    onUnauthenticated(goToLogin);
+    api('GET', '/auth/me').then(
+      (data) => {
+        setCsrfToken(data.csrf_token);
+        setMe(data);
+        if (currentLocation().path === '/login') {
+          navigate(safeNext(new URLSearchParams(location.search).get('next')), { replace: true });
+        }
+      },
+      () => goToLogin(),
+    );
+    return unsubscribe;
+  }, []);
+
+  useEffect(() => {
+    document.title = where.path === '/login' ? 'Log in · runsvc' : 'runsvc';
+  }, [where.path]);
+
+  if (me === undefined) return html`<p class="boot">Loading runsvc…</p>`;
+  if (me === null || where.path === '/login') {
+    if (where.path !== '/login') return html`<p class="boot">Redirecting to the login page…</p>`;
+    return html`<${LoginPage} onLoggedIn=${(data) => {
+      setCsrfToken(data.csrf_token);
+      setMe(data);
+      navigate(safeNext(new URLSearchParams(location.search).get('next')), { replace: true });
+    }} />`;
+  }
+  const logout = async () => {
+    try {
+      await api('POST', '/auth/logout');
+    } finally {
+      setMe(null);
+      setCsrfToken(null);
+      navigate('/login');
+    }
+  };
+  return html`
+    <${Header} me=${me} onLogout=${logout} />
+    <${Page} me=${me} where=${where} goToLogin=${goToLogin} />`;
+}
+
+render(html`<${App} />`, document.getElementById('app'));

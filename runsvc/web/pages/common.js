@@ -1,0 +1,30 @@
+// Small pieces every page uses.
+
+import { html, useEffect, useState } from '../lib.js';
+
+// The current time, refreshed every second while `ticking` (durations of running runs).
+export function useNow(ticking) {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    if (!ticking) return undefined;
+    const timer = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(timer);
+  }, [ticking]);
+  return now;
+}
+
+export function ErrorAlert({ message }) {
+  return html`<div class="alert" role="alert">${message}</div>`;
+}
+
+export function StatusBadge({ status, role, label }) {
+  return html`<span class=${`badge st-${status}`} role=${role} aria-label=${label}>${status}</span>`;
+}
+
+export function NotFoundPage() {
+  return html`
+    <main class="page narrow">
+      <h1>Page not found</h1>
+      <p>There is no page at this address. <a href="/">Back to the runs</a>.</p>
+    </main>`;
+}

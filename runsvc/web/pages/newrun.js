@@ -1,0 +1,73 @@
+// New run: a shell line run as ["sh", "-c", line], a name, a timeout and KEY=VALUE environment lines.
+
+import { html, useState } from '../lib.js';
+import { api } from '../api.js';
+import { navigate } from '../router.js';
+import { ErrorAlert } from './common.js';
+
+// KEY=VALUE per line; blank lines and lines starting with # are skipped.
+export function parseEnvironment(text) {
+  const env = {};
+  const lines = text.split('\n');
+  for (let n = 0; n < lines.length; n += 1) {
+    const line = lines[n].replace(/\r$/, '');
+    if (!line.trim() || line.trimStart().startsWith('#')) continue;
+    const eq = line.indexOf('=');
+    if (eq <= 0) throw new Error(`Environment line ${n + 1} is not KEY=VALUE: ${line}`);
+    env[line.slice(0, eq).trim()] = line.slice(eq + 1);
+  }
+  return env;
+}
+
+export function NewRunPage() {
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+
+  const submit = async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    setError(null);
+    let body;
+    try {
+      body = { command: ['sh', '-c', form.command.value], env: parseEnvironment(form.env.value) };
+    } catch (e) {
+      setError(e.message);
+      return;
+    }
+    if (form.name.value.trim()) body.name = form.name.value.trim();
+    if (form.timeout.value !== '') body.timeout_s = Number(form.timeout.value);
+    setBusy(true);
+    try {
+      const data = await api('POST', '/runs', body);
+      navigate(`/runs/${data.run.id}`);
+    } catch (e) {
+      setError(e.message);
+      setBusy(false);
+    }
+  };
+
+  return html`
+    <main class="page narrow">
+      <h1>New run</h1>
+      <form class="card form" onSubmit=${submit}>
+        ${error && html`<${ErrorAlert} message=${error} />`}
+        <label for="run-command">Command</label>
+        <input id="run-command" name="command" class="mono" required placeholder="make test"
+          aria-describedby="run-command-help" autocomplete="off" />
+        <p id="run-command-help" class="help">A shell line, run as <code>sh -c</code> in a fresh directory.</p>
+        <label for="run-name">Name</label>
+        <input id="run-name" name="name" maxlength="200" placeholder="optional" autocomplete="off" />
+        <label for="run-timeout">Timeout (s)</label>
+        <input id="run-timeout" name="timeout" type="number" min="1" max="604800" step="any" placeholder="3600"
+          aria-describedby="run-timeout-help" />
+        <p id="run-timeout-help" class="help">Seconds before the run is stopped; 3600 when left empty, at most 7 days.</p>
+        <label for="run-env">Environment</label>
+        <textarea id="run-env" name="env" class="mono" rows="4" placeholder="KEY=VALUE, one per line"
+          aria-describedby="run-env-help"></textarea>
+        <p id="run-env-help" class="help">The run also gets PATH, HOME, LANG and RUNSVC_RUN_ID.</p>
+        <div class="form-actions">
+          <button type="submit" class="primary" disabled=${busy}>Submit run</button>
+        </div>
+      </form>
+    </main>`;
+}
