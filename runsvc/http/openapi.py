@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from ..accounts import ROLES
 from ..accounts.tokens import MAX_EXPIRES_IN_DAYS, MAX_NAME_CHARS
+from ..agents.service import MAX_LABELS, MAX_TOKEN_TTL_S, NAME_RE
 from ..model import STATUSES
 from .access import CSRF_HEADER, SESSION_COOKIE, STATE_CHANGING_METHODS, Access
 
@@ -90,6 +91,40 @@ SCHEMAS: dict[str, Schema] = {
             "created_by": nullable({"type": "string"}),
             "last_seq": {"type": "integer", "minimum": 0},
             "timeout_s": {"type": "number"},
+            "labels": {"type": "array", "items": {"type": "string"}},
+            "executor": nullable({"type": "string", "description": "local, agent:<name>, or null while queued"}),
+            "attempt": {"type": "integer", "minimum": 0},
+            "waiting_for": nullable(
+                {"type": "string", "description": "what a queued run no connected executor can take waits for"}
+            ),
+        },
+    },
+    # What lists and the runs feed carry (SPEC §14): a run without its `env`.
+    "RunSummary": {},  # filled in below from Run
+    "Agent": {
+        "type": "object",
+        "required": ["id", "name", "labels", "connected", "last_seen_at", "running", "created_at"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "labels": {"type": "array", "items": {"type": "string"}},
+            "connected": {"type": "boolean"},
+            "last_seen_at": nullable(TIMESTAMP),
+            "running": {"type": "array", "items": {"type": "integer"}},
+            "created_at": TIMESTAMP,
+        },
+    },
+    "EnrollmentToken": {
+        "type": "object",
+        "required": ["id", "labels", "created_at", "expires_at", "used_at"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "integer"},
+            "labels": {"type": "array", "items": {"type": "string"}},
+            "created_at": TIMESTAMP,
+            "expires_at": TIMESTAMP,
+            "used_at": nullable(TIMESTAMP),
         },
     },
     "Event": {
@@ -118,6 +153,12 @@ SCHEMAS: dict[str, Schema] = {
     },
 }
 
+SCHEMAS["RunSummary"] = {
+    **SCHEMAS["Run"],
+    "required": [name for name in SCHEMAS["Run"]["required"] if name != "env"],
+    "properties": {name: value for name, value in SCHEMAS["Run"]["properties"].items() if name != "env"},
+}
+
 
 def obj(properties: dict[str, Schema], required: Iterable[str] = ()) -> Schema:
     return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
@@ -127,6 +168,7 @@ def query(name: str, schema: Schema, description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
+LABELS: Schema = {"type": "array", "maxItems": MAX_LABELS, "items": {"type": "string", "pattern": NAME_RE.pattern}}
 USER_AND_CSRF = obj({"user": ref("User"), "csrf_token": nullable({"type": "string"})}, ["user", "csrf_token"])
 RUN = obj({"run": ref("Run")}, ["run"])
 NO_CONTENT = None  # a 204
@@ -194,6 +236,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "env": {"type": "object", "additionalProperties": {"type": "string"}},
             "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 86400},
             "name": nullable({"type": "string", "maxLength": 200}),
+            "labels": LABELS,
         }, ["command"]),
         "responses": {201: RUN},
     },
@@ -204,7 +247,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size, default 50"),
             query("before", {"type": "integer", "minimum": 1, "maximum": _MAX_ID}, "the `next` of the previous page"),
         ],
-        "responses": {200: obj({"runs": {"type": "array", "items": ref("Run")}, "next": nullable({"type": "integer"})},
+        "responses": {200: obj({"runs": {"type": "array", "items": ref("RunSummary")},
+                                "next": nullable({"type": "integer"})},
                                ["runs", "next"])},
     },
     ("GET", f"{API}/runs/<int:run_id>"): {"summary": "A run", "responses": {200: RUN, 404: "error"}},
@@ -222,6 +266,35 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                       "complete": {"type": "boolean"}}, ["events", "last_seq", "complete"]),
             404: "error",
         },
+    },
+    ("POST", f"{API}/enrollment-tokens"): {
+        "summary": "Create a one-time agent enrollment token; the secret is in this answer only",
+        "body": obj({"labels": LABELS, "ttl_s": {"type": "number", "minimum": 1, "maximum": MAX_TOKEN_TTL_S}}),
+        "responses": {201: obj({"enrollment_token": ref("EnrollmentToken"), "token": {"type": "string"}},
+                               ["enrollment_token", "token"])},
+    },
+    ("GET", f"{API}/enrollment-tokens"): {
+        "summary": "List enrollment tokens (without their secrets)",
+        "responses": {200: obj({"enrollment_tokens": {"type": "array", "items": ref("EnrollmentToken")}},
+                               ["enrollment_tokens"])},
+    },
+    ("DELETE", f"{API}/enrollment-tokens/<int:token_id>"): {
+        "summary": "Delete an enrollment token", "responses": {204: NO_CONTENT, 404: "error"},
+    },
+    ("POST", f"{API}/agents/enroll"): {
+        "summary": "Enroll an agent with a one-time token (no session); the agent's secret is in this answer only",
+        "body": obj({"token": {"type": "string", "minLength": 1, "maxLength": 1000},
+                     "name": {"type": "string", "pattern": NAME_RE.pattern}, "labels": LABELS}, ["token", "name"]),
+        "responses": {201: obj({"agent": ref("Agent"), "secret": {"type": "string"}}, ["agent", "secret"]),
+                      401: "error", 409: "error"},
+    },
+    ("GET", f"{API}/agents"): {
+        "summary": "List agents",
+        "responses": {200: obj({"agents": {"type": "array", "items": ref("Agent")}}, ["agents"])},
+    },
+    ("DELETE", f"{API}/agents/<int:agent_id>"): {
+        "summary": "Revoke an agent: disconnected, its secret refused, its runs interrupted",
+        "responses": {204: NO_CONTENT, 404: "error"},
     },
     ("GET", f"{API}/runs/<int:run_id>/log"): {
         "summary": "The run's stored stdout and stderr lines, streamed", "responses": {200: "text/plain", 404: "error"},

@@ -8,7 +8,7 @@ from quart import Response, websocket
 
 from ...agents.service import DEFAULT_TOKEN_TTL_S, MAX_TOKEN_TTL_S, NAME_RE
 from ..access import current_user
-from ..types import json_response, services
+from ..types import json_response, no_content, services
 from ..validation import number, read_json_object, string, string_list
 from ..websockets import _Close, _send_frames
 
@@ -39,7 +39,7 @@ async def list_enrollment_tokens() -> Response:
 
 async def delete_enrollment_token(token_id: int) -> Response:
     await services().agents.delete_token(token_id)
-    return Response("", status=204)
+    return no_content()
 
 
 async def enroll() -> Response:
@@ -54,7 +54,7 @@ async def list_agents() -> Response:
 
 async def delete_agent(agent_id: int) -> Response:
     await services().agents.revoke(agent_id)
-    return Response("", status=204)
+    return no_content()
 
 
 def _bearer() -> str | None:
