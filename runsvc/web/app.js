@@ -29,7 +29,8 @@ function maybeLoggedIn() {
 }
 
 function forgetLoggedIn() {
-  document.cookie = `${LOGGED_IN_COOKIE}=; Max-Age=0; Path=/; SameSite=Lax`;
+  const secure = location.protocol === 'https:' ? '; Secure' : '';
+  document.cookie = `${LOGGED_IN_COOKIE}=; Max-Age=0; Path=/; SameSite=Lax${secure}`;
 }
 
 function Header({ me, onLogout }) {
