@@ -9,12 +9,28 @@ import { RunsPage } from './pages/runs.js';
 import { RunPage } from './pages/run.js';
 import { NewRunPage } from './pages/newrun.js';
 import { UsersPage } from './pages/users.js';
+import { TokensPage } from './pages/tokens.js';
 import { NotFoundPage } from './pages/common.js';
 
 function loginUrl() {
   const { path, search, hash } = currentLocation();
   const next = path === '/login' ? new URLSearchParams(search).get('next') || '/' : path + search + hash;
   return `/login?next=${encodeURIComponent(next)}`;
+}
+
+// The server sets this readable cookie next to the HttpOnly session cookie, with the same lifetime, and
+// clears it at logout. Without it there is certainly no session, so the first visit goes straight to the
+// login page instead of asking /auth/me for a 401 (which the browser would log as an error). It grants
+// nothing: only the session cookie does.
+const LOGGED_IN_COOKIE = 'runsvc_logged_in';
+
+function maybeLoggedIn() {
+  return document.cookie.split(';').some((part) => part.trim() === `${LOGGED_IN_COOKIE}=1`);
+}
+
+function forgetLoggedIn() {
+  const secure = location.protocol === 'https:' ? '; Secure' : '';
+  document.cookie = `${LOGGED_IN_COOKIE}=; Max-Age=0; Path=/; SameSite=Lax${secure}`;
 }
 
 function Header({ me, onLogout }) {
@@ -27,6 +43,7 @@ function Header({ me, onLogout }) {
       <nav aria-label="Main">
         ${link('/', 'Runs', path === '/' || (path.startsWith('/runs/') && path !== '/runs/new'))}
         ${hasRole(me.user, 'operator') && link('/runs/new', 'New run', path === '/runs/new')}
+        ${link('/tokens', 'Tokens', path === '/tokens')}
         ${hasRole(me.user, 'admin') && link('/users', 'Users', path === '/users')}
       </nav>
       <div class="account">
@@ -42,6 +59,7 @@ function Page({ me, where, goToLogin }) {
   if (path === '/') return html`<${RunsPage} search=${search} goToLogin=${goToLogin} />`;
   if (path === '/runs/new' && hasRole(me.user, 'operator')) return html`<${NewRunPage} />`;
   if (runMatch) return html`<${RunPage} key=${runMatch[1]} runId=${Number(runMatch[1])} me=${me} goToLogin=${goToLogin} />`;
+  if (path === '/tokens') return html`<${TokensPage} me=${me} />`;
   if (path === '/users' && hasRole(me.user, 'admin')) return html`<${UsersPage} />`;
   return html`<${NotFoundPage} />`;
 }
@@ -51,6 +69,7 @@ function App() {
   const [me, setMe] = useState(undefined); // undefined: asking; null: nobody; else {user, csrf_token}
 
   const goToLogin = () => {
+    forgetLoggedIn();
     setMe(null);
     setCsrfToken(null);
     if (currentLocation().path !== '/login') navigate(loginUrl());
@@ -59,6 +78,10 @@ function App() {
   useEffect(() => {
     const unsubscribe = subscribe(setWhere);
     onUnauthenticated(goToLogin);
+    if (!maybeLoggedIn()) {
+      goToLogin();
+      return unsubscribe;
+    }
     api('GET', '/auth/me').then(
       (data) => {
         setCsrfToken(data.csrf_token);

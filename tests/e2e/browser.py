@@ -30,6 +30,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "interrupted"}
+# Chromium logs every 4xx answer and every dropped WebSocket; most UI tests cause those on purpose.
+EXPECTED_CONSOLE_ERRORS = ("Failed to load resource: the server responded with a status of 4",
+                           "WebSocket connection to")
 
 
 @attrs.define
@@ -177,6 +180,33 @@ def _shut(sock: socket.socket) -> None:
 def launch_chromium(playwright):
     assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing (scripts/test installs it with apt)"
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+@contextmanager
+def checked_pages(browser, expected_console_errors: tuple[str, ...] = EXPECTED_CONSOLE_ERRORS):
+    """A factory of pages in fresh browser contexts (fresh cookies). Leaving the block fails on any
+    uncaught page error, dialog, or console error (a CSP violation is one) that does not start with one
+    of `expected_console_errors`; pass () to allow none at all."""
+    contexts, errors = [], []
+
+    def console(message) -> None:
+        if message.type == "error" and not (expected_console_errors and
+                                            message.text.startswith(expected_console_errors)):
+            errors.append(f"console: {message.text}")
+
+    def make(**options) -> Page:
+        context = browser.new_context(accept_downloads=True, **options)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+        page.on("console", console)
+        page.on("dialog", lambda dialog: (errors.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+    assert not errors, errors
 
 
 # ---- page helpers ---------------------------------------------------------------------------------

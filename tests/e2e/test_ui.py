@@ -17,6 +17,7 @@ from tests.e2e.browser import (
     USER_PASSWORD,
     Api,
     CuttingProxy,
+    checked_pages,
     gate,
     in_viewport,
     launch_chromium,
@@ -25,10 +26,6 @@ from tests.e2e.browser import (
     serve,
     shown_lines,
 )
-
-# Chromium logs every 4xx answer and every dropped WebSocket; the tests cause those on purpose.
-EXPECTED_CONSOLE_ERRORS = ("Failed to load resource: the server responded with a status of 4",
-                           "WebSocket connection to")
 
 expect.set_options(timeout=20_000)  # a shared 2-core machine; these are deadlines, not timings
 
@@ -60,22 +57,8 @@ def _browser():
 def _new_page(browser):
     """A factory of pages in fresh contexts; fails the test on any uncaught page error, dialog or console
     error (a CSP violation is one) other than the browser's own notes about refused requests."""
-    contexts, errors = [], []
-
-    def make(**options) -> Page:
-        context = browser.new_context(accept_downloads=True, **options)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-        page.on("console", lambda message: errors.append(f"console: {message.text}")
-                if message.type == "error" and not message.text.startswith(EXPECTED_CONSOLE_ERRORS) else None)
-        page.on("dialog", lambda dialog: (errors.append(f"dialog: {dialog.message}"), dialog.dismiss()))
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
-    assert not errors, errors
+    with checked_pages(browser) as make:
+        yield make
 
 
 @pytest.fixture(name="page")
@@ -440,7 +423,8 @@ def test_pages_fit_a_360_px_screen(new_page, server, api):
     api.wait(run["id"])
     page = new_page(viewport={"width": 360, "height": 740})
     log_in(page, server.url, "admin", password="admin-password-1")
-    for path, ready in [("/", "table"), (f"/runs/{run['id']}", "log"), ("/runs/new", "form"), ("/users", "table")]:
+    for path, ready in [("/", "table"), (f"/runs/{run['id']}", "log"), ("/runs/new", "form"), ("/users", "table"),
+                        ("/tokens", "table")]:
         page.goto(server.url + path)
         if ready == "form":
             expect(page.get_by_role("button", name="Submit run")).to_be_visible()

@@ -10,6 +10,11 @@ from ..validation import read_json_object, string
 
 LOGIN_FIELDS = {"username": string(), "password": string()}
 
+# A readable companion of the HttpOnly session cookie, with the same lifetime, so the web UI can tell
+# "probably logged in" from "certainly not" without asking /auth/me (whose 401 the browser would log
+# as an error on every first visit). It holds no secret and the server never reads it: it grants nothing.
+LOGGED_IN_COOKIE = "runsvc_logged_in"
+
 
 async def login() -> Response:
     body = await read_json_object(LOGIN_FIELDS)
@@ -26,6 +31,15 @@ async def login() -> Response:
         httponly=True,
         samesite="Lax",
     )
+    response.set_cookie(
+        LOGGED_IN_COOKIE,
+        "1",
+        max_age=int(svc.settings.session_ttl_s),
+        path="/",
+        secure=svc.settings.cookie_secure,
+        httponly=False,
+        samesite="Lax",
+    )
     return response
 
 
@@ -35,6 +49,9 @@ async def logout() -> Response:
     response = no_content()
     response.delete_cookie(
         SESSION_COOKIE, path="/", secure=svc.settings.cookie_secure, httponly=True, samesite="Lax"
+    )
+    response.delete_cookie(
+        LOGGED_IN_COOKIE, path="/", secure=svc.settings.cookie_secure, httponly=False, samesite="Lax"
     )
     return response
 
