@@ -70,8 +70,10 @@ async def _reap(process: trio.Process) -> None:
             process.kill()
 
 
-async def start_agent(nursery: trio.Nursery, url: str, state_dir: Path, *args: str) -> AgentProcess:
-    command = [PY, "-m", "runsvc", "agent", "--server", url, "--state-dir", str(state_dir), *args]
+async def start_agent(nursery: trio.Nursery, url: str | None, state_dir: Path, *args: str) -> AgentProcess:
+    """`python -m runsvc agent`; `url` None leaves out --server (the one saved in agent.json is used)."""
+    server = ["--server", url] if url is not None else []
+    command = [PY, "-m", "runsvc", "agent", *server, "--state-dir", str(state_dir), *args]
     process = await trio.lowlevel.open_process(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(),
     )

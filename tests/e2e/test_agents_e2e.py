@@ -20,7 +20,7 @@ from tests.e2e.agent_helpers import (
     submit,
     wait_status,
 )
-from tests.helpers import assert_error, start_server
+from tests.helpers import assert_error, child_env, start_server
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "interrupted"}
 
@@ -76,8 +76,9 @@ async def test_enroll_once_route_by_labels_and_restart(tmp_path):
 
                 agent.process.send_signal(signal.SIGTERM)
                 assert await agent.process.wait() == 0
-                # Restart: agent.json is reused, --enroll with a used token is ignored.
-                again = await start_agent(nursery, server.url, tmp_path / "a1", "--enroll", token)
+                # Restart without --server: agent.json is reused, its server too; --enroll with a used token
+                # is ignored.
+                again = await start_agent(nursery, None, tmp_path / "a1", "--enroll", token)
                 await again.wait_for("msg=connected")
                 assert "enrolled" not in again.log_text()
                 second = await submit(client, ["echo", "again"], labels=["gpu"])
@@ -247,6 +248,19 @@ async def test_state_dir_file_is_private(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "agent.json").stat().st_mode) == 0o600
+
+
+async def test_first_start_without_server_is_a_usage_error(tmp_path):
+    """No agent.json and no --server: one line on stderr, exit 2, no agent.json written."""
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [PY, "-m", "runsvc", "agent", "--state-dir", str(tmp_path / "a"), "--enroll", "rse_x"],
+            capture_stdout=True, capture_stderr=True, check=False, env=child_env(),
+        )
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert err.count("\n") == 1 and err.startswith("runsvc: error: ") and "--server" in err, err
+    assert not (tmp_path / "a" / "agent.json").exists()
 
 
 async def test_server_restart_leaves_agent_runs_running(tmp_path):
