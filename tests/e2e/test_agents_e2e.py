@@ -158,6 +158,68 @@ async def test_connection_cut_three_times_loses_and_repeats_nothing(tmp_path):
     assert proxy.connections >= 5  # enroll + first connection + three reconnects
 
 
+async def test_unacknowledged_output_is_bounded_and_backpressure_reaches_the_child(tmp_path):
+    """While the server's acks cannot reach the agent (a proxy holds everything server→agent), the agent
+    keeps at most UNACKED_BYTES (8 MiB) of a run's output: it stops reading the child's pipes and the child
+    blocks in its writes, far from the end of its 24 MiB. Once the acks flow again, every line arrives
+    exactly once, in order."""
+    from runsvc.agents.client import UNACKED_BYTES
+
+    line_bytes, lines = 1024, 24 * 1024  # 24 MiB of output: three times the agent's buffer
+    assert lines * line_bytes == 3 * UNACKED_BYTES
+    started, go, wrote_all = tmp_path / "started", tmp_path / "go", tmp_path / "wrote-all"
+    script = (
+        "import os, sys, time\n"
+        f"open({str(started)!r}, 'w').close()\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+        f"pad = 'x' * {line_bytes - 9}\n"
+        f"for i in range({lines}): sys.stdout.write(f'{{i:08d}} {{pad}}\\n')\n"
+        "sys.stdout.flush()\n"
+        f"open({str(wrote_all)!r}, 'w').close()\n"
+    )
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, tmp_path / "data", "--local-executor", "false")
+            proxy = CuttableProxy(int(server.url.rsplit(":", 1)[1]))
+            await nursery.start(proxy.serve)
+            async with admin_client(server.url) as client:
+                agent = await start_agent(nursery, f"http://127.0.0.1:{proxy.port}", tmp_path / "a", "--enroll",
+                                          await new_token(client), "--name", "slow-acks")
+                await agent.wait_for("msg=connected")
+                run = await submit(client, [PY, "-c", script])
+                while not started.exists():  # the assignment has reached the agent: now hold the acks
+                    await trio.sleep(0.02)
+                proxy.hold_replies()
+                go.touch()
+
+                # The agent sends until its buffer is full; the server stores all of that and acks in vain.
+                full = UNACKED_BYTES // (line_bytes + 64)
+                while (await client.get(f"/api/v1/runs/{run['id']}")).json()["run"]["last_seq"] < full:
+                    await trio.sleep(0.05)
+                await trio.sleep(1.0)  # time enough for the child to finish if nothing held it back
+                held = (await client.get(f"/api/v1/runs/{run['id']}")).json()["run"]
+                assert held["status"] == "running"
+                assert not wrote_all.exists(), "the child wrote everything while no ack reached the agent"
+                # What the agent read is what reached the server: the buffer plus a chunk or two, not more.
+                assert held["last_seq"] < (UNACKED_BYTES + 2 * 1024 * 1024) // line_bytes, held["last_seq"]
+
+                proxy.release_replies()
+                done = await wait_status(client, run["id"], TERMINAL)
+                events = await all_events(client, run["id"])
+                assert wrote_all.exists()
+                agent.process.send_signal(signal.SIGTERM)
+                assert await agent.process.wait() == 0
+            server.send_signal(signal.SIGTERM)
+            assert await server.wait() == 0
+            nursery.cancel_scope.cancel()  # the proxy serves until cancelled
+    assert done["status"] == "succeeded", events[-3:]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    stdout = [e["data"] for e in events if e["kind"] == "stdout"]
+    assert [int(text[:8]) for text in stdout] == list(range(lines))
+    assert {len(text) for text in stdout} == {line_bytes}
+    assert proxy.connections == 2  # enroll + one connection: nothing was cut or resent
+
+
 async def test_revoke_disconnects_ends_runs_and_refuses_the_secret(tmp_path):
     """Revoking an agent ends its run "agent revoked", disconnects it, and its secret is refused: the
     agent exits 1 with one line."""
