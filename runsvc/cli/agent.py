@@ -121,8 +121,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     configure_logging(args.log_level)
     state = load_or_enroll(args)
     # --server wins for this start (a server that moved); agent.json keeps the one it enrolled with.
-    agent = Agent(server=args.server or state["server"], secret=state["secret"], state_dir=args.state_dir, max_runs=args.max_runs,
-                  drain_s=args.drain_s)
+    agent = Agent(server=args.server or state["server"], secret=state["secret"], state_dir=args.state_dir,
+                  max_runs=args.max_runs, drain_s=args.drain_s)
     try:
         trio.run(agent.run)
     except Exception as exc:  # trio.run wraps what the nursery raised in exception groups
