@@ -21,6 +21,10 @@ async def test_feed_frames_carry_waiting_for(server, client):
     with trio.fail_after(20):
         async with open_ws(server, "/api/v1/runs/feed/ws", cookie=client.cookies["runsvc_session"],
                            queue=64) as feed:
+            # The handshake ends before the server's handler subscribes; a run created before that
+            # would have no frame.
+            while server.services.runs.feed.statistics().watchers < 1:
+                await trio.sleep(0.01)
             parked = (await client.post(RUNS, json={"command": ["true"], "labels": ["gpu"]}, headers=csrf)).json()
             frame = json.loads(await feed.get_message())
             assert frame["run"]["id"] == parked["run"]["id"]
