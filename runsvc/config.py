@@ -182,6 +182,18 @@ class Settings:
         0.02, "live output of a run goes to its watchers at most once per this many seconds (0: per commit)",
         _parse_float, _at_least(0),
     )
+    commit_interval_s: float = _setting(
+        0.005, "shortest time between two group commits of run events, seconds (0: commit as soon as the "
+        "writer is free)", _parse_float, _at_least(0), _at_most(1),
+    )
+    bus_tick_max_s: float = _setting(
+        0.04, "longest tick of a run with many watchers, seconds (at or below bus_tick_s: a fixed tick)",
+        _parse_float, _at_least(0),
+    )
+    bus_frames_per_s: float = _setting(
+        2500.0, "frames per second a run's watchers get together before its tick grows towards "
+        "bus_tick_max_s", _parse_float, _at_least(1),
+    )
     ws_ping_interval_s: float = _setting(
         20.0, "seconds between WebSocket pings", _parse_float, _at_least(0.01)
     )

@@ -37,9 +37,9 @@ class Services:
 def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs | None = None) -> Services:
     bus = RunEventBus(
         capacity=settings.bus_capacity, max_events=settings.bus_max_events, idle_ttl_s=settings.bus_idle_ttl_s,
-        tick_s=settings.bus_tick_s,
+        tick_s=settings.bus_tick_s, tick_max_s=settings.bus_tick_max_s, frames_per_s=settings.bus_frames_per_s,
     )
-    eventlog = EventLog(store, bus)
+    eventlog = EventLog(store, bus, commit_interval_s=settings.commit_interval_s)
     local = None
     if settings.local_executor:
         local = LocalExecutor(kill_grace_s=settings.kill_grace_s, server_id=server_id(settings), run_as=run_as)

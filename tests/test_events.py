@@ -494,3 +494,84 @@ async def test_publish_ticks_never_merge_across_a_gap(mock_clock):
             ranges = [(b.first_seq, b.last_seq) for b in subscription.receive_ready(100)]
         nursery.cancel_scope.cancel()
     assert ranges == [(1, 1), (2, 3), (5, 6)]
+
+
+async def test_publish_ticks_grow_with_the_watchers_of_a_run(mock_clock):
+    """The tick adapts to the run's watchers: with few, held batches go out after `tick_s`; with many
+    (more than `frames_per_s` frames per second together at `tick_s`), after a longer tick, at most
+    `tick_max_s`; and it shrinks back when they leave."""
+    # Binary fractions of a second, so that the mock clock adds up exactly: 10 watchers fit in 0.25 s.
+    bus = RunEventBus(tick_s=0.25, tick_max_s=1.0, frames_per_s=40)
+    seqs = iter(range(1, 100))
+
+    async def held_delivered_after(subscription) -> float:
+        """Publish one batch (starts a tick), hold the next, and measure when that one goes out."""
+        subscription.receive_ready(100)
+        mock_clock.jump(2)  # quiet for longer than any tick: the next batch starts one
+        bus.publish(_one_event_batch(next(seqs)))
+        bus.publish(_one_event_batch(next(seqs)))  # held until the tick ends
+        assert len(subscription.receive_ready(100)) == 1
+        waited = 0.0
+        while not subscription.receive_ready(100):
+            await trio.testing.wait_all_tasks_blocked()
+            mock_clock.jump(0.125)
+            waited += 0.125
+            await trio.testing.wait_all_tasks_blocked()
+        return waited
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.run_pruner)
+        with bus.subscribe(1) as first:
+            assert await held_delivered_after(first) == 0.25  # one watcher: the short tick
+            others = [bus.subscribe(1) for _ in range(19)]
+            assert await held_delivered_after(first) == 0.5  # 20 watchers: 20 / 40 frames/s
+            others += [bus.subscribe(1) for _ in range(80)]
+            assert await held_delivered_after(first) == 1.0  # 100 watchers: capped at tick_max_s
+            for other in others:
+                other.close()
+            assert await held_delivered_after(first) == 0.25
+        nursery.cancel_scope.cancel()
+
+
+async def test_appends_within_the_commit_interval_share_one_group_commit(store, bus):
+    """With `commit_interval_s`, an append after a quiet spell is committed at once; one that opens a
+    buffer within the interval waits, and the appends made meanwhile join its commit. If that first
+    appender is cancelled while it waits, the buffer is still queued: everyone's events commit, in one
+    transaction, with gapless seqs."""
+    eventlog = EventLog(store, bus, commit_interval_s=3600)  # the second buffer waits "forever"
+    run_id = await make_run(store)
+    with trio.fail_after(10):
+        first = await eventlog.append(run_id, [("stdout", "quiet spell: at once")])
+    assert [e["seq"] for e in first] == [1] and eventlog.statistics().buffers_committed == 1
+
+    joined: list[list[int]] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            opener = trio.CancelScope()
+
+            async def open_buffer() -> None:
+                with opener:
+                    await eventlog.append(run_id, [("stdout", "opens the buffer")])
+
+            async def join_buffer(text: str) -> None:
+                events = await eventlog.append(run_id, [("stdout", text)])
+                joined.append([e["seq"] for e in events])
+
+            nursery.start_soon(open_buffer)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(join_buffer, "joins")
+            nursery.start_soon(join_buffer, "joins too")
+            await trio.testing.wait_all_tasks_blocked()
+            stats = eventlog.statistics()
+            assert stats.buffers_committed == 1 and stats.waiting_appends == 3  # held by the interval
+            opener.cancel()
+    assert sorted(joined) == [[3], [4]]
+    assert eventlog.statistics().buffers_committed == 2
+    assert [e["seq"] for e in await eventlog_events(store, run_id)] == [1, 2, 3, 4]
+
+
+async def eventlog_events(store, run_id: int) -> list[dict]:
+    from runsvc.store import events as sql
+
+    batch = await store.read(sql.read_page, run_id, 0, 100)
+    return batch.events

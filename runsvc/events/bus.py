@@ -13,6 +13,12 @@ a send syscall) however many events it holds, so a child printing 1,000 lines/s 
 100 frames/s per watcher without ticks and at most 1 / tick_s with them; and the watchers of a run all get
 the same batch, so its JSON and frame text are built once. The first batch after a quiet spell goes out
 at once. Held batches are committed already, so a watcher that subscribes meanwhile finds them in SQLite.
+
+The tick adapts to the run's watchers (`tick_max_s`, `frames_per_s`): a run's tick is long enough that
+its watchers together get at most `frames_per_s` frames per second, from `tick_s` up to `tick_max_s`. A
+run watched by a few keeps the short tick (its lines wait at most `tick_s`); a run watched by a hundred
+sends them fewer, larger frames, each of which costs the same to send, and its lines wait up to
+`tick_max_s`. The tick is decided each time one starts, from the watchers the run has then.
 """
 
 from __future__ import annotations
@@ -148,9 +154,17 @@ class _RunEntry:
 
 class RunEventBus:
     def __init__(
-        self, *, capacity: int = 1024, max_events: int = 10_000, idle_ttl_s: float = 600.0, tick_s: float = 0.0
+        self,
+        *,
+        capacity: int = 1024,
+        max_events: int = 10_000,
+        idle_ttl_s: float = 600.0,
+        tick_s: float = 0.0,
+        tick_max_s: float = 0.0,
+        frames_per_s: float = math.inf,
     ):
-        """`tick_s` > 0 needs `run_pruner()` running: it delivers the held batches."""
+        """`tick_s` > 0 needs `run_pruner()` running: it delivers the held batches. `tick_max_s` below
+        `tick_s` (the default) means a fixed tick."""
         self._capacity = capacity
         self._max_events = max_events
         self._recent_events = 5 * max_events  # per run: what a lagged subscriber can resync from
@@ -158,6 +172,8 @@ class RunEventBus:
         self._runs: dict[int, _RunEntry] = {}
         self._became_idle = trio.Event()
         self._tick_s = tick_s
+        self._tick_max_s = max(tick_s, tick_max_s)
+        self._frames_per_s = frames_per_s
         self._holding: dict[int, _RunEntry] = {}  # runs with held batches
         self._holding_changed = trio.Event()
         self._batches_published = 0
@@ -203,8 +219,13 @@ class RunEventBus:
                     self._holding[batch.run_id] = entry
                     self._holding_changed.set()
                 return
-            entry.next_delivery_at = now + self._tick_s
+            entry.next_delivery_at = now + self._tick_for(entry)
         self._deliver(entry, batch)
+
+    def _tick_for(self, entry: _RunEntry) -> float:
+        """The run's next tick: `tick_s`, longer while its watchers would get more than `frames_per_s`
+        frames per second together, at most `tick_max_s`."""
+        return min(self._tick_max_s, max(self._tick_s, len(entry.subscribers) / self._frames_per_s))
 
     def _deliver(self, entry: _RunEntry, batch: EventBatch) -> None:
         self._batches_delivered += 1
@@ -241,7 +262,7 @@ class RunEventBus:
                 continue
             del self._holding[run_id]
             held, entry.held = entry.held, []
-            entry.next_delivery_at = now + self._tick_s
+            entry.next_delivery_at = now + self._tick_for(entry)
             for group in _contiguous(held):
                 self._deliver(entry, EventBatch.concat(group))
         return next_due
