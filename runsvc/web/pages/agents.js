@@ -62,11 +62,11 @@ function EnrollCommand({ created, onDone }) {
         <button type="button" onClick=${onDone}>Done</button>
       </div>
       <p class="help">${labels.length
-        ? html`The agent gets the labels ${labels.join(', ')}.`
-        : html`The token has no labels: add <code>--labels a,b</code> to give the agent some.`}
-        It keeps its credentials in <code>./runsvc-agent/agent.json</code> (<code>--state-dir</code>) and
-        reuses them on later starts; <code>--name</code> (default: the host name) and <code>--max-runs</code>
-        (default: its CPUs) are optional.</p>
+        ? `The agent gets the labels ${labels.join(', ')}. `
+        : html`The token has no labels: add <code>--labels a,b</code> to give the agent some. `}
+        It keeps its credentials in <code>./runsvc-agent/agent.json</code> (<code>--state-dir</code>) and reuses
+        them on later starts; <code>--name</code> (default: the host name) and <code>--max-runs</code> (default:
+        its CPUs) are optional.</p>
       ${copied && html`<p class="help" role="status">${copied}</p>`}
     </section>`;
 }
