@@ -135,6 +135,12 @@ def test_admin_enrolls_an_agent_runs_a_labelled_run_on_it_and_revokes_it(new_pag
     expect(token_row).to_contain_text("not yet")
     assert token not in page.get_by_role("table", name="Enrollment tokens").inner_text()
 
+    # Someone watches the waiting run while the agent comes up.
+    watcher = new_page()
+    log_in(watcher, server.url, "admin", password=ADMIN_PASSWORD, path=f"/runs/{run_id}")
+    expect(watcher.get_by_text("Waiting for an agent with labels gpu.")).to_be_visible()
+    expect(watcher.get_by_role("status", name="Connection")).to_have_text("live")
+
     # The pasted command, verbatim, in a directory of its own (the agent's state lands there).
     agent_dir = tmp_path / "agent-machine"
     agent_dir.mkdir()
@@ -151,6 +157,12 @@ def test_admin_enrolls_an_agent_runs_a_labelled_run_on_it_and_revokes_it(new_pag
     expect(agent_row).to_contain_text("linux")
     expect(agent_row.get_by_role("link", name=f"#{run_id}")).to_be_visible()  # it took the waiting run
     expect(token_row).to_contain_text("used ")
+    # The watcher saw the run start: its executor is asked for once, and the waiting note is gone.
+    expect(watcher.get_by_role("status", name="Run status")).to_have_text("running")
+    expect(fact(watcher, "Executor")).to_have_text(f"agent:{name}")
+    expect(watcher.get_by_text("Waiting for")).to_have_count(0)
+    expect(watcher.get_by_role("log", name="Output")).to_contain_text("on-the-agent")
+    watcher.close()
 
     # The run, opened from the agents table: on the agent, its output in the log.
     agent_row.get_by_role("link", name=f"#{run_id}").click()
