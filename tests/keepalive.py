@@ -14,7 +14,8 @@ import trio
 @attrs.define
 class Answer:
     status: int
-    headers: dict[str, str]
+    headers: dict[str, str]  # the last of each name
+    cookies: list[str]  # every Set-Cookie header
     body: bytes
 
 
@@ -61,6 +62,7 @@ class KeepAliveConnection:
 
     async def _read_answer(self) -> Answer:
         status, answer_headers, chunks = 0, {}, []
+        cookies: list[str] = []
         while True:
             event = self._conn.next_event()
             if event is h11.NEED_DATA:
@@ -73,10 +75,11 @@ class KeepAliveConnection:
             if isinstance(event, h11.Response):
                 status = event.status_code
                 answer_headers = {k.decode().lower(): v.decode() for k, v in event.headers}
+                cookies = [v.decode() for k, v in event.headers if k.decode().lower() == "set-cookie"]
             elif isinstance(event, h11.Data):
                 chunks.append(bytes(event.data))
             elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                return Answer(status, answer_headers, b"".join(chunks))
+                return Answer(status, answer_headers, cookies, b"".join(chunks))
 
     async def _send(self, event: h11.Event) -> None:
         data = self._conn.send(event)

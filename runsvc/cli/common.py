@@ -51,6 +51,8 @@ def _help_and_default(text: str, value: object) -> tuple[str, str]:
     """A setting's help without its own "(default: ...)" (then that wording is the default shown, once)."""
     match = _OWN_DEFAULT.search(text)
     if match is None:
+        if isinstance(value, (tuple, list)):
+            value = ",".join(str(item) for item in value)  # as the flag takes it
         return text, "none" if value in ("", None) else str(value)
     return text[: match.start()], match.group(1)
 
