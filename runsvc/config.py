@@ -142,7 +142,9 @@ class Settings:
         "", "origin browsers use to reach the server, e.g. https://runs.example.com "
         "(default: taken from the request's Host header)", _parse_str
     )
-    cookie_secure: bool = _setting(False, "mark the session cookie Secure (serve over HTTPS)", _parse_bool)
+    cookie_secure: bool = _setting(
+        False, "mark the login cookies (runsvc_session, runsvc_logged_in) Secure (serve over HTTPS)", _parse_bool
+    )
     session_ttl_s: float = _setting(
         7 * 86400.0, "session lifetime, seconds (at most 10 years)", _parse_float, _at_least(1),
         _at_most(10 * 365 * 86400),

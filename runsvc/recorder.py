@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .events import EventLog, RunEventBus, RunFeed
@@ -19,18 +19,33 @@ from .store import runs as sql
 from .timeutil import now_ts
 
 
+def _waits_for_nothing(labels: Sequence[str]) -> str | None:
+    return None
+
+
 class RunRecorder:
-    def __init__(self, eventlog: EventLog, bus: RunEventBus, feed: RunFeed):
+    def __init__(
+        self, eventlog: EventLog, bus: RunEventBus, feed: RunFeed,
+        waiting_for: Callable[[Sequence[str]], str | None] = _waits_for_nothing,
+    ):
         self._eventlog = eventlog
         self._bus = bus
         self.feed = feed
+        self._waiting_for = waiting_for  # the executor pool's: what a queued run with these labels waits for
         self.finished: collections.Counter[str] = collections.Counter()  # runs finished by status, /metrics
+
+    def with_waiting_for(self, run: dict[str, Any]) -> dict[str, Any]:
+        """`run` with `waiting_for`: for a queued run that no connected executor can take, what it waits
+        for. Computed when the run is read or published (it depends on which agents are connected now),
+        never stored."""
+        run["waiting_for"] = self._waiting_for(run["labels"]) if run["status"] == "queued" else None
+        return run
 
     def published(self, result: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
         """on_commit for writes that change a run and append its events directly (create, claim)."""
         run, events = result
         self._bus.publish(EventBatch(run["id"], events))
-        self.feed.publish(run)
+        self.feed.publish(self.with_waiting_for(run))
 
     async def append_output(
         self, run_id: int, items: Sequence[tuple[str, str]], *, transition: Transition | None = None
@@ -66,5 +81,5 @@ class RunRecorder:
         run = changed["run"]
         run["last_seq"] = events[-1]["seq"]
         self.finished[status] += 1
-        self.feed.publish(run)
+        self.feed.publish(self.with_waiting_for(run))
         return run

@@ -32,9 +32,6 @@ class Scheduling(Protocol):
     def request_stop(self, run_id: int, status: str, reason: str) -> bool:
         """Stop a running run; False if the scheduler is not running it (it finished meanwhile)."""
 
-    def waiting_for(self, labels: Sequence[str]) -> str | None:
-        """What a queued run with these labels waits for, if no connected executor can take it."""
-
 
 @attrs.frozen
 class EventsPage:
@@ -76,10 +73,7 @@ class RunService:
         return self._with_waiting_for(run)
 
     def _with_waiting_for(self, run: dict[str, Any]) -> dict[str, Any]:
-        """`waiting_for`: for a queued run that no connected executor can take, what it waits for.
-        Computed when asked (it depends on which agents are connected now), never stored."""
-        run["waiting_for"] = self._scheduling.waiting_for(run["labels"]) if run["status"] == "queued" else None
-        return run
+        return self._recorder.with_waiting_for(run)  # the same as the runs feed's frames carry
 
     def fence(self, run_ids: Sequence[int]) -> None:
         """Retention is about to delete events of these runs: from now on they are gone for readers

@@ -67,9 +67,6 @@ class Scheduler:
     def wake(self) -> None:
         self._wakeup.set()
 
-    def waiting_for(self, labels: Sequence[str]) -> str | None:
-        return self.pool.waiting_for(labels)
-
     def request_stop(self, run_id: int, status: str, reason: str) -> bool:
         """Stop a running run. False if this scheduler is not running it (it finished, or is unknown)."""
         stop = self._running.get(run_id)

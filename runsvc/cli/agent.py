@@ -25,10 +25,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "agent",
         help="run a remote agent that executes runs for a server",
-        description="Run a remote agent. The first start enrolls with --enroll TOKEN and keeps the agent's "
-        "id and secret in STATE_DIR/agent.json (mode 0600); later starts reuse it and ignore --enroll.",
+        description="Run a remote agent. The first start enrolls with --server URL --enroll TOKEN and keeps the "
+        "agent's id, secret and server in STATE_DIR/agent.json (mode 0600); later starts reuse it and ignore "
+        "--enroll.",
     )
-    parser.add_argument("--server", required=True, metavar="URL", help="the server, e.g. http://runs.example:8080")
+    parser.add_argument("--server", metavar="URL",
+                        help="the server, e.g. http://runs.example:8080 (needed on the first start; later "
+                        "starts default to the one saved in agent.json)")
     parser.add_argument("--enroll", metavar="TOKEN", help="one-time enrollment token (first start only)")
     parser.add_argument("--name", default=socket.gethostname(), help="agent name (default: the host name)")
     parser.add_argument("--labels", default="", help="comma-separated labels (used if the token has none)")
@@ -98,7 +101,11 @@ def load_or_enroll(args: argparse.Namespace) -> dict[str, Any]:
             _ = state["id"], state["secret"], state["name"]
         except (OSError, ValueError, KeyError, TypeError):
             raise CliError(f"{path} is not a valid agent state file; remove it and enroll again") from None
+        if not (args.server or state.get("server")):
+            raise CliError(f"{path} names no server: give --server URL", status=2)
         return state
+    if not args.server:
+        raise CliError(f"no {path}: the first start needs --server URL --enroll TOKEN", status=2)
     if not args.enroll:
         raise CliError(f"no {path}: enroll this agent first with --enroll TOKEN")
     labels = [label.strip() for label in args.labels.split(",") if label.strip()]
@@ -113,8 +120,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     configure_logging(args.log_level)
     state = load_or_enroll(args)
-    agent = Agent(server=args.server, secret=state["secret"], state_dir=args.state_dir, max_runs=args.max_runs,
-                  drain_s=args.drain_s)
+    # --server wins for this start (a server that moved); agent.json keeps the one it enrolled with.
+    agent = Agent(server=args.server or state["server"], secret=state["secret"], state_dir=args.state_dir,
+                  max_runs=args.max_runs, drain_s=args.drain_s)
     try:
         trio.run(agent.run)
     except Exception as exc:  # trio.run wraps what the nursery raised in exception groups

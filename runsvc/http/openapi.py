@@ -188,7 +188,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {200: {"type": "object", "required": ["openapi", "paths"]}},
     },
     ("POST", f"{API}/auth/login"): {
-        "summary": "Log in; sets the runsvc_session cookie",
+        "summary": "Log in; sets the runsvc_session cookie and its readable companion runsvc_logged_in=1",
         "body": obj({"username": {"type": "string"}, "password": {"type": "string"}}, ["username", "password"]),
         "responses": {200: USER_AND_CSRF, 401: "error", 429: "error"},
     },
@@ -321,6 +321,14 @@ def _response(status: int, spec: Any) -> dict[str, Any]:
     return {"description": "OK" if status < 300 else "answer", "content": {JSON: {"schema": spec}}}
 
 
+def _tag(path: str) -> str:
+    """The group an operation belongs to (a generated client makes one module per tag): the first segment
+    after /api/v1 (`runs`, `auth`, `agents`, ...); `service` for /healthz, /metrics and this document."""
+    if not path.startswith(API + "/") or path == f"{API}/openapi.json":
+        return "service"
+    return path[len(API) + 1:].split("/", 1)[0]
+
+
 def _operation(route: RouteLike, spec: dict[str, Any]) -> dict[str, Any]:
     method = route.method.upper()
     parameters = [
@@ -335,6 +343,7 @@ def _operation(route: RouteLike, spec: dict[str, Any]) -> dict[str, Any]:
         "operationId": f"{method.lower()}_{openapi_path(route.path).strip('/').replace('/', '_')}"
         .replace("{", "").replace("}", "").replace("-", "_"),
         "summary": spec["summary"],
+        "tags": [_tag(route.path)],
         "responses": responses,
     }
     if route.access is not Access.PUBLIC:

@@ -70,8 +70,10 @@ async def _reap(process: trio.Process) -> None:
             process.kill()
 
 
-async def start_agent(nursery: trio.Nursery, url: str, state_dir: Path, *args: str) -> AgentProcess:
-    command = [PY, "-m", "runsvc", "agent", "--server", url, "--state-dir", str(state_dir), *args]
+async def start_agent(nursery: trio.Nursery, url: str | None, state_dir: Path, *args: str) -> AgentProcess:
+    """`python -m runsvc agent`; `url` None leaves out --server (the one saved in agent.json is used)."""
+    server = ["--server", url] if url is not None else []
+    command = [PY, "-m", "runsvc", "agent", *server, "--state-dir", str(state_dir), *args]
     process = await trio.lowlevel.open_process(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(),
     )
@@ -82,14 +84,25 @@ async def start_agent(nursery: trio.Nursery, url: str, state_dir: Path, *args: s
 
 
 class CuttableProxy:
-    """Forwards TCP connections to `target`; `cut()` drops every connection it carries (the real
-    thing cannot be made to misbehave on demand, a proxy in between can)."""
+    """Forwards TCP connections to `target`; `cut()` drops every connection it carries, `hold_replies()`
+    stops forwarding target→client until `release_replies()` (the real thing cannot be made to misbehave
+    on demand, a proxy in between can)."""
 
     def __init__(self, target_port: int):
         self.target_port = target_port
         self._streams: set[trio.SocketStream] = set()
         self.port = 0
         self.connections = 0
+        self._replies_flow = trio.Event()
+        self._replies_flow.set()
+
+    def hold_replies(self) -> None:
+        """From now on, what the target sends waits in the proxy (the client keeps sending)."""
+        if self._replies_flow.is_set():
+            self._replies_flow = trio.Event()
+
+    def release_replies(self) -> None:
+        self._replies_flow.set()
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -108,16 +121,18 @@ class CuttableProxy:
         try:
             async with trio.open_nursery() as nursery:
 
-                async def pipe(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+                async def pipe(source: trio.SocketStream, sink: trio.SocketStream, replies: bool = False) -> None:
                     try:
                         async for data in source:
+                            if replies:
+                                await self._replies_flow.wait()
                             await sink.send_all(data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         pass
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(pipe, client, upstream)
-                nursery.start_soon(pipe, upstream, client)
+                nursery.start_soon(pipe, upstream, client, True)
         finally:
             self._streams -= {client, upstream}
             for stream in (client, upstream):

@@ -20,7 +20,7 @@ from tests.e2e.agent_helpers import (
     submit,
     wait_status,
 )
-from tests.helpers import assert_error, start_server
+from tests.helpers import assert_error, child_env, start_server
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "interrupted"}
 
@@ -76,8 +76,9 @@ async def test_enroll_once_route_by_labels_and_restart(tmp_path):
 
                 agent.process.send_signal(signal.SIGTERM)
                 assert await agent.process.wait() == 0
-                # Restart: agent.json is reused, --enroll with a used token is ignored.
-                again = await start_agent(nursery, server.url, tmp_path / "a1", "--enroll", token)
+                # Restart without --server: agent.json is reused, its server too; --enroll with a used token
+                # is ignored.
+                again = await start_agent(nursery, None, tmp_path / "a1", "--enroll", token)
                 await again.wait_for("msg=connected")
                 assert "enrolled" not in again.log_text()
                 second = await submit(client, ["echo", "again"], labels=["gpu"])
@@ -155,6 +156,68 @@ async def test_connection_cut_three_times_loses_and_repeats_nothing(tmp_path):
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert [e["data"] for e in events if e["kind"] == "stdout"] == [f"line {i}" for i in range(20000)]
     assert proxy.connections >= 5  # enroll + first connection + three reconnects
+
+
+async def test_unacknowledged_output_is_bounded_and_backpressure_reaches_the_child(tmp_path):
+    """While the server's acks cannot reach the agent (a proxy holds everything server→agent), the agent
+    keeps at most UNACKED_BYTES (8 MiB) of a run's output: it stops reading the child's pipes and the child
+    blocks in its writes, far from the end of its 24 MiB. Once the acks flow again, every line arrives
+    exactly once, in order."""
+    from runsvc.agents.client import UNACKED_BYTES
+
+    line_bytes, lines = 1024, 24 * 1024  # 24 MiB of output: three times the agent's buffer
+    assert lines * line_bytes == 3 * UNACKED_BYTES
+    started, go, wrote_all = tmp_path / "started", tmp_path / "go", tmp_path / "wrote-all"
+    script = (
+        "import os, sys, time\n"
+        f"open({str(started)!r}, 'w').close()\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+        f"pad = 'x' * {line_bytes - 9}\n"
+        f"for i in range({lines}): sys.stdout.write(f'{{i:08d}} {{pad}}\\n')\n"
+        "sys.stdout.flush()\n"
+        f"open({str(wrote_all)!r}, 'w').close()\n"
+    )
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, tmp_path / "data", "--local-executor", "false")
+            proxy = CuttableProxy(int(server.url.rsplit(":", 1)[1]))
+            await nursery.start(proxy.serve)
+            async with admin_client(server.url) as client:
+                agent = await start_agent(nursery, f"http://127.0.0.1:{proxy.port}", tmp_path / "a", "--enroll",
+                                          await new_token(client), "--name", "slow-acks")
+                await agent.wait_for("msg=connected")
+                run = await submit(client, [PY, "-c", script])
+                while not started.exists():  # the assignment has reached the agent: now hold the acks
+                    await trio.sleep(0.02)
+                proxy.hold_replies()
+                go.touch()
+
+                # The agent sends until its buffer is full; the server stores all of that and acks in vain.
+                full = UNACKED_BYTES // (line_bytes + 64)
+                while (await client.get(f"/api/v1/runs/{run['id']}")).json()["run"]["last_seq"] < full:
+                    await trio.sleep(0.05)
+                await trio.sleep(1.0)  # time enough for the child to finish if nothing held it back
+                held = (await client.get(f"/api/v1/runs/{run['id']}")).json()["run"]
+                assert held["status"] == "running"
+                assert not wrote_all.exists(), "the child wrote everything while no ack reached the agent"
+                # What the agent read is what reached the server: the buffer plus a chunk or two, not more.
+                assert held["last_seq"] < (UNACKED_BYTES + 2 * 1024 * 1024) // line_bytes, held["last_seq"]
+
+                proxy.release_replies()
+                done = await wait_status(client, run["id"], TERMINAL)
+                events = await all_events(client, run["id"])
+                assert wrote_all.exists()
+                agent.process.send_signal(signal.SIGTERM)
+                assert await agent.process.wait() == 0
+            server.send_signal(signal.SIGTERM)
+            assert await server.wait() == 0
+            nursery.cancel_scope.cancel()  # the proxy serves until cancelled
+    assert done["status"] == "succeeded", events[-3:]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    stdout = [e["data"] for e in events if e["kind"] == "stdout"]
+    assert [int(text[:8]) for text in stdout] == list(range(lines))
+    assert {len(text) for text in stdout} == {line_bytes}
+    assert proxy.connections == 2  # enroll + one connection: nothing was cut or resent
 
 
 async def test_revoke_disconnects_ends_runs_and_refuses_the_secret(tmp_path):
@@ -247,6 +310,19 @@ async def test_state_dir_file_is_private(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "agent.json").stat().st_mode) == 0o600
+
+
+async def test_first_start_without_server_is_a_usage_error(tmp_path):
+    """No agent.json and no --server: one line on stderr, exit 2, no agent.json written."""
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [PY, "-m", "runsvc", "agent", "--state-dir", str(tmp_path / "a"), "--enroll", "rse_x"],
+            capture_stdout=True, capture_stderr=True, check=False, env=child_env(),
+        )
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert err.count("\n") == 1 and err.startswith("runsvc: error: ") and "--server" in err, err
+    assert not (tmp_path / "a" / "agent.json").exists()
 
 
 async def test_server_restart_leaves_agent_runs_running(tmp_path):

@@ -41,6 +41,10 @@ async def test_list_and_feed_carry_summaries_without_env(server, client, csrf):
     with trio.fail_after(20):
         cookie = client.cookies["runsvc_session"]
         async with open_ws(server, "/api/v1/runs/feed/ws", cookie=cookie, queue=16) as feed:
+            # The handshake ends before the server's handler subscribes; a run created before that
+            # would have no frame.
+            while server.services.runs.feed.statistics().watchers < 1:
+                await trio.sleep(0.01)
             answer = await client.post(RUNS, json={"command": ["true"], "env": {"SECRETISH": "v"}}, headers=csrf)
             run_id = answer.json()["run"]["id"]
             assert answer.json()["run"]["env"] == {"SECRETISH": "v"}  # the full run where one run is asked for

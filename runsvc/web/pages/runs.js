@@ -58,10 +58,6 @@ export function RunsPage({ search, goToLogin }) {
           if (current === null) return current;
           const rest = current.filter((r) => r.id !== run.id);
           const known = rest.length !== current.length;
-          // The feed does not carry `waiting_for` (it is computed when a run is read): keep what the
-          // list knew while the run is still queued.
-          const before = current.find((r) => r.id === run.id);
-          if (!('waiting_for' in run)) run.waiting_for = before && run.status === 'queued' ? before.waiting_for : null;
           if (status && run.status !== status) return known ? rest : current;
           // A run older than the page's last row belongs to a later page, unless this is the last page.
           const oldest = current.length ? current[current.length - 1].id : 0;
