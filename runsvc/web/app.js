@@ -10,7 +10,8 @@ import { RunPage } from './pages/run.js';
 import { NewRunPage } from './pages/newrun.js';
 import { UsersPage } from './pages/users.js';
 import { TokensPage } from './pages/tokens.js';
-import { NotFoundPage } from './pages/common.js';
+import { AgentsPage } from './pages/agents.js';
+import { AdminOnlyPage, NotFoundPage } from './pages/common.js';
 
 function loginUrl() {
   const { path, search, hash } = currentLocation();
@@ -45,6 +46,7 @@ function Header({ me, onLogout }) {
         ${hasRole(me.user, 'operator') && link('/runs/new', 'New run', path === '/runs/new')}
         ${link('/tokens', 'Tokens', path === '/tokens')}
         ${hasRole(me.user, 'admin') && link('/users', 'Users', path === '/users')}
+        ${hasRole(me.user, 'admin') && link('/agents', 'Agents', path === '/agents')}
       </nav>
       <div class="account">
         <span class="username" title=${`role: ${me.user.role}`}>${me.user.username}</span>
@@ -60,7 +62,9 @@ function Page({ me, where, goToLogin }) {
   if (path === '/runs/new' && hasRole(me.user, 'operator')) return html`<${NewRunPage} />`;
   if (runMatch) return html`<${RunPage} key=${runMatch[1]} runId=${Number(runMatch[1])} me=${me} goToLogin=${goToLogin} />`;
   if (path === '/tokens') return html`<${TokensPage} me=${me} />`;
-  if (path === '/users' && hasRole(me.user, 'admin')) return html`<${UsersPage} />`;
+  const admin = hasRole(me.user, 'admin');
+  if (path === '/users') return admin ? html`<${UsersPage} />` : html`<${AdminOnlyPage} what="Users" />`;
+  if (path === '/agents') return admin ? html`<${AgentsPage} />` : html`<${AdminOnlyPage} what="Agents" />`;
   return html`<${NotFoundPage} />`;
 }
 

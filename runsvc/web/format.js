@@ -38,3 +38,8 @@ export function hasRole(user, minimum) {
   const rank = { viewer: 0, operator: 1, admin: 2 };
   return user && rank[user.role] >= rank[minimum];
 }
+
+// Labels as typed in a form: comma-separated, spaces around them ignored, empty ones skipped.
+export function parseLabels(text) {
+  return text.split(',').map((label) => label.trim()).filter((label) => label !== '');
+}

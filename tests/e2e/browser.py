@@ -1,5 +1,6 @@
-"""Support for the browser tests: `python -m runsvc serve` as a subprocess for synchronous tests, a
-logged-in API client, Debian's Chromium driven by Playwright, and a TCP proxy that can cut connections.
+"""Support for the browser tests: `python -m runsvc serve` (and `python -m runsvc agent`) as subprocesses
+for synchronous tests, a logged-in API client, Debian's Chromium driven by Playwright, and a TCP proxy
+that can cut connections.
 
 Playwright's sync API cannot run inside Trio, so these tests are plain `def` functions and this module
 uses threads where tests/helpers.py uses Trio tasks.
@@ -82,6 +83,51 @@ def serve(data_dir: Path, *args: str):
             process.wait()
         reader.join(5)
         process.stderr.close()
+
+
+class SyncAgent:
+    """A `python -m runsvc agent …` subprocess (the synchronous twin of agent_helpers.start_agent, which
+    needs Trio): its stderr log lines are collected by a thread."""
+
+    def __init__(self, argv: list[str], cwd: Path):
+        # `python` as the UI prints it is this interpreter: its directory goes first on PATH.
+        env = child_env(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        self.process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, env=env)
+        self.lines: list[str] = []
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._pump, daemon=True)
+        self.reader.start()
+
+    def _pump(self) -> None:
+        for raw in self.process.stderr:
+            with self.changed:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self.changed.notify_all()
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        """Until a log line contains `text` (fails if the agent exits first or the deadline passes)."""
+        with self.changed:
+            found = self.changed.wait_for(
+                lambda: any(text in line for line in self.lines) or not self.reader.is_alive(), timeout)
+            assert found and any(text in line for line in self.lines), \
+                f"agent did not log {text!r}:\n" + "\n".join(self.lines)
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.reader.join(5)
+        self.process.stderr.close()
 
 
 class Api:

@@ -424,7 +424,7 @@ def test_pages_fit_a_360_px_screen(new_page, server, api):
     page = new_page(viewport={"width": 360, "height": 740})
     log_in(page, server.url, "admin", password="admin-password-1")
     for path, ready in [("/", "table"), (f"/runs/{run['id']}", "log"), ("/runs/new", "form"), ("/users", "table"),
-                        ("/tokens", "table")]:
+                        ("/tokens", "table"), ("/agents", "table")]:
         page.goto(server.url + path)
         if ready == "form":
             expect(page.get_by_role("button", name="Submit run")).to_be_visible()

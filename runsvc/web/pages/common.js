@@ -28,3 +28,12 @@ export function NotFoundPage() {
       <p>There is no page at this address. <a href="/">Back to the runs</a>.</p>
     </main>`;
 }
+
+// A page the user's role does not reach (the API would refuse its calls, so none is made).
+export function AdminOnlyPage({ what }) {
+  return html`
+    <main class="page narrow">
+      <h1>Admins only</h1>
+      <p>${what} are managed by admins; your role cannot open this page. <a href="/">Back to the runs</a>.</p>
+    </main>`;
+}

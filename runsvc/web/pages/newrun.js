@@ -1,8 +1,10 @@
-// New run: a shell line run as ["sh", "-c", line], a name, a timeout and KEY=VALUE environment lines.
+// New run: a shell line run as ["sh", "-c", line], a name, a timeout, KEY=VALUE environment lines and
+// the labels an executor must have.
 
 import { html, useState } from '../lib.js';
 import { api } from '../api.js';
 import { navigate } from '../router.js';
+import { parseLabels } from '../format.js';
 import { ErrorAlert } from './common.js';
 
 // KEY=VALUE per line; blank lines and lines starting with # are skipped.
@@ -36,6 +38,8 @@ export function NewRunPage() {
     }
     if (form.name.value.trim()) body.name = form.name.value.trim();
     if (form.timeout.value !== '') body.timeout_s = Number(form.timeout.value);
+    const labels = parseLabels(form.labels.value);
+    if (labels.length) body.labels = labels;
     setBusy(true);
     try {
       const data = await api('POST', '/runs', body);
@@ -65,6 +69,11 @@ export function NewRunPage() {
         <textarea id="run-env" name="env" class="mono" rows="4" placeholder="KEY=VALUE, one per line"
           aria-describedby="run-env-help"></textarea>
         <p id="run-env-help" class="help">The run also gets PATH, HOME, LANG and RUNSVC_RUN_ID.</p>
+        <label for="run-labels">Labels</label>
+        <input id="run-labels" name="labels" placeholder="optional, e.g. gpu, linux" autocomplete="off"
+          aria-describedby="run-labels-help" />
+        <p id="run-labels-help" class="help">Comma-separated. The run goes only to an executor (this server or an
+          agent) that has all of them.</p>
         <div class="form-actions">
           <button type="submit" class="primary" disabled=${busy}>Submit run</button>
         </div>

@@ -21,7 +21,14 @@ function applyState(run, event) {
   if (event.data.exit_code !== undefined) next.exit_code = event.data.exit_code;
   if (event.data.status === 'running' && !run.started_at) next.started_at = event.ts;
   if (!ACTIVE.has(event.data.status) && !run.ended_at) next.ended_at = event.ts;
+  if (event.data.status !== 'queued') next.waiting_for = null;
   return next;
+}
+
+// The executor of a queued run as the page shows it: what it waits for, if the server said.
+function executorText(run) {
+  if (run.executor) return run.executor;
+  return run.status === 'queued' ? 'not yet chosen' : '—';
 }
 
 export function RunPage({ runId, me, goToLogin }) {
@@ -34,6 +41,19 @@ export function RunPage({ runId, me, goToLogin }) {
     setError(null);
     api('GET', `/runs/${runId}`).then((data) => setRun(data.run), (e) => setError(e.message));
   }, [runId]);
+
+  // A state event says `running` but not where: the run object names the executor. Asked once when the
+  // run starts while the page is open (the run first fetched knew about earlier events); not a poll.
+  const onState = (event) => {
+    setRun((current) => applyState(current, event));
+    if (event.data.status !== 'running' || (run && event.seq <= run.last_seq)) return;
+    api('GET', `/runs/${runId}`).then(
+      (data) => setRun((current) => ({
+        ...current, executor: data.run.executor, attempt: data.run.attempt, labels: data.run.labels,
+      })),
+      () => {}, // the page keeps what it knows; the next reload asks again
+    );
+  };
 
   if (error && !run) return html`<main class="page"><${ErrorAlert} message=${error} /></main>`;
   if (!run) return html`<main class="page"><p class="muted">Loading run #${runId}…</p></main>`;
@@ -62,6 +82,9 @@ export function RunPage({ runId, me, goToLogin }) {
         </div>
       </div>
       ${error && html`<${ErrorAlert} message=${error} />`}
+      ${run.status === 'queued' && run.waiting_for && html`
+        <p class="waiting">Waiting for <strong>${run.waiting_for}</strong>. The run starts as soon as one
+          connects.</p>`}
       <dl class="facts">
         <div class="wide"><dt>Command</dt><dd><code tabindex="0">${command}</code></dd></div>
         <div><dt>Exit code</dt><dd>${run.exit_code ?? '—'}</dd></div>
@@ -70,9 +93,13 @@ export function RunPage({ runId, me, goToLogin }) {
         <div><dt>Started</dt><dd>${localDateTime(run.started_at)}</dd></div>
         <div><dt>Duration</dt><dd>${duration(run.started_at, run.ended_at, now)}</dd></div>
         <div><dt>Timeout</dt><dd>${run.timeout_s} s</dd></div>
+        <div><dt>Executor</dt><dd>${executorText(run)}</dd></div>
+        <div><dt>Labels</dt><dd>${(run.labels || []).length
+          ? html`<span class="labels">${run.labels.map((label) => html`<span class="label-chip">${label}</span>`)}</span>`
+          : html`<span class="muted">none</span>`}</dd></div>
       </dl>
       <${LogPanel} key=${run.id} runId=${run.id} lastSeq=${run.last_seq}
-        onState=${(event) => setRun((current) => applyState(current, event))}
+        onState=${onState}
         goToLogin=${goToLogin} />
     </main>`;
 }

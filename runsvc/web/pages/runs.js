@@ -18,6 +18,12 @@ function listPath(status, before) {
   return `/runs?${params}`;
 }
 
+function executorCell(run) {
+  if (run.executor) return run.executor;
+  if (run.status === 'queued' && run.waiting_for) return html`<span class="muted">waiting for ${run.waiting_for}</span>`;
+  return html`<span class="muted">—</span>`;
+}
+
 export function RunsPage({ search, goToLogin }) {
   const status = new URLSearchParams(search).get('status') || '';
   const [runs, setRuns] = useState(null);
@@ -103,14 +109,18 @@ export function RunsPage({ search, goToLogin }) {
           <table class="runs">
             <thead><tr>
               <th scope="col">Run</th><th scope="col">Status</th><th scope="col">Name</th>
-              <th scope="col">Submitted by</th><th scope="col">Started</th><th scope="col">Duration</th>
+              <th scope="col">Executor</th><th scope="col">Submitted by</th><th scope="col">Started</th>
+              <th scope="col">Duration</th>
             </tr></thead>
             <tbody>
               ${runs.map((run) => html`
                 <tr key=${run.id}>
                   <td><a href=${`/runs/${run.id}`}>#${run.id}</a></td>
                   <td><${StatusBadge} status=${run.status} /></td>
-                  <td class="name">${run.name || html`<span class="muted">${run.command.join(' ')}</span>`}</td>
+                  <td class="name">${run.name || html`<span class="muted">${run.command.join(' ')}</span>`}${
+                    (run.labels || []).length > 0 && html`<span class="labels" aria-label=${`labels ${run.labels.join(', ')}`}>${
+                      run.labels.map((label) => html`<span class="label-chip">${label}</span>`)}</span>`}</td>
+                  <td>${executorCell(run)}</td>
                   <td>${run.created_by ?? '—'}</td>
                   <td class="time">${localDateTime(run.started_at)}</td>
                   <td class="time">${duration(run.started_at, run.ended_at, now)}</td>
