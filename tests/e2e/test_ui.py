@@ -11,16 +11,14 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.e2e.browser import (
     USER_PASSWORD,
     Api,
     CuttingProxy,
-    checked_pages,
     gate,
     in_viewport,
-    launch_chromium,
     line,
     log_in,
     serve,
@@ -43,27 +41,6 @@ def _api(server):
     api.post("/users", {"username": "vic", "password": USER_PASSWORD, "role": "viewer"})
     yield api
     api.close()
-
-
-@pytest.fixture(scope="module", name="browser")
-def _browser():
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(name="new_page")
-def _new_page(browser):
-    """A factory of pages in fresh contexts; fails the test on any uncaught page error, dialog or console
-    error (a CSP violation is one) other than the browser's own notes about refused requests."""
-    with checked_pages(browser) as make:
-        yield make
-
-
-@pytest.fixture(name="page")
-def _page(new_page) -> Page:
-    return new_page()
 
 
 # ---- tests ------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import re
 import shlex
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from tests.e2e.browser import (
     ADMIN_PASSWORD,
@@ -23,7 +23,6 @@ from tests.e2e.browser import (
     SyncAgent,
     checked_pages,
     gate,
-    launch_chromium,
     log_in,
     serve,
 )
@@ -44,25 +43,6 @@ def _api(server):
     api.post("/users", {"username": "olga", "password": USER_PASSWORD, "role": "operator"})
     yield api
     api.close()
-
-
-@pytest.fixture(scope="module", name="browser")
-def _browser():
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(name="new_page")
-def _new_page(browser):
-    with checked_pages(browser) as make:
-        yield make
-
-
-@pytest.fixture(name="page")
-def _page(new_page) -> Page:
-    return new_page()
 
 
 @pytest.fixture(name="agents")

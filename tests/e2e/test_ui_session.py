@@ -11,9 +11,9 @@ import re
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from tests.e2e.browser import ADMIN_PASSWORD, USER_PASSWORD, Api, checked_pages, launch_chromium, log_in, serve
+from tests.e2e.browser import ADMIN_PASSWORD, USER_PASSWORD, Api, checked_pages, log_in, serve
 from tests.helpers import set_cookie_attributes
 
 expect.set_options(timeout=20_000)  # a shared 2-core machine; these are deadlines, not timings
@@ -28,14 +28,6 @@ def _server(tmp_path_factory):
         api.post("/users", {"username": "olga", "password": USER_PASSWORD, "role": "operator"})
         api.close()
         yield server
-
-
-@pytest.fixture(scope="module", name="browser")
-def _browser():
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        yield browser
-        browser.close()
 
 
 def api_requests(page: Page) -> list[str]:

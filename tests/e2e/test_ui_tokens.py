@@ -12,9 +12,9 @@ import re
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from tests.e2e.browser import ADMIN_PASSWORD, USER_PASSWORD, Api, checked_pages, launch_chromium, log_in, serve
+from tests.e2e.browser import ADMIN_PASSWORD, USER_PASSWORD, Api, log_in, serve
 
 expect.set_options(timeout=20_000)  # a shared 2-core machine; these are deadlines, not timings
 
@@ -32,25 +32,6 @@ def _api(server):
     api.post("/users", {"username": "vic", "password": USER_PASSWORD, "role": "viewer"})
     yield api
     api.close()
-
-
-@pytest.fixture(scope="module", name="browser")
-def _browser():
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(name="new_page")
-def _new_page(browser):
-    with checked_pages(browser) as make:
-        yield make
-
-
-@pytest.fixture(name="page")
-def _page(new_page) -> Page:
-    return new_page()
 
 
 def bearer_get(server, secret: str, path: str) -> httpx.Response:

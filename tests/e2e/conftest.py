@@ -1,0 +1,35 @@
+"""Fixtures the browser tests share: one headless Chromium per test module, and checked pages.
+
+Each test module starts its own server (`server`, `api` fixtures there), since each needs other users
+and data; the browser and the page checks are the same everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.e2e.browser import checked_pages, launch_chromium
+
+
+@pytest.fixture(scope="module", name="browser")
+def _browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(name="new_page")
+def _new_page(browser: Browser) -> Iterator[Callable[..., Page]]:
+    """A factory of pages in fresh contexts; fails the test on any uncaught page error, dialog or console
+    error (a CSP violation is one) other than the browser's own notes about refused requests."""
+    with checked_pages(browser) as make:
+        yield make
+
+
+@pytest.fixture(name="page")
+def _page(new_page: Callable[..., Page]) -> Page:
+    return new_page()
