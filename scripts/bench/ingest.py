@@ -21,6 +21,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from runsvc.config import default_value  # noqa: E402
 from runsvc.events import (
     EventLog,  # noqa: E402
     RunEventBus,  # noqa: E402
@@ -43,11 +44,13 @@ async def _drain(subscription, expected_last: int) -> None:
             return
 
 
-async def group_commit(path: Path, producers: int, events: int, size: int) -> tuple[float, int]:
+async def group_commit(
+    path: Path, producers: int, events: int, size: int, commit_interval_s: float
+) -> tuple[float, int]:
     per_producer = events // producers // size * size
     async with open_store(path) as store:
         bus = RunEventBus(capacity=1_000_000)
-        eventlog = EventLog(store, bus)
+        eventlog = EventLog(store, bus, commit_interval_s=commit_interval_s)
         runs = [await store.write(_insert_run) for _ in range(producers)]
         line = [("stdout", "x" * 60)] * size
 
@@ -109,12 +112,18 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--sizes", default="1,10,100", help="events per append() call, comma-separated")
     parser.add_argument("--naive-events", type=int, default=20_000)
+    parser.add_argument(
+        "--commit-interval-s", type=float, default=default_value("commit_interval_s"),
+        help="least time between group commits (default: the server's default)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"producers={args.producers} events={args.events}")
+        print(f"producers={args.producers} events={args.events} commit_interval_s={args.commit_interval_s}")
         best = 0.0
         for size in (int(s) for s in args.sizes.split(",")):
-            rate, tps = await group_commit(Path(tmp) / f"group-{size}.db", args.producers, args.events, size)
+            rate, tps = await group_commit(
+                Path(tmp) / f"group-{size}.db", args.producers, args.events, size, args.commit_interval_s
+            )
             best = max(best, rate)
             print(f"group commit, {size:>3} events/append: {rate:>10,.0f} events/s  {tps:>7,} transactions/s")
         naive = await one_transaction_per_event(Path(tmp) / "naive.db", args.producers, args.naive_events)
