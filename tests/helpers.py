@@ -17,6 +17,8 @@ import attrs
 import trio
 import trio_websocket
 
+from runsvc.model import TERMINAL_STATUSES
+
 # argon2id with the cheapest parameters: tests log in hundreds of times. The server's default is
 # argon2-cffi's (t=3, m=64 MiB, p=4), which subprocess tests use.
 FAST_HASHER = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -187,7 +189,7 @@ async def raw_request(
     return head, body
 
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted"})
+TERMINAL = TERMINAL_STATUSES
 
 
 async def wait_status(client, run_id: int, statuses=TERMINAL) -> dict:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..model import TERMINAL_STATUSES
+
 OUTPUT_KINDS = ("stdout", "stderr", "system")
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "timed_out", "interrupted")
 
 
 class ProtocolError(Exception):
@@ -42,7 +43,7 @@ def _check_finished(message: dict[str, Any]) -> None:
     _int(message, "run_id", 1)
     _int(message, "attempt", 1)
     _int(message, "last_chunk", 0)
-    if message.get("status") not in FINISHED_STATUSES:
+    if message.get("status") not in TERMINAL_STATUSES:
         raise ProtocolError("finished.status must be a terminal status")
     exit_code = message.get("exit_code")
     if exit_code is not None and (not isinstance(exit_code, int) or isinstance(exit_code, bool)):

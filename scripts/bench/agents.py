@@ -30,9 +30,7 @@ from tests.e2e.agent_helpers import (  # noqa: E402
     submit,
     wait_status,
 )
-from tests.helpers import start_server  # noqa: E402
-
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "interrupted"}
+from tests.helpers import TERMINAL, start_server  # noqa: E402
 
 
 async def start_latency(client, labels: list[str], count: int) -> list[float]:

@@ -57,8 +57,9 @@ from live_common import (
     subprocess_server,
 )
 
+from runsvc.model import TERMINAL_STATUSES as TERMINAL
+
 POLL_INTERVAL = 0.25
-TERMINAL = ("succeeded", "failed", "cancelled", "timed_out", "interrupted")
 
 
 def chatty(rate: float, seconds: float, total: int, go_file: Path) -> list[str]:

@@ -83,6 +83,15 @@ async def start_agent(nursery: trio.Nursery, url: str | None, state_dir: Path, *
     return agent
 
 
+async def enrolled_agent(
+    nursery: trio.Nursery, client, url: str, state_dir: Path, name: str, *args: str
+) -> AgentProcess:
+    """A new agent named `name`, enrolled with a fresh token (no labels) and connected to `url`."""
+    agent = await start_agent(nursery, url, state_dir, "--enroll", await new_token(client), "--name", name, *args)
+    await agent.wait_for("msg=connected")
+    return agent
+
+
 class CuttableProxy:
     """Forwards TCP connections to `target`; `cut()` drops every connection it carries, `hold_replies()`
     stops forwarding target→client until `release_replies()` (the real thing cannot be made to misbehave

@@ -23,14 +23,13 @@ import attrs
 import httpx
 from playwright.sync_api import Page, expect
 
-from tests.helpers import LISTENING, child_env
+from tests.helpers import LISTENING, TERMINAL, child_env
 
 ADMIN_PASSWORD = "admin-password-1"
 USER_PASSWORD = "correct-horse-1"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "interrupted"}
 # Chromium logs every 4xx answer and every dropped WebSocket; most UI tests cause those on purpose.
 EXPECTED_CONSOLE_ERRORS = ("Failed to load resource: the server responded with a status of 4",
                            "WebSocket connection to")

@@ -1,7 +1,8 @@
 """Fixtures the browser tests share: one headless Chromium per test module, and checked pages.
 
-Each test module starts its own server (`server`, `api` fixtures there), since each needs other users
-and data; the browser and the page checks are the same everywhere.
+Each test module starts its own server (its `server` fixture, with the settings it needs); `api` here
+adds the same two users to it (olga, operator; vic, viewer). The browser and the page checks are the
+same everywhere.
 """
 
 from __future__ import annotations
@@ -11,7 +12,17 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.e2e.browser import checked_pages, launch_chromium
+from tests.e2e.browser import USER_PASSWORD, Api, checked_pages, launch_chromium
+
+
+@pytest.fixture(scope="module", name="api")
+def _api(server) -> Iterator[Api]:
+    """An admin's API client of the module's server, after creating olga (operator) and vic (viewer)."""
+    api = Api(server.url)
+    api.post("/users", {"username": "olga", "password": USER_PASSWORD, "role": "operator"})
+    api.post("/users", {"username": "vic", "password": USER_PASSWORD, "role": "viewer"})
+    yield api
+    api.close()
 
 
 @pytest.fixture(scope="module", name="browser")

@@ -15,14 +15,13 @@ from tests.e2e.agent_helpers import (
     CuttableProxy,
     admin_client,
     all_events,
+    enrolled_agent,
     new_token,
     start_agent,
     submit,
     wait_status,
 )
-from tests.helpers import assert_error, child_env, start_server
-
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "interrupted"}
+from tests.helpers import TERMINAL, assert_error, child_env, start_server
 
 
 def _alive(pid: int) -> bool:
@@ -98,9 +97,7 @@ async def test_kill_9_agent_mid_run_is_interrupted_after_the_lease(tmp_path):
             server = await start_server(nursery, tmp_path / "data", "--local-executor", "false",
                                         "--agent-lease-s", "2")
             async with admin_client(server.url) as client:
-                agent = await start_agent(nursery, server.url, tmp_path / "a", "--enroll",
-                                          await new_token(client), "--name", "victim")
-                await agent.wait_for("msg=connected")
+                agent = await enrolled_agent(nursery, client, server.url, tmp_path / "a", "victim")
                 script = "import time\nprint('started', flush=True)\ntime.sleep(60)"
                 run = await submit(client, [PY, "-c", script])
                 while not any(e["kind"] == "stdout" for e in await all_events(client, run["id"])):
@@ -128,9 +125,8 @@ async def test_connection_cut_three_times_loses_and_repeats_nothing(tmp_path):
             proxy = CuttableProxy(port)
             await nursery.start(proxy.serve)
             async with admin_client(server.url) as client:
-                agent = await start_agent(nursery, f"http://127.0.0.1:{proxy.port}", tmp_path / "a", "--enroll",
-                                          await new_token(client), "--name", "flaky")
-                await agent.wait_for("msg=connected")
+                via_proxy = f"http://127.0.0.1:{proxy.port}"
+                agent = await enrolled_agent(nursery, client, via_proxy, tmp_path / "a", "flaky")
                 # 20,000 lines in ~8 s; the last 1,000 wait for a file, so every cut happens mid-run.
                 gate = tmp_path / "gate"
                 script = ("import os, sys, time\nfor i in range(20000):\n    print(f'line {i}')\n"
@@ -183,9 +179,8 @@ async def test_unacknowledged_output_is_bounded_and_backpressure_reaches_the_chi
             proxy = CuttableProxy(int(server.url.rsplit(":", 1)[1]))
             await nursery.start(proxy.serve)
             async with admin_client(server.url) as client:
-                agent = await start_agent(nursery, f"http://127.0.0.1:{proxy.port}", tmp_path / "a", "--enroll",
-                                          await new_token(client), "--name", "slow-acks")
-                await agent.wait_for("msg=connected")
+                via_proxy = f"http://127.0.0.1:{proxy.port}"
+                agent = await enrolled_agent(nursery, client, via_proxy, tmp_path / "a", "slow-acks")
                 run = await submit(client, [PY, "-c", script])
                 while not started.exists():  # the assignment has reached the agent: now hold the acks
                     await trio.sleep(0.02)
@@ -227,9 +222,7 @@ async def test_revoke_disconnects_ends_runs_and_refuses_the_secret(tmp_path):
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, tmp_path / "data", "--local-executor", "false")
             async with admin_client(server.url) as client:
-                agent = await start_agent(nursery, server.url, tmp_path / "a", "--enroll",
-                                          await new_token(client), "--name", "doomed")
-                await agent.wait_for("msg=connected")
+                agent = await enrolled_agent(nursery, client, server.url, tmp_path / "a", "doomed")
                 run = await submit(client, [PY, "-c", "import time; print('x', flush=True); time.sleep(60)"])
                 await wait_status(client, run["id"], {"running"})
                 agent_id = (await client.get("/api/v1/agents")).json()["agents"][0]["id"]
@@ -254,9 +247,7 @@ async def test_cancel_reaches_the_agents_process_group(tmp_path):
             server = await start_server(nursery, tmp_path / "data", "--local-executor", "false",
                                         "--kill-grace-s", "2")
             async with admin_client(server.url) as client:
-                agent = await start_agent(nursery, server.url, tmp_path / "a", "--enroll",
-                                          await new_token(client), "--name", "c1")
-                await agent.wait_for("msg=connected")
+                agent = await enrolled_agent(nursery, client, server.url, tmp_path / "a", "c1")
                 script = "sleep 60 & echo $!; wait"
                 run = await submit(client, ["sh", "-c", script])
                 while not (out := [e for e in await all_events(client, run["id"]) if e["kind"] == "stdout"]):
@@ -281,9 +272,7 @@ async def test_two_agents_share_four_runs(tmp_path):
             async with admin_client(server.url) as client:
                 agents = []
                 for name in ("left", "right"):
-                    agent = await start_agent(nursery, server.url, tmp_path / name, "--enroll",
-                                              await new_token(client), "--name", name, "--max-runs", "2")
-                    await agent.wait_for("msg=connected")
+                    agent = await enrolled_agent(nursery, client, server.url, tmp_path / name, name, "--max-runs", "2")
                     agents.append(agent)
                 gate = tmp_path / "gate"
                 script = f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)"
@@ -338,9 +327,8 @@ async def test_server_restart_leaves_agent_runs_running(tmp_path):
             script = ("import os, time\nfor i in range(3000):\n    print(f'line {i}', flush=i % 100 == 0)\n"
                       f"    if i == 1000:\n        while not os.path.exists({str(gate)!r}): time.sleep(0.05)\n")
             async with admin_client(server.url) as client:
-                agent = await start_agent(nursery, f"http://127.0.0.1:{proxy.port}", tmp_path / "a", "--enroll",
-                                          await new_token(client), "--name", "steady")
-                await agent.wait_for("msg=connected")
+                via_proxy = f"http://127.0.0.1:{proxy.port}"
+                agent = await enrolled_agent(nursery, client, via_proxy, tmp_path / "a", "steady")
                 run = await submit(client, [PY, "-c", script])
                 while (await client.get(f"/api/v1/runs/{run['id']}")).json()["run"]["last_seq"] < 1000:
                     await trio.sleep(0.05)
@@ -375,9 +363,7 @@ async def test_server_shutdown_stops_agent_runs_after_the_drain(tmp_path):
             server = await start_server(nursery, data, "--local-executor", "false", "--drain-s", "1",
                                         "--kill-grace-s", "1")
             async with admin_client(server.url) as client:
-                agent = await start_agent(nursery, server.url, tmp_path / "a", "--enroll",
-                                          await new_token(client), "--name", "late")
-                await agent.wait_for("msg=connected")
+                agent = await enrolled_agent(nursery, client, server.url, tmp_path / "a", "late")
                 run = await submit(client, ["sh", "-c", "echo $$; exec sleep 60"])
                 while not (out := [e for e in await all_events(client, run["id"]) if e["kind"] == "stdout"]):
                     await trio.sleep(0.05)

@@ -15,7 +15,6 @@ from playwright.sync_api import expect
 
 from tests.e2e.browser import (
     USER_PASSWORD,
-    Api,
     CuttingProxy,
     gate,
     in_viewport,
@@ -32,15 +31,6 @@ expect.set_options(timeout=20_000)  # a shared 2-core machine; these are deadlin
 def _server(tmp_path_factory):
     with serve(tmp_path_factory.mktemp("ui") / "data") as server:
         yield server
-
-
-@pytest.fixture(scope="module", name="api")
-def _api(server):
-    api = Api(server.url)
-    api.post("/users", {"username": "olga", "password": USER_PASSWORD, "role": "operator"})
-    api.post("/users", {"username": "vic", "password": USER_PASSWORD, "role": "viewer"})
-    yield api
-    api.close()
 
 
 # ---- tests ------------------------------------------------------------------------------------------

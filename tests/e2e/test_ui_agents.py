@@ -18,8 +18,6 @@ from playwright.sync_api import Page, expect
 
 from tests.e2e.browser import (
     ADMIN_PASSWORD,
-    USER_PASSWORD,
-    Api,
     SyncAgent,
     checked_pages,
     gate,
@@ -35,14 +33,6 @@ COMMAND = re.compile(r"^python -m runsvc agent --server (\S+) --enroll (rse_[A-Z
 def _server(tmp_path_factory):
     with serve(tmp_path_factory.mktemp("ui-agents") / "data", "--agent-lease-s", "30") as server:
         yield server
-
-
-@pytest.fixture(scope="module", name="api")
-def _api(server):
-    api = Api(server.url)
-    api.post("/users", {"username": "olga", "password": USER_PASSWORD, "role": "operator"})
-    yield api
-    api.close()
 
 
 @pytest.fixture(name="agents")

@@ -25,15 +25,6 @@ def _server(tmp_path_factory):
         yield server
 
 
-@pytest.fixture(scope="module", name="api")
-def _api(server):
-    api = Api(server.url)
-    api.post("/users", {"username": "olga", "password": USER_PASSWORD, "role": "operator"})
-    api.post("/users", {"username": "vic", "password": USER_PASSWORD, "role": "viewer"})
-    yield api
-    api.close()
-
-
 def bearer_get(server, secret: str, path: str) -> httpx.Response:
     return httpx.get(f"{server.url}/api/v1{path}", headers={"Authorization": f"Bearer {secret}"}, timeout=30)
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import pytest
 import trio
 
 from runsvc.accounts.revocations import Revocations
@@ -35,7 +36,11 @@ async def _both_sockets_close_with(server, cookie: str, run_id: int, act) -> lis
     return codes
 
 
-async def test_disabling_a_user_closes_their_sockets(server, client):
+@pytest.mark.parametrize(
+    "change", [{"disabled": True}, {"password": "another-pass-1"}], ids=["disabled", "new password"]
+)
+async def test_an_admins_change_closes_the_users_sockets(server, client, change):
+    """Disabling a user or giving them a new password closes both their run and feed sockets (4401)."""
     await add_user(server, "vera", "viewer")
     await add_user(server, "ada", "admin")
     admin_csrf = {"X-CSRF-Token": await login(client, "ada")}
@@ -44,28 +49,11 @@ async def test_disabling_a_user_closes_their_sockets(server, client):
         async with _logged_in(server, "vera") as (vera_client, cookie, _):
             vera_id = (await vera_client.get("/api/v1/auth/me")).json()["user"]["id"]
 
-            async def disable() -> None:
-                answer = await client.patch(f"/api/v1/users/{vera_id}", json={"disabled": True}, headers=admin_csrf)
+            async def change_vera() -> None:
+                answer = await client.patch(f"/api/v1/users/{vera_id}", json=change, headers=admin_csrf)
                 assert answer.status_code == 200, answer.text
 
-            assert await _both_sockets_close_with(server, cookie, run_id, disable) == [4401, 4401]
-
-
-async def test_password_change_closes_their_sockets(server, client):
-    await add_user(server, "vera", "viewer")
-    await add_user(server, "ada", "admin")
-    admin_csrf = {"X-CSRF-Token": await login(client, "ada")}
-    with trio.fail_after(20):
-        run_id = await running_run(server.services)
-        async with _logged_in(server, "vera") as (vera_client, cookie, _):
-            vera_id = (await vera_client.get("/api/v1/auth/me")).json()["user"]["id"]
-
-            async def new_password() -> None:
-                answer = await client.patch(f"/api/v1/users/{vera_id}", json={"password": "another-pass-1"},
-                                            headers=admin_csrf)
-                assert answer.status_code == 200, answer.text
-
-            assert await _both_sockets_close_with(server, cookie, run_id, new_password) == [4401, 4401]
+            assert await _both_sockets_close_with(server, cookie, run_id, change_vera) == [4401, 4401]
 
 
 async def test_logout_closes_that_sessions_sockets_only(server):
