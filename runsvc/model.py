@@ -7,11 +7,14 @@ can all use it without pointing up.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out", "interrupted")
 
 TERMINAL_STATUSES = frozenset(STATUSES[2:])  # a terminal run never changes again
+
+T = TypeVar("T")
 
 Event = dict[str, Any]  # {"seq": int, "ts": str, "kind": str, "data": str | dict}
 
@@ -53,7 +56,7 @@ class EventBatch:
     only if somebody asks for them.
     """
 
-    __slots__ = ("run_id", "first_seq", "last_seq", "_events", "_fragments", "_terminal", "_wrapped")
+    __slots__ = ("run_id", "first_seq", "last_seq", "_events", "_fragments", "_terminal", "_derived")
 
     def __init__(self, run_id: int, events: list[Event], fragments: list[str] | None = None):
         self.run_id = run_id
@@ -61,7 +64,7 @@ class EventBatch:
         self.last_seq: int = events[-1]["seq"]
         self._events: list[Event] | None = events
         self._fragments = fragments
-        self._wrapped: tuple[str, str, list[str]] | None = None
+        self._derived: dict[Hashable, Any] | None = None
         last = events[-1]
         self._terminal = last["kind"] == "state" and last["data"]["status"] in TERMINAL_STATUSES
 
@@ -76,7 +79,7 @@ class EventBatch:
         batch = cls.__new__(cls)
         batch.run_id, batch.first_seq, batch.last_seq = run_id, first_seq, last_seq
         batch._events, batch._fragments, batch._terminal = None, _split_text(text), terminal
-        batch._wrapped = None
+        batch._derived = None
         return batch
 
     @classmethod
@@ -100,7 +103,7 @@ class EventBatch:
         merged.run_id = batches[0].run_id
         merged.first_seq, merged.last_seq = batches[0].first_seq, batches[-1].last_seq
         merged._fragments, merged._terminal = fragments, batches[-1].is_terminal
-        merged._wrapped = None
+        merged._derived = None
         events: list[Event] | None = []
         for batch in batches:
             if batch._events is None or events is None:
@@ -130,12 +133,19 @@ class EventBatch:
     def wrapped(self, prefix: str, suffix: str) -> list[str]:
         """Each fragment between `prefix` and `suffix` (a whole message around the events), built once
         per batch: every subscriber that sends this batch sends the same strings."""
-        cached = self._wrapped
-        if cached is not None and cached[0] == prefix and cached[1] == suffix:
-            return cached[2]
-        texts = [prefix + fragment + suffix for fragment in self.fragments]
-        self._wrapped = (prefix, suffix, texts)
-        return texts
+        return self.derived(("wrapped", prefix, suffix), lambda batch: [prefix + f + suffix for f in batch.fragments])
+
+    def derived(self, key: Hashable, build: Callable[[EventBatch], T]) -> T:
+        """`build(self)`, computed once per batch and `key` (a frame's text, its bytes on the wire): every
+        subscriber that sends this batch shares it."""
+        derived = self._derived
+        if derived is None:
+            derived = self._derived = {}
+        try:
+            return derived[key]
+        except KeyError:
+            value = derived[key] = build(self)
+            return value
 
     @property
     def json_fragment(self) -> str:

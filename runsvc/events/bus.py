@@ -19,17 +19,31 @@ its watchers together get at most `frames_per_s` frames per second, from `tick_s
 run watched by a few keeps the short tick (its lines wait at most `tick_s`); a run watched by a hundred
 sends them fewer, larger frames, each of which costs the same to send, and its lines wait up to
 `tick_max_s`. The tick is decided each time one starts, from the watchers the run has then.
+
+Direct delivery: a subscriber may give a *direct sink*, a function that writes a batch to its consumer's
+peer at once (a WebSocket: the frame's bytes, built once per batch, into the socket). While its consumer
+waits in `receive(delivered)` with nothing buffered, a batch that follows on from `delivered` goes to the
+sink, synchronously, instead of the channel: no task wakes and nothing is queued, so a run's hundred
+watchers cost a hundred writes per tick, not a hundred task hops and framing paths. The sink may refuse
+(returns False: the peer is busy or slow, or the socket cannot be written directly); the batch then takes
+the channel as usual. `direct_last` tells the consumer how far the sink has delivered. The terminal batch
+always takes the channel, so the consumer sees the run end.
 """
 
 from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Callable
 
 import attrs
 import trio
 
 from ..model import EventBatch, RunGone
+
+DirectSink = Callable[[EventBatch], bool]
+"""Delivers a batch to the subscriber's peer now, in order after everything before it (True), or cannot
+(False: nothing was written). Called synchronously by the publisher; must not block."""
 
 
 @attrs.frozen
@@ -40,6 +54,7 @@ class BusStatistics:
     batches_delivered: int  # to the subscribers; fewer than published when ticks merge batches
     events_published: int
     lag_events: int  # times a batch could not be delivered to a full subscriber
+    direct_deliveries: int  # batches a subscriber's direct sink took (no channel, no task woken)
 
 
 @attrs.frozen
@@ -50,12 +65,13 @@ class SubscriptionStatistics:
     buffered_events: int
     max_batches: int
     max_events: int
+    direct_last: int  # the seq through which its direct sink has delivered (0: none yet)
 
 
 class Subscription:
     """One subscriber's view of one run. Use as `with bus.subscribe(run_id) as sub:`."""
 
-    def __init__(self, bus: RunEventBus, run_id: int, capacity: int, max_events: int):
+    def __init__(self, bus: RunEventBus, run_id: int, capacity: int, max_events: int, direct: DirectSink | None = None):
         self.run_id = run_id
         self._bus = bus
         self._send, self._receive = trio.open_memory_channel[EventBatch](capacity)
@@ -63,11 +79,25 @@ class Subscription:
         self._max_events = max_events
         self._buffered_events = 0  # bounds memory too: batches can be large (a whole 64 KiB read)
         self.lagged = False
+        self._direct = direct
+        self._waiting = False  # the consumer waits in receive() with everything before delivered
+        self.direct_last = 0  # the seq through which the direct sink has delivered
 
     def _offer(self, batch: EventBatch) -> bool:
         """Publisher side; False when the subscriber's channel is full (it is then lagged)."""
         if self.lagged:
             return True  # already resyncing from SQLite; what it misses now it will read there too
+        if (
+            self._waiting
+            and not self._buffered_events
+            and batch.first_seq == self.direct_last + 1
+            and not batch.is_terminal
+            and self._direct is not None
+            and self._direct(batch)
+        ):
+            self.direct_last = batch.last_seq
+            self._bus._direct_deliveries += 1
+            return True
         size = len(batch)
         if self._buffered_events and self._buffered_events + size > self._max_events:
             self.lagged = True
@@ -82,12 +112,21 @@ class Subscription:
         self._buffered_events += size
         return True
 
-    async def receive(self) -> EventBatch:
-        """The next live batch. Raises RunGone once the run has been deleted."""
+    async def receive(self, delivered: int | None = None) -> EventBatch:
+        """The next live batch. Raises RunGone once the run has been deleted.
+
+        `delivered`: the seq through which the consumer has delivered everything it received. While it
+        waits here, batches that follow on go to the direct sink if the subscription has one; on return,
+        `direct_last` says how far they went."""
+        if delivered is not None and self._direct is not None:
+            self.direct_last = max(self.direct_last, delivered)
+            self._waiting = True
         try:
             batch = await self._receive.receive()
         except trio.EndOfChannel:
             raise RunGone(f"run {self.run_id} was deleted") from None
+        finally:
+            self._waiting = False
         self._buffered_events -= len(batch)
         return batch
 
@@ -123,6 +162,7 @@ class Subscription:
             buffered_events=self._buffered_events,
             max_batches=self._capacity,
             max_events=self._max_events,
+            direct_last=self.direct_last,
         )
 
     def _mark_gone(self) -> None:
@@ -180,12 +220,14 @@ class RunEventBus:
         self._batches_delivered = 0
         self._events_published = 0
         self._lag_events = 0
+        self._direct_deliveries = 0
 
-    def subscribe(self, run_id: int) -> Subscription:
+    def subscribe(self, run_id: int, direct: DirectSink | None = None) -> Subscription:
+        """A new subscriber of the run; `direct`: its direct sink (see the module's docstring)."""
         entry = self._runs.get(run_id)
         if entry is None:
             entry = self._runs[run_id] = _RunEntry()
-        subscription = Subscription(self, run_id, self._capacity, self._max_events)
+        subscription = Subscription(self, run_id, self._capacity, self._max_events, direct)
         entry.subscribers.add(subscription)
         entry.idle_since = math.inf
         return subscription
@@ -299,6 +341,7 @@ class RunEventBus:
             batches_delivered=self._batches_delivered,
             events_published=self._events_published,
             lag_events=self._lag_events,
+            direct_deliveries=self._direct_deliveries,
         )
 
     def prune_idle(self) -> float:

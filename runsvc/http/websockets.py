@@ -17,11 +17,14 @@ import attrs
 import trio
 from quart import websocket
 
+from ..events import DirectSink
 from ..log import get_logger
+from ..model import EventBatch
 from ..store import StoreClosedError, StoreUnavailable
 from .access import Principal, authenticate
 from .sockets import SocketRegistry
 from .types import services
+from .wire import RawSocket, asgi_send_of
 
 log = get_logger(__name__)
 
@@ -129,13 +132,80 @@ async def _reject_client_messages() -> None:
 # queued; a live stream that waits lets its bus subscription lag and later resyncs from the database.
 SEND_QUEUE = 1
 
-Send = Callable[[str], Awaitable[None]]
-
 
 @attrs.frozen
 class _Close:
     code: int
     reason: str
+
+
+@attrs.frozen
+class _Rest:
+    """The rest of a frame the direct path could not write in one go: the sender writes it next."""
+
+    data: bytes
+
+
+class Outbox:
+    """A socket's outgoing frames, in order: handed to its sender task, or written straight into the
+    socket (`direct`) when the sender has nothing left to write. Made by `open_outbox`; use as
+    `async with outbox:`, which ends the frames (the sender stops after the close, or when they end)."""
+
+    def __init__(self, channel: trio.MemorySendChannel[Any], raw: RawSocket | None, registry: SocketRegistry):
+        self._channel = channel
+        self._raw = raw
+        self._registry = registry
+        self.pending = 0  # items handed to the sender and not yet written by it
+        self.sent_all = trio.Event()  # the sender has stopped: after the close, or the peer went away
+
+    async def __aenter__(self) -> Outbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._channel.aclose()
+
+    async def send(self, frame: str) -> None:
+        await self._put(frame)
+
+    async def close(self, code: int, reason: str) -> None:
+        """Queue the close frame, after every frame queued before it."""
+        await self._put(_Close(code, reason))
+
+    async def _put(self, item: str | _Close) -> None:
+        self.pending += 1
+        # Without a checkpoint when the sender has room (the usual case): the stream task then goes
+        # straight back to its next batch instead of one more pass through the scheduler.
+        try:
+            self._channel.send_nowait(item)
+        except trio.WouldBlock:
+            try:
+                await self._channel.send(item)
+            except BaseException:
+                self.pending -= 1
+                raise
+
+    def direct(self, encode: Callable[[EventBatch], bytes]) -> DirectSink | None:
+        """A direct sink for this socket (see events/bus.py) writing `encode(batch)` — built once per
+        batch and shared by every socket — or None when the socket cannot be written directly (wire.py)."""
+        raw = self._raw
+        if raw is None:
+            return None
+
+        def sink(batch: EventBatch) -> bool:
+            if self.pending:
+                return False  # the sender is still writing earlier frames: they go first
+            data = batch.derived(encode, encode)
+            written = raw.write_now(data)
+            if not written:
+                return False  # nothing written (busy, full, closing): the batch takes the queue
+            self._registry.direct_writes += 1
+            if written < len(data):
+                self._registry.direct_partial_writes += 1
+                self.pending += 1
+                self._channel.send_nowait(_Rest(data[written:]))  # room: nothing was pending
+            return True
+
+        return sink
 
 
 def _asgi_sender(ws: Any) -> Callable[[str], Awaitable[None]]:
@@ -144,9 +214,8 @@ def _asgi_sender(ws: Any) -> Callable[[str], Awaitable[None]]:
     Headers object), its own wrapper and a `websocket_sent` signal that nothing here listens to; the
     frame that reaches Hypercorn is the same message either way. The socket is accepted before any
     frame is queued (serve_socket), so skipping `accept()` changes nothing."""
-    wrapped = getattr(ws, "_send", None)  # quart: partial(ASGIWebsocketConnection.send_data, send)
-    send = wrapped.args[0] if isinstance(wrapped, partial) and len(wrapped.args) == 1 else None
-    if not callable(send):
+    send = asgi_send_of(ws)
+    if send is None:
         return ws.send  # another Quart layout: its public path
 
     async def send_text(text: str) -> None:
@@ -155,36 +224,52 @@ def _asgi_sender(ws: Any) -> Callable[[str], Awaitable[None]]:
     return send_text
 
 
-async def _send_frames(ws: Any, frames: trio.MemoryReceiveChannel[str | _Close], done: trio.Event) -> None:
+async def _send_frames(ws: Any, raw: RawSocket | None, frames: trio.MemoryReceiveChannel[Any], outbox: Outbox) -> None:
     """The socket's sender: frames in order, then the close. Runs outside the request's task."""
     send_text = _asgi_sender(ws)
     try:
         async with frames:
             async for item in frames:
-                if isinstance(item, _Close):
-                    await ws.close(item.code, item.reason)
-                    return
-                await send_text(item)
+                try:
+                    if isinstance(item, _Close):
+                        await ws.close(item.code, item.reason)
+                        return
+                    if isinstance(item, _Rest):
+                        assert raw is not None  # only the direct path, which needs it, queues a rest
+                        await raw.write_rest(item.data)
+                    else:
+                        await send_text(item)
+                finally:
+                    outbox.pending -= 1
     except Exception as exc:  # the peer went away mid-write; nothing is left to tell it
         log.debug("websocket sender stopped", error=repr(exc))
     finally:
-        done.set()
+        outbox.sent_all.set()
 
 
-async def serve_socket(stream: Callable[[Send], Awaitable[tuple[int, str]]]) -> None:
-    """Accept, run `stream(send)` (which does its own checks, raising Refused), then close with the code
+def open_outbox(queue: int, *, direct: bool) -> Outbox:
+    """Start the current (accepted) WebSocket's sender task, which takes up to `queue` frames before
+    `send` waits; its outbox. `direct`: whether batches may be written straight into the socket."""
+    registry: SocketRegistry = services().sockets
+    outgoing, frames = trio.open_memory_channel[Any](queue)
+    # The sender outlives this request's context, so it gets the socket object itself, not the proxy.
+    ws = websocket._get_current_object()  # type: ignore[attr-defined]
+    raw = RawSocket.find(asgi_send_of(ws)) if direct else None
+    outbox = Outbox(outgoing, raw, registry)
+    registry.start_sender(_send_frames, ws, raw, frames, outbox)
+    return outbox
+
+
+async def serve_socket(stream: Callable[[Outbox], Awaitable[tuple[int, str]]]) -> None:
+    """Accept, run `stream(outbox)` (which does its own checks, raising Refused), then close with the code
     it returns — or 1001 if the server shuts down first, or the refusal's code."""
     registry: SocketRegistry = services().sockets
     await websocket.accept()
-    outgoing, frames = trio.open_memory_channel[str | _Close](SEND_QUEUE)
-    sent_all = trio.Event()
-    # The sender outlives this request's context, so it gets the socket object itself, not the proxy.
-    ws = websocket._get_current_object()  # type: ignore[attr-defined]
-    registry.start_sender(_send_frames, ws, frames, sent_all)
+    outbox = open_outbox(SEND_QUEUE, direct=True)
     code, reason = NORMAL, ""
     record = _SocketAuth()
     _socket_auth.set(record)  # inherited by the tasks below
-    async with outgoing:
+    async with outbox:
         async with trio.open_nursery() as nursery:
 
             async def run(fn: Callable[[], Awaitable[tuple[int, str] | None]]) -> None:
@@ -203,20 +288,12 @@ async def serve_socket(stream: Callable[[Send], Awaitable[tuple[int, str]]]) -> 
                 await registry.wait_shutdown()
                 return GOING_AWAY, "server shutting down"
 
-            async def hand_over(frame: str) -> None:
-                # Without a checkpoint when the sender has room (the usual case): the stream task then
-                # goes straight back to its next batch instead of one more pass through the scheduler.
-                try:
-                    outgoing.send_nowait(frame)
-                except trio.WouldBlock:
-                    await outgoing.send(frame)
-
-            nursery.start_soon(run, partial(stream, hand_over))
+            nursery.start_soon(run, partial(stream, outbox))
             nursery.start_soon(run, _reject_client_messages)
             nursery.start_soon(run, shutdown)
             nursery.start_soon(run, partial(_close_on_revocation, record))
         # Bounded: a peer that stopped reading blocks its sender (and so this hand-over) until
         # Hypercorn's keepalive timeout; the request task ends regardless (see sockets.py).
         with trio.move_on_after(CLOSE_WAIT_S):
-            await outgoing.send(_Close(code, reason))
-            await sent_all.wait()
+            await outbox.close(code, reason)
+            await outbox.sent_all.wait()

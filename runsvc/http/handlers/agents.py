@@ -3,14 +3,13 @@ revocation, and the agents' WebSocket."""
 
 from __future__ import annotations
 
-import trio
 from quart import Response, websocket
 
 from ...agents.service import DEFAULT_TOKEN_TTL_S, MAX_TOKEN_TTL_S, NAME_RE
 from ..access import current_user
 from ..types import json_response, no_content, services
 from ..validation import number, read_json_object, string, string_list
-from ..websockets import _Close, _send_frames
+from ..websockets import open_outbox
 
 AGENT_SEND_QUEUE = 64  # frames queued for an agent's socket before a sender waits
 
@@ -67,11 +66,7 @@ async def agents_ws() -> None:
     only when the agent goes, is revoked (4401), or the server has finished draining (1001)."""
     svc = services()
     await websocket.accept()
-    outgoing, frames = trio.open_memory_channel[str | _Close](AGENT_SEND_QUEUE)
-    sent_all = trio.Event()
-    ws = websocket._get_current_object()  # type: ignore[attr-defined]  # the sender outlives the request
-    svc.sockets.start_sender(_send_frames, ws, frames, sent_all)
-    async with outgoing:
-        code, reason = await svc.agents.hub.serve_connection(_bearer(), websocket.receive, outgoing.send)
-        await outgoing.send(_Close(code, reason))
-    await sent_all.wait()
+    async with open_outbox(AGENT_SEND_QUEUE, direct=False) as outbox:
+        code, reason = await svc.agents.hub.serve_connection(_bearer(), websocket.receive, outbox.send)
+        await outbox.close(code, reason)
+    await outbox.sent_all.wait()

@@ -16,11 +16,12 @@ from ..websockets import (
     NORMAL,
     NOT_FOUND,
     TRY_AGAIN_LATER,
+    Outbox,
     Refused,
-    Send,
     check_origin_and_session,
     serve_socket,
 )
+from ..wire import text_frames
 
 
 def _after_seq() -> int:
@@ -42,8 +43,13 @@ def _frames(batch: EventBatch) -> list[str]:
     return batch.wrapped('{"type":"events","events":[', "]}")
 
 
+def _wire(batch: EventBatch) -> bytes:
+    """The batch's frames as bytes on the wire, for sockets the bus writes directly."""
+    return text_frames(_frames(batch))
+
+
 async def run_events_ws(run_id: int) -> None:
-    async def stream(send: Send) -> tuple[int, str]:
+    async def stream(out: Outbox) -> tuple[int, str]:
         await check_origin_and_session()
         if run_id > MAX_INT64:
             raise Refused(BAD_REQUEST, f"run_id must be <= {MAX_INT64}")
@@ -51,10 +57,10 @@ async def run_events_ws(run_id: int) -> None:
         svc = services()
         last_seq = after_seq
         try:
-            async with aclosing(svc.runs.watch(run_id, after_seq)) as batches:
+            async with aclosing(svc.runs.watch(run_id, after_seq, out.direct(_wire))) as batches:
                 async for batch in batches:
                     for frame in _frames(batch):
-                        await send(frame)
+                        await out.send(frame)
                     last_seq = batch.last_seq
         except RunNotFound:
             raise Refused(NOT_FOUND, f"no run {run_id}") from None
@@ -65,14 +71,14 @@ async def run_events_ws(run_id: int) -> None:
                 last_seq = (await svc.runs.get(run_id))["last_seq"]
             except RunNotFound:
                 raise Refused(NOT_FOUND, f"run {run_id} was deleted") from None
-        await send(json.dumps({"type": "end", "last_seq": last_seq}))
+        await out.send(json.dumps({"type": "end", "last_seq": last_seq}))
         return NORMAL, "run finished"
 
     await serve_socket(stream)
 
 
 async def runs_feed_ws() -> None:
-    async def stream(send: Send) -> tuple[int, str]:
+    async def stream(out: Outbox) -> tuple[int, str]:
         await check_origin_and_session()
         with services().runs.feed.watch() as watcher:
             while True:
@@ -80,6 +86,6 @@ async def runs_feed_ws() -> None:
                     frame = await watcher.receive()
                 except trio.EndOfChannel:
                     return TRY_AGAIN_LATER, "too slow; reconnect and refetch the list"
-                await send(frame)
+                await out.send(frame)
 
     await serve_socket(stream)
