@@ -191,7 +191,7 @@ class Settings:
         _parse_float, _at_least(0),
     )
     bus_frames_per_s: float = _setting(
-        2500.0, "frames per second a run's watchers get together before its tick grows towards "
+        10_000.0, "frames per second a run's watchers get together before its tick grows towards "
         "bus_tick_max_s", _parse_float, _at_least(1),
     )
     ws_ping_interval_s: float = _setting(
