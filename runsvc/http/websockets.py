@@ -194,7 +194,10 @@ class Outbox:
         def sink(batch: EventBatch) -> bool:
             if self.pending:
                 return False  # the sender is still writing earlier frames: they go first
-            data = batch.derived(encode, encode)
+            try:
+                data = batch.derived(encode, encode)
+            except UnicodeEncodeError:  # never from stored events; if so, the sender reports it, not the bus
+                return False
             written = raw.write_now(data)
             if not written:
                 return False  # nothing written (busy, full, closing): the batch takes the queue
