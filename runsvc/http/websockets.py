@@ -194,10 +194,8 @@ class Outbox:
         def sink(batch: EventBatch) -> bool:
             if self.pending:
                 return False  # the sender is still writing earlier frames: they go first
-            try:
-                data = batch.derived(encode, encode)
-            except UnicodeEncodeError:  # never from stored events; if so, the sender reports it, not the bus
-                return False
+            # Cannot fail: a published batch was committed first, and SQLite took its text as UTF-8.
+            data = batch.derived(encode, encode)
             written = raw.write_now(data)
             if not written:
                 return False  # nothing written (busy, full, closing): the batch takes the queue
