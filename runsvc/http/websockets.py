@@ -192,8 +192,8 @@ class Outbox:
             return None
 
         def sink(batch: EventBatch) -> bool:
-            if self.pending:
-                return False  # the sender is still writing earlier frames: they go first
+            if self.pending or self.sent_all.is_set():
+                return False  # the sender is still writing earlier frames (they go first), or has stopped
             # Cannot fail: a published batch was committed first, and SQLite took its text as UTF-8.
             data = batch.derived(encode, encode)
             written = raw.write_now(data)
