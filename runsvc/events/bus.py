@@ -65,7 +65,7 @@ class SubscriptionStatistics:
     buffered_events: int
     max_batches: int
     max_events: int
-    direct_last: int  # the seq through which its direct sink has delivered (0: none yet)
+    direct_last: int  # delivered through this seq, by its consumer or its direct sink (0: not armed yet)
 
 
 class Subscription:
@@ -81,7 +81,7 @@ class Subscription:
         self.lagged = False
         self._direct = direct
         self._waiting = False  # the consumer waits in receive() with everything before delivered
-        self.direct_last = 0  # the seq through which the direct sink has delivered
+        self.direct_last = 0  # delivered through this seq, by the consumer (as it last said) or the sink
 
     def _offer(self, batch: EventBatch) -> bool:
         """Publisher side; False when the subscriber's channel is full (it is then lagged)."""
