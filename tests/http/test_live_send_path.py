@@ -125,8 +125,9 @@ async def test_a_socket_that_fills_mid_frame_gets_the_rest_of_it_first(server, s
         async with raw_websocket(server.url, path, cookie=session, receive_buffer=4096) as client:
             first = json.loads(await client.next_message())
             seqs = [e["seq"] for e in first["events"]]
-            # The client reads nothing now. Each 20 ms tick delivers ~60 KB frames until the socket is full.
-            for start in range(0, 100_000, 60):
+            # The client reads nothing now. Each 20 ms tick delivers ~60 KB frames until the socket is full
+            # (its buffers hold a few MB at most; 20 MB is plenty).
+            for start in range(0, 20_000, 60):
                 await services.eventlog.append(
                     run_id, [("stdout", f"{i} " + "y" * 1000) for i in range(start, start + 60)]
                 )
