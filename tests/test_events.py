@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from runsvc.events import EventLog, RunEventBus, stream_run_events
+from runsvc.events import EventLog, RunEventBus, Subscription, stream_run_events
 from runsvc.model import EventBatch, RunNotFound
 from runsvc.store import open_store
 
@@ -499,8 +499,9 @@ async def test_publish_ticks_never_merge_across_a_gap(mock_clock):
 async def test_publish_ticks_grow_with_the_watchers_of_a_run(mock_clock):
     """The tick adapts to the run's watchers: with few, held batches go out after `tick_s`; with many
     (more than `frames_per_s` frames per second together at `tick_s`), after a longer tick, at most
-    `tick_max_s`; and it shrinks back when they leave."""
-    # Binary fractions of a second, so that the mock clock adds up exactly: 10 watchers fit in 0.25 s.
+    `tick_max_s`; and it shrinks back when they leave. A watcher without a direct sink counts
+    SENDER_FRAME_WEIGHT (4) watchers."""
+    # Binary fractions of a second, so that the mock clock adds up exactly: a weight of 10 fits in 0.25 s.
     bus = RunEventBus(tick_s=0.25, tick_max_s=1.0, frames_per_s=40)
     seqs = iter(range(1, 100))
 
@@ -521,12 +522,17 @@ async def test_publish_ticks_grow_with_the_watchers_of_a_run(mock_clock):
 
     async with trio.open_nursery() as nursery:
         await nursery.start(bus.run_pruner)
-        with bus.subscribe(1) as first:
+        def direct_watchers(count: int) -> list[Subscription]:
+            return [bus.subscribe(1, direct=lambda batch: False) for _ in range(count)]
+
+        with bus.subscribe(1) as first:  # no direct sink: weight 4
             assert await held_delivered_after(first) == 0.25  # one watcher: the short tick
-            others = [bus.subscribe(1) for _ in range(19)]
-            assert await held_delivered_after(first) == 0.5  # 20 watchers: 20 / 40 frames/s
-            others += [bus.subscribe(1) for _ in range(80)]
-            assert await held_delivered_after(first) == 1.0  # 100 watchers: capped at tick_max_s
+            others = direct_watchers(16)
+            assert await held_delivered_after(first) == 0.5  # weight 4 + 16 = 20: 20 / 40 frames/s
+            others += [bus.subscribe(1), bus.subscribe(1), *direct_watchers(2)]
+            assert await held_delivered_after(first) == 0.75  # 20 + 2 × 4 + 2 = 30 (not 22: 0.625)
+            others += direct_watchers(80)
+            assert await held_delivered_after(first) == 1.0  # capped at tick_max_s
             for other in others:
                 other.close()
             assert await held_delivered_after(first) == 0.25

@@ -15,7 +15,9 @@ the same batch, so its JSON and frame text are built once. The first batch after
 at once. Held batches are committed already, so a watcher that subscribes meanwhile finds them in SQLite.
 
 The tick adapts to the run's watchers (`tick_max_s`, `frames_per_s`): a run's tick is long enough that
-its watchers together get at most `frames_per_s` frames per second, from `tick_s` up to `tick_max_s`. A
+its watchers together get at most `frames_per_s` frames per second, from `tick_s` up to `tick_max_s`,
+where a watcher without a direct sink (below) counts SENDER_FRAME_WEIGHT times: each of its frames costs
+a task hop and the whole framing path (and a browser's, compression), several times a direct write. A
 run watched by a few keeps the short tick (its lines wait at most `tick_s`); a run watched by a hundred
 sends them fewer, larger frames, each of which costs the same to send, and its lines wait up to
 `tick_max_s`. The tick is decided each time one starts, from the watchers the run has then.
@@ -40,6 +42,11 @@ import attrs
 import trio
 
 from ..model import EventBatch, RunGone
+
+# How many direct writes one frame through a socket's sender task costs, for the adaptive tick: measured
+# ~80 µs against ~8-14 µs (BENCHMARKS.md, issue 13 round 3); 4 keeps the tick a run watched only through
+# senders had when every frame went that way (2,500 frames/s then, 10,000 now).
+SENDER_FRAME_WEIGHT = 4
 
 DirectSink = Callable[[EventBatch], bool]
 """Delivers a batch to the subscriber's peer now, in order after everything before it (True), or cannot
@@ -82,6 +89,10 @@ class Subscription:
         self._direct = direct
         self._waiting = False  # the consumer waits in receive() with everything before delivered
         self.direct_last = 0  # delivered through this seq, by the consumer (as it last said) or the sink
+
+    @property
+    def has_direct_sink(self) -> bool:
+        return self._direct is not None
 
     def _offer(self, batch: EventBatch) -> bool:
         """Publisher side; False when the subscriber's channel is full (it is then lagged)."""
@@ -267,7 +278,8 @@ class RunEventBus:
     def _tick_for(self, entry: _RunEntry) -> float:
         """The run's next tick: `tick_s`, longer while its watchers would get more than `frames_per_s`
         frames per second together, at most `tick_max_s`."""
-        return min(self._tick_max_s, max(self._tick_s, len(entry.subscribers) / self._frames_per_s))
+        weight = sum(1 if s.has_direct_sink else SENDER_FRAME_WEIGHT for s in entry.subscribers)
+        return min(self._tick_max_s, max(self._tick_s, weight / self._frames_per_s))
 
     def _deliver(self, entry: _RunEntry, batch: EventBatch) -> None:
         self._batches_delivered += 1
