@@ -186,6 +186,14 @@ class Settings:
         0.005, "shortest time between two group commits of run events, seconds (0: commit as soon as the "
         "writer is free)", _parse_float, _at_least(0), _at_most(1),
     )
+    output_interval_s: float = _setting(
+        0.02,
+        "while a run keeps printing, its output is read and committed at most once per this many seconds; "
+        "each line waits at most this long (0: read as it comes)",
+        _parse_float,
+        _at_least(0),
+        _at_most(1),
+    )
     bus_tick_max_s: float = _setting(
         0.04, "longest tick of a run with many watchers, seconds (at or below bus_tick_s: a fixed tick)",
         _parse_float, _at_least(0),

@@ -27,8 +27,10 @@ class RunRecorder:
     def __init__(
         self, eventlog: EventLog, bus: RunEventBus, feed: RunFeed,
         waiting_for: Callable[[Sequence[str]], str | None] = _waits_for_nothing,
+        output_interval_s: float = 0.0,
     ):
         self._eventlog = eventlog
+        self._output_interval_s = output_interval_s
         self._bus = bus
         self.feed = feed
         self._waiting_for = waiting_for  # the executor pool's: what a queued run with these labels waits for
@@ -50,8 +52,14 @@ class RunRecorder:
     async def append_output(
         self, run_id: int, items: Sequence[tuple[str, str]], *, transition: Transition | None = None
     ) -> None:
-        """stdout/stderr/system events of a running run; `transition` runs in the same transaction."""
+        """stdout/stderr/system events of a running run; `transition` runs in the same transaction.
+
+        Returns no sooner than `output_interval_s` after the commit's request: the caller reads the
+        run's next output only then, so a run that keeps printing is committed (and its watchers get a
+        frame) about once per interval, each time with everything it printed meanwhile, and each line
+        waits at most the interval (events/append.py). A line after a quiet spell is committed at once."""
         await self._eventlog.append(run_id, items, transition=transition)
+        await self._eventlog.wait_turn(self._output_interval_s)
 
     async def finish(
         self,

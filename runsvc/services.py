@@ -45,7 +45,9 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
         local = LocalExecutor(kill_grace_s=settings.kill_grace_s, server_id=server_id(settings), run_as=run_as)
     pool = ExecutorPool(local, settings.local_labels, settings.max_concurrent_runs)
     feed = RunFeed()
-    recorder = RunRecorder(eventlog, bus, feed, waiting_for=pool.waiting_for)
+    recorder = RunRecorder(
+        eventlog, bus, feed, waiting_for=pool.waiting_for, output_interval_s=settings.output_interval_s
+    )
     hub = AgentHub(settings, store, pool)
     scheduler = Scheduler(settings, store, recorder, pool)
     runs = RunService(store, recorder, bus, scheduler)

@@ -9,8 +9,9 @@ import pytest
 import trio
 import trio.testing
 
-from runsvc.events import EventLog, RunEventBus, Subscription, stream_run_events
+from runsvc.events import EventLog, RunEventBus, RunFeed, Subscription, stream_run_events
 from runsvc.model import EventBatch, RunNotFound
+from runsvc.recorder import RunRecorder
 from runsvc.store import open_store
 
 
@@ -574,6 +575,43 @@ async def test_appends_within_the_commit_interval_share_one_group_commit(store, 
     assert sorted(joined) == [[3], [4]]
     assert eventlog.statistics().buffers_committed == 2
     assert [e["seq"] for e in await eventlog_events(store, run_id)] == [1, 2, 3, 4]
+
+
+async def test_output_is_committed_at_once_and_its_reader_then_waits_out_the_interval(store, bus):
+    """RunRecorder.append_output commits a run's output at once (stored and published without waiting),
+    then returns only `output_interval_s` after that commit: the executor reads the run's next output
+    only then, so a run that keeps printing is committed about once per interval. Other writers are not
+    held: another run's output meanwhile is committed at once too."""
+    eventlog = EventLog(store, bus, commit_interval_s=0)
+    recorder = RunRecorder(eventlog, bus, RunFeed(), output_interval_s=3600)
+    first_run, other_run = await make_run(store), await make_run(store)
+    returned: list[int] = []
+
+    async def read_and_append(run_id: int) -> None:
+        await recorder.append_output(run_id, [("stdout", f"run {run_id}")])
+        returned.append(run_id)
+
+    with bus.subscribe(first_run) as first, bus.subscribe(other_run) as other:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_and_append, first_run)
+                assert [e["data"] for e in (await first.receive()).events] == [f"run {first_run}"]
+                nursery.start_soon(read_and_append, other_run)
+                assert [e["data"] for e in (await other.receive()).events] == [f"run {other_run}"]
+                await trio.testing.wait_all_tasks_blocked()
+                assert returned == []  # both readers wait out the interval before reading on
+                nursery.cancel_scope.cancel()
+    assert eventlog.statistics().buffers_committed == 2
+
+
+async def test_output_interval_zero_returns_after_the_commit(store, bus):
+    eventlog = EventLog(store, bus)
+    recorder = RunRecorder(eventlog, bus, RunFeed(), output_interval_s=0)
+    run_id = await make_run(store)
+    with trio.fail_after(10):
+        for i in range(3):
+            await recorder.append_output(run_id, [("stdout", str(i))])
+    assert [e["data"] for e in await eventlog_events(store, run_id)] == ["0", "1", "2"]
 
 
 async def eventlog_events(store, run_id: int) -> list[dict]:

@@ -12,6 +12,11 @@ the buffer meanwhile). A child that writes a line every millisecond is read abou
 is an append; without the interval each of them cost a transaction and a thread hop (~700 commits/s for
 1,000 lines/s), with it they share a few. An append after a quiet spell is queued at once.
 
+Output is also paced from the reader's side (`wait_turn`, used by the run recorder): after an append of
+output commits, its reader waits until `output_interval_s` after that commit's request before it reads
+again, so a chatty run's lines wait in its pipe and go into one append that commits at once, rather than
+being read early and waiting in a buffer for the next commit.
+
 An append can carry a `transition`: a function run in the same transaction before its events are
 numbered (e.g. "UPDATE runs SET status = 'succeeded' …"). If it raises, that append is dropped and the
 exception goes to its caller; the other appends commit.
@@ -94,6 +99,13 @@ class EventLog:
         if append.error is not None:
             raise append.error
         return append.events
+
+    async def wait_turn(self, interval_s: float) -> None:
+        """Return once `interval_s` has passed since the latest group commit's write request (at once if
+        it has): an append made then is committed without waiting for the commit interval."""
+        due = self._last_request_at + interval_s
+        if trio.current_time() < due:
+            await trio.sleep_until(due)
 
     async def _queue_write(self, buffer: _Buffer) -> None:
         """Queue the buffer's write request, no sooner than `commit_interval_s` after the previous one.

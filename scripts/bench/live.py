@@ -9,6 +9,7 @@ here on the benchmark's own SQLite connections against the same database) and th
     python scripts/bench/live.py fanout [--subscribers 100] [--rate 10000] [--seconds 10]
                                         [--client-processes 2] [--no-polling] [--bus-tick-s S]
                                         [--bus-tick-max-s S] [--commit-interval-s S]
+                                        [--output-interval-s S]
     python scripts/bench/live.py catchup [--events 1000000]
     python scripts/bench/live.py slow [--events 1000000]
     python scripts/bench/live.py scheduler [--submissions 100]
@@ -142,6 +143,8 @@ async def fanout(args, tmp: Path) -> None:
         server_args += ["--bus-tick-max-s", str(args.bus_tick_max_s)]
     if args.commit_interval_s is not None:
         server_args += ["--commit-interval-s", str(args.commit_interval_s)]
+    if args.output_interval_s is not None:
+        server_args += ["--output-interval-s", str(args.output_interval_s)]
     async with subprocess_server(tmp / "fanout", *server_args) as server:
         # Push: N WebSocket clients, spread over `--client-processes` processes so that the clients'
         # own CPU does not limit what is measured, on one run whose child prints `rate` lines/s once
@@ -446,6 +449,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bus-tick-max-s", type=float, help="fanout: the server's --bus-tick-max-s (its default)")
     parser.add_argument("--commit-interval-s", type=float,
                         help="fanout: the server's --commit-interval-s (its default)")
+    parser.add_argument("--output-interval-s", type=float,
+                        help="fanout: the server's --output-interval-s (its default)")
     parser.add_argument("--no-polling", dest="polling", action="store_false",
                         help="fanout: skip the polling baseline")
     parser.add_argument("--events", type=int, default=1_000_000, help="catchup and slow (1000000)")
