@@ -98,20 +98,14 @@ class RunService:
         """The run's events after `after_seq`: stored ones, then live, each once, in order, ending with
         the terminal one (see events/stream.py; `direct` as there). Raises RunNotFound, or RunGone once
         deleted (or fenced for deletion: every batch is checked after its read, so none comes from a
-        half-deleted run)."""
+        half-deleted run; `fence` drops the run from the bus, so `direct` gets none of its batches)."""
         self._check_fence(run_id)
-        if direct is not None:
-            direct = partial(self._direct_unless_fenced, run_id, direct)
         stream = stream_run_events(self._store, self._bus, run_id, after_seq, direct=direct)
         async with aclosing(stream) as batches:
             async for batch in batches:
                 if run_id in self._fenced:
                     raise RunGone(f"run {run_id} was deleted")
                 yield batch  # noqa: ASYNC119 (callers close this generator with aclosing)
-
-    def _direct_unless_fenced(self, run_id: int, direct: DirectSink, batch: EventBatch) -> bool:
-        # A fenced run's batches go the yielded way, where the fence check above ends the watch.
-        return run_id not in self._fenced and direct(batch)
 
     async def get(self, run_id: int) -> dict[str, Any]:
         self._check_fence(run_id)

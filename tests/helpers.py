@@ -213,3 +213,43 @@ async def open_websocket(url: str, **kwargs) -> AsyncIterator[trio_websocket.Web
             yield ws
         finally:
             await ws._stream.aclose()
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a live process; a zombie (killed, not yet reaped by its parent) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# A run that leaves a daemon behind: the daemon double-forks, calls setsid and chdir /, closes its stdio,
+# writes its pid to argv[1] and sleeps; the run's own process prints "daemon started" once the file is
+# there, then ends (or, with run_stays, sleeps too).
+_DAEMON = """
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.chdir("/")
+        fd = os.open(os.devnull, os.O_RDWR)
+        for n in (0, 1, 2):
+            os.dup2(fd, n)
+        with open(sys.argv[1] + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+        time.sleep(120)
+    os._exit(0)
+os.wait()
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+print("daemon started")
+"""
+
+
+def daemon_command(pid_file: Path, *, run_stays: bool = False) -> list[str]:
+    code = _DAEMON
+    if run_stays:
+        code = code.replace('print("daemon started")', 'print("daemon started", flush=True); time.sleep(120)')
+    return [sys.executable, "-c", code, str(pid_file)]

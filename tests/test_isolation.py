@@ -18,7 +18,7 @@ import trio
 from runsvc.config import SettingsError, server_work_dir
 from runsvc.server import serve
 from tests.conftest import make_settings
-from tests.helpers import FAST_HASHER, add_user, login, running_server, wait_status
+from tests.helpers import FAST_HASHER, add_user, alive, daemon_command, login, running_server, wait_status
 
 PR_GET_DUMPABLE = 3
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -131,41 +131,12 @@ async def test_run_as_nobody_cannot_read_the_server(tmp_path: Path, caplog) -> N
     assert not any("runs run as root" in r.getMessage() for r in caplog.records)
 
 
-DAEMON = """
-import os, sys, time
-if os.fork() == 0:
-    os.setsid()
-    if os.fork() == 0:
-        os.chdir("/")
-        fd = os.open(os.devnull, os.O_RDWR)
-        for n in (0, 1, 2):
-            os.dup2(fd, n)
-        with open(sys.argv[1] + ".tmp", "w") as f:
-            f.write(str(os.getpid()))
-        os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-        time.sleep(120)
-    os._exit(0)
-os.wait()
-while not os.path.exists(sys.argv[1]):
-    time.sleep(0.01)
-print("daemon started")
-"""
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 async def test_escaped_daemon_is_killed_when_the_run_ends(tmp_path: Path) -> None:
     """Issue 14 #6: a daemon that double-forks, calls setsid and chdir / is gone soon after its run ends."""
     pid_file = tmp_path / "daemon.pid"
     with trio.fail_after(30):
         async with running_server(make_settings(tmp_path)) as server:
-            run, lines = await run_to_end(server, [sys.executable, "-c", DAEMON, str(pid_file)])
+            run, lines = await run_to_end(server, daemon_command(pid_file))
             assert run["status"] == "succeeded" and lines == [("stdout", "daemon started")]
             pid = int(pid_file.read_text())
             while alive(pid):
@@ -176,15 +147,13 @@ async def test_second_signal_helper_kills_every_running_group(tmp_path: Path) ->
     """Scheduler.kill_all_now() (the second signal's last act) leaves no run process alive, escaped
     ones included."""
     pid_file = tmp_path / "daemon.pid"
-    code = DAEMON.replace('print("daemon started")', 'print("daemon started", flush=True); time.sleep(120)')
     with trio.fail_after(30):
         async with running_server(make_settings(tmp_path)) as server:
             async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
                 await add_user(server, "olga", "operator")
                 csrf = {"X-CSRF-Token": await login(client, "olga")}
-                run = (await client.post("/api/v1/runs", json={"command": [sys.executable, "-c", code,
-                                                                          str(pid_file)]},
-                                         headers=csrf)).json()["run"]
+                command = daemon_command(pid_file, run_stays=True)
+                run = (await client.post("/api/v1/runs", json={"command": command}, headers=csrf)).json()["run"]
                 while not pid_file.exists():
                     await trio.sleep(0.05)
                 daemon = int(pid_file.read_text())

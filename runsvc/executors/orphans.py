@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 RUN_ID_ENV = "RUNSVC_RUN_ID"
@@ -35,14 +36,7 @@ def kill_orphans(workdir_root: Path) -> list[int]:
         except OSError:
             continue  # gone meanwhile, or not ours to look at
     groups.discard(own_group)
-    killed = []
-    for group in sorted(groups):
-        try:
-            os.killpg(group, signal.SIGKILL)
-            killed.append(group)
-        except OSError:
-            pass
-    return killed
+    return _sigkill_each(os.killpg, sorted(groups))
 
 
 def kill_tagged(server_id: str, run_id: int | None = None) -> list[int]:
@@ -57,13 +51,20 @@ def kill_tagged(server_id: str, run_id: int | None = None) -> list[int]:
         found = [pid for pid in _pids() if pid != own and wanted <= _environ(pid)]
         if not found:
             break
-        for pid in found:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            except OSError:
-                pass
+        killed += _sigkill_each(os.kill, found)
     return killed
+
+
+def _sigkill_each(kill: Callable[[int, int], None], ids: Iterable[int]) -> list[int]:
+    """SIGKILL each process (or group) with `kill`; the ids it reached (one gone meanwhile is skipped)."""
+    reached = []
+    for id_ in ids:
+        try:
+            kill(id_, signal.SIGKILL)
+            reached.append(id_)
+        except OSError:
+            pass
+    return reached
 
 
 def _pids() -> list[int]:

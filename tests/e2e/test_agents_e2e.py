@@ -21,15 +21,7 @@ from tests.e2e.agent_helpers import (
     submit,
     wait_status,
 )
-from tests.helpers import TERMINAL, assert_error, child_env, start_server
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+from tests.helpers import TERMINAL, alive, assert_error, child_env, start_server
 
 
 async def test_enroll_once_route_by_labels_and_restart(tmp_path):
@@ -253,7 +245,7 @@ async def test_cancel_reaches_the_agents_process_group(tmp_path):
                 while not (out := [e for e in await all_events(client, run["id"]) if e["kind"] == "stdout"]):
                     await trio.sleep(0.05)
                 grandchild = int(out[0]["data"])
-                assert _alive(grandchild)
+                assert alive(grandchild)
                 assert (await client.post(f"/api/v1/runs/{run['id']}/cancel")).status_code == 202
                 done = await wait_status(client, run["id"], TERMINAL)
                 agent.process.send_signal(signal.SIGTERM)
@@ -261,7 +253,7 @@ async def test_cancel_reaches_the_agents_process_group(tmp_path):
             server.send_signal(signal.SIGTERM)
             assert await server.wait() == 0
     assert done["status"] == "cancelled" and done["exit_code"] is not None
-    assert not _alive(grandchild)
+    assert not alive(grandchild)
 
 
 async def test_two_agents_share_four_runs(tmp_path):
@@ -371,7 +363,7 @@ async def test_server_shutdown_stops_agent_runs_after_the_drain(tmp_path):
             server.send_signal(signal.SIGTERM)
             assert await server.wait() == 0
             await agent.wait_for('msg="run finished"')
-            assert not _alive(pid)
+            assert not alive(pid)
             agent.process.send_signal(signal.SIGTERM)
             assert await agent.process.wait() == 0
     conn = sqlite3.connect(data / "runsvc.db")
@@ -408,4 +400,4 @@ async def test_connecting_agent_wakes_a_waiting_run_and_sigterm_drains(tmp_path)
             assert await server.wait() == 0
     assert (done["status"], done["exit_code"]) == ("interrupted", -15)
     assert events[-1]["data"]["reason"] == "agent shutting down"
-    assert not _alive(int(out[0]["data"]))
+    assert not alive(int(out[0]["data"]))

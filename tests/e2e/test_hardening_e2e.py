@@ -15,7 +15,7 @@ import httpx
 import trio
 
 from runsvc.config import Settings, server_id
-from tests.helpers import child_env, start_server, wait_status
+from tests.helpers import alive, child_env, daemon_command, start_server, wait_status
 
 PY = sys.executable
 
@@ -40,19 +40,6 @@ async def running_sleeper(client: httpx.AsyncClient, csrf: dict[str, str]) -> tu
         if stdout:
             return run["id"], int(stdout[0])
         await trio.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (killed, not yet reaped by its parent) counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def serve_once(data: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -130,23 +117,6 @@ async def test_second_signal_kills_running_runs(tmp_path: Path) -> None:
             assert await again.wait() == 0
 
 
-ESCAPING = """
-import os, sys, time
-if os.fork() == 0:
-    os.setsid()
-    if os.fork() == 0:
-        os.chdir("/")
-        fd = os.open(os.devnull, os.O_RDWR)
-        for n in (0, 1, 2):
-            os.dup2(fd, n)
-        time.sleep(120)
-    os._exit(0)
-os.wait()
-print(os.getpid(), flush=True)
-time.sleep(120)
-"""
-
-
 def escaped_of(data: Path, run_id: int) -> list[int]:
     """Pids whose environment carries RUNSVC_RUN_ID=<run_id> and the server id of `data` (other tests'
     servers have runs with the same ids)."""
@@ -172,7 +142,8 @@ async def test_recovery_kills_escaped_processes_after_kill_9(tmp_path: Path) -> 
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, data)
             async with logged_in_client(server.url) as (client, csrf):
-                answer = await client.post("/api/v1/runs", json={"command": [PY, "-c", ESCAPING]}, headers=csrf)
+                command = daemon_command(tmp_path / "daemon.pid", run_stays=True)
+                answer = await client.post("/api/v1/runs", json={"command": command}, headers=csrf)
                 run_id = answer.json()["run"]["id"]
                 while not [e for e in (await client.get(f"/api/v1/runs/{run_id}/events")).json()["events"]
                            if e["kind"] == "stdout"]:

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import httpx
 import trio
 
-from tests.helpers import child_env, start_server, wait_status
+from tests.helpers import alive, child_env, start_server, wait_status
 
 PY = sys.executable
 ADMIN = {"username": "admin", "password": "admin-password-1"}
@@ -24,15 +24,6 @@ async def logged_in(url: str):
         response = await client.post("/api/v1/auth/login", json=ADMIN)
         assert response.status_code == 200, response.text
         yield client, {"X-CSRF-Token": response.json()["csrf_token"]}
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie awaiting its reaper counts as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def db_rows(data_dir, sql):
@@ -73,7 +64,7 @@ async def test_crash_recovery_after_kill_9(tmp_path):
                 later = await wait_status(client, waiting["id"], {"succeeded", "failed"})
                 events = (await client.get(f"/api/v1/runs/{busy['id']}/events")).json()
             assert not run_dir.exists()
-            assert not _alive(child_pid)
+            assert not alive(child_pid)
             server.send_signal(signal.SIGTERM)
             assert await server.wait() == 0
     assert crashed["status"] == "interrupted"

@@ -16,6 +16,7 @@ import trio
 
 from runsvc.executors import Outcome, RunSpec, StopRequest
 from runsvc.executors.local import LocalExecutor
+from tests.helpers import alive
 
 DEADLINE_S = 10  # every test finishes well within this
 
@@ -77,22 +78,9 @@ async def execute_into(
     result.append(await executor.execute(spec, sink, stop))
 
 
-def is_gone(pid: int) -> bool:
-    """True if `pid` no longer runs (gone, or a zombie nobody has reaped yet)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 async def assert_dies(pid: int) -> None:
     with trio.fail_after(2):
-        while not is_gone(pid):
+        while alive(pid):
             await trio.sleep(0.01)
 
 

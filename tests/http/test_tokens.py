@@ -15,7 +15,7 @@ import trio
 import trio_websocket
 
 from runsvc.timeutil import utcnow
-from tests.helpers import add_user, assert_error, login, wait_status
+from tests.helpers import add_user, assert_error, login, open_websocket, wait_status
 
 TOKENS = "/api/v1/tokens"
 RUNS = "/api/v1/runs"
@@ -273,9 +273,7 @@ async def test_websocket_with_a_bearer_token_streams(server):
             run_id = response.json()["run"]["id"]
         url = server.url.replace("http://", "ws://") + f"/api/v1/runs/{run_id}/events/ws"
         lines, end = [], None
-        async with trio_websocket.open_websocket_url(
-            url, extra_headers=[(b"Authorization", f"Bearer {secret}".encode())]
-        ) as ws:
+        async with open_websocket(url, extra_headers=[(b"Authorization", f"Bearer {secret}".encode())]) as ws:
             try:
                 while True:
                     frame = json.loads(await ws.get_message())
@@ -285,12 +283,8 @@ async def test_websocket_with_a_bearer_token_streams(server):
                     lines += [e["data"] for e in frame["events"] if e["kind"] == "stdout"]
             except trio_websocket.ConnectionClosed as closed:
                 code = closed.reason.code
-            await ws._stream.aclose()
-        async with trio_websocket.open_websocket_url(
-            url, extra_headers=[(b"Authorization", b"Bearer rsv_nope")]
-        ) as bad:
+        async with open_websocket(url, extra_headers=[(b"Authorization", b"Bearer rsv_nope")]) as bad:
             with pytest.raises(trio_websocket.ConnectionClosed) as refused:
                 await bad.get_message()
-            await bad._stream.aclose()
     assert lines == ["one", "two"] and end is not None and code == 1000
     assert refused.value.reason.code == 4401
