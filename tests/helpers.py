@@ -14,6 +14,7 @@ from pathlib import Path
 
 import argon2
 import attrs
+import httpx
 import trio
 import trio_websocket
 
@@ -72,6 +73,21 @@ async def _kill_when_cancelled(process: trio.Process) -> None:
             process.kill()
 
 
+ADMIN_PASSWORD = "admin-password-1"  # the first admin's, on servers from start_server
+
+
+@asynccontextmanager
+async def admin_login(url: str) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """An HTTP client logged in as start_server's first admin, with the CSRF header set on it, and that
+    header (for requests that pass their own headers)."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        response = await client.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        assert response.status_code == 200, response.text
+        csrf = {"X-CSRF-Token": response.json()["csrf_token"]}
+        client.headers.update(csrf)
+        yield client, csrf
+
+
 async def start_server(
     nursery: trio.Nursery,
     data_dir: Path,
@@ -83,7 +99,7 @@ async def start_server(
                "--data-dir", str(data_dir), *args]
     process = await trio.lowlevel.open_process(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env=env or child_env(RUNSVC_ADMIN_PASSWORD="admin-password-1"),
+        env=env or child_env(RUNSVC_ADMIN_PASSWORD=ADMIN_PASSWORD),
     )
     lines: list[str] = []
     found = trio.Event()

@@ -8,22 +8,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
-import httpx
 import trio
 
-from tests.helpers import child_env
+from tests.helpers import admin_login, child_env
 
 PY = sys.executable
-ADMIN = {"username": "admin", "password": "admin-password-1"}
 
 
 @asynccontextmanager
 async def admin_client(url: str):
     """An HTTP client logged in as the first admin, with its CSRF header set on every request."""
-    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        response = await client.post("/api/v1/auth/login", json=ADMIN)
-        assert response.status_code == 200, response.text
-        client.headers["X-CSRF-Token"] = response.json()["csrf_token"]
+    async with admin_login(url) as (client, _):
         yield client
 
 

@@ -23,9 +23,8 @@ import attrs
 import httpx
 from playwright.sync_api import Page, expect
 
-from tests.helpers import LISTENING, TERMINAL, child_env
+from tests.helpers import ADMIN_PASSWORD, LISTENING, TERMINAL, child_env
 
-ADMIN_PASSWORD = "admin-password-1"
 USER_PASSWORD = "correct-horse-1"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -10,7 +10,7 @@ import sys
 import httpx
 import trio
 
-from tests.helpers import child_env, start_server
+from tests.helpers import ADMIN_PASSWORD, child_env, start_server
 
 LOGIN = "/api/v1/auth/login"
 
@@ -53,13 +53,13 @@ async def test_first_start_with_env_password(tmp_path):
     data = tmp_path / "data"
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            server = await start_server(nursery, data, env=child_env(RUNSVC_ADMIN_PASSWORD="admin-password-1"))
-            assert (await _login(server.url, "admin", "admin-password-1")).status_code == 200
+            server = await start_server(nursery, data, env=child_env(RUNSVC_ADMIN_PASSWORD=ADMIN_PASSWORD))
+            assert (await _login(server.url, "admin", ADMIN_PASSWORD)).status_code == 200
             assert (await _login(server.url, "admin", "wrong-password")).status_code == 401
             server.send_signal(signal.SIGTERM)
             assert await server.wait() == 0
     assert not (data / "initial-admin-password").exists()
-    assert "admin-password-1" not in server.log_text()
+    assert ADMIN_PASSWORD not in server.log_text()
     assert "created user admin with the password from RUNSVC_ADMIN_PASSWORD" in server.log_text()
 
 

@@ -7,19 +7,15 @@ import sqlite3
 import subprocess
 import sys
 
-import httpx
 import trio
 
-from tests.helpers import child_env, start_server
+from tests.helpers import ADMIN_PASSWORD, admin_login, child_env, start_server
 
 PY = sys.executable
-ADMIN = {"username": "admin", "password": "admin-password-1"}
 
 
 async def create_token(url: str, **body) -> str:
-    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        response = await client.post("/api/v1/auth/login", json=ADMIN)
-        csrf = {"X-CSRF-Token": response.json()["csrf_token"]}
+    async with admin_login(url) as (client, csrf):
         created = await client.post("/api/v1/tokens", json={"name": "ci", **body}, headers=csrf)
         assert created.status_code == 201, created.text
         await client.post("/api/v1/auth/logout", headers=csrf)
@@ -71,7 +67,7 @@ async def test_password_login_is_logged_out_afterwards(tmp_path):
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, data)
-            env = child_env(RUNSVC_USERNAME="admin", RUNSVC_PASSWORD="admin-password-1",
+            env = child_env(RUNSVC_USERNAME="admin", RUNSVC_PASSWORD=ADMIN_PASSWORD,
                             RUNSVC_SERVER=server.url)
             done = await cli("submit", "--follow", "--", PY, "-c", "print(1)", env=env)
             server.send_signal()

@@ -18,11 +18,11 @@ from pathlib import Path
 import httpx
 import trio
 
-from tests.helpers import start_server
+from tests.helpers import ADMIN_PASSWORD, start_server
 
 GENERATOR = str(Path(sys.executable).with_name("openapi-python-client"))
 PACKAGE = "runsvc_generated_client"
-ADMIN = {"username": "admin", "password": "admin-password-1"}
+ADMIN = {"username": "admin", "password": ADMIN_PASSWORD}
 
 
 async def generate_client(url: str, where: Path) -> None:

@@ -7,27 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import trio
 
 from runsvc.config import Settings, server_id
-from tests.helpers import alive, child_env, daemon_command, start_server, wait_status
+from tests.helpers import admin_login, alive, child_env, daemon_command, start_server, wait_status
 
 PY = sys.executable
-
-
-@asynccontextmanager
-async def logged_in_client(url: str) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
-    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        answer = await client.post(
-            "/api/v1/auth/login", json={"username": "admin", "password": "admin-password-1"}
-        )
-        assert answer.status_code == 200, answer.text
-        yield client, {"X-CSRF-Token": answer.json()["csrf_token"]}
 
 
 async def running_sleeper(client: httpx.AsyncClient, csrf: dict[str, str]) -> tuple[int, int]:
@@ -56,7 +44,7 @@ async def test_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> 
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, data)
-            async with logged_in_client(server.url) as (client, csrf):
+            async with admin_login(server.url) as (client, csrf):
                 run_id, pid = await running_sleeper(client, csrf)
                 second = await trio.to_thread.run_sync(serve_once, data)
                 assert second.returncode == 1
@@ -100,7 +88,7 @@ async def test_second_signal_kills_running_runs(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, data, "--drain-s", "600")
-            async with logged_in_client(server.url) as (client, csrf):
+            async with admin_login(server.url) as (client, csrf):
                 run_id, pid = await running_sleeper(client, csrf)
             server.send_signal(signal.SIGTERM)
             while not any("draining running runs" in line for line in server.stderr_lines):
@@ -111,7 +99,7 @@ async def test_second_signal_kills_running_runs(tmp_path: Path) -> None:
                 await trio.sleep(0.05)
 
             again = await start_server(nursery, data)
-            async with logged_in_client(again.url) as (client, _):
+            async with admin_login(again.url) as (client, _):
                 assert (await wait_status(client, run_id))["status"] == "interrupted"
             again.send_signal(signal.SIGTERM)
             assert await again.wait() == 0
@@ -141,7 +129,7 @@ async def test_recovery_kills_escaped_processes_after_kill_9(tmp_path: Path) -> 
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, data)
-            async with logged_in_client(server.url) as (client, csrf):
+            async with admin_login(server.url) as (client, csrf):
                 command = daemon_command(tmp_path / "daemon.pid", run_stays=True)
                 answer = await client.post("/api/v1/runs", json={"command": command}, headers=csrf)
                 run_id = answer.json()["run"]["id"]
@@ -155,7 +143,7 @@ async def test_recovery_kills_escaped_processes_after_kill_9(tmp_path: Path) -> 
             assert all(alive(pid) for pid in leftovers)
 
             again = await start_server(nursery, data)
-            async with logged_in_client(again.url) as (client, _):
+            async with admin_login(again.url) as (client, _):
                 assert (await wait_status(client, run_id))["status"] == "interrupted"
             while any(alive(pid) for pid in leftovers):
                 await trio.sleep(0.05)

@@ -6,24 +6,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from contextlib import asynccontextmanager
 
-import httpx
 import trio
 
-from tests.helpers import alive, child_env, start_server, wait_status
+from tests.helpers import ADMIN_PASSWORD, admin_login, alive, child_env, start_server, wait_status
 
 PY = sys.executable
-ADMIN = {"username": "admin", "password": "admin-password-1"}
-
-
-@asynccontextmanager
-async def logged_in(url: str):
-    """An HTTP client logged in as the first admin, and the CSRF header to send."""
-    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        response = await client.post("/api/v1/auth/login", json=ADMIN)
-        assert response.status_code == 200, response.text
-        yield client, {"X-CSRF-Token": response.json()["csrf_token"]}
 
 
 def db_rows(data_dir, sql):
@@ -42,7 +30,7 @@ async def test_crash_recovery_after_kill_9(tmp_path):
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, data, "--max-concurrent-runs", "1", "--work-dir", str(work))
-            async with logged_in(server.url) as (client, csrf):
+            async with admin_login(server.url) as (client, csrf):
                 sleeper = "import os, time; print(os.getpid(), flush=True); time.sleep(60)"
                 busy = (await client.post("/api/v1/runs", json={"command": [PY, "-c", sleeper]},
                                           headers=csrf)).json()["run"]
@@ -59,7 +47,7 @@ async def test_crash_recovery_after_kill_9(tmp_path):
             await server.wait()
 
             server = await start_server(nursery, data, "--max-concurrent-runs", "1", "--work-dir", str(work))
-            async with logged_in(server.url) as (client, csrf):
+            async with admin_login(server.url) as (client, csrf):
                 crashed = await wait_status(client, busy["id"], {"interrupted"})
                 later = await wait_status(client, waiting["id"], {"succeeded", "failed"})
                 events = (await client.get(f"/api/v1/runs/{busy['id']}/events")).json()
@@ -81,7 +69,7 @@ async def test_graceful_shutdown_leaves_nothing_running(tmp_path):
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, data, "--drain-s", "1", "--kill-grace-s", "1")
-            async with logged_in(server.url) as (client, csrf):
+            async with admin_login(server.url) as (client, csrf):
                 answer = await client.post("/api/v1/runs", json={"command": [PY, "-c", chatty]}, headers=csrf)
                 run = answer.json()["run"]
                 await wait_status(client, run["id"], {"running"})
@@ -103,7 +91,7 @@ async def test_second_signal_exits_at_once(tmp_path):
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, data, "--drain-s", "60")
-            async with logged_in(server.url) as (client, csrf):
+            async with admin_login(server.url) as (client, csrf):
                 run = (await client.post("/api/v1/runs", json={"command": [PY, "-c", "import time; time.sleep(30)"]},
                                          headers=csrf)).json()["run"]
                 await wait_status(client, run["id"], {"running"})
@@ -120,7 +108,7 @@ async def test_submit_follow_survives_server_restart(tmp_path):
     the run's exit code."""
     data = tmp_path / "data"
     script = "import time, sys\nfor i in range(8):\n    print(i, flush=True)\n    time.sleep(0.4)\nsys.exit(3)"
-    env = child_env(RUNSVC_USERNAME="admin", RUNSVC_PASSWORD="admin-password-1")
+    env = child_env(RUNSVC_USERNAME="admin", RUNSVC_PASSWORD=ADMIN_PASSWORD)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, data, "--drain-s", "10")  # port 0: read from its log
@@ -152,7 +140,7 @@ def test_submit_prints_run_id_and_refuses_bad_input(tmp_path):
     async def main():
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, tmp_path / "data")
-            env = child_env(RUNSVC_USERNAME="admin", RUNSVC_PASSWORD="admin-password-1")
+            env = child_env(RUNSVC_USERNAME="admin", RUNSVC_PASSWORD=ADMIN_PASSWORD)
             ok = await trio.run_process([PY, "-m", "runsvc", "submit", "--server", server.url, "--", "true"],
                                         capture_stdout=True, capture_stderr=True, env=env)
             empty = await trio.run_process([PY, "-m", "runsvc", "submit", "--server", server.url],

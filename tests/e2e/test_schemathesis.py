@@ -19,12 +19,12 @@ from pathlib import Path
 import httpx
 import trio
 
-from tests.helpers import child_env, start_server
+from tests.helpers import ADMIN_PASSWORD, child_env, start_server
 
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 EXAMPLES_PER_OPERATION = "10"
-ADMIN = {"username": "admin", "password": "admin-password-1"}
+ADMIN = {"username": "admin", "password": ADMIN_PASSWORD}
 
 
 async def attack(url: str, cwd: Path, headers: dict[str, str], *filters: str) -> subprocess.CompletedProcess:

@@ -23,6 +23,7 @@ from tests.e2e.browser import (
     serve,
     shown_lines,
 )
+from tests.helpers import ADMIN_PASSWORD
 
 expect.set_options(timeout=20_000)  # a shared 2-core machine; these are deadlines, not timings
 
@@ -270,7 +271,7 @@ def test_new_run_form_with_environment(page, server, api):
 
 def test_users_page_creates_and_disables_a_user(page, server, api):
     """An admin creates a user from the Users page, then disables and enables them."""
-    log_in(page, server.url, "admin", password="admin-password-1")
+    log_in(page, server.url, "admin", password=ADMIN_PASSWORD)
     page.get_by_role("link", name="Users").click()
     page.get_by_label("Username").fill("alice")
     page.get_by_label("Password").fill("a-long-password")
@@ -389,7 +390,7 @@ def test_pages_fit_a_360_px_screen(new_page, server, api):
     run = api.submit("echo " + "x" * 300, name="a rather long name for a run on a small phone screen")
     api.wait(run["id"])
     page = new_page(viewport={"width": 360, "height": 740})
-    log_in(page, server.url, "admin", password="admin-password-1")
+    log_in(page, server.url, "admin", password=ADMIN_PASSWORD)
     for path, ready in [("/", "table"), (f"/runs/{run['id']}", "log"), ("/runs/new", "form"), ("/users", "table"),
                         ("/tokens", "table"), ("/agents", "table")]:
         page.goto(server.url + path)
