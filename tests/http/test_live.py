@@ -16,7 +16,7 @@ import trio_websocket
 
 from runsvc.server import serve
 from tests.conftest import make_settings
-from tests.helpers import FAST_HASHER, add_user, login, open_websocket, running_server
+from tests.helpers import FAST_HASHER, add_user, login, open_websocket, running_server, wait_until
 
 PY = sys.executable
 SLEEPER = [PY, "-c", "import time; time.sleep(60)"]
@@ -100,7 +100,7 @@ async def test_mid_run_client_and_resume_from_k(server, session):
 
             nursery.start_soon(watch, "full", 0)
             nursery.start_soon(watch, "tail", 300)
-            await trio.sleep(0.2)
+            await wait_until(lambda: services.bus.subscriber_count(run_id) == 2)  # both joined mid-run
             await append_lines(services, run_id, 500)
             await services.runs.cancel(run_id, by="t")
     last = (await services.runs.get(run_id))["last_seq"]
