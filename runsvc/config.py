@@ -8,6 +8,7 @@ turns a flag, an environment variable or a TOML value into the field's type. The
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import stat
@@ -37,13 +38,19 @@ def _parse_int(value: Any) -> int:
 
 
 def _parse_float(value: Any) -> float:
+    """A finite number: every float setting is a duration, size or rate, where inf or nan (which float()
+    and TOML both accept) would only fail later, deep inside the server, or silently pass a bound check."""
     if isinstance(value, bool):
         raise ValueError("expected a number")
     if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        return float(value.strip())
-    raise ValueError("expected a number")
+        number = float(value)
+    elif isinstance(value, str):
+        number = float(value.strip())
+    else:
+        raise ValueError("expected a number")
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number")
+    return number
 
 
 def _parse_bool(value: Any) -> bool:

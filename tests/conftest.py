@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: a real store in tmp_path, a real in-process server on port 0."""
+"""Fixtures shared by every test: a real store in tmp_path, a real in-process server on port 0; the test
+tiers' markers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,18 @@ from runsvc.config import Settings
 from runsvc.server import Server, serve
 from runsvc.store import open_store
 from tests.helpers import FAST_HASHER
+
+E2E_DIR = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The e2e and browser tiers by where a test is and what it uses, so a new test joins its tier without a
+    mark to forget (`slow` is marked on the test itself)."""
+    for item in items:
+        if item.path.is_relative_to(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(name="store")

@@ -269,3 +269,10 @@ def daemon_command(pid_file: Path, *, run_stays: bool = False) -> list[str]:
     if run_stays:
         code = code.replace('print("daemon started")', 'print("daemon started", flush=True); time.sleep(120)')
     return [sys.executable, "-c", code, str(pid_file)]
+
+
+async def wait_until(predicate) -> None:
+    """Return once `predicate()` holds: a counter or state of an in-process object that no event announces
+    (the caller's deadline bounds the wait)."""
+    while not predicate():
+        await trio.sleep(0.01)

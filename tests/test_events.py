@@ -169,6 +169,7 @@ async def test_batch_json_is_serialized_once(store, bus, eventlog):
     assert batch_a.json_fragment == f'{{"seq":1,"ts":"{ts}","kind":"stdout","data":"hello"}}'
 
 
+@pytest.mark.slow
 async def test_slow_subscriber_is_bounded_then_resyncs(store, bus, eventlog):
     """A consumer that stops reading while 100,000 events are appended lags with a bounded buffer,
     then receives every event in order, without gap or duplicate."""

@@ -126,6 +126,7 @@ async def test_command_not_found(services):
     assert any(e["kind"] == "system" and e["data"].startswith("spawn failed:") for e in events)
 
 
+@pytest.mark.slow
 async def test_hundred_thousand_lines(services):
     """100,000 lines are all stored, in order, with gapless seqs."""
     with trio.fail_after(60):

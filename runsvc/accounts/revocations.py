@@ -19,6 +19,7 @@ import trio
 @attrs.define(eq=False)
 class Revocations:
     generation: int = 0  # counts every publish
+    waits: int = attrs.field(default=0, init=False)  # times a holder began waiting (tests await a holder's return)
     _last: dict[int, int] = attrs.field(factory=dict, init=False)  # user id -> generation of its last
     _waiting: dict[int, trio.Event] = attrs.field(factory=dict, init=False)
 
@@ -35,5 +36,6 @@ class Revocations:
         to pass as `since` next time."""
         while self._last.get(user_id, 0) <= since:
             event = self._waiting.setdefault(user_id, trio.Event())
+            self.waits += 1
             await event.wait()
         return self.generation

@@ -7,6 +7,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from runsvc.store import SCHEMA_VERSION
@@ -55,6 +56,7 @@ def rows(data_dir: Path) -> tuple[list[int], dict[int, int]]:
         conn.close()
 
 
+@pytest.mark.slow
 async def test_db_stats(tmp_path):
     """Sizes, page figures, schema version, rows per table, runs by status, oldest and newest run."""
     runs = make_database(tmp_path / "data")
@@ -77,6 +79,7 @@ async def test_db_stats(tmp_path):
     assert result.stderr == b""
 
 
+@pytest.mark.slow
 async def test_db_prune_dry_run_counts_and_changes_nothing(tmp_path):
     """--dry-run counts the expired finished runs and their events, and deletes nothing."""
     data_dir = tmp_path / "data"
@@ -95,6 +98,7 @@ async def test_db_prune_dry_run_counts_and_changes_nothing(tmp_path):
     assert rows(data_dir) == before
 
 
+@pytest.mark.slow
 async def test_db_prune_deletes_expired_runs_and_shrinks_the_file(tmp_path):
     """Without --dry-run: expired runs and their events go, the rest stays, the file gets smaller."""
     data_dir = tmp_path / "data"
@@ -110,6 +114,7 @@ async def test_db_prune_deletes_expired_runs_and_shrinks_the_file(tmp_path):
     assert (data_dir / "runsvc.db").stat().st_size < size_before / 2
 
 
+@pytest.mark.slow
 async def test_db_commands_without_a_database(tmp_path):
     """A data dir without a database: one clear line, exit status 1, and no database created."""
     data_dir = tmp_path / "empty"

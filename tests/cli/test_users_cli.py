@@ -147,6 +147,7 @@ def test_interactive_prompt_mismatch(tmp_path):
     assert not (tmp_path / "data" / "runsvc.db").exists()
 
 
+@pytest.mark.slow
 def test_add_errors(tmp_path):
     """Duplicates, bad names, bad roles, short or missing passwords: one line, status 2 or 1."""
     data = str(tmp_path / "data")
@@ -177,6 +178,7 @@ def test_add_errors(tmp_path):
     assert [line.split()[1] for line in listed.stdout.splitlines()[1:]] == ["alice"]
 
 
+@pytest.mark.slow
 def test_passwd_and_list_errors(tmp_path):
     """An unknown user, a missing database, a data dir that is a file: one line, non-zero status."""
     data = tmp_path / "data"
@@ -212,6 +214,7 @@ def test_newer_database_is_refused(tmp_path):
                           "runsvc: error: cannot open database: database schema version 999 is newer")
 
 
+@pytest.mark.slow
 def test_disable_enable_and_set_role(tmp_path):
     """`user disable|enable|set-role` change the user (any case of the name); the last admin is
     protected and an unknown user is one line, exit 1."""

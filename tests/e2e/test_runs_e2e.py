@@ -9,7 +9,7 @@ import sys
 
 import trio
 
-from tests.helpers import ADMIN_PASSWORD, admin_login, alive, child_env, start_server, wait_status
+from tests.helpers import ADMIN_PASSWORD, admin_login, alive, child_env, start_server, wait_status, wait_until
 
 PY = sys.executable
 
@@ -72,8 +72,8 @@ async def test_graceful_shutdown_leaves_nothing_running(tmp_path):
             async with admin_login(server.url) as (client, csrf):
                 answer = await client.post("/api/v1/runs", json={"command": [PY, "-c", chatty]}, headers=csrf)
                 run = answer.json()["run"]
-                await wait_status(client, run["id"], {"running"})
-                await trio.sleep(0.5)
+                while (await client.get(f"/api/v1/runs/{run['id']}")).json()["run"]["last_seq"] <= 20:
+                    await trio.sleep(0.05)  # until it has printed: a run producing output is what is drained
             start = trio.current_time()
             server.send_signal(signal.SIGTERM)
             assert await server.wait() == 0, server.log_text()
@@ -96,7 +96,9 @@ async def test_second_signal_exits_at_once(tmp_path):
                                          headers=csrf)).json()["run"]
                 await wait_status(client, run["id"], {"running"})
             server.send_signal(signal.SIGTERM)
-            await trio.sleep(0.5)
+            # Trio merges a signal still pending with the next one of its kind: the second goes once the
+            # first was received.
+            await wait_until(lambda: "shutting down gracefully" in server.log_text())
             server.send_signal(signal.SIGTERM)
             with trio.fail_after(5):
                 code = await server.wait()

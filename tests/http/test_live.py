@@ -16,7 +16,7 @@ import trio_websocket
 
 from runsvc.server import serve
 from tests.conftest import make_settings
-from tests.helpers import FAST_HASHER, add_user, login, open_websocket, running_server
+from tests.helpers import FAST_HASHER, add_user, login, open_websocket, running_server, wait_until
 
 PY = sys.executable
 SLEEPER = [PY, "-c", "import time; time.sleep(60)"]
@@ -100,7 +100,7 @@ async def test_mid_run_client_and_resume_from_k(server, session):
 
             nursery.start_soon(watch, "full", 0)
             nursery.start_soon(watch, "tail", 300)
-            await trio.sleep(0.2)
+            await wait_until(lambda: services.bus.subscriber_count(run_id) == 2)  # both joined mid-run
             await append_lines(services, run_id, 500)
             await services.runs.cancel(run_id, by="t")
     last = (await services.runs.get(run_id))["last_seq"]
@@ -110,6 +110,7 @@ async def test_mid_run_client_and_resume_from_k(server, session):
     assert seqs == list(range(301, last + 1)) and end["last_seq"] == last and code == 1000
 
 
+@pytest.mark.slow
 async def test_disconnect_and_resume_is_exactly_once(server, session):
     """Dropping the connection at a random point and resuming from the last seq seen gives 1..n."""
     services = server.services
@@ -134,6 +135,7 @@ async def _cancel_when_appended(services, run_id, seq):
     await services.runs.cancel(run_id, by="t")
 
 
+@pytest.mark.slow
 async def test_slow_client_resyncs_with_bounded_memory(tmp_path):
     """A client that stops reading while 200,000 events are produced lags (bounded buffers) and then
     receives everything, in order."""
@@ -158,6 +160,7 @@ async def test_slow_client_resyncs_with_bounded_memory(tmp_path):
     assert end["last_seq"] >= 200_000
 
 
+@pytest.mark.slow
 async def test_watcher_behind_gets_several_commits_per_frame(server, session):
     """A client that stopped reading while 500 commits of 50 lines were made gets them, once it reads
     again, in frames that each carry the output of several commits — in order, without gap."""
@@ -182,6 +185,7 @@ async def test_watcher_behind_gets_several_commits_per_frame(server, session):
     assert len(sizes) < 500 and max(sizes) > 50  # frames carried several commits each
 
 
+@pytest.mark.slow
 async def test_hundred_clients_see_identical_sequences(server, session):
     """100 concurrent clients on one run all receive the same complete sequence."""
     services = server.services
@@ -210,6 +214,7 @@ def _startup_passes_done(caplog) -> bool:
     return {"maintenance pass", "retention pass"} <= logged
 
 
+@pytest.mark.slow
 async def test_idle_websockets_run_no_sql(tmp_path, caplog):
     """200 open WebSockets on a quiet run: no SQL statement at all over a real 5 s window."""
     # The window starts once the startup passes of maintenance and retention have logged that they ran.
@@ -314,6 +319,7 @@ async def test_deleted_run_closes_watchers_4404(server, session):
     assert services.bus.subscriber_count(run_id) == 0
 
 
+@pytest.mark.slow
 async def test_shutdown_closes_sockets_with_1001(tmp_path):
     """On shutdown every open WebSocket is closed with 1001, before the drain window ends."""
     settings = make_settings(tmp_path, drain_s=2)
@@ -431,6 +437,7 @@ async def _flood(services, run_id, events=100_000):
         await services.eventlog.append(run_id, [("stdout", "y" * 100)] * 500)
 
 
+@pytest.mark.slow
 async def test_client_that_stops_reading_is_dropped_by_keepalive(tmp_path):
     """A client that stops reading (so stops answering pings) while output floods in is dropped
     after the keepalive timeout, and its handler and subscription go away."""
@@ -449,6 +456,7 @@ async def test_client_that_stops_reading_is_dropped_by_keepalive(tmp_path):
                 nursery.cancel_scope.cancel()
 
 
+@pytest.mark.slow
 async def test_client_that_stops_reading_does_not_hold_up_shutdown(tmp_path):
     """Shutdown finishes even while a client that stopped reading has sends pending."""
     settings = make_settings(tmp_path)  # keepalive 20 s: longer than the test allows

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from runsvc.accounts.revocations import Revocations
-from tests.helpers import add_user, login, open_websocket
+from tests.helpers import add_user, login, open_websocket, wait_until
 from tests.http.test_live import open_ws, read_all, running_run
 
 WITHIN_S = 2  # SPEC §14
@@ -83,13 +83,17 @@ async def test_role_change_rechecks_and_keeps_a_role_that_may_watch(server, clie
         run_id = await running_run(server.services)
         async with _logged_in(server, "vera") as (vera_client, cookie, _):
             vera_id = (await vera_client.get("/api/v1/auth/me")).json()["user"]["id"]
+            revocations = server.services.auth.revocations
             async with open_ws(server, f"/api/v1/runs/{run_id}/events/ws", cookie=cookie) as ws:
                 await ws.get_message()
-                generation = server.services.auth.revocations.generation
+                # The socket's watcher is the only holder on this server: once it waits, its count is 1.
+                await wait_until(lambda: revocations.waits == 1)
+                generation = revocations.generation
                 answer = await client.patch(f"/api/v1/users/{vera_id}", json={"role": "viewer"}, headers=admin_csrf)
                 assert answer.status_code == 200
-                assert server.services.auth.revocations.generation == generation + 1
-                await trio.sleep(0.2)  # the re-check (one read) has long happened; the socket must still work
+                assert revocations.generation == generation + 1
+                # It waits again only after its re-check let the socket stay open (a refusal ends the watcher).
+                await wait_until(lambda: revocations.waits == 2)
                 await ws.send_message('{"type": "ping"}')
                 server.services.runs.runs_deleted([run_id])
                 assert (await read_all(ws))[2] == 4404  # closed for the deletion, not the role change

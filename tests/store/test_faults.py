@@ -13,6 +13,7 @@ import trio
 
 from runsvc.store import ReadTimedOut, StoreClosedError, StoreUnavailable, open_store
 from runsvc.store.core import PROBE_INTERVAL_S
+from tests.helpers import wait_until
 
 DEADLINE_S = 20
 
@@ -45,11 +46,6 @@ class HeldLock:
     def __exit__(self, *exc: object) -> None:
         self.release()
         self._conn.close()
-
-
-async def wait_until(predicate) -> None:
-    while not predicate():
-        await trio.sleep(0.01)
 
 
 async def test_injected_faults_are_retried_for_retrying_writes(tmp_path: Path) -> None:
@@ -162,17 +158,24 @@ async def test_close_is_bounded_with_a_reader_wedged_in_sql(tmp_path: Path) -> N
     """aclose() interrupts a read in flight instead of waiting for it (here: forever)."""
     with trio.fail_after(DEADLINE_S):
         outcome: list[BaseException] = []
+        entered = threading.Event()
+
+        def endless_once_entered(conn: sqlite3.Connection) -> int:
+            entered.set()
+            return endless(conn)
+
         async with open_store(tmp_path / "t.db", read_timeout_s=3600) as store:
 
             async def wedged() -> None:
                 try:
-                    await store.read(endless)
+                    await store.read(endless_once_entered)
                 except StoreClosedError as exc:
                     outcome.append(exc)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(wedged)
-                await trio.sleep(0.2)  # let it get into SQLite (the test passes either way)
+                # The read holds a connection in its thread: only interrupting the SQL can end it now.
+                assert await trio.to_thread.run_sync(entered.wait, DEADLINE_S)
                 await store.aclose()
         assert len(outcome) == 1
 

@@ -11,6 +11,7 @@ import trio
 
 from runsvc.store import SCHEMA_VERSION, SchemaError, StoreClosedError, open_store
 from runsvc.store.migrations import schema_sql
+from tests.helpers import wait_until
 
 V2_SCHEMA = Path(__file__).with_name("schema_v2.sql")
 V1_SCHEMA = Path(__file__).with_name("schema_v1.sql")
@@ -223,7 +224,7 @@ async def test_close_under_write_load_leaves_database_intact(tmp_path):
             async with trio.open_nursery() as nursery:
                 for w in range(5):
                     nursery.start_soon(writer, store, w * 10_000)
-                await trio.sleep(0.3)
+                await wait_until(lambda: store.statistics().transactions >= 20)  # writes committing and queued
                 await store.aclose()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
