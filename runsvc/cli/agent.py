@@ -197,13 +197,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise CliError(str(exc)) from None
     prepare_state_dir(args.state_dir)
     workdirs = prepare_workdirs(args.work_dir, args.state_dir)  # refused before a token is used up
-    state = load_or_enroll(args)
-    warn_if_runs_are_root(run_as, setting="--run-as-user", process="agent")
-    # --server wins for this start (a server that moved); agent.json keeps the one it enrolled with.
-    agent = Agent(server=args.server or state["server"], secret=state["secret"], workdirs=workdirs,
-                  max_runs=args.max_runs, drain_s=args.drain_s, run_as=run_as,
-                  legacy_workdirs=args.state_dir / "work")
     try:
+        state = load_or_enroll(args)
+        warn_if_runs_are_root(run_as, setting="--run-as-user", process="agent")
+        # --server wins for this start (a server that moved); agent.json keeps the one it enrolled with.
+        agent = Agent(server=args.server or state["server"], secret=state["secret"], workdirs=workdirs,
+                      max_runs=args.max_runs, drain_s=args.drain_s, run_as=run_as,
+                      legacy_workdirs=args.state_dir / "work")
         trio.run(agent.run)
     except Exception as exc:  # trio.run wraps what the nursery raised in exception groups
         refused = find_exception(exc, AgentRefused)

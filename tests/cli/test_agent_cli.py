@@ -97,3 +97,15 @@ def test_enroll_and_enroll_token_file_are_exclusive(tmp_path, capsys):
         build_parser().parse_args(["agent", "--enroll", "-", "--enroll-token-file", str(tmp_path / "t")])
     assert exit_.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+async def test_an_agent_that_cannot_start_leaves_no_directory_in_the_work_dir(tmp_path):
+    """A first start without --server (usage error, exit 2) removes its empty directory again."""
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [sys.executable, "-m", "runsvc", "agent", "--state-dir", str(tmp_path / "a"), "--work-dir",
+             str(tmp_path / "w"), "--enroll", "-"],
+            stdin=b"rse_x\n", capture_stdout=True, capture_stderr=True, check=False, env=child_env(),
+        )
+    assert result.returncode == 2, result.stderr.decode()
+    assert list((tmp_path / "w").iterdir()) == []
