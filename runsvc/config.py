@@ -360,13 +360,20 @@ def prepare_work_dir(settings: Settings) -> Path:
     """Create the work dir and this server's directory in it (each 0711: runs of `run_as_user` can pass
     through but not list them); refuse a work dir inside the data dir or owned by another user (who
     could swap run directories under us)."""
-    root = settings.work_dir.absolute()
-    data = settings.data_dir.absolute()
+    return prepare_run_root(settings.work_dir, server_work_dir(settings), settings.data_dir,
+                            private_name="data dir", owner_name="this server's user")
+
+
+def prepare_run_root(root: Path, own: Path, private_dir: Path, *, private_name: str, owner_name: str) -> Path:
+    """Create `root` and `own` (a directory in it) 0711 and return `own`; refuse a root inside
+    `private_dir` (what runs must not reach: the server's data dir, an agent's state dir) or a directory
+    owned by another user than this process's. Shared by the server and the agent (SPEC §14)."""
+    root = root.absolute()
+    data = private_dir.absolute()
     real_root, real_data = os.path.realpath(root), os.path.realpath(data)
     if real_root == real_data or real_root.startswith(real_data + os.sep):
-        raise SettingsError(f"work dir {root} must not be inside the data dir {data}")
-    own = server_work_dir(settings)
-    for path in (root, own):
+        raise SettingsError(f"work dir {root} must not be inside the {private_name} {data}")
+    for path in (root, own.absolute()):
         try:
             path.mkdir(mode=0o711, parents=path is root, exist_ok=True)
             info = os.lstat(path)
@@ -375,7 +382,7 @@ def prepare_work_dir(settings: Settings) -> Path:
         if not stat.S_ISDIR(info.st_mode):
             raise SettingsError(f"work dir {path} is not a directory")
         if info.st_uid != os.geteuid():
-            raise SettingsError(f"work dir {path} is owned by uid {info.st_uid}, not by this server's user")
+            raise SettingsError(f"work dir {path} is owned by uid {info.st_uid}, not by {owner_name}")
         try:
             os.chmod(path, 0o711)
         except OSError as exc:

@@ -73,21 +73,26 @@ def take_admin_password() -> str | None:
 
 def resolve_run_as(settings: Settings) -> RunAs | None:
     """The user of `run_as_user`, or None. Raises StartupError when it cannot be honoured."""
-    name = settings.run_as_user
+    return resolve_user(settings.run_as_user, setting="run_as_user", process="the server")
+
+
+def resolve_user(name: str, *, setting: str, process: str) -> RunAs | None:
+    """The user named `name` (from `setting`) that runs run as, or None for ""; `process` (the server,
+    the agent) must run as root to switch to it. Raises StartupError when it cannot be honoured."""
     if not name:
         return None
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        raise StartupError(f"run_as_user: no user named {name!r}") from None
+        raise StartupError(f"{setting}: no user named {name!r}") from None
     if os.geteuid() != 0:
-        raise StartupError("run_as_user needs the server to run as root (it switches user for each run)")
+        raise StartupError(f"{setting} needs {process} to run as root (it switches user for each run)")
     groups = tuple(sorted(set(os.getgrouplist(name, entry.pw_gid))))  # what initgroups() would set
     return RunAs(name=name, uid=entry.pw_uid, gid=entry.pw_gid, groups=groups, home=entry.pw_dir)
 
 
-def warn_if_runs_are_root(run_as: RunAs | None) -> None:
-    """Logged once the server has started (so a startup failure stays one line)."""
+def warn_if_runs_are_root(run_as: RunAs | None, *, setting: str = "run_as_user", process: str = "server") -> None:
+    """Logged once the server (or agent) has started (so a startup failure stays one line)."""
     if (run_as.uid if run_as is not None else os.geteuid()) == 0:
-        log.warning("runs run as root: they can do anything the server can; set run_as_user to an "
+        log.warning(f"runs run as root: they can do anything the {process} can; set {setting} to an "
                     "unprivileged user")

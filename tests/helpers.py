@@ -16,8 +16,8 @@ import argon2
 import attrs
 import httpx
 import trio
-import trio_websocket
 
+from runsvc import wsclient
 from runsvc.model import TERMINAL_STATUSES
 
 # argon2id with the cheapest parameters: tests log in hundreds of times. The server's default is
@@ -217,18 +217,11 @@ async def wait_status(client, run_id: int, statuses=TERMINAL) -> dict:
         await trio.sleep(0.05)
 
 
-@asynccontextmanager
-async def open_websocket(url: str, **kwargs) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    """trio_websocket.open_websocket_url, plus closing the TCP stream at the end.
-
-    trio-websocket (0.12) leaves its TCP stream open when the server closes first: its reader stops at
-    EOF without closing it, and the test would then leak the socket (a ResourceWarning, an error here).
-    The library offers no public way to close it, so this is the one place that reaches into it."""
-    async with trio_websocket.open_websocket_url(url, **kwargs) as ws:
-        try:
-            yield ws
-        finally:
-            await ws._stream.aclose()
+def open_websocket(url: str, *, max_message_size: int = 2**20, **kwargs):
+    """runsvc.wsclient.open_websocket (the project's one WebSocket client: it closes its TCP stream
+    whoever closes first, so no test leaks a socket) with trio-websocket's default 1 MiB message limit.
+    Takes `extra_headers`, `message_queue_size`, `max_message_size`, `connect_timeout`."""
+    return wsclient.open_websocket(url, max_message_size=max_message_size, **kwargs)
 
 
 def alive(pid: int) -> bool:

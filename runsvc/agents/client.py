@@ -5,12 +5,18 @@ Output goes out in numbered chunks (one per read of the child's pipes) and stays
 server acknowledges it; after a reconnect every unacknowledged chunk is sent again, in order, and the
 server stores each chunk once. The buffer is bounded: when it is full, `emit` waits, the executor stops
 reading the child's pipes, and the child blocks on its writes (backpressure reaches the process).
+
+Runs get none of the agent's powers (SPEC §14): their directories are under the work dir, outside the
+state dir that holds agent.json, and with `run_as` they run as another user. The executor's `system`
+lines ("sent SIGTERM", "spawn failed: …") are the agent's own words, which the server does not take as
+output: they go to the server in `finished.reason` instead.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 from collections import deque
 from pathlib import Path
@@ -20,9 +26,10 @@ import attrs
 import trio
 import trio_websocket
 
-from ..executors import LocalExecutor, Outcome, RunSpec, StopRequest
+from ..executors import LocalExecutor, Outcome, RunAs, RunSpec, StopRequest
 from ..executors.orphans import kill_orphans
 from ..log import get_logger
+from ..wsclient import open_websocket
 from .protocol import dumps
 
 log = get_logger("runsvc.agent")
@@ -57,17 +64,25 @@ class _HeldRun:
     unacked_bytes: int = 0
     room: trio.Event = attrs.Factory(trio.Event)
     finished: _Chunk | None = None  # the `finished` report, kept until acknowledged
+    notes: list[str] = attrs.Factory(list)  # the executor's `system` lines, sent in finished.reason
     done: trio.Event = attrs.Factory(trio.Event)  # the server acknowledged `finished` (or said forget)
 
 
 class Agent:
+    """`workdirs`: where runs get their directories (outside the state dir, see cli/agent.py);
+    `legacy_workdirs`: where earlier versions put them (inside the state dir), swept at start; `run_as`:
+    the user runs run as (--run-as-user)."""
+
     def __init__(
-        self, *, server: str, secret: str, state_dir: Path, max_runs: int, drain_s: float = 10.0,
+        self, *, server: str, secret: str, workdirs: Path, max_runs: int, drain_s: float = 10.0,
+        run_as: RunAs | None = None, legacy_workdirs: Path | None = None,
     ):
         self._ws_url = server.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         self._ws_url += "/api/v1/agents/ws"
         self._secret = secret
-        self._workdirs = state_dir / "work"
+        self._workdirs = workdirs
+        self._legacy_workdirs = legacy_workdirs
+        self._run_as = run_as
         self._max_runs = max_runs
         self._drain_s = drain_s
         self._runs: dict[int, _HeldRun] = {}
@@ -83,10 +98,9 @@ class Agent:
 
     async def run(self) -> None:
         """Until SIGTERM/SIGINT (drain, then exit) or a refused secret (AgentRefused)."""
-        if self._workdirs.exists():
-            killed = await trio.to_thread.run_sync(kill_orphans, self._workdirs)
-            if killed:
-                log.warning("killed processes of runs an earlier agent process left behind", groups=len(killed))
+        killed = await trio.to_thread.run_sync(self._kill_leftovers)
+        if killed:
+            log.warning("killed processes of runs an earlier agent process left behind", groups=killed)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -104,22 +118,28 @@ class Agent:
                 nursery.start_soon(hold_connection)
                 nursery.start_soon(on_signal)
 
+    def _kill_leftovers(self) -> int:
+        """Processes of runs a killed agent left behind; then their directories (and the old ones in the
+        state dir) go."""
+        roots = [root for root in (self._workdirs, self._legacy_workdirs) if root is not None and root.exists()]
+        killed = sum(len(kill_orphans(root)) for root in roots)
+        for child in self._workdirs.iterdir() if self._workdirs.exists() else ():
+            shutil.rmtree(child, ignore_errors=True)
+        if self._legacy_workdirs is not None:
+            shutil.rmtree(self._legacy_workdirs, ignore_errors=True)
+        return killed
+
     async def _hold_connection(self) -> None:
         backoff = BACKOFF_FIRST_S
         while True:
             try:
-                async with trio_websocket.open_websocket_url(
+                async with open_websocket(
                     self._ws_url, extra_headers=[(b"Authorization", f"Bearer {self._secret}".encode())],
                     max_message_size=MAX_MESSAGE,
                     # A handshake that hangs (a half-open path) must not outlast the reconnect budget.
                     connect_timeout=max(1.0, min(10.0, self._lease_s / 4)),
                 ) as ws:
-                    try:
-                        await self._serve(ws)
-                    finally:
-                        # trio-websocket leaves its TCP stream open when the server closes first.
-                        with trio.CancelScope(shield=True):
-                            await ws._stream.aclose()
+                    await self._serve(ws)
             except trio_websocket.ConnectionClosed as exc:
                 if exc.reason is not None and exc.reason.code == 4401:
                     raise AgentRefused(f"the server refused this agent's secret ({exc.reason.reason})") from None
@@ -216,6 +236,15 @@ class Agent:
         log.info("run started", run_id=run.run_id, attempt=run.attempt)
 
         async def emit(items: Any, transition: Any = None) -> None:
+            lines = []
+            for kind, text in items:
+                if kind == "system":
+                    run.notes.append(text)  # the agent's own words: in finished.reason, not in the output
+                else:
+                    lines.append((kind, text))
+            if not lines:
+                return
+            items = lines
             frame = dumps({"type": "output", "run_id": run.run_id, "attempt": run.attempt,
                            "chunk": run.next_chunk, "lines": items})  # tuples encode as arrays
             chunk = _Chunk(run.next_chunk, frame)
@@ -229,14 +258,15 @@ class Agent:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_time_out, run.stop, spec.timeout_s)
-            outcome: Outcome = await LocalExecutor(kill_grace_s=spec.kill_grace_s).execute(spec, emit, run.stop)
+            executor = LocalExecutor(kill_grace_s=spec.kill_grace_s, run_as=self._run_as)
+            outcome: Outcome = await executor.execute(spec, emit, run.stop)
             nursery.cancel_scope.cancel()
         if run.stop.requested:
             outcome = Outcome(run.stop.status or "cancelled", outcome.exit_code, run.stop.reason)
         log.info("run finished", run_id=run.run_id, status=outcome.status, exit_code=outcome.exit_code)
         run.finished = _Chunk(run.next_chunk - 1, dumps({
             "type": "finished", "run_id": run.run_id, "attempt": run.attempt, "last_chunk": run.next_chunk - 1,
-            "status": outcome.status, "exit_code": outcome.exit_code, "reason": outcome.reason,
+            "status": outcome.status, "exit_code": outcome.exit_code, "reason": _reason(outcome.reason, run.notes),
         }))
         await self._send_frame(run.finished)
         await run.done.wait()
@@ -290,6 +320,14 @@ class Agent:
         while self._runs:
             self._changed = trio.Event()
             await self._changed.wait()
+
+
+def _reason(reason: str | None, notes: list[str]) -> str | None:
+    """The outcome's reason and what the executor said along the way ("timed out after 5s; sent SIGTERM;
+    sent SIGKILL"), each once."""
+    parts = [reason] if reason else []
+    parts += [note for note in dict.fromkeys(notes) if note != reason]
+    return "; ".join(parts) or None
 
 
 async def _time_out(stop: StopRequest, timeout_s: float) -> None:

@@ -1,11 +1,21 @@
-"""`runsvc agent`: enroll once, then hold a connection to the server and run what it assigns."""
+"""`runsvc agent`: enroll once, then hold a connection to the server and run what it assigns.
+
+Runs get none of the agent's powers (SPEC §14, as for the server's own runs): the agent makes itself
+non-dumpable, keeps its state dir 0700 and agent.json 0600, gives runs directories under the work dir
+(never inside the state dir) and, with --run-as-user, runs them as another user. The enrollment token
+is read from stdin (`--enroll -`) or a file (`--enroll-token-file`): a token in argv is visible to every
+process of the machine (`ps`), so `--enroll TOKEN` still works but warns.
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import hashlib
 import json
 import os
 import socket
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,6 +23,9 @@ from typing import Any
 
 import trio
 
+from ..accounts.first_admin import StartupError
+from ..config import SettingsError, default_value, prepare_run_root
+from ..isolation import make_non_dumpable, resolve_user, warn_if_runs_are_root
 from ..log import configure_logging, get_logger
 from .common import CliError, find_exception
 
@@ -25,18 +38,31 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "agent",
         help="run a remote agent that executes runs for a server",
-        description="Run a remote agent. The first start enrolls with --server URL --enroll TOKEN and keeps the "
-        "agent's id, secret and server in STATE_DIR/agent.json (mode 0600); later starts reuse it and ignore "
-        "--enroll.",
+        description="Run a remote agent. The first start enrolls with --server URL and a one-time token read "
+        "from stdin (--enroll -) or a file (--enroll-token-file PATH), and keeps the agent's id, secret and "
+        "server in STATE_DIR/agent.json (mode 0600, in a 0700 directory); later starts reuse it and ignore the "
+        "token. Runs get directories under --work-dir, outside the state dir.",
     )
     parser.add_argument("--server", metavar="URL",
                         help="the server, e.g. http://runs.example:8080 (needed on the first start; later "
                         "starts default to the one saved in agent.json)")
-    parser.add_argument("--enroll", metavar="TOKEN", help="one-time enrollment token (first start only)")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--enroll", metavar="-", help="'-': read the one-time enrollment token from stdin (first "
+                       "start only). A token written here instead still works but is visible to every process "
+                       "of the machine (ps): the agent warns")
+    token.add_argument("--enroll-token-file", type=Path, metavar="PATH",
+                       help="read the one-time enrollment token from this file (first start only)")
     parser.add_argument("--name", default=socket.gethostname(), help="agent name (default: the host name)")
     parser.add_argument("--labels", default="", help="comma-separated labels (used if the token has none)")
     parser.add_argument("--state-dir", type=Path, default=Path("./runsvc-agent"), metavar="DIR",
-                        help="where agent.json and run directories live (default: ./runsvc-agent)")
+                        help="where agent.json lives, mode 0700 (default: ./runsvc-agent)")
+    parser.add_argument("--work-dir", type=Path, default=default_value("work_dir"), metavar="DIR",
+                        help="runs get their directories under DIR/agent-<id of the state dir>; created 0711, "
+                        "refused inside the state dir or when another user owns it (default: "
+                        "<system temp dir>/runsvc-work-<uid>)")
+    parser.add_argument("--run-as-user", default="", metavar="USER",
+                        help="run every run as this user and its groups (the agent must run as root; "
+                        "default: runs run as the agent's user)")
     parser.add_argument("--max-runs", type=_positive_int, default=os.cpu_count() or 1, metavar="K",
                         help="runs at once (default: number of CPUs)")
     parser.add_argument("--drain-s", type=float, default=10.0, metavar="SECONDS",
@@ -88,15 +114,58 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
         json.dump(state, f)
 
 
-def load_or_enroll(args: argparse.Namespace) -> dict[str, Any]:
-    state_dir: Path = args.state_dir
+def _enroll_token(args: argparse.Namespace) -> str | None:
+    """The enrollment token from --enroll-token-file, stdin (--enroll -) or argv (warned); None if none."""
+    if args.enroll_token_file is not None:
+        try:
+            token = args.enroll_token_file.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read --enroll-token-file {args.enroll_token_file}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+        if not token:
+            raise CliError(f"--enroll-token-file {args.enroll_token_file} is empty")
+        return token
+    if args.enroll == "-":
+        token = getpass.getpass("enrollment token: ") if sys.stdin.isatty() else sys.stdin.readline()
+        if not token.strip():
+            raise CliError("--enroll -: no token on stdin")
+        return token.strip()
+    if args.enroll:
+        log.warning("the enrollment token is on the command line, where every process of this machine can read "
+                    "it (ps); use --enroll - (stdin) or --enroll-token-file PATH")
+        return str(args.enroll)
+    return None
+
+
+def prepare_state_dir(state_dir: Path) -> None:
+    """The state dir, 0700 (narrowed if it existed wider): agent.json in it is out of reach of runs of
+    another user (--run-as-user)."""
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(state_dir, 0o700)
     except OSError as exc:
         raise CliError(f"cannot create state dir {state_dir}: {exc.strerror}") from None
+
+
+def prepare_workdirs(work_dir: Path, state_dir: Path) -> Path:
+    """This agent's directory under the work dir (the server's rules: 0711, not inside the state dir, not
+    owned by another user), named after its state dir so that agents sharing a work dir stay apart."""
+    own = work_dir / f"agent-{hashlib.sha256(os.fsencode(os.path.realpath(state_dir))).hexdigest()[:16]}"
+    try:
+        return prepare_run_root(work_dir, own, state_dir, private_name="state dir", owner_name="the agent's user")
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+
+
+def load_or_enroll(args: argparse.Namespace) -> dict[str, Any]:
+    state_dir: Path = args.state_dir
+    prepare_state_dir(state_dir)
     path = state_dir / STATE_FILE
     if path.exists():
+        if args.enroll not in (None, "-"):
+            _enroll_token(args)  # ignored, but the token in argv still deserves the warning
         try:
+            os.chmod(path, 0o600)
             state = json.loads(path.read_text())
             _ = state["id"], state["secret"], state["name"]
         except (OSError, ValueError, KeyError, TypeError):
@@ -105,11 +174,13 @@ def load_or_enroll(args: argparse.Namespace) -> dict[str, Any]:
             raise CliError(f"{path} names no server: give --server URL", status=2)
         return state
     if not args.server:
-        raise CliError(f"no {path}: the first start needs --server URL --enroll TOKEN", status=2)
-    if not args.enroll:
-        raise CliError(f"no {path}: enroll this agent first with --enroll TOKEN")
+        raise CliError(f"no {path}: the first start needs --server URL --enroll -", status=2)
+    token = _enroll_token(args)
+    if token is None:
+        raise CliError(f"no {path}: enroll this agent first with --enroll - (the token on stdin) or "
+                       "--enroll-token-file PATH")
     labels = [label.strip() for label in args.labels.split(",") if label.strip()]
-    state = _enroll(args.server, args.enroll, args.name, labels)
+    state = _enroll(args.server, token, args.name, labels)
     _write_state(path, state)
     log.info("enrolled", agent=state["name"], id=state["id"], state_file=str(path))
     return state
@@ -119,15 +190,34 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..agents.client import Agent, AgentRefused
 
     configure_logging(args.log_level)
-    state = load_or_enroll(args)
-    # --server wins for this start (a server that moved); agent.json keeps the one it enrolled with.
-    agent = Agent(server=args.server or state["server"], secret=state["secret"], state_dir=args.state_dir,
-                  max_runs=args.max_runs, drain_s=args.drain_s)
+    make_non_dumpable()  # before the secret is read: a run of this user cannot read it from /proc
     try:
+        run_as = resolve_user(args.run_as_user, setting="--run-as-user", process="the agent")
+    except StartupError as exc:
+        raise CliError(str(exc)) from None
+    prepare_state_dir(args.state_dir)
+    workdirs = prepare_workdirs(args.work_dir, args.state_dir)  # refused before a token is used up
+    try:
+        state = load_or_enroll(args)
+        warn_if_runs_are_root(run_as, setting="--run-as-user", process="agent")
+        # --server wins for this start (a server that moved); agent.json keeps the one it enrolled with.
+        agent = Agent(server=args.server or state["server"], secret=state["secret"], workdirs=workdirs,
+                      max_runs=args.max_runs, drain_s=args.drain_s, run_as=run_as,
+                      legacy_workdirs=args.state_dir / "work")
         trio.run(agent.run)
     except Exception as exc:  # trio.run wraps what the nursery raised in exception groups
         refused = find_exception(exc, AgentRefused)
         if refused is not None:
             raise CliError(str(refused)) from None
         raise
+    finally:
+        _remove_if_empty(workdirs)
     return 0
+
+
+def _remove_if_empty(path: Path) -> None:
+    """This agent's directory under the shared work dir goes when no run directory is left in it."""
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # not empty (a run directory that could not be removed) or already gone

@@ -2,7 +2,7 @@
 WebSocket with reconnects that resume after the last seq seen.
 
 HTTP calls use the standard library in a worker thread (the CLI makes a handful of them); the
-WebSocket is trio-websocket.
+WebSocket is runsvc.wsclient's (trio-websocket).
 """
 
 from __future__ import annotations
@@ -21,8 +21,13 @@ import attrs
 import trio
 import trio_websocket
 
+from ..wsclient import open_websocket
+
 SESSION_COOKIE = "runsvc_session"
 MAX_MESSAGE = 16 * 1024 * 1024  # 16 MiB: well above the server's frame cap
+RECONNECT_FOR_S = 120.0  # follow gives up after this long without progress (flag --give-up-after)
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 5.0
 
 
 class ClientError(Exception):
@@ -146,8 +151,9 @@ async def follow_events(
     run_id: int,
     after_seq: int = 0,
     *,
-    reconnect_for_s: float = 120.0,
+    reconnect_for_s: float = RECONNECT_FOR_S,
     on_reconnect: Callable[[int], None] | None = None,
+    max_message_size: int = MAX_MESSAGE,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """The run's events after `after_seq`, each once and in order, until its `end` frame:
     `async with follow_events(...) as events: async for event in events: ...`.
@@ -156,17 +162,21 @@ async def follow_events(
     yields inside the WebSocket's nursery never suspend it in the caller's frame (which would break
     structured concurrency), and it raises a failure as itself, not wrapped in a group.
 
-    A dropped connection (network, server restart, shutdown's 1001) is retried with backoff for up to
-    `reconnect_for_s` seconds of consecutive failure, resuming after the last seq delivered. A refusal
-    raises RunRefused.
+    A dropped connection (network, server restart, shutdown's 1001) is retried with backoff, resuming
+    after the last seq delivered. Only progress — an event received — resets the reconnect window: a
+    connection that opens and closes again without one (a server that closes right after the handshake,
+    a message over `max_message_size`) does not, so after `reconnect_for_s` seconds without progress
+    this gives up with a ClientError naming the last failure. A connection that stayed open a whole
+    window (a quiet run) counts as progress too. A refusal raises RunRefused.
     """
     last = after_seq
-    backoff = 0.1
-    failing_since: float | None = None
+    backoff = BACKOFF_FIRST_S
+    stalled_since: float | None = None  # the first failure since the last progress
     while True:
+        opened_at: float | None = None
         try:
-            async with _open_events_socket(client, run_id, last) as ws:
-                failing_since, backoff = None, 0.1
+            async with _open_events_socket(client, run_id, last, max_message_size) as ws:
+                opened_at = trio.current_time()
                 while True:
                     frame = json.loads(await ws.get_message())
                     if frame["type"] == "end":
@@ -177,26 +187,40 @@ async def follow_events(
                         # Safe: as_safe_channel turns this yield into a channel send (see above).
                         yield event  # noqa: ASYNC101, ASYNC119
                         last = event["seq"]
+                        stalled_since, backoff = None, BACKOFF_FIRST_S
+            problem = "the server closed the connection"
         except trio_websocket.ConnectionClosed as closed:
-            if closed.reason is not None and 4400 <= closed.reason.code < 4500:
-                raise RunRefused(closed.reason.code, closed.reason.reason) from None
-        except (trio_websocket.HandshakeError, OSError, trio.TooSlowError):
-            pass
+            reason = closed.reason
+            if reason is not None and 4400 <= reason.code < 4500:
+                raise RunRefused(reason.code, reason.reason) from None
+            problem = _closed_text(reason)
+        except (trio_websocket.HandshakeError, OSError) as error:
+            problem = f"cannot connect: {str(error) or type(error).__name__}"
         now = trio.current_time()
-        failing_since = failing_since if failing_since is not None else now
-        if now - failing_since > reconnect_for_s:
-            raise ClientError(f"lost the connection to {client.server} and could not reconnect")
+        if opened_at is not None and now - opened_at >= reconnect_for_s:
+            stalled_since, backoff = None, BACKOFF_FIRST_S
+        stalled_since = now if stalled_since is None else stalled_since
+        if now - stalled_since >= reconnect_for_s:
+            raise ClientError(
+                f"gave up following run {run_id}: no progress for {reconnect_for_s:g} s of reconnecting to "
+                f"{client.server} ({problem})"
+            )
         if on_reconnect is not None:
             on_reconnect(last)
         await trio.sleep(backoff)
-        backoff = min(backoff * 2, 5.0)
+        backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+
+def _closed_text(reason: trio_websocket.CloseReason | None) -> str:
+    if reason is None:
+        return "the connection closed"
+    return f"connection closed with code {reason.code}" + (f": {reason.reason}" if reason.reason else "")
 
 
 def _open_events_socket(
-    client: ApiClient, run_id: int, after_seq: int
+    client: ApiClient, run_id: int, after_seq: int, max_message_size: int
 ) -> AbstractAsyncContextManager[trio_websocket.WebSocketConnection]:
-    headers = [(name.encode(), value.encode()) for name, value in client.auth_headers().items()]
-    return trio_websocket.open_websocket_url(
-        client.events_url(run_id, after_seq), extra_headers=headers, max_message_size=MAX_MESSAGE,
-        connect_timeout=10, disconnect_timeout=5,
+    return open_websocket(
+        client.events_url(run_id, after_seq), extra_headers=list(client.auth_headers().items()),
+        max_message_size=max_message_size,
     )

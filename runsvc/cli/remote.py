@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from .client import ApiClient, ClientError, follow_events
+from .client import RECONNECT_FOR_S, ApiClient, ClientError, follow_events
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
@@ -46,6 +46,24 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_follow_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--give-up-after", type=_seconds, default=RECONNECT_FOR_S, metavar="SECONDS",
+        help="stop with exit status 1 after this long of reconnecting without receiving anything "
+        f"(default: {RECONNECT_FOR_S:g})",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a number of seconds") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     submit = commands.add_parser(
         "submit", help="submit a run", description="Submit a run; print its id (or follow it with --follow).",
@@ -59,6 +77,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     submit.add_argument(
         "--follow", action="store_true", help="print the output and exit with the run's status"
     )
+    add_follow_flags(submit)
     submit.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command")
     submit.set_defaults(run=run_submit)
 
@@ -69,6 +88,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     add_connection_flags(follow)
     follow.add_argument("run_id", type=int, metavar="RUN_ID")
     follow.add_argument("--after-seq", type=int, default=0, help="start after this event seq")
+    add_follow_flags(follow)
     follow.set_defaults(run=run_follow)
 
 
@@ -128,8 +148,8 @@ async def connected(args: argparse.Namespace) -> AsyncIterator[ApiClient]:
                 pass  # the command's own outcome matters more; the session expires by itself
 
 
-async def _follow(client: ApiClient, run_id: int, after_seq: int) -> int:
-    async with follow_events(client, run_id, after_seq) as events:
+async def _follow(client: ApiClient, run_id: int, after_seq: int, give_up_after: float) -> int:
+    async with follow_events(client, run_id, after_seq, reconnect_for_s=give_up_after) as events:
         async for event in events:
             kind, data = event["kind"], event["data"]
             if kind == "stdout":
@@ -180,7 +200,7 @@ def run_submit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                 print(run["id"])
                 return 0
             print(f"[runsvc] run {run['id']} submitted", file=sys.stderr, flush=True)
-            return await _follow(client, run["id"], 0)
+            return await _follow(client, run["id"], 0, args.give_up_after)
 
     return run_client(main)
 
@@ -191,6 +211,6 @@ def run_follow(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     async def main() -> int:
         async with connected(args) as client:
-            return await _follow(client, args.run_id, args.after_seq)
+            return await _follow(client, args.run_id, args.after_seq, args.give_up_after)
 
     return run_client(main)

@@ -12,7 +12,7 @@ import trio
 import trio_websocket
 
 from tests.conftest import make_settings
-from tests.helpers import add_user, assert_error, login, running_server, wait_status
+from tests.helpers import add_user, assert_error, login, open_websocket, running_server, wait_status
 
 
 @asynccontextmanager
@@ -35,12 +35,8 @@ async def _enroll(client, name="fake", labels=()):
 @asynccontextmanager
 async def _agent_socket(server, secret):
     url = server.url.replace("http://", "ws://") + "/api/v1/agents/ws"
-    async with trio_websocket.open_websocket_url(url, extra_headers=[("Authorization", f"Bearer {secret}")]) as ws:
-        try:
-            yield ws
-        finally:
-            # trio-websocket's client leaves its TCP stream open when the server closes first.
-            await ws._stream.aclose()
+    async with open_websocket(url, extra_headers=[("Authorization", f"Bearer {secret}")]) as ws:
+        yield ws
 
 
 async def _receive(ws, kind):

@@ -65,13 +65,20 @@ async def _reap(process: trio.Process) -> None:
             process.kill()
 
 
-async def start_agent(nursery: trio.Nursery, url: str | None, state_dir: Path, *args: str) -> AgentProcess:
-    """`python -m runsvc agent`; `url` None leaves out --server (the one saved in agent.json is used)."""
+async def start_agent(
+    nursery: trio.Nursery, url: str | None, state_dir: Path, *args: str, stdin: bytes | None = None
+) -> AgentProcess:
+    """`python -m runsvc agent`; `url` None leaves out --server (the one saved in agent.json is used);
+    `stdin` is written to its stdin, which is then closed (`--enroll -`)."""
     server = ["--server", url] if url is not None else []
     command = [PY, "-m", "runsvc", "agent", *server, "--state-dir", str(state_dir), *args]
     process = await trio.lowlevel.open_process(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(),
+        command, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, env=child_env(),
     )
+    if process.stdin is not None:
+        async with process.stdin:
+            await process.stdin.send_all(stdin or b"")
     agent = AgentProcess(process, [], trio.Event())
     nursery.start_soon(_pump, agent, process.stderr)
     nursery.start_soon(_reap, process)
@@ -81,8 +88,11 @@ async def start_agent(nursery: trio.Nursery, url: str | None, state_dir: Path, *
 async def enrolled_agent(
     nursery: trio.Nursery, client, url: str, state_dir: Path, name: str, *args: str
 ) -> AgentProcess:
-    """A new agent named `name`, enrolled with a fresh token (no labels) and connected to `url`."""
-    agent = await start_agent(nursery, url, state_dir, "--enroll", await new_token(client), "--name", name, *args)
+    """A new agent named `name`, enrolled with a fresh token (no labels, given on stdin) and connected to
+    `url`."""
+    token = await new_token(client)
+    agent = await start_agent(nursery, url, state_dir, "--enroll", "-", "--name", name, *args,
+                              stdin=f"{token}\n".encode())
     await agent.wait_for("msg=connected")
     return agent
 

@@ -90,8 +90,10 @@ class SyncAgent:
     def __init__(self, argv: list[str], cwd: Path):
         # `python` as the UI prints it is this interpreter: its directory goes first on PATH.
         env = child_env(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        # A process group of its own: `argv` may be a shell running the UI's pipeline, and stop() must reach
+        # the agent in it, not only the shell.
         self.process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, env=env)
+                                        stderr=subprocess.PIPE, env=env, start_new_session=True)
         self.lines: list[str] = []
         self.changed = threading.Condition()
         self.reader = threading.Thread(target=self._pump, daemon=True)
@@ -118,11 +120,11 @@ class SyncAgent:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.reader.join(5)
         self.process.stderr.close()

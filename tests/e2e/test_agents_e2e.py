@@ -399,5 +399,7 @@ async def test_connecting_agent_wakes_a_waiting_run_and_sigterm_drains(tmp_path)
             server.send_signal(signal.SIGTERM)
             assert await server.wait() == 0
     assert (done["status"], done["exit_code"]) == ("interrupted", -15)
-    assert events[-1]["data"]["reason"] == "agent shutting down"
+    # What the agent's executor did is in the reason, not a `system` line (the server takes none from agents).
+    assert events[-1]["data"]["reason"] == "agent shutting down; sent SIGTERM"
+    assert [e["data"] for e in events if e["kind"] == "system"] == []
     assert not alive(int(out[0]["data"]))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import shlex
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -26,7 +25,8 @@ from tests.e2e.browser import (
 )
 
 expect.set_options(timeout=30_000)  # a shared 2-core machine; these are deadlines, not timings
-COMMAND = re.compile(r"^python -m runsvc agent --server (\S+) --enroll (rse_[A-Za-z0-9_-]+)$")
+# The token goes in on stdin, through the shell's built-in echo: never in a process's argv.
+COMMAND = re.compile(r"^echo (rse_[A-Za-z0-9_-]+) \| python -m runsvc agent --server (\S+) --enroll -$")
 
 
 @pytest.fixture(scope="module", name="server")
@@ -91,7 +91,7 @@ def test_admin_enrolls_an_agent_runs_a_labelled_run_on_it_and_revokes_it(new_pag
     command_box = page.get_by_label("Agent command")
     expect(command_box).to_have_value(COMMAND)
     command = command_box.input_value()
-    origin, token = COMMAND.match(command).groups()
+    token, origin = COMMAND.match(command).groups()
     assert origin == server.url
     expect(command_box).to_be_focused()
     expect(page.get_by_text("The agent gets the labels gpu, linux.")).to_be_visible()
@@ -114,7 +114,7 @@ def test_admin_enrolls_an_agent_runs_a_labelled_run_on_it_and_revokes_it(new_pag
     # The pasted command, verbatim, in a directory of its own (the agent's state lands there).
     agent_dir = tmp_path / "agent-machine"
     agent_dir.mkdir()
-    agent = SyncAgent(shlex.split(command), cwd=agent_dir)
+    agent = SyncAgent(["/bin/sh", "-c", command], cwd=agent_dir)
     agents.append(agent)
     agent.wait_for("msg=connected")
     assert (agent_dir / "runsvc-agent" / "agent.json").exists()

@@ -8,13 +8,12 @@ import sys
 
 import httpx
 import trio
-import trio_websocket
 from prometheus_client.parser import text_string_to_metric_families
 
 from runsvc.http.app import create_app
 from runsvc.store import open_store
 from tests.conftest import make_settings
-from tests.helpers import PASSWORD, add_user, login, running_server, wait_status
+from tests.helpers import PASSWORD, add_user, login, open_websocket, running_server, wait_status
 
 PY = sys.executable
 SPEC_METRICS = {
@@ -112,7 +111,7 @@ async def test_websocket_gauge_counts_open_sockets(server, client):
         await login(client, "alice")
         cookie = client.cookies["runsvc_session"]
         url = server.url.replace("http://", "ws://") + "/api/v1/runs/feed/ws"
-        async with trio_websocket.open_websocket_url(
+        async with open_websocket(
             url, extra_headers=[(b"Cookie", f"runsvc_session={cookie}".encode())]
         ):
             while value(await scrape(client), "runsvc_websocket_connections", kind="feed") != 1:

@@ -13,8 +13,10 @@ const MAX_TTL_S = 7 * 24 * 3600;
 
 // What to paste on the agent's machine. The token's labels apply by themselves, so only the server's
 // address (as this browser reaches it) and the token are needed; neither holds a character a shell reads.
+// The token goes in on stdin (`--enroll -`): `echo` is built into the shell, so it never appears in
+// the argv of a process (`ps`), where every process of that machine could read it.
 export function agentCommand(origin, token) {
-  return `python -m runsvc agent --server ${origin} --enroll ${token}`;
+  return `echo ${token} | python -m runsvc agent --server ${origin} --enroll -`;
 }
 
 function Labels({ labels, none = 'none' }) {
@@ -66,7 +68,8 @@ function EnrollCommand({ created, onDone }) {
         : html`The token has no labels: add <code>--labels a,b</code> to give the agent some. `}
         It keeps its credentials in <code>./runsvc-agent/agent.json</code> (<code>--state-dir</code>) and reuses
         them on later starts; <code>--name</code> (default: the host name) and <code>--max-runs</code> (default:
-        its CPUs) are optional.</p>
+        its CPUs) are optional. Started as root, give it <code>--run-as-user USER</code> so that runs cannot
+        do what the agent can.</p>
       ${copied && html`<p class="help" role="status">${copied}</p>`}
     </section>`;
 }
