@@ -41,6 +41,10 @@ log = get_logger(__name__)
 SHUTDOWN_FINISH_S = 10.0  # at shutdown, after the kill grace: longest wait for runs to be recorded
 RETRY_MAX_S = 2.0  # backoff cap of the scheduler's own retries (reads at recovery)
 
+# How a run ends when supervising it raised something unexpected: the details are in the server log.
+INTERNAL_ERROR = Outcome("interrupted", None, "internal error")
+INTERNAL_ERROR_MESSAGE = "internal error in runsvc while supervising the run; see the server log"
+
 
 class Scheduler:
     def __init__(self, settings: Settings, store: Store, recorder: RunRecorder, pool: ExecutorPool):
@@ -130,6 +134,35 @@ class Scheduler:
     # ---- one run ---------------------------------------------------------------------------------
 
     async def _supervise(self, run: dict[str, Any], stop: StopRequest, adopted_chunk: int | None = None) -> None:
+        """Execute one run and record its end. An unexpected exception on the way (a bug in an executor,
+        in recording the end) ends this run `interrupted`; it never ends the claim loop and the other
+        runs' supervisors, which share its nursery."""
+        run_id = run["id"]
+        name = run["executor"]
+        try:
+            try:
+                outcome = await self._execute(run, stop, adopted_chunk)
+                await self._finish(run_id, outcome)
+            except Exception:
+                # The traceback goes to the log (one line), never into the run's events.
+                log.exception("internal error while supervising a run; it ends interrupted", run_id=run_id)
+                await self._finish(run_id, INTERNAL_ERROR, messages=(INTERNAL_ERROR_MESSAGE,))
+                return
+            if outcome.recorded is not None:
+                await outcome.recorded()
+        except Exception:
+            # Recording the interruption failed as well, or the executor's after-recording step did:
+            # the run is left as recorded (a run left `running` is interrupted by the next start).
+            log.exception("internal error while supervising a run", run_id=run_id)
+        finally:
+            self.pool.released(name)
+            del self._running[run_id]
+            self._finished.set()
+            self._finished = trio.Event()
+            self._wakeup.set()
+
+    async def _execute(self, run: dict[str, Any], stop: StopRequest, adopted_chunk: int | None) -> Outcome:
+        """The run on its executor, with its timeout timer and output cap, until its process is gone."""
         run_id = run["id"]
         name = run["executor"]
         log.info("run started", run_id=run_id, command=run["command"], executor=name, attempt=run["attempt"])
@@ -146,33 +179,20 @@ class Scheduler:
         sink = _CappedSink(self._recorder, run_id, self._settings.output_cap_bytes)
         executor = self.pool.executor(name)
         try:
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_time_out, stop, run["timeout_s"])
-                    if executor is None:  # the agent was revoked between the claim and now
-                        outcome = Outcome("interrupted", None, "agent revoked")
-                    else:
-                        outcome = await executor.execute(spec, sink.emit, stop)
-                    nursery.cancel_scope.cancel()
-            except (StoreClosedError, StoreUnavailable) as exc:
-                # The server's own storage, not the run, failed: never recorded as the run failing.
-                log.warning("run cut short by a storage error", run_id=run_id, error=str(exc))
-                outcome = Outcome("interrupted", None, "the server could not store the run's output")
-            except Exception as exc:
-                # A bug in an executor must not take the server down; the run records it.
-                log.exception("executor failed", run_id=run_id)
-                outcome = Outcome("failed", None, f"internal error: {type(exc).__name__}: {exc}")
-            await self._finish(run_id, outcome)
-            if outcome.recorded is not None:
-                await outcome.recorded()
-        finally:
-            self.pool.released(name)
-            del self._running[run_id]
-            self._finished.set()
-            self._finished = trio.Event()
-            self._wakeup.set()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_time_out, stop, run["timeout_s"])
+                if executor is None:  # the agent was revoked between the claim and now
+                    outcome = Outcome("interrupted", None, "agent revoked")
+                else:
+                    outcome = await executor.execute(spec, sink.emit, stop)
+                nursery.cancel_scope.cancel()
+        except (StoreClosedError, StoreUnavailable) as exc:
+            # The server's own storage, not the run, failed: never recorded as the run failing.
+            log.warning("run cut short by a storage error", run_id=run_id, error=str(exc))
+            outcome = Outcome("interrupted", None, "the server could not store the run's output")
+        return outcome
 
-    async def _finish(self, run_id: int, outcome: Outcome) -> None:
+    async def _finish(self, run_id: int, outcome: Outcome, messages: Sequence[str] = ()) -> None:
         # Shielded so that a shutdown does not lose a status that is being recorded; bounded by
         # shutdown(), which cancels these scopes once its own bound has passed.
         with trio.CancelScope(shield=True) as scope:
@@ -180,7 +200,7 @@ class Scheduler:
             try:
                 await self._recorder.finish(
                     run_id, from_status="running", status=outcome.status, exit_code=outcome.exit_code,
-                    reason=outcome.reason,
+                    reason=outcome.reason, messages=messages,
                 )
             except (StatusConflict, RunNotFound) as exc:
                 log.warning("run finished but could not be recorded", run_id=run_id, error=str(exc))

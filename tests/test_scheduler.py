@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from contextlib import aclosing
 
+import attrs
 import pytest
 import trio
 import trio.lowlevel
@@ -13,10 +15,12 @@ import trio.testing
 
 from runsvc.accounts import Auth, Passwords
 from runsvc.events import stream_run_events
+from runsvc.executors import LocalExecutor
+from runsvc.log import LogfmtFormatter
 from runsvc.services import build_services
 from runsvc.store import open_store
 from tests.conftest import make_settings
-from tests.helpers import FAST_HASHER, running_server
+from tests.helpers import ADMIN_PASSWORD, FAST_HASHER, admin_login, running_server, wait_status
 
 PY = sys.executable
 
@@ -211,3 +215,47 @@ async def test_idle_scheduler_runs_no_sql(tmp_path, mock_clock):
                 while store.statistics().statements == before:
                     await trio.lowlevel.checkpoint()
                 nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("fault", ["executor raises", "exit code beyond SQLite's integers"])
+async def test_unexpected_error_in_one_runs_supervision_interrupts_only_that_run(tmp_path, monkeypatch, caplog, fault):
+    """An unexpected exception while one run is supervised (a bug in an executor; an exit code SQLite
+    cannot store, so recording the run's end raises OverflowError) ends that run `interrupted` with a
+    `system` event that leaks no exception text, logs the traceback once, and the server keeps serving:
+    a run submitted afterwards succeeds."""
+    # A fake executor is needed: the local executor neither raises nor reports an exit code beyond
+    # int64, and agents' reports are checked where they enter; only a bug gets such an error this far.
+    monkeypatch.setenv("RUNSVC_ADMIN_PASSWORD", ADMIN_PASSWORD)  # admin_login's; the server takes it out
+    settings = make_settings(tmp_path)
+    secret = "detail-that-must-stay-in-the-log"
+    with trio.fail_after(30):
+        async with running_server(settings) as server, admin_login(server.url) as (client, _):
+            execute = LocalExecutor.execute
+
+            async def faulty_execute(self, spec, emit, stop):
+                if "FAULT" not in spec.env:
+                    return await execute(self, spec, emit, stop)
+                if fault == "executor raises":
+                    raise RuntimeError(secret)
+                outcome = await execute(self, spec, emit, stop)
+                return attrs.evolve(outcome, exit_code=2**63)
+
+            monkeypatch.setattr(LocalExecutor, "execute", faulty_execute)
+            body = {"command": [PY, "-c", "print('hi')"], "env": {"FAULT": "1"}}
+            doomed = (await client.post("/api/v1/runs", json=body)).json()["run"]["id"]
+            run = await wait_status(client, doomed)
+            events = (await client.get(f"/api/v1/runs/{doomed}/events")).json()["events"]
+            after = (await client.post("/api/v1/runs", json={"command": [PY, "-c", "print('ok')"]})).json()["run"]
+            later = await wait_status(client, after["id"])
+            health = await client.get("/healthz")
+    assert (run["status"], run["exit_code"]) == ("interrupted", None)
+    system = [e["data"] for e in events if e["kind"] == "system"]
+    assert system == ["internal error in runsvc while supervising the run; see the server log"]
+    assert events[-1]["data"] == {"status": "interrupted", "exit_code": None, "reason": "internal error"}
+    assert not any(secret in json.dumps(e) or "Error" in json.dumps(e) for e in events)
+    assert later["status"] == "succeeded" and health.status_code == 200
+    logged = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info is not None]
+    assert [r.getMessage() for r in logged] == ["internal error while supervising a run; it ends interrupted"]
+    assert logged[0].fields["run_id"] == doomed
+    line = LogfmtFormatter().format(logged[0])
+    assert "\n" not in line and "Traceback" in line  # the traceback, as one log line
