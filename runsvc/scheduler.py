@@ -16,17 +16,14 @@ be recorded within the shutdown's bound is left `running`, and startup recovery 
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
-from .config import Settings, server_id, server_work_dir
-from .executors import Outcome, RunSpec, StopRequest
-from .executors.orphans import kill_orphans, kill_tagged
+from .config import Settings, server_work_dir
+from .executors import Executor, Outcome, RunSpec, StopRequest
 from .executors.pool import ExecutorPool
 from .log import get_logger
 from .model import RunNotFound, StatusConflict
@@ -39,21 +36,49 @@ from .timeutil import now_ts
 log = get_logger(__name__)
 
 SHUTDOWN_FINISH_S = 10.0  # at shutdown, after the kill grace: longest wait for runs to be recorded
-RETRY_MAX_S = 2.0  # backoff cap of the scheduler's own retries (reads at recovery)
 
 # How a run ends when supervising it raised something unexpected: the details are in the server log.
 INTERNAL_ERROR = Outcome("interrupted", None, "internal error")
 INTERNAL_ERROR_MESSAGE = "internal error in runsvc while supervising the run; see the server log"
 
 
+class Wakeup:
+    """What the claim loop sleeps on: set by whatever may make a queued run claimable (a submit, a
+    finished run, an executor connecting or getting a free slot). Made before the scheduler and the
+    executor pool, which both get it at construction (the pool as its `on_change`)."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = trio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
 class Scheduler:
-    def __init__(self, settings: Settings, store: Store, recorder: RunRecorder, pool: ExecutorPool):
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        recorder: RunRecorder,
+        pool: ExecutorPool,
+        wakeup: Wakeup,
+        adopter: Callable[[str], Executor | None],
+    ):
+        """`wakeup` is the one given to `pool` as its `on_change`; `adopter` gives the executor of a run
+        an earlier server process handed out, by executor name (the agent hub's links), or None."""
         self._settings = settings
         self._store = store
         self._recorder = recorder
         self.pool = pool
-        pool.set_on_change(self.wake)
-        self._wakeup = trio.Event()
+        self._wakeup = wakeup
+        self._adopter = adopter
         self._running: dict[int, StopRequest] = {}
         self._claiming = False
         self._early_stops: dict[int, tuple[str, str]] = {}  # stop requests that beat registration
@@ -63,7 +88,6 @@ class Scheduler:
         self.idle = False  # True while waiting for a wakeup with nothing claimable
         self.wakeups = 0  # times the claim loop woke from waiting (a wakeup or the safety net), /metrics
         self.workdirs = server_work_dir(settings)
-        self._server_id = server_id(settings)
         self._finish_scopes: set[trio.CancelScope] = set()
 
     # ---- the run service's view (runs.Scheduling) -------------------------------------------
@@ -86,13 +110,13 @@ class Scheduler:
     # ---- the claim loop --------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Recover what a crash left behind, then claim and supervise runs until cancelled."""
-        await self._recover()
+        """Adopt the runs an earlier server process left on agents, then claim and supervise runs until
+        cancelled. Startup recovery (recovery.py) has run before."""
         async with trio.open_nursery() as supervisors:
             await self._adopt_agent_runs(supervisors)
             task_status.started()
             while self._accepting:
-                self._wakeup = trio.Event()
+                self._wakeup.clear()
                 offers = self.pool.offers()
                 if offers:
                     claimed = await self._claim(offers)
@@ -219,49 +243,6 @@ class Scheduler:
 
     # ---- startup and shutdown --------------------------------------------------------------------
 
-    async def _recover(self) -> None:
-        """Runs left `running` by a crashed server become `interrupted`; their processes (found by
-        working directory and by their environment's tags) and directories go."""
-        killed = await trio.to_thread.run_sync(self._kill_leftovers)
-        if killed:
-            log.warning("killed processes of runs a crashed server left behind", processes=killed)
-        backoff = 0.05
-        while True:
-            try:
-                running = await self._store.read(sql.running_run_ids)
-                break
-            except StoreUnavailable as exc:
-                log.warning("startup recovery waiting for the database", error=str(exc))
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, RETRY_MAX_S)
-        for run_id in running:
-            try:
-                await self._recorder.finish(
-                    run_id, from_status="running", status="interrupted",
-                    reason="server stopped while the run was running",
-                    messages=["runsvc restarted; the run was interrupted by a server crash or kill"],
-                )
-                log.warning("run interrupted by an earlier crash", run_id=run_id)
-            except (StatusConflict, RunNotFound):
-                pass
-        await trio.to_thread.run_sync(self._remove_leftover_dirs)
-
-    def _kill_leftovers(self) -> int:
-        killed = len(kill_tagged(self._server_id))
-        for root in (self.workdirs, self._legacy_workdirs()):
-            if root.exists():
-                killed += len(kill_orphans(root))
-        return killed
-
-    def _remove_leftover_dirs(self) -> None:
-        for root in (self.workdirs, self._legacy_workdirs()):
-            for child in root.iterdir() if root.exists() else ():
-                shutil.rmtree(child, ignore_errors=True)
-        shutil.rmtree(self._legacy_workdirs(), ignore_errors=True)
-
-    def _legacy_workdirs(self) -> Path:
-        return self._settings.data_dir / "work"  # before work_dir existed, runs ran in here
-
     def kill_all_now(self) -> None:
         """Second signal: the process exits right after this; its runs must not outlive it."""
         self.pool.kill_all_now()
@@ -270,9 +251,10 @@ class Scheduler:
         """Runs a previous server process left running on agents keep running: their agents reconnect
         and carry on within the lease, or the runs end interrupted ("agent lost")."""
         for run in await self._store.read(agent_sql.agent_runs):
-            executor = self.pool.adopt(run["executor"])
+            executor = self._adopter(run["executor"])
             if executor is None:
                 continue
+            self.pool.adopt(run["executor"], executor)
             self.pool.taken(run["executor"])
             stop = self._running[run["id"]] = StopRequest()
             log.info("adopting agent run", run_id=run["id"], executor=run["executor"])

@@ -19,7 +19,7 @@ class _Nothing:
 
 def test_offers_free_executors_local_first_then_most_free_agent():
     """Only executors with a free slot are offered; the local one first, then agents by free slots."""
-    pool = ExecutorPool(_Nothing(), ["local"], 1)
+    pool = ExecutorPool(_Nothing(), ["local"], 1, on_change=lambda: None)
     pool.connect("agent:a", ["gpu"], 1, _Nothing())
     pool.connect("agent:b", ["gpu", "big"], 3, _Nothing())
     assert [name for name, _ in pool.offers()] == ["local", "agent:b", "agent:a"]
@@ -33,7 +33,7 @@ def test_offers_free_executors_local_first_then_most_free_agent():
 
 def test_waiting_for_names_missing_labels_of_connected_executors():
     """A run waits for an executor that has all its labels; capacity does not matter."""
-    pool = ExecutorPool(None, ["local"], 1)
+    pool = ExecutorPool(None, ["local"], 1, on_change=lambda: None)
     assert pool.waiting_for([]) == "an executor (none is connected)"
     pool.connect("agent:a", ["gpu", "linux"], 0, _Nothing())
     assert pool.waiting_for([]) is None
