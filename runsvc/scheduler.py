@@ -26,10 +26,9 @@ from .config import Settings, server_work_dir
 from .executors import Executor, Outcome, RunSpec, StopRequest
 from .executors.pool import ExecutorPool
 from .log import get_logger
-from .model import RunNotFound, StatusConflict
+from .model import Event, Run, RunNotFound, StatusConflict
 from .recorder import RunRecorder
 from .store import Store, StoreClosedError, StoreUnavailable
-from .store import agents as agent_sql
 from .store import runs as sql
 from .timeutil import now_ts
 
@@ -130,7 +129,7 @@ class Scheduler:
                 self.idle = False
             await self._wait_all_finished()
 
-    async def _claim(self, offers: list[tuple[str, tuple[str, ...]]]) -> dict[str, Any] | None:
+    async def _claim(self, offers: list[tuple[str, tuple[str, ...]]]) -> Run | None:
         self._claiming = True
         try:
             result = await self._store.write(
@@ -141,28 +140,28 @@ class Scheduler:
             self._early_stops.clear()
         return result[0] if result else None
 
-    def _on_claim(self, result: tuple[dict[str, Any], list[dict[str, Any]]] | None) -> None:
+    def _on_claim(self, result: tuple[Run, list[Event]] | None) -> None:
         if result is None:
             return
         run = result[0]
-        self.pool.taken(run["executor"])
-        stop = self._running[run["id"]] = StopRequest()
-        early = self._early_stops.pop(run["id"], None) or self._stopping
+        self.pool.taken(_handed_to(run))
+        stop = self._running[run.id] = StopRequest()
+        early = self._early_stops.pop(run.id, None) or self._stopping
         if early is not None:
             stop.request(*early)
         self._recorder.published(result)
 
-    def _start(self, nursery: trio.Nursery, run: dict[str, Any]) -> None:
-        nursery.start_soon(self._supervise, run, self._running[run["id"]], name=f"run {run['id']}")
+    def _start(self, nursery: trio.Nursery, run: Run) -> None:
+        nursery.start_soon(self._supervise, run, self._running[run.id], name=f"run {run.id}")
 
     # ---- one run ---------------------------------------------------------------------------------
 
-    async def _supervise(self, run: dict[str, Any], stop: StopRequest, adopted_chunk: int | None = None) -> None:
+    async def _supervise(self, run: Run, stop: StopRequest, adopted_chunk: int | None = None) -> None:
         """Execute one run and record its end. An unexpected exception on the way (a bug in an executor,
         in recording the end) ends this run `interrupted`; it never ends the claim loop and the other
         runs' supervisors, which share its nursery."""
-        run_id = run["id"]
-        name = run["executor"]
+        run_id = run.id
+        name = _handed_to(run)
         try:
             try:
                 outcome = await self._execute(run, stop, adopted_chunk)
@@ -185,18 +184,19 @@ class Scheduler:
             self._finished = trio.Event()
             self._wakeup.set()
 
-    async def _execute(self, run: dict[str, Any], stop: StopRequest, adopted_chunk: int | None) -> Outcome:
+    async def _execute(self, run: Run, stop: StopRequest, adopted_chunk: int | None) -> Outcome:
         """The run on its executor, with its timeout timer and output cap, until its process is gone."""
-        run_id = run["id"]
-        name = run["executor"]
-        log.info("run started", run_id=run_id, command=run["command"], executor=name, attempt=run["attempt"])
+        run_id = run.id
+        name = _handed_to(run)
+        log.info("run started", run_id=run_id, command=list(run.command), executor=name, attempt=run.attempt)
+        assert run.env is not None  # claims and adoptions read whole runs, not summaries
         spec = RunSpec(
             id=run_id,
-            command=tuple(run["command"]),
-            env=dict(run["env"]),
-            timeout_s=run["timeout_s"],
+            command=run.command,
+            env=dict(run.env),
+            timeout_s=run.timeout_s,
             workdir=self.workdirs / str(run_id),
-            attempt=run["attempt"],
+            attempt=run.attempt,
             kill_grace_s=self._settings.kill_grace_s,
             adopted_chunk=adopted_chunk,
         )
@@ -204,7 +204,7 @@ class Scheduler:
         executor = self.pool.executor(name)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_time_out, stop, run["timeout_s"])
+                nursery.start_soon(_time_out, stop, run.timeout_s)
                 if executor is None:  # the agent was revoked between the claim and now
                     outcome = Outcome("interrupted", None, "agent revoked")
                 else:
@@ -250,15 +250,16 @@ class Scheduler:
     async def _adopt_agent_runs(self, supervisors: trio.Nursery) -> None:
         """Runs a previous server process left running on agents keep running: their agents reconnect
         and carry on within the lease, or the runs end interrupted ("agent lost")."""
-        for run in await self._store.read(agent_sql.agent_runs):
-            executor = self._adopter(run["executor"])
+        for run, stored_chunk in await self._store.read(sql.agent_runs):
+            name = _handed_to(run)
+            executor = self._adopter(name)
             if executor is None:
                 continue
-            self.pool.adopt(run["executor"], executor)
-            self.pool.taken(run["executor"])
-            stop = self._running[run["id"]] = StopRequest()
-            log.info("adopting agent run", run_id=run["id"], executor=run["executor"])
-            supervisors.start_soon(self._supervise, run, stop, run["agent_chunk"], name=f"run {run['id']}")
+            self.pool.adopt(name, executor)
+            self.pool.taken(name)
+            stop = self._running[run.id] = StopRequest()
+            log.info("adopting agent run", run_id=run.id, executor=name)
+            supervisors.start_soon(self._supervise, run, stop, stored_chunk, name=f"run {run.id}")
 
     async def shutdown(self, drain_s: float) -> None:
         """Stop claiming; let running runs finish for `drain_s`, then stop them as `interrupted`."""
@@ -297,6 +298,12 @@ class SchedulerStatistics:
     idle: bool  # waiting for a wakeup with nothing running and nothing claimable
     claiming: bool  # a claim transaction is in flight
     accepting: bool  # False once shutdown has begun
+
+
+def _handed_to(run: Run) -> str:
+    """The executor a claimed or adopted run is on (a claim names it in the statement that claims)."""
+    assert run.executor is not None
+    return run.executor
 
 
 async def _time_out(stop: StopRequest, timeout_s: float) -> None:

@@ -10,6 +10,7 @@ from .config import Settings, server_id
 from .events import EventLog, RunEventBus, RunFeed
 from .executors import LocalExecutor, RunAs
 from .executors.pool import ExecutorPool
+from .http.run_json import feed_frame
 from .http.sockets import SocketRegistry
 from .metrics import Metrics, Sources
 from .recorder import RunRecorder
@@ -49,7 +50,7 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
     # the pool), the scheduler (which adopts agent runs from the hub).
     wakeup = Wakeup()
     pool = ExecutorPool(local, settings.local_labels, settings.max_concurrent_runs, on_change=wakeup.set)
-    feed = RunFeed()
+    feed = RunFeed(feed_frame)
     recorder = RunRecorder(
         eventlog, bus, feed, waiting_for=pool.waiting_for, output_interval_s=settings.output_interval_s
     )
@@ -68,6 +69,6 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
     ))
     return Services(
         settings=settings, store=store, auth=auth, tokens=ApiTokens(store, revocations=auth.revocations),
-        bus=bus, eventlog=eventlog, feed=feed, recorder=recorder, runs=runs, scheduler=scheduler, sockets=SocketRegistry(),
-        metrics=metrics, agents=AgentService(store, hub),
+        bus=bus, eventlog=eventlog, feed=feed, recorder=recorder, runs=runs, scheduler=scheduler,
+        sockets=SocketRegistry(), metrics=metrics, agents=AgentService(store, hub),
     )

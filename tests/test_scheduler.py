@@ -43,8 +43,8 @@ async def events_of(services, run_id):
 
 async def finished(services, command, **kw):
     run = await submit(services, command, **kw)
-    events = await events_of(services, run["id"])
-    return await services.runs.get(run["id"]), events
+    events = await events_of(services, run.id)
+    return await services.runs.get(run.id), events
 
 
 @pytest.fixture(name="services")
@@ -58,19 +58,19 @@ async def test_exit_zero_succeeds(services):
     """A command exiting 0 goes queued, running, succeeded with exit code 0 and its output stored."""
     with trio.fail_after(20):
         run, events = await finished(services, [PY, "-c", "print('hello'); print('world')"])
-    assert run["status"] == "succeeded" and run["exit_code"] == 0
+    assert run.status == "succeeded" and run.exit_code == 0
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     states = [e["data"]["status"] for e in events if e["kind"] == "state"]
     assert states == ["queued", "running", "succeeded"]
     assert [e["data"] for e in events if e["kind"] == "stdout"] == ["hello", "world"]
-    assert run["started_at"] and run["ended_at"] and run["last_seq"] == len(events)
+    assert run.started_at and run.ended_at and run.last_seq == len(events)
 
 
 async def test_exit_three_fails(services):
     """A non-zero exit is failed, with the exit code in the run and the terminal event."""
     with trio.fail_after(20):
         run, events = await finished(services, [PY, "-c", "import sys; sys.exit(3)"])
-    assert run["status"] == "failed" and run["exit_code"] == 3
+    assert run.status == "failed" and run.exit_code == 3
     assert events[-1]["data"] == {"status": "failed", "exit_code": 3, "reason": "exited with code 3"}
 
 
@@ -78,7 +78,7 @@ async def test_timeout(services):
     """A child sleeping past its timeout is stopped with SIGTERM and ends timed_out with -15."""
     with trio.fail_after(20):
         run, events = await finished(services, [PY, "-c", "import time; time.sleep(30)"], timeout_s=0.5)
-    assert run["status"] == "timed_out" and run["exit_code"] == -15
+    assert run.status == "timed_out" and run.exit_code == -15
     assert events[-1]["data"]["reason"] == "timed out after 0.5s"
     assert "sent SIGTERM" in [e["data"] for e in events if e["kind"] == "system"]
 
@@ -91,14 +91,14 @@ async def test_cancel_running_child_that_ignores_sigterm(services):
     )
     with trio.fail_after(20):
         run = await submit(services, [PY, "-c", script])
-        async with aclosing(stream_run_events(services.store, services.bus, run["id"])) as stream:
+        async with aclosing(stream_run_events(services.store, services.bus, run.id)) as stream:
             async for batch in stream:
                 if any(e["data"] == "ready" for e in batch.events):
                     break
-        await services.runs.cancel(run["id"], by="tester")
-        events = await events_of(services, run["id"])
-        run = await services.runs.get(run["id"])
-    assert run["status"] == "cancelled" and run["exit_code"] == -9
+        await services.runs.cancel(run.id, by="tester")
+        events = await events_of(services, run.id)
+        run = await services.runs.get(run.id)
+    assert run.status == "cancelled" and run.exit_code == -9
     system = [e["data"] for e in events if e["kind"] == "system"]
     assert "sent SIGTERM" in system and "sent SIGKILL" in system
     assert events[-1]["data"]["reason"] == "cancelled by tester"
@@ -111,21 +111,21 @@ async def test_cancel_queued_and_finished(services):
     with trio.fail_after(20):
         blockers = [await submit(services, [PY, "-c", "import time; time.sleep(30)"]) for _ in range(4)]
         queued = await submit(services, [PY, "-c", "print('never')"])
-        cancelled = await services.runs.cancel(queued["id"], by="tester")
-        assert cancelled["status"] == "cancelled"
-        events = await events_of(services, queued["id"])
+        cancelled = await services.runs.cancel(queued.id, by="tester")
+        assert cancelled.status == "cancelled"
+        events = await events_of(services, queued.id)
         assert [e["data"]["status"] for e in events] == ["queued", "cancelled"]
         with pytest.raises(StatusConflict):
-            await services.runs.cancel(queued["id"], by="tester")
+            await services.runs.cancel(queued.id, by="tester")
         for blocker in blockers:
-            await services.runs.cancel(blocker["id"], by="tester")
+            await services.runs.cancel(blocker.id, by="tester")
 
 
 async def test_command_not_found(services):
     """A command that cannot be started goes running -> failed with a system event saying why."""
     with trio.fail_after(20):
         run, events = await finished(services, ["/nonexistent/program"])
-    assert run["status"] == "failed" and run["exit_code"] is None
+    assert run.status == "failed" and run.exit_code is None
     assert [e["data"]["status"] for e in events if e["kind"] == "state"] == ["queued", "running", "failed"]
     assert any(e["kind"] == "system" and e["data"].startswith("spawn failed:") for e in events)
 
@@ -134,7 +134,7 @@ async def test_hundred_thousand_lines(services):
     """100,000 lines are all stored, in order, with gapless seqs."""
     with trio.fail_after(60):
         run, events = await finished(services, [PY, "-c", "for i in range(100000): print(i)"])
-    assert run["status"] == "succeeded"
+    assert run.status == "succeeded"
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert [int(e["data"]) for e in events if e["kind"] == "stdout"] == list(range(100_000))
 
@@ -154,7 +154,7 @@ async def test_stderr_and_env(services):
     with trio.fail_after(20):
         run, events = await finished(services, [PY, "-c", script], env={"GREETING": "hi"})
     stdout = [e["data"] for e in events if e["kind"] == "stdout"]
-    assert stdout == ["hi", str(run["id"]), "None"]
+    assert stdout == ["hi", str(run.id), "None"]
     assert [e["data"] for e in events if e["kind"] == "stderr"] == ["oops"]
 
 
@@ -164,7 +164,7 @@ async def test_output_cap(tmp_path):
     with trio.fail_after(20):
         async with running_server(settings) as server:
             run, events = await finished(server.services, [PY, "-c", "for i in range(1000): print('x' * 50)"])
-    assert run["status"] == "succeeded"
+    assert run.status == "succeeded"
     stdout = [e for e in events if e["kind"] == "stdout"]
     assert len(stdout) == 1000 // 51
     assert any("output cap of 1000 bytes reached" in e["data"] for e in events if e["kind"] == "system")
@@ -189,7 +189,7 @@ async def test_concurrency_limit_and_prompt_start(tmp_path):
                     done += 1
                 peak = max(peak, len(running))
             watcher.close()
-            statuses = [(await services.runs.get(run["id"]))["status"] for run in runs]
+            statuses = [(await services.runs.get(run.id)).status for run in runs]
     assert peak == 2
     assert statuses == ["succeeded"] * 5
 

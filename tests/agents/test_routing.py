@@ -54,8 +54,8 @@ def test_claim_takes_oldest_run_some_executor_can_take_and_counts_attempts():
     offers = [("local", ("local",)), ("agent:a", ("gpu",))]
     first, _ = sql.claim_next(conn, "t2", offers)
     second, _ = sql.claim_next(conn, "t2", offers)
-    assert (first["id"], first["executor"], first["attempt"]) == (2, "agent:a", 1)
-    assert (second["id"], second["executor"]) == (3, "local")
+    assert (first.id, first.executor, first.attempt) == (2, "agent:a", 1)
+    assert (second.id, second.executor) == (3, "local")
     assert sql.claim_next(conn, "t2", offers) is None
     assert sql.claim_next(conn, "t2", []) is None
     conn.close()
