@@ -202,6 +202,7 @@ class Scheduler:
         )
         sink = _CappedSink(self._recorder, run_id, self._settings.output_cap_bytes)
         executor = self.pool.executor(name)
+        outcome: Outcome
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_time_out, stop, run.timeout_s)
@@ -210,9 +211,10 @@ class Scheduler:
                 else:
                     outcome = await executor.execute(spec, sink.emit, stop)
                 nursery.cancel_scope.cancel()
-        except (StoreClosedError, StoreUnavailable) as exc:
-            # The server's own storage, not the run, failed: never recorded as the run failing.
-            log.warning("run cut short by a storage error", run_id=run_id, error=str(exc))
+        except* (StoreClosedError, StoreUnavailable) as group:
+            # (except*: the nursery wraps what its body raises in an ExceptionGroup.) The server's own
+            # storage, not the run, failed: never recorded as the run failing, nor as an internal error.
+            log.warning("run cut short by a storage error", run_id=run_id, error=str(group.exceptions[0]))
             outcome = Outcome("interrupted", None, "the server could not store the run's output")
         return outcome
 

@@ -18,7 +18,7 @@ from runsvc.events import stream_run_events
 from runsvc.executors import LocalExecutor
 from runsvc.log import LogfmtFormatter
 from runsvc.services import build_services
-from runsvc.store import open_store
+from runsvc.store import StoreClosedError, open_store
 from tests.conftest import make_settings
 from tests.helpers import ADMIN_PASSWORD, FAST_HASHER, admin_login, running_server, wait_status
 
@@ -259,3 +259,24 @@ async def test_unexpected_error_in_one_runs_supervision_interrupts_only_that_run
     assert logged[0].fields["run_id"] == doomed
     line = LogfmtFormatter().format(logged[0])
     assert "\n" not in line and "Traceback" in line  # the traceback, as one log line
+
+
+async def test_storage_error_from_a_runs_output_is_not_an_internal_error(tmp_path, monkeypatch):
+    """A storage error that reaches a run's supervisor through its executor (the store closing under an
+    output append) ends the run `interrupted` as the server's storage fault it is: no internal error."""
+    # A fake executor is needed: with a real one the store only raises this while it closes at the end
+    # of a shutdown, when the run's end cannot be recorded any more either.
+    execute = LocalExecutor.execute
+
+    async def execute_then_store_closes(self, spec, emit, stop):
+        if "FAULT" not in spec.env:
+            return await execute(self, spec, emit, stop)
+        raise StoreClosedError("store is closed")
+
+    monkeypatch.setattr(LocalExecutor, "execute", execute_then_store_closes)
+    with trio.fail_after(20):
+        async with running_server(make_settings(tmp_path)) as server:
+            run, events = await finished(server.services, [PY, "-c", "pass"], env={"FAULT": "1"})
+    assert (run.status, run.exit_code) == ("interrupted", None)
+    assert events[-1]["data"]["reason"] == "the server could not store the run's output"
+    assert not [e for e in events if e["kind"] == "system"]
