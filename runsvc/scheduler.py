@@ -10,7 +10,12 @@ Storage faults never end a task here: claims, appends and terminal statuses are 
 `retry=True`, which wait (with backoff, in the store) until the database takes them; a run's output
 then backs up into its pipe and the process blocks. A run is never recorded `failed` because the
 server could not store something. Every wait is bounded at shutdown: a terminal status that cannot
-be recorded within the shutdown's bound is left `running`, and startup recovery marks it interrupted.
+be recorded within the shutdown's bound is left `running`, and startup recovery (recovery.py) marks it
+interrupted.
+
+Anything else one run's supervision raises (a bug in an executor, in recording the end) ends that run
+`interrupted` with a `system` event, its traceback in the log; the claim loop and the other runs, whose
+supervisors share the nursery, carry on.
 """
 
 from __future__ import annotations
