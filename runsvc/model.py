@@ -1,4 +1,4 @@
-"""Plain types every layer shares: run statuses, events and batches of events, domain errors.
+"""Plain types every layer shares: runs and their statuses, events and batches of events, domain errors.
 
 This module imports nothing of runsvc, so the store, the event subsystem, the services and the HTTP layer
 can all use it without pointing up.
@@ -10,11 +10,41 @@ import json
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
+import attrs
+
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out", "interrupted")
 
 TERMINAL_STATUSES = frozenset(STATUSES[2:])  # a terminal run never changes again
 
 T = TypeVar("T")
+
+
+@attrs.frozen(kw_only=True)
+class Run:
+    """A run as every layer sees it: the store reads it (store/runs.py), the services pass it on, and its
+    JSON is made at the HTTP edge (http/run_json.py), one key per field in this order. A new field is
+    added here and as a column of `runs`: the store reads the columns these fields name (decoding the
+    ones it lists as JSON); the OpenAPI document describes it (tests/http/test_run_json.py checks)."""
+
+    id: int
+    name: str | None
+    command: tuple[str, ...]
+    env: dict[str, str] | None  # None in a summary: lists and the runs feed do not read it (SPEC §14)
+    status: str
+    exit_code: int | None  # -N when killed by signal N; None before the end or when it never started
+    created_at: str  # RFC 3339 UTC, as every timestamp here
+    started_at: str | None
+    ended_at: str | None
+    created_by: str | None  # username
+    last_seq: int  # seq of the run's newest event
+    timeout_s: float
+    labels: tuple[str, ...]  # an executor needs all of them
+    executor: str | None  # "local" or "agent:<name>"; None until claimed
+    attempt: int  # hand-outs so far
+    # For a queued run that no connected executor can take, what it waits for. Computed when the run is
+    # read or published (it depends on which agents are connected then), never stored.
+    waiting_for: str | None = None
+
 
 Event = dict[str, Any]  # {"seq": int, "ts": str, "kind": str, "data": str | dict}
 

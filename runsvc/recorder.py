@@ -12,9 +12,11 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
+
 from .events import EventLog, RunEventBus, RunFeed
 from .events.append import Transition
-from .model import EventBatch, state_data
+from .model import Event, EventBatch, Run, state_data
 from .store import runs as sql
 from .timeutil import now_ts
 
@@ -36,17 +38,16 @@ class RunRecorder:
         self._waiting_for = waiting_for  # the executor pool's: what a queued run with these labels waits for
         self.finished: collections.Counter[str] = collections.Counter()  # runs finished by status, /metrics
 
-    def with_waiting_for(self, run: dict[str, Any]) -> dict[str, Any]:
+    def with_waiting_for(self, run: Run) -> Run:
         """`run` with `waiting_for`: for a queued run that no connected executor can take, what it waits
         for. Computed when the run is read or published (it depends on which agents are connected now),
         never stored."""
-        run["waiting_for"] = self._waiting_for(run["labels"]) if run["status"] == "queued" else None
-        return run
+        return attrs.evolve(run, waiting_for=self._waiting_for(run.labels) if run.status == "queued" else None)
 
-    def published(self, result: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+    def published(self, result: tuple[Run, list[Event]]) -> None:
         """on_commit for writes that change a run and append its events directly (create, claim)."""
         run, events = result
-        self._bus.publish(EventBatch(run["id"], events))
+        self._bus.publish(EventBatch(run.id, events))
         self.feed.publish(self.with_waiting_for(run))
 
     async def append_output(
@@ -70,13 +71,13 @@ class RunRecorder:
         exit_code: int | None = None,
         reason: str | None = None,
         messages: Sequence[str] = (),
-    ) -> dict[str, Any]:
+    ) -> Run:
         """Move a run to a terminal status: `system` messages, then the terminal `state` event, in the
         transaction that changes the status.
 
         Raises StatusConflict if the run is not in `from_status`, RunNotFound if it is gone.
         """
-        changed: dict[str, Any] = {}
+        changed: dict[str, Run] = {}
 
         def transition(conn: sqlite3.Connection) -> None:
             changed["run"] = sql.finish(
@@ -86,8 +87,7 @@ class RunRecorder:
         items: list[tuple[str, Any]] = [("system", message) for message in messages]
         items.append(("state", state_data(status, exit_code, reason)))
         events = await self._eventlog.append(run_id, items, transition=transition)
-        run = changed["run"]
-        run["last_seq"] = events[-1]["seq"]
+        run = attrs.evolve(changed["run"], last_seq=events[-1]["seq"])
         self.finished[status] += 1
         self.feed.publish(self.with_waiting_for(run))
         return run

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 
 from .events import DirectSink, RunEventBus, RunFeed, stream_run_events
-from .model import TERMINAL_STATUSES, EventBatch, RunGone, RunNotFound, StatusConflict
+from .model import TERMINAL_STATUSES, EventBatch, Run, RunGone, RunNotFound, StatusConflict
 from .recorder import RunRecorder
 from .store import Store, StoreUnavailable
 from .store import runs as sql
@@ -61,7 +61,7 @@ class RunService:
         name: str | None,
         created_by: str | None,
         labels: Sequence[str] = (),
-    ) -> dict[str, Any]:
+    ) -> Run:
         run, _ = await self._store.write(
             partial(
                 sql.create_run, command=command, env=env, timeout_s=timeout_s, name=name,
@@ -72,7 +72,7 @@ class RunService:
         self._scheduling.wake()
         return self._with_waiting_for(run)
 
-    def _with_waiting_for(self, run: dict[str, Any]) -> dict[str, Any]:
+    def _with_waiting_for(self, run: Run) -> Run:
         return self._recorder.with_waiting_for(run)  # the same as the runs feed's frames carry
 
     def fence(self, run_ids: Sequence[int]) -> None:
@@ -107,7 +107,7 @@ class RunService:
                     raise RunGone(f"run {run_id} was deleted")
                 yield batch  # noqa: ASYNC119 (callers close this generator with aclosing)
 
-    async def get(self, run_id: int) -> dict[str, Any]:
+    async def get(self, run_id: int) -> Run:
         self._check_fence(run_id)
         run = await self._store.read(sql.get_run, run_id)
         if run is None:
@@ -116,11 +116,11 @@ class RunService:
 
     async def list(
         self, statuses: Sequence[str], limit: int, before: int | None
-    ) -> tuple[list[dict[str, Any]], int | None]:
+    ) -> tuple[list[Run], int | None]:
         runs, next_before = await self._store.read(sql.list_runs, statuses, limit, before)
         return [self._with_waiting_for(run) for run in runs], next_before
 
-    async def cancel(self, run_id: int, *, by: str | None) -> dict[str, Any]:
+    async def cancel(self, run_id: int, *, by: str | None) -> Run:
         """Cancel a queued run at once, or ask the scheduler to stop a running one.
 
         Raises StatusConflict (409) for a finished run, RunNotFound for an unknown one.
@@ -137,13 +137,13 @@ class RunService:
         except StatusConflict:
             pass
         run = await self.get(run_id)
-        if run["status"] == "running":
+        if run.status == "running":
             if self._scheduling.request_stop(run_id, "cancelled", reason):
                 return run
             run = await self.get(run_id)  # it finished meanwhile
-        if run["status"] in TERMINAL_STATUSES:
-            raise StatusConflict(f"run {run_id} has already finished ({run['status']})")
-        raise StatusConflict(f"run {run_id} cannot be cancelled while {run['status']}")
+        if run.status in TERMINAL_STATUSES:
+            raise StatusConflict(f"run {run_id} has already finished ({run.status})")
+        raise StatusConflict(f"run {run_id} cannot be cancelled while {run.status}")
 
     async def events_page(self, run_id: int, after_seq: int, limit: int) -> EventsPage:
         self._check_fence(run_id)

@@ -10,46 +10,79 @@ Storage faults never end a task here: claims, appends and terminal statuses are 
 `retry=True`, which wait (with backoff, in the store) until the database takes them; a run's output
 then backs up into its pipe and the process blocks. A run is never recorded `failed` because the
 server could not store something. Every wait is bounded at shutdown: a terminal status that cannot
-be recorded within the shutdown's bound is left `running`, and startup recovery marks it interrupted.
+be recorded within the shutdown's bound is left `running`, and startup recovery (recovery.py) marks it
+interrupted.
+
+Anything else one run's supervision raises (a bug in an executor, in recording the end) ends that run
+`interrupted` with a `system` event, its traceback in the log; the claim loop and the other runs, whose
+supervisors share the nursery, carry on.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
-from .config import Settings, server_id, server_work_dir
-from .executors import Outcome, RunSpec, StopRequest
-from .executors.orphans import kill_orphans, kill_tagged
+from .config import Settings, server_work_dir
+from .executors import Executor, Outcome, RunSpec, StopRequest
 from .executors.pool import ExecutorPool
 from .log import get_logger
-from .model import RunNotFound, StatusConflict
+from .model import Event, Run, RunNotFound, StatusConflict
 from .recorder import RunRecorder
 from .store import Store, StoreClosedError, StoreUnavailable
-from .store import agents as agent_sql
 from .store import runs as sql
 from .timeutil import now_ts
 
 log = get_logger(__name__)
 
 SHUTDOWN_FINISH_S = 10.0  # at shutdown, after the kill grace: longest wait for runs to be recorded
-RETRY_MAX_S = 2.0  # backoff cap of the scheduler's own retries (reads at recovery)
+
+# How a run ends when supervising it raised something unexpected: the details are in the server log.
+INTERNAL_ERROR = Outcome("interrupted", None, "internal error")
+INTERNAL_ERROR_MESSAGE = "internal error in runsvc while supervising the run; see the server log"
+
+
+class Wakeup:
+    """What the claim loop sleeps on: set by whatever may make a queued run claimable (a submit, a
+    finished run, an executor connecting or getting a free slot). Made before the scheduler and the
+    executor pool, which both get it at construction (the pool as its `on_change`)."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = trio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, store: Store, recorder: RunRecorder, pool: ExecutorPool):
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        recorder: RunRecorder,
+        pool: ExecutorPool,
+        wakeup: Wakeup,
+        adopter: Callable[[str], Executor | None],
+    ):
+        """`wakeup` is the one given to `pool` as its `on_change`; `adopter` gives the executor of a run
+        an earlier server process handed out, by executor name (the agent hub's links), or None."""
         self._settings = settings
         self._store = store
         self._recorder = recorder
         self.pool = pool
-        pool.set_on_change(self.wake)
-        self._wakeup = trio.Event()
+        self._wakeup = wakeup
+        self._adopter = adopter
         self._running: dict[int, StopRequest] = {}
         self._claiming = False
         self._early_stops: dict[int, tuple[str, str]] = {}  # stop requests that beat registration
@@ -59,7 +92,6 @@ class Scheduler:
         self.idle = False  # True while waiting for a wakeup with nothing claimable
         self.wakeups = 0  # times the claim loop woke from waiting (a wakeup or the safety net), /metrics
         self.workdirs = server_work_dir(settings)
-        self._server_id = server_id(settings)
         self._finish_scopes: set[trio.CancelScope] = set()
 
     # ---- the run service's view (runs.Scheduling) -------------------------------------------
@@ -82,13 +114,13 @@ class Scheduler:
     # ---- the claim loop --------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Recover what a crash left behind, then claim and supervise runs until cancelled."""
-        await self._recover()
+        """Adopt the runs an earlier server process left on agents, then claim and supervise runs until
+        cancelled. Startup recovery (recovery.py) has run before."""
         async with trio.open_nursery() as supervisors:
             await self._adopt_agent_runs(supervisors)
             task_status.started()
             while self._accepting:
-                self._wakeup = trio.Event()
+                self._wakeup.clear()
                 offers = self.pool.offers()
                 if offers:
                     claimed = await self._claim(offers)
@@ -102,7 +134,7 @@ class Scheduler:
                 self.idle = False
             await self._wait_all_finished()
 
-    async def _claim(self, offers: list[tuple[str, tuple[str, ...]]]) -> dict[str, Any] | None:
+    async def _claim(self, offers: list[tuple[str, tuple[str, ...]]]) -> Run | None:
         self._claiming = True
         try:
             result = await self._store.write(
@@ -113,58 +145,43 @@ class Scheduler:
             self._early_stops.clear()
         return result[0] if result else None
 
-    def _on_claim(self, result: tuple[dict[str, Any], list[dict[str, Any]]] | None) -> None:
+    def _on_claim(self, result: tuple[Run, list[Event]] | None) -> None:
         if result is None:
             return
         run = result[0]
-        self.pool.taken(run["executor"])
-        stop = self._running[run["id"]] = StopRequest()
-        early = self._early_stops.pop(run["id"], None) or self._stopping
+        self.pool.taken(_handed_to(run))
+        stop = self._running[run.id] = StopRequest()
+        early = self._early_stops.pop(run.id, None) or self._stopping
         if early is not None:
             stop.request(*early)
         self._recorder.published(result)
 
-    def _start(self, nursery: trio.Nursery, run: dict[str, Any]) -> None:
-        nursery.start_soon(self._supervise, run, self._running[run["id"]], name=f"run {run['id']}")
+    def _start(self, nursery: trio.Nursery, run: Run) -> None:
+        nursery.start_soon(self._supervise, run, self._running[run.id], name=f"run {run.id}")
 
     # ---- one run ---------------------------------------------------------------------------------
 
-    async def _supervise(self, run: dict[str, Any], stop: StopRequest, adopted_chunk: int | None = None) -> None:
-        run_id = run["id"]
-        name = run["executor"]
-        log.info("run started", run_id=run_id, command=run["command"], executor=name, attempt=run["attempt"])
-        spec = RunSpec(
-            id=run_id,
-            command=tuple(run["command"]),
-            env=dict(run["env"]),
-            timeout_s=run["timeout_s"],
-            workdir=self.workdirs / str(run_id),
-            attempt=run["attempt"],
-            kill_grace_s=self._settings.kill_grace_s,
-            adopted_chunk=adopted_chunk,
-        )
-        sink = _CappedSink(self._recorder, run_id, self._settings.output_cap_bytes)
-        executor = self.pool.executor(name)
+    async def _supervise(self, run: Run, stop: StopRequest, adopted_chunk: int | None = None) -> None:
+        """Execute one run and record its end. An unexpected exception on the way (a bug in an executor,
+        in recording the end) ends this run `interrupted`; it never ends the claim loop and the other
+        runs' supervisors, which share its nursery."""
+        run_id = run.id
+        name = _handed_to(run)
         try:
             try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_time_out, stop, run["timeout_s"])
-                    if executor is None:  # the agent was revoked between the claim and now
-                        outcome = Outcome("interrupted", None, "agent revoked")
-                    else:
-                        outcome = await executor.execute(spec, sink.emit, stop)
-                    nursery.cancel_scope.cancel()
-            except (StoreClosedError, StoreUnavailable) as exc:
-                # The server's own storage, not the run, failed: never recorded as the run failing.
-                log.warning("run cut short by a storage error", run_id=run_id, error=str(exc))
-                outcome = Outcome("interrupted", None, "the server could not store the run's output")
-            except Exception as exc:
-                # A bug in an executor must not take the server down; the run records it.
-                log.exception("executor failed", run_id=run_id)
-                outcome = Outcome("failed", None, f"internal error: {type(exc).__name__}: {exc}")
-            await self._finish(run_id, outcome)
+                outcome = await self._execute(run, stop, adopted_chunk)
+                await self._finish(run_id, outcome)
+            except Exception:
+                # The traceback goes to the log (one line), never into the run's events.
+                log.exception("internal error while supervising a run; it ends interrupted", run_id=run_id)
+                await self._finish(run_id, INTERNAL_ERROR, messages=(INTERNAL_ERROR_MESSAGE,))
+                return
             if outcome.recorded is not None:
                 await outcome.recorded()
+        except Exception:
+            # Recording the interruption failed as well, or the executor's after-recording step did:
+            # the run is left as recorded (a run left `running` is interrupted by the next start).
+            log.exception("internal error while supervising a run", run_id=run_id)
         finally:
             self.pool.released(name)
             del self._running[run_id]
@@ -172,7 +189,41 @@ class Scheduler:
             self._finished = trio.Event()
             self._wakeup.set()
 
-    async def _finish(self, run_id: int, outcome: Outcome) -> None:
+    async def _execute(self, run: Run, stop: StopRequest, adopted_chunk: int | None) -> Outcome:
+        """The run on its executor, with its timeout timer and output cap, until its process is gone."""
+        run_id = run.id
+        name = _handed_to(run)
+        log.info("run started", run_id=run_id, command=list(run.command), executor=name, attempt=run.attempt)
+        assert run.env is not None  # claims and adoptions read whole runs, not summaries
+        spec = RunSpec(
+            id=run_id,
+            command=run.command,
+            env=dict(run.env),
+            timeout_s=run.timeout_s,
+            workdir=self.workdirs / str(run_id),
+            attempt=run.attempt,
+            kill_grace_s=self._settings.kill_grace_s,
+            adopted_chunk=adopted_chunk,
+        )
+        sink = _CappedSink(self._recorder, run_id, self._settings.output_cap_bytes)
+        executor = self.pool.executor(name)
+        outcome: Outcome
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_time_out, stop, run.timeout_s)
+                if executor is None:  # the agent was revoked between the claim and now
+                    outcome = Outcome("interrupted", None, "agent revoked")
+                else:
+                    outcome = await executor.execute(spec, sink.emit, stop)
+                nursery.cancel_scope.cancel()
+        except* (StoreClosedError, StoreUnavailable) as group:
+            # (except*: the nursery wraps what its body raises in an ExceptionGroup.) The server's own
+            # storage, not the run, failed: never recorded as the run failing, nor as an internal error.
+            log.warning("run cut short by a storage error", run_id=run_id, error=str(group.exceptions[0]))
+            outcome = Outcome("interrupted", None, "the server could not store the run's output")
+        return outcome
+
+    async def _finish(self, run_id: int, outcome: Outcome, messages: Sequence[str] = ()) -> None:
         # Shielded so that a shutdown does not lose a status that is being recorded; bounded by
         # shutdown(), which cancels these scopes once its own bound has passed.
         with trio.CancelScope(shield=True) as scope:
@@ -180,7 +231,7 @@ class Scheduler:
             try:
                 await self._recorder.finish(
                     run_id, from_status="running", status=outcome.status, exit_code=outcome.exit_code,
-                    reason=outcome.reason,
+                    reason=outcome.reason, messages=messages,
                 )
             except (StatusConflict, RunNotFound) as exc:
                 log.warning("run finished but could not be recorded", run_id=run_id, error=str(exc))
@@ -199,49 +250,6 @@ class Scheduler:
 
     # ---- startup and shutdown --------------------------------------------------------------------
 
-    async def _recover(self) -> None:
-        """Runs left `running` by a crashed server become `interrupted`; their processes (found by
-        working directory and by their environment's tags) and directories go."""
-        killed = await trio.to_thread.run_sync(self._kill_leftovers)
-        if killed:
-            log.warning("killed processes of runs a crashed server left behind", processes=killed)
-        backoff = 0.05
-        while True:
-            try:
-                running = await self._store.read(sql.running_run_ids)
-                break
-            except StoreUnavailable as exc:
-                log.warning("startup recovery waiting for the database", error=str(exc))
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, RETRY_MAX_S)
-        for run_id in running:
-            try:
-                await self._recorder.finish(
-                    run_id, from_status="running", status="interrupted",
-                    reason="server stopped while the run was running",
-                    messages=["runsvc restarted; the run was interrupted by a server crash or kill"],
-                )
-                log.warning("run interrupted by an earlier crash", run_id=run_id)
-            except (StatusConflict, RunNotFound):
-                pass
-        await trio.to_thread.run_sync(self._remove_leftover_dirs)
-
-    def _kill_leftovers(self) -> int:
-        killed = len(kill_tagged(self._server_id))
-        for root in (self.workdirs, self._legacy_workdirs()):
-            if root.exists():
-                killed += len(kill_orphans(root))
-        return killed
-
-    def _remove_leftover_dirs(self) -> None:
-        for root in (self.workdirs, self._legacy_workdirs()):
-            for child in root.iterdir() if root.exists() else ():
-                shutil.rmtree(child, ignore_errors=True)
-        shutil.rmtree(self._legacy_workdirs(), ignore_errors=True)
-
-    def _legacy_workdirs(self) -> Path:
-        return self._settings.data_dir / "work"  # before work_dir existed, runs ran in here
-
     def kill_all_now(self) -> None:
         """Second signal: the process exits right after this; its runs must not outlive it."""
         self.pool.kill_all_now()
@@ -249,14 +257,16 @@ class Scheduler:
     async def _adopt_agent_runs(self, supervisors: trio.Nursery) -> None:
         """Runs a previous server process left running on agents keep running: their agents reconnect
         and carry on within the lease, or the runs end interrupted ("agent lost")."""
-        for run in await self._store.read(agent_sql.agent_runs):
-            executor = self.pool.adopt(run["executor"])
+        for run, stored_chunk in await self._store.read(sql.agent_runs):
+            name = _handed_to(run)
+            executor = self._adopter(name)
             if executor is None:
                 continue
-            self.pool.taken(run["executor"])
-            stop = self._running[run["id"]] = StopRequest()
-            log.info("adopting agent run", run_id=run["id"], executor=run["executor"])
-            supervisors.start_soon(self._supervise, run, stop, run["agent_chunk"], name=f"run {run['id']}")
+            self.pool.adopt(name, executor)
+            self.pool.taken(name)
+            stop = self._running[run.id] = StopRequest()
+            log.info("adopting agent run", run_id=run.id, executor=name)
+            supervisors.start_soon(self._supervise, run, stop, stored_chunk, name=f"run {run.id}")
 
     async def shutdown(self, drain_s: float) -> None:
         """Stop claiming; let running runs finish for `drain_s`, then stop them as `interrupted`."""
@@ -295,6 +305,12 @@ class SchedulerStatistics:
     idle: bool  # waiting for a wakeup with nothing running and nothing claimable
     claiming: bool  # a claim transaction is in flight
     accepting: bool  # False once shutdown has begun
+
+
+def _handed_to(run: Run) -> str:
+    """The executor a claimed or adopted run is on (a claim names it in the statement that claims)."""
+    assert run.executor is not None
+    return run.executor
 
 
 async def _time_out(stop: StopRequest, timeout_s: float) -> None:

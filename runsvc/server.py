@@ -27,6 +27,7 @@ from .isolation import (
 )
 from .log import get_logger
 from .maintenance import run_maintenance, run_pruner
+from .recovery import recover_crashed_runs
 from .services import Services, build_services
 from .store import open_store
 
@@ -130,7 +131,8 @@ async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) 
     http_stop = trio.Event()
     async with trio.open_nursery() as root:
         async with trio.open_nursery() as background:
-            # Startup recovery runs before the first connection is accepted.
+            # Startup recovery, then adopting agent runs, before the first connection is accepted.
+            await recover_crashed_runs(settings, services.store, services.recorder)
             await background.start(services.scheduler.run)
             background.start_soon(services.bus.run_pruner)
             metrics = services.metrics

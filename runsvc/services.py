@@ -10,11 +10,12 @@ from .config import Settings, server_id
 from .events import EventLog, RunEventBus, RunFeed
 from .executors import LocalExecutor, RunAs
 from .executors.pool import ExecutorPool
+from .http.run_json import feed_frame
 from .http.sockets import SocketRegistry
 from .metrics import Metrics, Sources
 from .recorder import RunRecorder
 from .runs import RunService
-from .scheduler import Scheduler
+from .scheduler import Scheduler, Wakeup
 from .store import Store
 
 
@@ -27,6 +28,7 @@ class Services:
     bus: RunEventBus
     eventlog: EventLog
     feed: RunFeed
+    recorder: RunRecorder
     runs: RunService
     scheduler: Scheduler
     sockets: SocketRegistry
@@ -43,13 +45,17 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
     local = None
     if settings.local_executor:
         local = LocalExecutor(kill_grace_s=settings.kill_grace_s, server_id=server_id(settings), run_as=run_as)
-    pool = ExecutorPool(local, settings.local_labels, settings.max_concurrent_runs)
-    feed = RunFeed()
+    # Built bottom up, each getting what it needs at construction: the wakeup, the pool (which wakes
+    # the scheduler when a run may have become claimable), the agents' hub (whose links are executors in
+    # the pool), the scheduler (which adopts agent runs from the hub).
+    wakeup = Wakeup()
+    pool = ExecutorPool(local, settings.local_labels, settings.max_concurrent_runs, on_change=wakeup.set)
+    feed = RunFeed(feed_frame)
     recorder = RunRecorder(
         eventlog, bus, feed, waiting_for=pool.waiting_for, output_interval_s=settings.output_interval_s
     )
     hub = AgentHub(settings, store, pool)
-    scheduler = Scheduler(settings, store, recorder, pool)
+    scheduler = Scheduler(settings, store, recorder, pool, wakeup, adopter=hub.adopt)
     runs = RunService(store, recorder, bus, scheduler)
     metrics = Metrics(store, Sources(
         sql_statements=lambda: store.statistics().statements,
@@ -63,6 +69,6 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
     ))
     return Services(
         settings=settings, store=store, auth=auth, tokens=ApiTokens(store, revocations=auth.revocations),
-        bus=bus, eventlog=eventlog, feed=feed, runs=runs, scheduler=scheduler, sockets=SocketRegistry(),
-        metrics=metrics, agents=AgentService(store, hub),
+        bus=bus, eventlog=eventlog, feed=feed, recorder=recorder, runs=runs, scheduler=scheduler,
+        sockets=SocketRegistry(), metrics=metrics, agents=AgentService(store, hub),
     )

@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 from runsvc.events import EventLog, RunEventBus, RunFeed, Subscription, stream_run_events
+from runsvc.http.run_json import feed_frame
 from runsvc.model import EventBatch, RunNotFound
 from runsvc.recorder import RunRecorder
 from runsvc.store import open_store
@@ -584,7 +585,7 @@ async def test_output_is_committed_at_once_and_its_reader_then_waits_out_the_int
     only then, so a run that keeps printing is committed about once per interval. Other writers are not
     held: another run's output meanwhile is committed at once too."""
     eventlog = EventLog(store, bus, commit_interval_s=0)
-    recorder = RunRecorder(eventlog, bus, RunFeed(), output_interval_s=3600)
+    recorder = RunRecorder(eventlog, bus, RunFeed(feed_frame), output_interval_s=3600)
     first_run, other_run = await make_run(store), await make_run(store)
     returned: list[int] = []
 
@@ -607,7 +608,7 @@ async def test_output_is_committed_at_once_and_its_reader_then_waits_out_the_int
 
 async def test_output_interval_zero_returns_after_the_commit(store, bus):
     eventlog = EventLog(store, bus)
-    recorder = RunRecorder(eventlog, bus, RunFeed(), output_interval_s=0)
+    recorder = RunRecorder(eventlog, bus, RunFeed(feed_frame), output_interval_s=0)
     run_id = await make_run(store)
     with trio.fail_after(10):
         for i in range(3):

@@ -32,9 +32,8 @@ class AgentHub:
         self.pool = pool
         self._links: dict[str, AgentLink] = {}
         self._closing = trio.Event()
-        pool.set_adopter(self._adopt)
 
-    def _adopt(self, executor_name: str) -> AgentLink | None:
+    def adopt(self, executor_name: str) -> AgentLink | None:
         prefix = agent_executor_name("")
         if not executor_name.startswith(prefix):
             return None

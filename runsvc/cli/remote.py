@@ -21,6 +21,8 @@ from typing import Any
 
 import trio
 
+from ..http.run_json import run_from_json
+from ..model import Run
 from .client import RECONNECT_FOR_S, ApiClient, ClientError, follow_events
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -92,8 +94,16 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     follow.set_defaults(run=run_follow)
 
 
-def exit_status(run: dict[str, Any]) -> int:
-    status, code = run["status"], run["exit_code"]
+def parse_run(value: Any) -> Run:
+    """A run object of an answer; a ClientError if it is not one (a server of another version)."""
+    try:
+        return run_from_json(value)
+    except (KeyError, TypeError) as exc:
+        raise ClientError(f"the server's answer is not a run object this client knows (missing {exc})") from None
+
+
+def exit_status(run: Run) -> int:
+    status, code = run.status, run.exit_code
     if status == "succeeded":
         return 0
     if status == "failed":
@@ -158,10 +168,10 @@ async def _follow(client: ApiClient, run_id: int, after_seq: int, give_up_after:
                 print(data, file=sys.stderr, flush=True)
             elif kind == "system":
                 print(f"[runsvc] {data}", file=sys.stderr, flush=True)
-    run = await client.get_run(run_id)
-    if run["status"] != "succeeded":
-        detail = f" (exit code {run['exit_code']})" if run["exit_code"] is not None else ""
-        print(f"[runsvc] run {run_id} {run['status']}{detail}", file=sys.stderr, flush=True)
+    run = parse_run(await client.get_run(run_id))
+    if run.status != "succeeded":
+        detail = f" (exit code {run.exit_code})" if run.exit_code is not None else ""
+        print(f"[runsvc] run {run_id} {run.status}{detail}", file=sys.stderr, flush=True)
     return exit_status(run)
 
 
@@ -195,12 +205,12 @@ def run_submit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     async def main() -> int:
         async with connected(args) as client:
-            run = await client.submit(body)
+            run = parse_run(await client.submit(body))
             if not args.follow:
-                print(run["id"])
+                print(run.id)
                 return 0
-            print(f"[runsvc] run {run['id']} submitted", file=sys.stderr, flush=True)
-            return await _follow(client, run["id"], 0, args.give_up_after)
+            print(f"[runsvc] run {run.id} submitted", file=sys.stderr, flush=True)
+            return await _follow(client, run.id, 0, args.give_up_after)
 
     return run_client(main)
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 from urllib.parse import urlencode
 
-from ..model import STATUSES
-from .remote import add_connection_flags, connected, run_client
+from ..model import STATUSES, Run
+from .remote import add_connection_flags, connected, parse_run, run_client
 
 LIST_COLUMNS = ("ID", "STATUS", "EXIT", "NAME", "BY", "CREATED")
 
@@ -50,12 +49,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     log.set_defaults(run=run_log)
 
 
-def _table(runs: list[dict[str, Any]]) -> list[str]:
+def _table(runs: list[Run]) -> list[str]:
     rows = [list(LIST_COLUMNS)]
     for run in runs:
-        exit_code = "" if run["exit_code"] is None else str(run["exit_code"])
-        rows.append([str(run["id"]), run["status"], exit_code, run["name"] or "", run["created_by"] or "",
-                     run["created_at"]])
+        exit_code = "" if run.exit_code is None else str(run.exit_code)
+        rows.append([str(run.id), run.status, exit_code, run.name or "", run.created_by or "", run.created_at])
     widths = [max(len(row[i]) for row in rows) for i in range(len(LIST_COLUMNS))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
 
@@ -70,7 +68,7 @@ def run_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     async def main() -> int:
         async with connected(args) as client:
             answer = await client.call("GET", "/api/v1/runs?" + urlencode(query))
-        for line in _table(answer["runs"]):
+        for line in _table([parse_run(run) for run in answer["runs"]]):
             print(line)
         return 0
 
@@ -91,7 +89,7 @@ def run_cancel(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     async def main() -> int:
         async with connected(args) as client:
             answer = await client.call("POST", f"/api/v1/runs/{args.run_id}/cancel", expect=202)
-        print(f"run {args.run_id}: {answer['run']['status']}")
+        print(f"run {args.run_id}: {parse_run(answer['run']).status}")
         return 0
 
     return run_client(main)

@@ -6,11 +6,12 @@ Not durable: a watcher that reconnects refetches the list. A watcher too slow to
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from collections.abc import Callable
 
 import attrs
 import trio
+
+from ..model import Run
 
 FEED_CAPACITY = 256  # frames buffered per watcher before it is dropped
 
@@ -44,7 +45,9 @@ class FeedStatistics:
 
 
 class RunFeed:
-    def __init__(self) -> None:
+    def __init__(self, frame: Callable[[Run], str]) -> None:
+        """`frame` makes a published run's frame (JSON text; the HTTP layer's), once for all watchers."""
+        self._frame = frame
         self._watchers: set[FeedWatcher] = set()
         self._published = 0
         self._dropped = 0
@@ -54,13 +57,12 @@ class RunFeed:
         self._watchers.add(watcher)
         return watcher
 
-    def publish(self, run: dict[str, Any]) -> None:
+    def publish(self, run: Run) -> None:
         """Offer the run's new state to every watcher. Never blocks; drops watchers that are full."""
         self._published += 1
         if not self._watchers:
             return
-        summary = {key: value for key, value in run.items() if key != "env"}  # as GET /runs lists it
-        frame = json.dumps({"type": "run", "run": summary}, ensure_ascii=False)
+        frame = self._frame(run)
         for watcher in list(self._watchers):
             try:
                 watcher._send.send_nowait(frame)

@@ -29,17 +29,18 @@ class _Entry:
 
 
 class ExecutorPool:
-    def __init__(self, local: Executor | None, local_labels: Sequence[str], local_capacity: int):
+    def __init__(
+        self, local: Executor | None, local_labels: Sequence[str], local_capacity: int,
+        *, on_change: Callable[[], None],
+    ):
+        """`on_change` is called whenever a queued run may have become claimable (the scheduler's
+        wakeup)."""
         self._entries: dict[str, _Entry] = {}
         self._busy: dict[str, int] = {}  # runs handed out and not finished, per executor name
         self._known: dict[str, Executor] = {}  # every executor a run may still be on (also offline ones)
-        self._on_change: Callable[[], None] = lambda: None
-        self._adopter: Callable[[str], Executor | None] = lambda name: None
+        self._on_change = on_change
         if local is not None:
             self.connect(LOCAL, local_labels, local_capacity, local)
-
-    def set_on_change(self, callback: Callable[[], None]) -> None:
-        self._on_change = callback
 
     # ---- executors coming and going -------------------------------------------------------------
 
@@ -63,17 +64,10 @@ class ExecutorPool:
         self._entries.pop(name, None)
         self._known.pop(name, None)
 
-    def set_adopter(self, adopter: Callable[[str], Executor | None]) -> None:
-        """Where executors come from for runs handed out by an earlier server process (agents)."""
-        self._adopter = adopter
-
-    def adopt(self, name: str) -> Executor | None:
-        """The executor of a run an earlier server process handed out; it takes no new runs until it
-        connects. None if there is no such executor any more (a revoked agent)."""
-        executor = self._known.get(name) or self._adopter(name)
-        if executor is not None:
-            self._known[name] = executor
-        return executor
+    def adopt(self, name: str, executor: Executor) -> None:
+        """`executor` (unless one is known by `name` already) has runs an earlier server process handed
+        out under `name`; it takes no new runs until it connects."""
+        self._known.setdefault(name, executor)
 
     def kill_all_now(self) -> None:
         """Second signal: every executor kills what it runs here, at once (see Executor.kill_all_now)."""

@@ -118,18 +118,3 @@ class ChunkOutOfOrder(Exception):
     def __init__(self, stored: int):
         super().__init__(f"last stored chunk is {stored}")
         self.stored = stored
-
-
-def agent_runs(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Runs left running on agents (startup): id, executor, attempt, agent_chunk and what a RunSpec needs."""
-    rows = conn.execute(
-        "SELECT id, command, env, timeout_s, labels, executor, attempt, agent_chunk FROM runs "
-        "WHERE status = 'running' AND executor LIKE 'agent:%' ORDER BY id"
-    ).fetchall()
-    runs = []
-    for row in rows:
-        run = dict(row)
-        for key in ("command", "env", "labels"):
-            run[key] = json.loads(run[key])
-        runs.append(run)
-    return runs

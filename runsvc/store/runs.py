@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..model import TERMINAL_STATUSES, Event, EventBatch, StatusConflict, state_data
+import attrs
+
+from ..model import TERMINAL_STATUSES, Event, EventBatch, Run, StatusConflict, state_data
 from . import events as event_sql
 
-RUN_COLUMNS = (
-    "id, name, command, env, status, exit_code, created_at, started_at, ended_at, created_by, "
-    "last_seq, timeout_s, labels, executor, attempt"
-)
+# Run fields that are not columns: computed when a run is read or published.
+_COMPUTED_FIELDS = frozenset({"waiting_for"})
+# Columns stored as JSON text, with what the decoded value becomes in a Run.
+_JSON_COLUMNS: dict[str, Callable[[Any], Any]] = {"command": tuple, "env": dict, "labels": tuple}
+
+# The columns a Run is read from, in the order of its fields.
+RUN_COLUMNS = ", ".join(field.name for field in attrs.fields(Run) if field.name not in _COMPUTED_FIELDS)
 # What lists carry (SPEC §14): the run without `env`, which can be 64 KiB a run.
 SUMMARY_COLUMNS = RUN_COLUMNS.replace(" env,", "")
 
@@ -45,13 +50,17 @@ CLAIM_NEXT = """
     RETURNING """ + ", ".join(f"runs.{column.strip()}" for column in RUN_COLUMNS.split(","))
 
 
-def run_from_row(row: sqlite3.Row) -> dict[str, Any]:
-    run = dict(row)
-    run["command"] = json.loads(run["command"])
-    if "env" in run:
-        run["env"] = json.loads(run["env"])
-    run["labels"] = json.loads(run["labels"])
-    return run
+def run_from_row(row: sqlite3.Row) -> Run:
+    """A Run from a row of RUN_COLUMNS, or of SUMMARY_COLUMNS (then without `env`)."""
+    return _run(dict(zip(row.keys(), row, strict=True)))
+
+
+def _run(values: dict[str, Any]) -> Run:
+    for key, decode in _JSON_COLUMNS.items():
+        if key in values:
+            values[key] = decode(json.loads(values[key]))
+    values.setdefault("env", None)
+    return Run(**values)
 
 
 def create_run(
@@ -64,7 +73,7 @@ def create_run(
     created_by: str | None,
     ts: str,
     labels: Sequence[str] = (),
-) -> tuple[dict[str, Any], list[Event]]:
+) -> tuple[Run, list[Event]]:
     """Insert a queued run with its first event (seq 1, `state queued`)."""
     run_id = conn.execute(
         "INSERT INTO runs (name, command, env, timeout_s, status, created_by, created_at, labels) "
@@ -77,14 +86,14 @@ def create_run(
     return run, events
 
 
-def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
+def get_run(conn: sqlite3.Connection, run_id: int) -> Run | None:
     row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
     return run_from_row(row) if row else None
 
 
 def list_runs(
     conn: sqlite3.Connection, statuses: Sequence[str], limit: int, before: int | None
-) -> tuple[list[dict[str, Any]], int | None]:
+) -> tuple[list[Run], int | None]:
     """Run summaries (no env), newest first, keyset-paginated by id; returns (runs, the `before` of the
     next page or None)."""
     where: list[str] = []
@@ -100,13 +109,13 @@ def list_runs(
         f"SELECT {SUMMARY_COLUMNS} FROM runs {clause} ORDER BY id DESC LIMIT ?", (*params, limit + 1)
     ).fetchall()
     runs = [run_from_row(row) for row in rows[:limit]]
-    next_before = runs[-1]["id"] if len(rows) > limit else None
+    next_before = runs[-1].id if len(rows) > limit else None
     return runs, next_before
 
 
 def claim_next(
     conn: sqlite3.Connection, ts: str, executors: Sequence[tuple[str, Sequence[str]]]
-) -> tuple[dict[str, Any], list[Event]] | None:
+) -> tuple[Run, list[Event]] | None:
     """Atomically move the oldest queued run that one of `executors` ((name, labels), in order of
     preference) can take to running, naming the executor and counting the attempt; append its
     `state running` event."""
@@ -117,14 +126,13 @@ def claim_next(
     if row is None:
         return None
     run = run_from_row(row)
-    events = event_sql.append_now(conn, run["id"], [("state", state_data("running"))], ts)
-    run["last_seq"] = events[-1]["seq"]
-    return run, events
+    events = event_sql.append_now(conn, run.id, [("state", state_data("running"))], ts)
+    return attrs.evolve(run, last_seq=events[-1]["seq"]), events
 
 
 def finish(
     conn: sqlite3.Connection, run_id: int, *, from_status: str, status: str, exit_code: int | None, ts: str
-) -> dict[str, Any]:
+) -> Run:
     """Transition: from_status -> terminal `status`. Raises StatusConflict if the run is elsewhere."""
     assert status in TERMINAL_STATUSES
     row = conn.execute(
@@ -146,6 +154,21 @@ def running_run_ids(conn: sqlite3.Connection) -> list[int]:
             "ORDER BY id"
         )
     ]
+
+
+def agent_runs(conn: sqlite3.Connection) -> list[tuple[Run, int]]:
+    """Runs a previous server process left running on agents (startup: the scheduler adopts them), each
+    with the last output chunk of its current attempt that is stored."""
+    rows = conn.execute(
+        f"SELECT {RUN_COLUMNS}, agent_chunk FROM runs WHERE status = 'running' AND executor LIKE 'agent:%' "
+        "ORDER BY id"
+    ).fetchall()
+    runs = []
+    for row in rows:
+        values = dict(zip(row.keys(), row, strict=True))
+        chunk = values.pop("agent_chunk")
+        runs.append((_run(values), chunk))
+    return runs
 
 
 def events_page(

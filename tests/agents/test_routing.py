@@ -19,7 +19,7 @@ class _Nothing:
 
 def test_offers_free_executors_local_first_then_most_free_agent():
     """Only executors with a free slot are offered; the local one first, then agents by free slots."""
-    pool = ExecutorPool(_Nothing(), ["local"], 1)
+    pool = ExecutorPool(_Nothing(), ["local"], 1, on_change=lambda: None)
     pool.connect("agent:a", ["gpu"], 1, _Nothing())
     pool.connect("agent:b", ["gpu", "big"], 3, _Nothing())
     assert [name for name, _ in pool.offers()] == ["local", "agent:b", "agent:a"]
@@ -33,7 +33,7 @@ def test_offers_free_executors_local_first_then_most_free_agent():
 
 def test_waiting_for_names_missing_labels_of_connected_executors():
     """A run waits for an executor that has all its labels; capacity does not matter."""
-    pool = ExecutorPool(None, ["local"], 1)
+    pool = ExecutorPool(None, ["local"], 1, on_change=lambda: None)
     assert pool.waiting_for([]) == "an executor (none is connected)"
     pool.connect("agent:a", ["gpu", "linux"], 0, _Nothing())
     assert pool.waiting_for([]) is None
@@ -54,8 +54,8 @@ def test_claim_takes_oldest_run_some_executor_can_take_and_counts_attempts():
     offers = [("local", ("local",)), ("agent:a", ("gpu",))]
     first, _ = sql.claim_next(conn, "t2", offers)
     second, _ = sql.claim_next(conn, "t2", offers)
-    assert (first["id"], first["executor"], first["attempt"]) == (2, "agent:a", 1)
-    assert (second["id"], second["executor"]) == (3, "local")
+    assert (first.id, first.executor, first.attempt) == (2, "agent:a", 1)
+    assert (second.id, second.executor) == (3, "local")
     assert sql.claim_next(conn, "t2", offers) is None
     assert sql.claim_next(conn, "t2", []) is None
     conn.close()

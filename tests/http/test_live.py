@@ -14,6 +14,7 @@ import trio
 import trio.lowlevel
 import trio_websocket
 
+from runsvc.model import Run
 from runsvc.server import serve
 from tests.conftest import make_settings
 from tests.helpers import FAST_HASHER, add_user, login, open_websocket, running_server, wait_until
@@ -72,9 +73,9 @@ async def _session(server, client):
 async def running_run(services):
     """A run whose process sleeps; returned once it is running."""
     run = await services.runs.submit(command=SLEEPER, env={}, timeout_s=60, name=None, created_by="t")
-    while (await services.runs.get(run["id"]))["status"] != "running":
+    while (await services.runs.get(run.id)).status != "running":
         await trio.sleep(0.01)
-    return run["id"]
+    return run.id
 
 
 async def append_lines(services, run_id, count, per_append=100):
@@ -103,7 +104,7 @@ async def test_mid_run_client_and_resume_from_k(server, session):
             await wait_until(lambda: services.bus.subscriber_count(run_id) == 2)  # both joined mid-run
             await append_lines(services, run_id, 500)
             await services.runs.cancel(run_id, by="t")
-    last = (await services.runs.get(run_id))["last_seq"]
+    last = (await services.runs.get(run_id)).last_seq
     seqs, end, code = results["full"]
     assert seqs == list(range(1, last + 1)) and end == {"type": "end", "last_seq": last} and code == 1000
     seqs, end, code = results["tail"]
@@ -124,13 +125,13 @@ async def test_disconnect_and_resume_is_exactly_once(server, session):
             async with open_ws(server, f"/api/v1/runs/{run_id}/events/ws?after_seq={first[-1]}", cookie=session) as ws:
                 nursery.start_soon(_cancel_when_appended, services, run_id, 3002)
                 second, end, code = await read_all(ws)
-    last = (await services.runs.get(run_id))["last_seq"]
+    last = (await services.runs.get(run_id)).last_seq
     assert first + second == list(range(1, last + 1))
     assert end["last_seq"] == last and code == 1000
 
 
 async def _cancel_when_appended(services, run_id, seq):
-    while (await services.runs.get(run_id))["last_seq"] < seq:
+    while (await services.runs.get(run_id)).last_seq < seq:
         await trio.sleep(0.02)
     await services.runs.cancel(run_id, by="t")
 
@@ -204,7 +205,7 @@ async def test_hundred_clients_see_identical_sequences(server, session):
                 await trio.sleep(0.01)
             await append_lines(services, run_id, 2000, 20)
             await services.runs.cancel(run_id, by="t")
-    last = (await services.runs.get(run_id))["last_seq"]
+    last = (await services.runs.get(run_id)).last_seq
     assert len(results) == 100
     assert all(seqs == list(range(1, last + 1)) and code == 1000 for seqs, _, code in results)
 
@@ -298,9 +299,9 @@ async def test_finished_run_past_end_gets_end_at_once(server, session):
     with trio.fail_after(20):
         run_id = await running_run(services)
         await services.runs.cancel(run_id, by="t")
-        while (await services.runs.get(run_id))["status"] == "running":
+        while (await services.runs.get(run_id)).status == "running":
             await trio.sleep(0.02)
-        last = (await services.runs.get(run_id))["last_seq"]
+        last = (await services.runs.get(run_id)).last_seq
         async with open_ws(server, f"/api/v1/runs/{run_id}/events/ws?after_seq={last + 5}", cookie=session) as ws:
             seqs, end, code = await read_all(ws)
     assert seqs == [] and end == {"type": "end", "last_seq": last} and code == 1000
@@ -407,9 +408,12 @@ async def test_slow_feed_client_is_closed_with_1013(server, session):
         async with open_ws(server, "/api/v1/runs/feed/ws", cookie=session) as ws:
             while feed.statistics().watchers == 0:
                 await trio.sleep(0.01)
-            padding = "x" * 2000
             for i in range(5000):  # ~10 MB: more than the socket buffers and the watcher's channel
-                feed.publish({"id": i, "status": "queued", "name": padding})
+                feed.publish(Run(
+                    id=i, name="x" * 2000, command=("true",), env=None, status="queued", exit_code=None,
+                    created_at="2026-01-01T00:00:00Z", started_at=None, ended_at=None, created_by="t",
+                    last_seq=1, timeout_s=60.0, labels=(), executor=None, attempt=0,
+                ))
                 if i % 50 == 0:
                     await trio.lowlevel.checkpoint()
             assert feed.statistics().dropped_watchers == 1

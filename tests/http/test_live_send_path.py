@@ -46,7 +46,7 @@ async def test_sender_writes_through_the_asgi_send(server, session, monkeypatch)
                 seqs, end, code = await read_all(ws, stop_after_seq=600)
             await services.runs.cancel(run_id, by="t")
             more, end, code = await read_all(ws)
-    last = (await services.runs.get(run_id))["last_seq"]
+    last = (await services.runs.get(run_id)).last_seq
     assert found == ["asgi"]
     assert seqs + more == list(range(1, last + 1))
     assert end == {"type": "end", "last_seq": last} and code == 1000
@@ -107,7 +107,7 @@ async def test_live_batches_are_written_straight_into_the_socket(server, session
     with trio.fail_after(30):
         run_id = await running_run(server.services)
         seqs, end, code = await _watch_while_appending(server, session, run_id, batches=100, lines=5, width=20)
-    last = (await server.services.runs.get(run_id))["last_seq"]
+    last = (await server.services.runs.get(run_id)).last_seq
     assert seqs == list(range(1, last + 1))
     assert end == {"type": "end", "last_seq": last} and code == 1000
     assert server.services.sockets.statistics().direct_writes > 0
@@ -139,7 +139,7 @@ async def test_a_socket_that_fills_mid_frame_gets_the_rest_of_it_first(server, s
             await services.runs.cancel(run_id, by="t")
             *frames, end = await client.frames()
             seqs += [e["seq"] for frame in frames for e in frame["events"]]
-    last = (await services.runs.get(run_id))["last_seq"]
+    last = (await services.runs.get(run_id)).last_seq
     assert seqs == list(range(1, last + 1))
     assert end == {"type": "end", "last_seq": last} and client.close_code == 1000
 
@@ -159,7 +159,7 @@ async def test_a_socket_with_permessage_deflate_takes_the_ordinary_path(server, 
                 await trio.sleep(0.005)
             await services.runs.cancel(run_id, by="t")
             frames = await client.frames()
-    last = (await services.runs.get(run_id))["last_seq"]
+    last = (await services.runs.get(run_id)).last_seq
     assert seqs + [e["seq"] for f in frames[:-1] for e in f["events"]] == list(range(1, last + 1))
     assert frames[-1] == {"type": "end", "last_seq": last} and client.close_code == 1000
     assert services.sockets.statistics().direct_writes == 0

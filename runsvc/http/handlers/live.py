@@ -68,7 +68,7 @@ async def run_events_ws(run_id: int) -> None:
             raise Refused(NOT_FOUND, f"run {run_id} was deleted") from None
         if last_seq == after_seq:  # after_seq was at or past the end of a finished run
             try:
-                last_seq = (await svc.runs.get(run_id))["last_seq"]
+                last_seq = (await svc.runs.get(run_id)).last_seq
             except RunNotFound:
                 raise Refused(NOT_FOUND, f"run {run_id} was deleted") from None
         await out.send(json.dumps({"type": "end", "last_seq": last_seq}))

@@ -12,6 +12,7 @@ from ...model import STATUSES
 from ..access import current_user
 from ..errors import InvalidRequest
 from ..query import choice_list_param, int_param, refuse_unknown_params
+from ..run_json import run_json
 from ..types import json_response, services
 from ..validation import number, read_json_object, string, string_list, string_map
 
@@ -70,7 +71,7 @@ async def submit_run() -> Response:
         created_by=current_user().username,
         labels=list(dict.fromkeys(body["labels"])),
     )
-    return json_response({"run": run}, status=201)
+    return json_response({"run": run_json(run)}, status=201)
 
 
 async def list_runs() -> Response:
@@ -79,16 +80,16 @@ async def list_runs() -> Response:
     limit = int_param("limit", default=50, minimum=1, maximum=500)
     before = int_param("before", default=None, minimum=1)
     runs, next_before = await services().runs.list(statuses, limit, before)
-    return json_response({"runs": runs, "next": next_before})
+    return json_response({"runs": [run_json(run, summary=True) for run in runs], "next": next_before})
 
 
 async def get_run(run_id: int) -> Response:
-    return json_response({"run": await services().runs.get(run_id)})
+    return json_response({"run": run_json(await services().runs.get(run_id))})
 
 
 async def cancel_run(run_id: int) -> Response:
     run = await services().runs.cancel(run_id, by=current_user().username)
-    return json_response({"run": run}, status=202)
+    return json_response({"run": run_json(run)}, status=202)
 
 
 async def run_events(run_id: int) -> Response:
@@ -106,7 +107,7 @@ async def run_log(run_id: int) -> Response:
     refuse_unknown_params(("download",))
     download = int_param("download", default=0, minimum=0, maximum=1)  # 1: save as a file
     run = await services().runs.get(run_id)
-    lines = services().runs.log_lines(run_id, run["last_seq"])
+    lines = services().runs.log_lines(run_id, run.last_seq)
     response = Response(lines, content_type="text/plain; charset=utf-8")
     disposition = "attachment" if download else "inline"
     response.headers["Content-Disposition"] = f'{disposition}; filename="run-{run_id}.log"'
