@@ -208,6 +208,26 @@ class Settings:
     ws_ping_timeout_s: float = _setting(
         20.0, "seconds a WebSocket peer has to answer a ping", _parse_float, _at_least(0.01)
     )
+    max_websockets_per_user: int = _setting(
+        64, "open run-event and runs-feed WebSockets one user may hold together; more are closed with 1013",
+        _parse_int, _at_least(1),
+    )
+    max_websockets: int = _setting(
+        0, "open WebSockets in all (0: the open-file limit minus fd_reserve, which also bounds any other "
+        "value); more are closed with 1013", _parse_int, _at_least(0),
+    )
+    fd_reserve: int = _setting(
+        256, "file descriptors kept free of WebSockets for runs, the database and HTTP requests",
+        _parse_int, _at_least(0),
+    )
+    login_queue: int = _setting(
+        64, "logins waiting for a password check at once; more are answered 503 with Retry-After",
+        _parse_int, _at_least(1),
+    )
+    logins_per_client: int = _setting(
+        4, "logins one client address may have in progress at once; more are answered 429 with Retry-After",
+        _parse_int, _at_least(1),
+    )
     maintenance_interval_s: float = _setting(
         300.0, "seconds between removals of expired sessions, tokens and throttle rows", _parse_float,
         _at_least(0.01),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import resource
 import signal
 from functools import partial
 from pathlib import Path
@@ -89,6 +90,7 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
     environment. Raises StartupError / SettingsError (one line each) when it cannot start.
     """
     make_non_dumpable()
+    raise_open_file_limit()
     admin_password = take_admin_password()
     prepare_data_dir(settings)
     lock = DataDirLock(settings.data_dir)
@@ -114,6 +116,19 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
     finally:
         lock.release()
     log.info("shutdown complete")
+
+
+def raise_open_file_limit() -> None:
+    """Raise the soft limit on open files to the hard one: the common soft 1,024 is a few hundred
+    WebSockets away from a server that can no longer accept a login or spawn a run. The WebSocket cap
+    (http/sockets.py) is derived from the limit in force afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:  # e.g. an unlimited hard limit the kernel will not grant
+        log.warning("could not raise the open-file limit", soft=soft, hard=hard, error=str(exc))
 
 
 def _remove_if_empty(path: Path) -> None:

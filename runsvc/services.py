@@ -10,7 +10,7 @@ from .config import Settings, server_id
 from .events import EventLog, RunEventBus, RunFeed
 from .executors import LocalExecutor, RunAs
 from .executors.pool import ExecutorPool
-from .http.sockets import SocketRegistry
+from .http.sockets import SocketRegistry, open_file_limit, websocket_cap
 from .metrics import Metrics, Sources
 from .recorder import RunRecorder
 from .runs import RunService
@@ -63,6 +63,9 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
     ))
     return Services(
         settings=settings, store=store, auth=auth, tokens=ApiTokens(store, revocations=auth.revocations),
-        bus=bus, eventlog=eventlog, feed=feed, runs=runs, scheduler=scheduler, sockets=SocketRegistry(),
+        bus=bus, eventlog=eventlog, feed=feed, runs=runs, scheduler=scheduler, sockets=SocketRegistry(
+            max_total=websocket_cap(settings.max_websockets, settings.fd_reserve, open_file_limit()),
+            max_per_user=settings.max_websockets_per_user,
+        ),
         metrics=metrics, agents=AgentService(store, hub),
     )

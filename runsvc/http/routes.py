@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -13,7 +14,9 @@ from .access import Access, guard
 from .handlers import agents, auth, health, live, metrics, openapi, runs, tokens, ui, users
 from .openapi import build_document
 from .query import check_path_ints
+from .sockets import TooManySockets
 from .types import services
+from .websockets import TRY_AGAIN_LATER, Outbox, Refused, serve_socket
 
 API = "/api/v1"
 
@@ -71,18 +74,31 @@ WEBSOCKET_ROUTES: tuple[tuple[str, str, Callable[..., Awaitable[None]]], ...] = 
 
 
 def _counted(kind: str, handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    """`handler`, counted in runsvc_websocket_connections{kind} while it runs."""
+    """`handler`, holding a slot of the overall WebSocket cap and counted in
+    runsvc_websocket_connections{kind} while it runs; over the cap, the socket is closed with 1013."""
 
     @functools.wraps(handler)
     async def counted(*args: Any, **kwargs: Any) -> None:
-        metrics = services().metrics
+        svc = services()
+        try:
+            svc.sockets.acquire()
+        except TooManySockets as full:
+            await serve_socket(partial(_refuse, TRY_AGAIN_LATER, str(full)))
+            return
+        metrics = svc.metrics
         metrics.websocket_opened(kind)
         try:
             await handler(*args, **kwargs)
         finally:
             metrics.websocket_closed(kind)
+            svc.sockets.release()
 
     return counted
+
+
+async def _refuse(code: int, reason: str, _outbox: Outbox) -> tuple[int, str]:
+    """A socket's stream that only refuses it (a close code after the handshake, like every refusal)."""
+    raise Refused(code, reason)
 
 
 def _bounded(handler: Callable[..., Awaitable[object]]) -> Callable[..., Awaitable[object]]:
