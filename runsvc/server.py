@@ -102,7 +102,10 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
             settings.database_path, readers=settings.db_readers,
             busy_timeout_ms=int(settings.db_busy_timeout_s * 1000), read_timeout_s=settings.db_read_timeout_s,
         ) as store:
-            auth = Auth(store=store, passwords=Passwords(password_hasher), session_ttl_s=settings.session_ttl_s)
+            auth = Auth(
+                store=store, passwords=Passwords(password_hasher, max_waiting=settings.login_queue),
+                session_ttl_s=settings.session_ttl_s, max_logins_per_client=settings.logins_per_client,
+            )
             await create_initial_admin(settings, auth, admin_password)
             services = build_services(settings, store, auth, run_as)
             warn_if_runs_are_root(run_as)

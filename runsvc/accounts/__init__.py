@@ -2,7 +2,7 @@
 admin."""
 
 from .first_admin import StartupError, create_initial_admin
-from .passwords import Passwords
+from .passwords import HashingBusy, Passwords
 from .service import (
     ROLES,
     AccountError,
@@ -26,6 +26,7 @@ __all__ = [
     "ApiToken",
     "ApiTokens",
     "Auth",
+    "HashingBusy",
     "InvalidAccountInput",
     "LastAdmin",
     "LoginFailed",

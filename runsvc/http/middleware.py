@@ -11,7 +11,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from ..accounts import AccountError
+from ..accounts import AccountError, HashingBusy
 from ..agents import AgentError
 from ..log import get_logger
 from ..model import RunNotFound, StatusConflict
@@ -48,7 +48,7 @@ def install(app: QuartTrio) -> None:
         api_error = api_error_for(error)
         return error_response(api_error.status, api_error.code, api_error.message, api_error.headers)
 
-    for domain_error in (AccountError, AgentError, RunNotFound, StatusConflict, StoreUnavailable, StoreClosedError):
+    for domain_error in (AccountError, HashingBusy, AgentError, RunNotFound, StatusConflict, StoreUnavailable, StoreClosedError):
         app.register_error_handler(domain_error, _domain_error)
 
     @app.errorhandler(HTTPException)
