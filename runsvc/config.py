@@ -85,6 +85,20 @@ def _parse_labels(value: Any) -> tuple[str, ...]:
 LABEL_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
+def _parse_hosts(value: Any) -> tuple[str, ...]:
+    """Host names (or IP addresses) as a comma-separated string or a TOML list; lowercased."""
+    if isinstance(value, str):
+        items = [item.strip().lower() for item in value.split(",") if item.strip()]
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        items = [item.strip().lower() for item in value if item.strip()]
+    else:
+        raise ValueError("expected comma-separated host names")
+    for item in items:
+        if any(char in item for char in "/@ ") or item.count(":") == 1:
+            raise ValueError("expected host names without scheme, path or port")
+    return tuple(dict.fromkeys(item.strip("[]") for item in items))
+
+
 def _parse_level(value: Any) -> str:
     level = _parse_str(value).lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -141,6 +155,10 @@ class Settings:
     public_origin: str = _setting(
         "", "origin browsers use to reach the server, e.g. https://runs.example.com "
         "(default: taken from the request's Host header)", _parse_str
+    )
+    allowed_hosts: tuple[str, ...] = _setting(
+        (), "host names (or addresses) requests may name in their Host header, comma-separated; others get "
+        "400 (empty: any; /metrics is open on loopback only to a loopback Host either way)", _parse_hosts,
     )
     cookie_secure: bool = _setting(
         False, "mark the login cookies (runsvc_session, runsvc_logged_in) Secure (serve over HTTPS)", _parse_bool
