@@ -51,7 +51,10 @@ def install(app: QuartTrio) -> None:
         api_error = api_error_for(error)
         return error_response(api_error.status, api_error.code, api_error.message, api_error.headers)
 
-    for domain_error in (AccountError, HashingBusy, AgentError, RunNotFound, StatusConflict, StoreUnavailable, StoreClosedError):
+    domain_errors = (
+        AccountError, HashingBusy, AgentError, RunNotFound, StatusConflict, StoreUnavailable, StoreClosedError
+    )
+    for domain_error in domain_errors:
         app.register_error_handler(domain_error, _domain_error)
 
     @app.errorhandler(HTTPException)

@@ -215,7 +215,8 @@ def _startup_passes_done(caplog) -> bool:
 
 
 async def test_idle_websockets_run_no_sql(tmp_path, caplog):
-    """200 open WebSockets on a quiet run (one user: its socket cap raised): no SQL statement at all over a real 5 s window."""
+    """200 open WebSockets on a quiet run (one user: its socket cap raised): no SQL statement at all over a
+    real 5 s window."""
     # The window starts once the startup passes of maintenance and retention have logged that they ran.
     caplog.set_level(logging.INFO, logger="runsvc.maintenance")
     async with running_server(make_settings(tmp_path, max_websockets_per_user=200)) as server:
