@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import stat
 import tempfile
 import tomllib
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
+from .names import NAME_RULE, is_name
 
 ENV_PREFIX = "RUNSVC_"
 
@@ -77,12 +78,9 @@ def _parse_labels(value: Any) -> tuple[str, ...]:
     else:
         raise ValueError("expected comma-separated labels")
     for item in items:
-        if not LABEL_RE.fullmatch(item):
-            raise ValueError("expected labels of 1-64 characters of A-Z a-z 0-9 _ . -")
+        if not is_name(item):
+            raise ValueError(f"expected labels of {NAME_RULE}")
     return tuple(dict.fromkeys(items))
-
-
-LABEL_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _parse_hosts(value: Any) -> tuple[str, ...]:

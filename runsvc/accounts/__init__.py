@@ -4,6 +4,8 @@ admin."""
 from .first_admin import StartupError, create_initial_admin
 from .passwords import HashingBusy, Passwords
 from .service import (
+    MAX_PASSWORD_CHARS,
+    MIN_PASSWORD_CHARS,
     ROLES,
     AccountError,
     Auth,
@@ -21,6 +23,8 @@ from .service import (
 from .tokens import ApiToken, ApiTokens, RoleTooHigh, TokenNotFound
 
 __all__ = [
+    "MAX_PASSWORD_CHARS",
+    "MIN_PASSWORD_CHARS",
     "ROLES",
     "AccountError",
     "ApiToken",

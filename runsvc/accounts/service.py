@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from typing import Any
 import attrs
 import trio
 
+from ..names import NAME_RE, NAME_RULE
 from ..store import Store
 from ..store import sessions as session_store
 from ..store import throttle as throttle_store
@@ -30,7 +30,7 @@ from .revocations import Revocations
 
 ROLES = ("viewer", "operator", "admin")
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}  # viewer < operator < admin
-USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+USERNAME_RE = NAME_RE  # usernames follow the one name rule (see names.py for why)
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 1024
 _MAX_TOKEN_CHARS = 128  # a session token is 43 characters; anything much longer is not one of ours
@@ -105,7 +105,7 @@ class Session:
 
 def check_username(username: str) -> None:
     if not USERNAME_RE.fullmatch(username):
-        raise InvalidAccountInput("username must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        raise InvalidAccountInput(f"username must be {NAME_RULE}")
 
 
 def check_password(password: str) -> None:
