@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import re
 import stat
 import tempfile
 import tomllib
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
+from .names import NAME_RULE, is_name
 
 ENV_PREFIX = "RUNSVC_"
 
@@ -84,12 +85,23 @@ def _parse_labels(value: Any) -> tuple[str, ...]:
     else:
         raise ValueError("expected comma-separated labels")
     for item in items:
-        if not LABEL_RE.fullmatch(item):
-            raise ValueError("expected labels of 1-64 characters of A-Z a-z 0-9 _ . -")
+        if not is_name(item):
+            raise ValueError(f"expected labels of {NAME_RULE}")
     return tuple(dict.fromkeys(items))
 
 
-LABEL_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+def _parse_hosts(value: Any) -> tuple[str, ...]:
+    """Host names (or IP addresses) as a comma-separated string or a TOML list; lowercased."""
+    if isinstance(value, str):
+        items = [item.strip().lower() for item in value.split(",") if item.strip()]
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        items = [item.strip().lower() for item in value if item.strip()]
+    else:
+        raise ValueError("expected comma-separated host names")
+    for item in items:
+        if any(char in item for char in "/@ ") or item.count(":") == 1:
+            raise ValueError("expected host names without scheme, path or port")
+    return tuple(dict.fromkeys(item.strip("[]") for item in items))
 
 
 def _parse_level(value: Any) -> str:
@@ -148,6 +160,10 @@ class Settings:
     public_origin: str = _setting(
         "", "origin browsers use to reach the server, e.g. https://runs.example.com "
         "(default: taken from the request's Host header)", _parse_str
+    )
+    allowed_hosts: tuple[str, ...] = _setting(
+        (), "host names (or addresses) requests may name in their Host header, comma-separated; others get "
+        "400 (empty: any; /metrics is open on loopback only to a loopback Host either way)", _parse_hosts,
     )
     cookie_secure: bool = _setting(
         False, "mark the login cookies (runsvc_session, runsvc_logged_in) Secure (serve over HTTPS)", _parse_bool
@@ -214,6 +230,26 @@ class Settings:
     )
     ws_ping_timeout_s: float = _setting(
         20.0, "seconds a WebSocket peer has to answer a ping", _parse_float, _at_least(0.01)
+    )
+    max_websockets_per_user: int = _setting(
+        64, "open run-event and runs-feed WebSockets one user may hold together; more are closed with 1013",
+        _parse_int, _at_least(1),
+    )
+    max_websockets: int = _setting(
+        0, "open WebSockets in all (0: the open-file limit minus fd_reserve, which also bounds any other "
+        "value); more are closed with 1013", _parse_int, _at_least(0),
+    )
+    fd_reserve: int = _setting(
+        256, "file descriptors kept free of WebSockets for runs, the database and HTTP requests",
+        _parse_int, _at_least(0),
+    )
+    login_queue: int = _setting(
+        64, "logins waiting for a password check at once; more are answered 503 with Retry-After",
+        _parse_int, _at_least(1),
+    )
+    logins_per_client: int = _setting(
+        4, "logins one client address may have in progress at once; more are answered 429 with Retry-After",
+        _parse_int, _at_least(1),
     )
     maintenance_interval_s: float = _setting(
         300.0, "seconds between removals of expired sessions, tokens and throttle rows", _parse_float,

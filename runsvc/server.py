@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import resource
 import signal
 from functools import partial
 from pathlib import Path
@@ -90,6 +91,7 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
     environment. Raises StartupError / SettingsError (one line each) when it cannot start.
     """
     make_non_dumpable()
+    raise_open_file_limit()
     admin_password = take_admin_password()
     prepare_data_dir(settings)
     lock = DataDirLock(settings.data_dir)
@@ -101,7 +103,10 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
             settings.database_path, readers=settings.db_readers,
             busy_timeout_ms=int(settings.db_busy_timeout_s * 1000), read_timeout_s=settings.db_read_timeout_s,
         ) as store:
-            auth = Auth(store=store, passwords=Passwords(password_hasher), session_ttl_s=settings.session_ttl_s)
+            auth = Auth(
+                store=store, passwords=Passwords(password_hasher, max_waiting=settings.login_queue),
+                session_ttl_s=settings.session_ttl_s, max_logins_per_client=settings.logins_per_client,
+            )
             await create_initial_admin(settings, auth, admin_password)
             services = build_services(settings, store, auth, run_as)
             warn_if_runs_are_root(run_as)
@@ -115,6 +120,19 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
     finally:
         lock.release()
     log.info("shutdown complete")
+
+
+def raise_open_file_limit() -> None:
+    """Raise the soft limit on open files to the hard one: the common soft 1,024 is a few hundred
+    WebSockets away from a server that can no longer accept a login or spawn a run. The WebSocket cap
+    (http/sockets.py) is derived from the limit in force afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:  # e.g. an unlimited hard limit the kernel will not grant
+        log.warning("could not raise the open-file limit", soft=soft, hard=hard, error=str(exc))
 
 
 def _remove_if_empty(path: Path) -> None:

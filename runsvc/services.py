@@ -11,7 +11,7 @@ from .events import EventLog, RunEventBus, RunFeed
 from .executors import LocalExecutor, RunAs
 from .executors.pool import ExecutorPool
 from .http.run_json import feed_frame
-from .http.sockets import SocketRegistry
+from .http.sockets import SocketRegistry, open_file_limit, websocket_cap
 from .metrics import Metrics, Sources
 from .recorder import RunRecorder
 from .runs import RunService
@@ -70,5 +70,9 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
     return Services(
         settings=settings, store=store, auth=auth, tokens=ApiTokens(store, revocations=auth.revocations),
         bus=bus, eventlog=eventlog, feed=feed, recorder=recorder, runs=runs, scheduler=scheduler,
-        sockets=SocketRegistry(), metrics=metrics, agents=AgentService(store, hub),
+        sockets=SocketRegistry(
+            max_total=websocket_cap(settings.max_websockets, settings.fd_reserve, open_file_limit()),
+            max_per_user=settings.max_websockets_per_user,
+        ),
+        metrics=metrics, agents=AgentService(store, hub),
     )

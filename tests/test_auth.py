@@ -116,7 +116,8 @@ async def test_login_rehashes_when_parameters_change(store):
 
 
 async def test_every_refused_login_costs_one_argon2_computation(store):
-    """Unknown user, wrong password, disabled user, impossible name: each spends one hash or verify."""
+    """Unknown user, wrong password, disabled user: each spends one hash or verify (so a name that could
+    exist is not told apart by time); an impossible name spends none (issue 20 #6)."""
     with trio.fail_after(10):
         hasher = CountingHasher()
         auth = Auth(store=store, passwords=Passwords(hasher), session_ttl_s=60)
@@ -129,9 +130,9 @@ async def test_every_refused_login_costs_one_argon2_computation(store):
             before = len(hasher.calls)
             with pytest.raises(LoginFailed, match="^invalid username or password$"):
                 await auth.login(username, password, CLIENT)
-            assert len(hasher.calls) == before + 1, (username, hasher.calls)
+            assert len(hasher.calls) == before + (username != "bad name"), (username, hasher.calls)
     # The very first unknown-user login makes the dummy hash (as costly as a verify), later ones verify.
-    assert hasher.calls == ["hash", "verify", "verify", "verify", "verify"]
+    assert hasher.calls == ["hash", "verify", "verify", "verify"]
 
 
 async def test_lockout_and_its_persistence_in_sqlite(auth, store, clock):

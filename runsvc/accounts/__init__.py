@@ -2,8 +2,10 @@
 admin."""
 
 from .first_admin import StartupError, create_initial_admin
-from .passwords import Passwords
+from .passwords import HashingBusy, Passwords
 from .service import (
+    MAX_PASSWORD_CHARS,
+    MIN_PASSWORD_CHARS,
     ROLES,
     AccountError,
     Auth,
@@ -21,11 +23,14 @@ from .service import (
 from .tokens import ApiToken, ApiTokens, RoleTooHigh, TokenNotFound
 
 __all__ = [
+    "MAX_PASSWORD_CHARS",
+    "MIN_PASSWORD_CHARS",
     "ROLES",
     "AccountError",
     "ApiToken",
     "ApiTokens",
     "Auth",
+    "HashingBusy",
     "InvalidAccountInput",
     "LastAdmin",
     "LoginFailed",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from typing import Any
 import attrs
 import trio
 
+from ..names import NAME_RE, NAME_RULE
 from ..store import Store
 from ..store import sessions as session_store
 from ..store import throttle as throttle_store
@@ -30,7 +30,7 @@ from .revocations import Revocations
 
 ROLES = ("viewer", "operator", "admin")
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}  # viewer < operator < admin
-USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+USERNAME_RE = NAME_RE  # usernames follow the one name rule (see names.py for why)
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 1024
 _MAX_TOKEN_CHARS = 128  # a session token is 43 characters; anything much longer is not one of ours
@@ -62,7 +62,8 @@ class LoginFailed(AccountError):
 
 
 class LoginLocked(AccountError):
-    """Too many failed logins for this username from this client."""
+    """Too many failed logins for this username from this client, or too many logins in progress from
+    this client."""
 
     def __init__(self, message: str, *, retry_after_s: int):
         super().__init__(message)
@@ -104,7 +105,7 @@ class Session:
 
 def check_username(username: str) -> None:
     if not USERNAME_RE.fullmatch(username):
-        raise InvalidAccountInput("username must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        raise InvalidAccountInput(f"username must be {NAME_RULE}")
 
 
 def check_password(password: str) -> None:
@@ -132,14 +133,17 @@ def csrf_token_for(token: str) -> str:
 
 @attrs.define(eq=False)
 class Auth:
-    """The accounts service. `clock` is the wall clock (tests replace it to move time)."""
+    """The accounts service. `clock` is the wall clock (tests replace it to move time).
+    `max_logins_per_client`: logins one client address may have in progress at once."""
 
     store: Store
     passwords: Passwords
     session_ttl_s: float
+    max_logins_per_client: int = 4
     clock: Callable[[], dt.datetime] = utcnow
     revocations: Revocations = attrs.field(factory=Revocations)  # told of logouts and user changes
     _login_locks: dict[tuple[str, str], list[Any]] = attrs.field(factory=dict, init=False)
+    _logins_in_progress: dict[str, int] = attrs.field(factory=dict, init=False)  # by client address
     login_failures: int = attrs.field(default=0, init=False)  # bad credentials since start, for /metrics
 
     # ---- logins and sessions -----------------------------------------------------------------------
@@ -147,16 +151,20 @@ class Auth:
     async def login(self, username: str, password: str, client: str) -> tuple[Session, str]:
         """Check the password; return the new session and its token (for the cookie).
 
-        Raises LoginLocked during a lockout (without checking the password) and LoginFailed for an
-        unknown user, a wrong password or a disabled user alike, after about the same amount of work.
+        Raises LoginLocked during a lockout (without checking the password) or while the client has
+        `max_logins_per_client` logins in progress, HashingBusy when too many password checks wait
+        already, and LoginFailed for an unknown user, a wrong password or a disabled user alike.
         """
         if not USERNAME_RE.fullmatch(username):
-            # Cannot be anybody's name, so there is nothing to throttle (and no row to store for it).
-            await self.passwords.verify_dummy(password)
+            # Cannot be anybody's name: nothing to throttle, no row to store, and no password to check.
+            # The same 401 as any bad credential, but at once: the argon2 work that equalises the
+            # time of an unknown user and a wrong password only matters for names that could exist
+            # (it hides which of them do); spending it here would let a client queue unthrottled
+            # hashing in front of every real login.
             self.login_failures += 1
             raise LoginFailed(LOGIN_FAILED_MESSAGE)
         key = (username.lower(), client)
-        async with self._one_attempt_at_a_time(key):
+        async with self._one_client_login(client), self._one_attempt_at_a_time(key):
             row = await self.store.read(throttle_store.get_throttle, *key)
             wait_s = throttle.retry_after_s(row, self.clock())
             if wait_s > 0:
@@ -204,6 +212,22 @@ class Auth:
                 user_store.replace_password_hash, row["id"], row["password_hash"], new_hash
             )
         return User.from_row(row)
+
+    @asynccontextmanager
+    async def _one_client_login(self, client: str) -> AsyncIterator[None]:
+        """Count a login in progress from `client`; LoginLocked when it has the most it may have."""
+        in_progress = self._logins_in_progress.get(client, 0)
+        if in_progress >= self.max_logins_per_client:
+            raise LoginLocked("too many logins in progress from this address; try again in 1 s", retry_after_s=1)
+        self._logins_in_progress[client] = in_progress + 1
+        try:
+            yield
+        finally:
+            left = self._logins_in_progress[client] - 1
+            if left:
+                self._logins_in_progress[client] = left
+            else:
+                del self._logins_in_progress[client]
 
     @asynccontextmanager
     async def _one_attempt_at_a_time(self, key: tuple[str, str]) -> AsyncIterator[None]:

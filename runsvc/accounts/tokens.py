@@ -112,17 +112,21 @@ class ApiTokens:
         rows = await self.store.read(token_store.list_tokens, None if everyone else user.id)
         return [ApiToken.from_row(row) for row in rows]
 
-    async def revoke(self, user: User, token_id: int, *, any_owner: bool) -> None:
-        """Delete a token of `user` (of anybody when `any_owner`); TokenNotFound otherwise."""
+    async def revoke(self, user: User, token_id: int, *, any_owner: bool, max_role: str | None = None) -> None:
+        """Delete a token of `user` (of anybody when `any_owner`); TokenNotFound otherwise. `max_role`:
+        the effective role of the token making the request, if one does; a token with a higher role is
+        RoleTooHigh (a token acts within its role, so a low one cannot take away a stronger one)."""
         owner = None if any_owner else user.id
-        deleted_from = None
+        outcome: int | str | None = None
         if 1 <= token_id <= _MAX_ROW_ID:
-            deleted_from = await self.store.write(token_store.delete_token, token_id, owner)
-        if deleted_from is None:
+            outcome = await self.store.write(_delete_token_within, token_id, owner, max_role)
+        if outcome is None:
             raise TokenNotFound(f"no token with id {token_id}")
+        if isinstance(outcome, str):
+            raise RoleTooHigh(f"{_article(max_role or '')} token cannot revoke a token with role {outcome}")
         self._touched.pop(token_id, None)
         if self.revocations is not None:
-            self.revocations.publish(deleted_from)  # sockets opened with the token close (4401)
+            self.revocations.publish(outcome)  # sockets opened with the token close (4401)
 
     async def authenticate(self, secret: str) -> tuple[User, ApiToken] | None:
         """The user (with the effective role) and token behind a bearer secret, or None."""
@@ -158,3 +162,18 @@ class ApiTokens:
             )
         except StoreClosedError:
             pass  # shutting down: the next start notes the next use
+
+
+def _delete_token_within(conn: Any, token_id: int, owner: int | None, max_role: str | None) -> int | str | None:
+    """One transaction: delete the token (of `owner`, unless None) if its role is at most `max_role`
+    (any role when None). Returns its owner's user id; the token's role when that is above `max_role`;
+    None when there is no such token."""
+    if max_role is not None and max_role != "admin":  # nothing is above admin
+        for row in token_store.list_tokens(conn, owner):
+            if row["id"] == token_id and ROLE_RANK[row["role"]] > ROLE_RANK[max_role]:
+                return str(row["role"])
+    return token_store.delete_token(conn, token_id, owner)
+
+
+def _article(role: str) -> str:
+    return f"an {role}" if role[:1] in "aeiou" else f"a {role}"

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 from ..accounts.service import token_hash
+from ..names import MAX_LABELS, NAME_RE
 from ..store import Store
 from ..store import agents as sql
 from ..timeutil import now_ts, ts_after
 from .hub import AgentHub
 
-NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-MAX_LABELS = 32
 DEFAULT_TOKEN_TTL_S = 3600
 MAX_TOKEN_TTL_S = 7 * 86400
 

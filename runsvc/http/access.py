@@ -10,7 +10,8 @@ A caller is a `Principal`, reached one of two ways: a session cookie, or an API 
 and WebSockets alike: a bearer header wins over a cookie, and a bad one is refused even with a good
 cookie; other `Authorization` schemes are ignored. A bearer request needs no CSRF header (the token is
 not ambient: a browser never attaches it by itself). Its role is the lower of the token's and the
-user's current role.
+user's current role, and governs its writes too: a viewer token changes nothing (403), not even the
+tokens of its own user.
 
 A guarded handler finds its caller with `current_principal()` / `current_user()`.
 """
@@ -44,7 +45,8 @@ class Access(enum.Enum):
     VIEWER = "viewer"
     OPERATOR = "operator"
     ADMIN = "admin"
-    LOOPBACK_OR_ADMIN = "loopback_or_admin"  # anyone connecting from a loopback address, else admins
+    # anyone connecting from a loopback address to a loopback Host name (not a DNS-rebinding page), else admins
+    LOOPBACK_OR_ADMIN = "loopback_or_admin"
 
     @property
     def minimum_role(self) -> str | None:
@@ -59,6 +61,23 @@ def from_loopback(remote_addr: str | None) -> bool:
         return remote_addr is not None and ipaddress.ip_address(remote_addr).is_loopback
     except ValueError:
         return False
+
+
+def host_name(host: str | None) -> str:
+    """The name in a Host header, lowercased, without its port or an IPv6 literal's brackets ("" for
+    none): `[::1]:8080` -> `::1`, `Runs.Example.com:443` -> `runs.example.com`."""
+    host = (host or "").strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    name, colon, port = host.rpartition(":")
+    return name if colon and port.isdigit() and ":" not in name else host
+
+
+def loopback_host(host: str | None) -> bool:
+    """Whether a Host header names this machine's loopback: `localhost` or a loopback address. A page
+    that rebinds its own DNS name to 127.0.0.1 still sends its own name, so it is not."""
+    name = host_name(host)
+    return name == "localhost" or from_loopback(name)
 
 
 class _Lookup(Protocol):
@@ -158,7 +177,11 @@ def guard(
 
     @functools.wraps(handler)
     async def guarded(*args: Any, **kwargs: Any) -> Any:
-        if access is Access.LOOPBACK_OR_ADMIN and from_loopback(request.remote_addr):
+        if (
+            access is Access.LOOPBACK_OR_ADMIN
+            and from_loopback(request.remote_addr)
+            and loopback_host(request.headers.get("Host"))
+        ):
             return await handler(*args, **kwargs)
         principal = await authenticate_request()
         if principal is None:
@@ -168,6 +191,12 @@ def guard(
             raise CsrfRejected(f"missing or wrong {CSRF_HEADER} header")
         if principal.token is not None and not tokens_allowed:
             raise Forbidden("an API token cannot do this; log in with a password")
+        if principal.token is not None and request.method in STATE_CHANGING_METHODS and not principal.user.has_role(
+            "operator"
+        ):
+            # A token's writes follow its effective role, and a viewer's is read-only; a viewer's own
+            # session may still manage its tokens.
+            raise Forbidden("a viewer token may only read")
         minimum = access.minimum_role
         if minimum is not None and not principal.user.has_role(minimum):
             needs = minimum if minimum == "admin" else f"{minimum} or higher"

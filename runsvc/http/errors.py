@@ -95,6 +95,8 @@ def api_error_for(error: Exception) -> ApiError:
     message = str(error)
     if isinstance(error, auth.LoginLocked):
         return TooManyAttempts(message, retry_after_s=error.retry_after_s)
+    if isinstance(error, auth.HashingBusy):
+        return Unavailable(message)
     if isinstance(error, StoreUnavailable):
         return Unavailable(f"{message}; try again later")
     if isinstance(error, StoreClosedError):

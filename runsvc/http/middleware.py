@@ -6,17 +6,20 @@ Authentication, CSRF and role checks live in `access.py`, applied per route from
 from __future__ import annotations
 
 import traceback
+from urllib.parse import urlsplit, urlunsplit
 
-from quart import Response, request
+from quart import Response, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from ..accounts import AccountError
+from ..accounts import AccountError, HashingBusy
 from ..agents import AgentError
 from ..log import get_logger
 from ..model import RunNotFound, StatusConflict
 from ..store import StoreClosedError, StoreUnavailable
-from .errors import ApiError, api_error_for, error_response
+from .access import host_name
+from .errors import ApiError, InvalidRequest, api_error_for, error_response
+from .types import services
 
 log = get_logger(__name__)
 
@@ -48,7 +51,10 @@ def install(app: QuartTrio) -> None:
         api_error = api_error_for(error)
         return error_response(api_error.status, api_error.code, api_error.message, api_error.headers)
 
-    for domain_error in (AccountError, AgentError, RunNotFound, StatusConflict, StoreUnavailable, StoreClosedError):
+    domain_errors = (
+        AccountError, HashingBusy, AgentError, RunNotFound, StatusConflict, StoreUnavailable, StoreClosedError
+    )
+    for domain_error in domain_errors:
         app.register_error_handler(domain_error, _domain_error)
 
     @app.errorhandler(HTTPException)
@@ -71,6 +77,14 @@ def install(app: QuartTrio) -> None:
         log.error("unhandled error in request", error=repr(error), exc_info_text=_format(error))
         return error_response(500, "internal_error", "internal server error")
 
+    @app.before_request
+    async def _allowed_host() -> None:
+        _check_host(request.headers.get("Host"))
+
+    @app.before_websocket
+    async def _allowed_websocket_host() -> None:
+        _check_host(websocket.headers.get("Host"))
+
     @app.after_request
     async def _drain_request_body(response: Response) -> Response:
         # Hypercorn's h11 protocol stops serving a keep-alive connection whose request body arrives
@@ -84,11 +98,31 @@ def install(app: QuartTrio) -> None:
         return response
 
     @app.after_request
+    async def _relative_redirects(response: Response) -> Response:
+        # Werkzeug's slash-merging redirect (308, `/api//v1/x` -> `/api/v1/x`) is absolute, built from
+        # the Host header the client chose; a relative Location sends the client to the same server.
+        location = response.headers.get("Location")
+        if location is not None and 300 <= response.status_code < 400:
+            parts = urlsplit(location)
+            if parts.scheme or parts.netloc:
+                path = "/" + parts.path.lstrip("/")  # never `//host`, which a browser reads as another origin
+                response.headers["Location"] = urlunsplit(("", "", path, parts.query, parts.fragment))
+        return response
+
+    @app.after_request
     async def _security_headers(response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+
+def _check_host(host: str | None) -> None:
+    """With `allowed_hosts` set, a request naming another host is refused (400): a page whose DNS name
+    was rebound to this server's address sends its own name, so it cannot reach the API through it."""
+    allowed = services().settings.allowed_hosts
+    if allowed and host_name(host) not in allowed:
+        raise InvalidRequest("host not allowed")
 
 
 def _format(error: BaseException) -> str:

@@ -1,23 +1,23 @@
 """The OpenAPI 3.1 document of the HTTP API, built from the route table so that it cannot drift.
 
 `build_document(ROUTES, ...)` walks every route: its method and path come from the table, and so do
-the security requirements (from its `Access`), the CSRF header (state-changing methods), and the error
-answers the access checks can give (401, 403). What the table cannot say — request and response bodies,
-query parameters — is in `OPERATIONS`, keyed by (method, path); a route without an entry there fails
-the build (and so the test suite), and so does an entry without a route.
+the security requirements (from its `Access`), the CSRF header (state-changing methods), the error
+answers the access checks can give (401, 403), and the request body, made from the very fields its
+handler validates (validation.body_schema). What the table cannot say — response bodies, query
+parameters — is in `OPERATIONS`, keyed by (method, path); a route without an entry there fails the build
+(and so the test suite), and so does an entry without a route.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..accounts import ROLES
-from ..accounts.tokens import MAX_EXPIRES_IN_DAYS, MAX_NAME_CHARS
-from ..agents.service import MAX_LABELS, MAX_TOKEN_TTL_S, NAME_RE
 from ..model import STATUSES
 from .access import CSRF_HEADER, SESSION_COOKIE, STATE_CHANGING_METHODS, Access
+from .validation import Field, body_schema
 
 API = "/api/v1"
 _PATH_PARAM = re.compile(r"<(?:int:)?([a-z_]+)>")
@@ -36,6 +36,8 @@ class RouteLike(Protocol):
     def access(self) -> Access: ...
     @property
     def tokens_allowed(self) -> bool: ...
+    @property
+    def body(self) -> Mapping[str, Field] | None: ...
 
 
 def ref(name: str) -> Schema:
@@ -168,7 +170,6 @@ def query(name: str, schema: Schema, description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
-LABELS: Schema = {"type": "array", "maxItems": MAX_LABELS, "items": {"type": "string", "pattern": NAME_RE.pattern}}
 USER_AND_CSRF = obj({"user": ref("User"), "csrf_token": nullable({"type": "string"})}, ["user", "csrf_token"])
 RUN = obj({"run": ref("Run")}, ["run"])
 NO_CONTENT = None  # a 204
@@ -189,7 +190,6 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("POST", f"{API}/auth/login"): {
         "summary": "Log in; sets the runsvc_session cookie and its readable companion runsvc_logged_in=1",
-        "body": obj({"username": {"type": "string"}, "password": {"type": "string"}}, ["username", "password"]),
         "responses": {200: USER_AND_CSRF, 401: "error", 429: "error"},
     },
     ("POST", f"{API}/auth/logout"): {"summary": "End the session", "responses": {204: NO_CONTENT}},
@@ -203,22 +203,14 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("POST", f"{API}/users"): {
         "summary": "Create a user",
-        "body": obj({"username": {"type": "string"}, "password": {"type": "string"}, "role": {"enum": list(ROLES)}},
-                    ["username", "password", "role"]),
         "responses": {201: obj({"user": ref("User")}, ["user"]), 409: "error"},
     },
     ("PATCH", f"{API}/users/<int:user_id>"): {
         "summary": "Change a user's role, password or disabled flag",
-        "body": obj({"role": {"enum": list(ROLES)}, "password": {"type": "string"}, "disabled": {"type": "boolean"}}),
         "responses": {200: obj({"user": ref("User")}, ["user"]), 404: "error", 409: "error"},
     },
     ("POST", f"{API}/tokens"): {
         "summary": "Create an API token (a logged-in session only); the secret is in this answer only",
-        "body": obj({
-            "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
-            "role": nullable({"enum": list(ROLES)}),
-            "expires_in_days": nullable({"type": "integer", "minimum": 1, "maximum": MAX_EXPIRES_IN_DAYS}),
-        }, ["name"]),
         "responses": {201: obj({"token": ref("ApiToken"), "secret": {"type": "string", "pattern": "^rsv_"}},
                                ["token", "secret"])},
     },
@@ -231,13 +223,6 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("POST", f"{API}/runs"): {
         "summary": "Submit a run",
-        "body": obj({
-            "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-            "env": {"type": "object", "additionalProperties": {"type": "string"}},
-            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 86400},
-            "name": nullable({"type": "string", "maxLength": 200}),
-            "labels": LABELS,
-        }, ["command"]),
         "responses": {201: RUN},
     },
     ("GET", f"{API}/runs"): {
@@ -269,7 +254,6 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("POST", f"{API}/enrollment-tokens"): {
         "summary": "Create a one-time agent enrollment token; the secret is in this answer only",
-        "body": obj({"labels": LABELS, "ttl_s": {"type": "number", "minimum": 1, "maximum": MAX_TOKEN_TTL_S}}),
         "responses": {201: obj({"enrollment_token": ref("EnrollmentToken"), "token": {"type": "string"}},
                                ["enrollment_token", "token"])},
     },
@@ -283,8 +267,6 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("POST", f"{API}/agents/enroll"): {
         "summary": "Enroll an agent with a one-time token (no session); the agent's secret is in this answer only",
-        "body": obj({"token": {"type": "string", "minLength": 1, "maxLength": 1000},
-                     "name": {"type": "string", "pattern": NAME_RE.pattern}, "labels": LABELS}, ["token", "name"]),
         "responses": {201: obj({"agent": ref("Agent"), "secret": {"type": "string"}}, ["agent", "secret"]),
                       401: "error", 409: "error"},
     },
@@ -355,8 +337,8 @@ def _operation(route: RouteLike, spec: dict[str, Any]) -> dict[str, Any]:
         operation["security"] = [cookie] + ([{"bearerAuth": []}] if route.tokens_allowed else [])
         responses.setdefault("401", _error())
         responses.setdefault("403", _error())
-    if "body" in spec:
-        operation["requestBody"] = {"required": True, "content": {JSON: {"schema": spec["body"]}}}
+    if route.body is not None:
+        operation["requestBody"] = {"required": True, "content": {JSON: {"schema": body_schema(route.body)}}}
         responses.setdefault("413", _error())
     if parameters:
         operation["parameters"] = parameters

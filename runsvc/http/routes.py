@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 import attrs
@@ -13,7 +14,10 @@ from .access import Access, guard
 from .handlers import agents, auth, health, live, metrics, openapi, runs, tokens, ui, users
 from .openapi import build_document
 from .query import check_path_ints
+from .sockets import TooManySockets
 from .types import services
+from .validation import Field
+from .websockets import TRY_AGAIN_LATER, Outbox, Refused, serve_socket
 
 API = "/api/v1"
 
@@ -25,31 +29,34 @@ class Route:
     handler: Callable[..., Awaitable[object]]
     access: Access  # checked by access.guard() before the handler runs
     tokens_allowed: bool = True  # False: an API token is refused (403); only a session may do it
+    body: Mapping[str, Field] | None = None  # the fields its handler validates; the document's request body
 
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", health.healthz, Access.PUBLIC),
     Route("GET", "/metrics", metrics.metrics, Access.LOOPBACK_OR_ADMIN),
     Route("GET", f"{API}/openapi.json", openapi.openapi_document, Access.PUBLIC),
-    Route("POST", f"{API}/auth/login", auth.login, Access.PUBLIC),
+    Route("POST", f"{API}/auth/login", auth.login, Access.PUBLIC, body=auth.LOGIN_FIELDS),
     Route("POST", f"{API}/auth/logout", auth.logout, Access.SESSION, tokens_allowed=False),
     Route("GET", f"{API}/auth/me", auth.me, Access.SESSION),
     Route("GET", f"{API}/users", users.list_users, Access.ADMIN),
-    Route("POST", f"{API}/users", users.create_user, Access.ADMIN),
-    Route("PATCH", f"{API}/users/<int:user_id>", users.update_user, Access.ADMIN),
-    Route("POST", f"{API}/tokens", tokens.create_token, Access.SESSION, tokens_allowed=False),
+    Route("POST", f"{API}/users", users.create_user, Access.ADMIN, body=users.CREATE_FIELDS),
+    Route("PATCH", f"{API}/users/<int:user_id>", users.update_user, Access.ADMIN, body=users.UPDATE_FIELDS),
+    Route("POST", f"{API}/tokens", tokens.create_token, Access.SESSION, tokens_allowed=False,
+          body=tokens.CREATE_FIELDS),
     Route("GET", f"{API}/tokens", tokens.list_tokens, Access.SESSION),
     Route("DELETE", f"{API}/tokens/<int:token_id>", tokens.revoke_token, Access.SESSION),
-    Route("POST", f"{API}/runs", runs.submit_run, Access.OPERATOR),
+    Route("POST", f"{API}/runs", runs.submit_run, Access.OPERATOR, body=runs.SUBMIT_FIELDS),
     Route("GET", f"{API}/runs", runs.list_runs, Access.VIEWER),
     Route("GET", f"{API}/runs/<int:run_id>", runs.get_run, Access.VIEWER),
     Route("POST", f"{API}/runs/<int:run_id>/cancel", runs.cancel_run, Access.OPERATOR),
     Route("GET", f"{API}/runs/<int:run_id>/events", runs.run_events, Access.VIEWER),
     Route("GET", f"{API}/runs/<int:run_id>/log", runs.run_log, Access.VIEWER),
-    Route("POST", f"{API}/enrollment-tokens", agents.create_enrollment_token, Access.ADMIN),
+    Route("POST", f"{API}/enrollment-tokens", agents.create_enrollment_token, Access.ADMIN,
+          body=agents.TOKEN_FIELDS),
     Route("GET", f"{API}/enrollment-tokens", agents.list_enrollment_tokens, Access.ADMIN),
     Route("DELETE", f"{API}/enrollment-tokens/<int:token_id>", agents.delete_enrollment_token, Access.ADMIN),
-    Route("POST", f"{API}/agents/enroll", agents.enroll, Access.PUBLIC),
+    Route("POST", f"{API}/agents/enroll", agents.enroll, Access.PUBLIC, body=agents.ENROLL_FIELDS),
     Route("GET", f"{API}/agents", agents.list_agents, Access.ADMIN),
     Route("DELETE", f"{API}/agents/<int:agent_id>", agents.delete_agent, Access.ADMIN),
 )
@@ -71,18 +78,31 @@ WEBSOCKET_ROUTES: tuple[tuple[str, str, Callable[..., Awaitable[None]]], ...] = 
 
 
 def _counted(kind: str, handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    """`handler`, counted in runsvc_websocket_connections{kind} while it runs."""
+    """`handler`, holding a slot of the overall WebSocket cap and counted in
+    runsvc_websocket_connections{kind} while it runs; over the cap, the socket is closed with 1013."""
 
     @functools.wraps(handler)
     async def counted(*args: Any, **kwargs: Any) -> None:
-        metrics = services().metrics
+        svc = services()
+        try:
+            svc.sockets.acquire()
+        except TooManySockets as full:
+            await serve_socket(partial(_refuse, TRY_AGAIN_LATER, str(full)))
+            return
+        metrics = svc.metrics
         metrics.websocket_opened(kind)
         try:
             await handler(*args, **kwargs)
         finally:
             metrics.websocket_closed(kind)
+            svc.sockets.release()
 
     return counted
+
+
+async def _refuse(code: int, reason: str, _outbox: Outbox) -> tuple[int, str]:
+    """A socket's stream that only refuses it (a close code after the handshake, like every refusal)."""
+    raise Refused(code, reason)
 
 
 def _bounded(handler: Callable[..., Awaitable[object]]) -> Callable[..., Awaitable[object]]:

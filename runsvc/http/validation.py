@@ -11,6 +11,11 @@ Anything else is a 400 `invalid_request` whose message names the field and the b
 JSON, a body that is not an object, a wrong type, a missing required field, an unknown field. An
 optional field without a default is absent from the result when the client left it out (PATCH).
 The body is read (and the size limit enforced, 413) before any of these checks.
+
+Each field also carries the JSON Schema of what it accepts (`Field.schema`), built from the same
+arguments as its checks: the OpenAPI document's request bodies are made from it (`body_schema`), so they
+cannot drift from what is enforced. A rule a field cannot state (a byte size of JSON, a reserved
+variable) is the handler's, after validation.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ MISSING: Any = _Missing()  # "no default": the field is absent from the result w
 
 # A check gets the field's name and its (type-checked) value; it returns an error message or None.
 Check = Callable[[str, Any], "str | None"]
+Schema = dict[str, Any]
 
 
 @attrs.frozen
@@ -48,6 +54,7 @@ class Field:
     nullable: bool = False
     default: Any = MISSING
     checks: tuple[Check, ...] = ()
+    schema: Schema = attrs.field(factory=dict)  # JSON Schema of an accepted value other than null
 
 
 def _simple_type(kind: str, test: Callable[[Any], bool]) -> Callable[[str, Any], str | None]:
@@ -58,10 +65,40 @@ def _simple_type(kind: str, test: Callable[[Any], bool]) -> Callable[[str, Any],
 
 
 def _field(kind: str, accepts: Callable[[str, Any], str | None], required: bool, nullable: bool,
-           default: Any, checks: list[Check]) -> Field:
+           default: Any, checks: list[Check], schema: Schema) -> Field:
     if required and default is not MISSING:
         raise ValueError("a required field cannot have a default")
-    return Field(kind, accepts, required, nullable, default, tuple(checks))
+    return Field(kind, accepts, required, nullable, default, tuple(checks), schema)
+
+
+def _anchored(pattern: str) -> str:
+    """A pattern checked with fullmatch, as a JSON Schema pattern (which only needs to match somewhere)."""
+    return f"^(?:{pattern})$"
+
+
+def _string_checks(min_length: int | None, max_length: int | None, pattern: str | None, rule: str | None,
+                   choices: tuple[str, ...] | None, schema: Schema, what: str = "{n}", each: str = "") -> list[Check]:
+    """The checks of a string (or of each string of a list: `what`/`each` word their messages), and the
+    same rules written into `schema`."""
+    checks: list[Check] = []
+    if min_length is not None:
+        checks.append(lambda n, v: None if len(v) >= min_length else
+                      f"{what.format(n=n)} must be at least {min_length} characters{each}")
+        schema["minLength"] = min_length
+    if max_length is not None:
+        checks.append(lambda n, v: None if len(v) <= max_length else
+                      f"{what.format(n=n)} must be at most {max_length} characters{each}")
+        schema["maxLength"] = max_length
+    if pattern is not None:
+        compiled = re.compile(pattern)
+        broken = f"be {rule}" if rule else f"match {pattern}"
+        checks.append(lambda n, v: None if compiled.fullmatch(v) else f"{what.format(n=n)} must {broken}{each}")
+        schema["pattern"] = _anchored(pattern)
+    if choices is not None:
+        checks.append(lambda n, v: None if v in choices else
+                      f"{what.format(n=n)} must be one of {', '.join(choices)}{each}")
+        schema["enum"] = list(choices)
+    return checks
 
 
 def string(
@@ -72,38 +109,34 @@ def string(
     min_length: int | None = None,
     max_length: int | None = None,
     pattern: str | None = None,
+    rule: str | None = None,
     choices: tuple[str, ...] | None = None,
-    check: Check | None = None,
 ) -> Field:
-    checks: list[Check] = []
-    if min_length is not None:
-        checks.append(lambda n, v: None if len(v) >= min_length else
-                      f"{n} must be at least {min_length} characters")
-    if max_length is not None:
-        checks.append(lambda n, v: None if len(v) <= max_length else
-                      f"{n} must be at most {max_length} characters")
-    if pattern is not None:
-        compiled = re.compile(pattern)
-        checks.append(lambda n, v: None if compiled.fullmatch(v) else f"{n} must match {pattern}")
-    if choices is not None:
-        checks.append(lambda n, v: None if v in choices else f"{n} must be one of {', '.join(choices)}")
-    if check is not None:
-        checks.append(check)
+    """`pattern` must match the whole string; `rule` says it in words for the error message ("{name} must
+    be {rule}"; without it: "{name} must match {pattern}")."""
+    schema: Schema = {"type": "string"}
+    checks = _string_checks(min_length, max_length, pattern, rule, choices, schema)
     return _field("a string", _simple_type("a string", lambda v: isinstance(v, str)), required, nullable,
-                  default, checks)
+                  default, checks, schema)
 
 
 def boolean(*, required: bool = True, nullable: bool = False, default: Any = MISSING) -> Field:
     return _field("a boolean", _simple_type("a boolean", lambda v: isinstance(v, bool)), required,
-                  nullable, default, [])
+                  nullable, default, [], {"type": "boolean"})
 
 
-def _bounds(minimum: float | None, maximum: float | None) -> list[Check]:
+def _bounds(minimum: float | None, maximum: float | None, schema: Schema,
+            exclusive_minimum: float | None = None) -> list[Check]:
     checks: list[Check] = []
     if minimum is not None:
         checks.append(lambda n, v: None if v >= minimum else f"{n} must be >= {minimum}")
+        schema["minimum"] = minimum
+    if exclusive_minimum is not None:
+        checks.append(lambda n, v: None if v > exclusive_minimum else f"{n} must be > {exclusive_minimum}")
+        schema["exclusiveMinimum"] = exclusive_minimum
     if maximum is not None:
         checks.append(lambda n, v: None if v <= maximum else f"{n} must be <= {maximum}")
+        schema["maximum"] = maximum
     return checks
 
 
@@ -116,7 +149,8 @@ def integer(
     maximum: int | None = None,
 ) -> Field:
     test = _simple_type("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
-    return _field("an integer", test, required, nullable, default, _bounds(minimum, maximum))
+    schema: Schema = {"type": "integer"}
+    return _field("an integer", test, required, nullable, default, _bounds(minimum, maximum, schema), schema)
 
 
 def number(
@@ -126,17 +160,29 @@ def number(
     default: Any = MISSING,
     minimum: float | None = None,
     maximum: float | None = None,
+    exclusive_minimum: float | None = None,
 ) -> Field:
     """An integer or a finite float (JSON has no NaN or infinity, and the parser refuses them)."""
     test = _simple_type(
         "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     )
-    return _field("a number", test, required, nullable, default, _bounds(minimum, maximum))
+    schema: Schema = {"type": "number"}
+    checks = _bounds(minimum, maximum, schema, exclusive_minimum)
+    return _field("a number", test, required, nullable, default, checks, schema)
 
 
 def string_list(
-    *, required: bool = True, nullable: bool = False, default: Any = MISSING, non_empty: bool = False
+    *,
+    required: bool = True,
+    nullable: bool = False,
+    default: Any = MISSING,
+    non_empty: bool = False,
+    max_items: int | None = None,
+    item_pattern: str | None = None,
+    item_rule: str | None = None,
 ) -> Field:
+    """A list of strings; `item_pattern` must match each whole item (`item_rule` says it in words:
+    "{name} must be {rule} each")."""
     def accepts(name: str, value: Any) -> str | None:
         if not isinstance(value, list):
             return f"{name} must be a list of strings"
@@ -145,10 +191,31 @@ def string_list(
                 return f"{name}[{index}] must be a string"
         return None
 
+    items: Schema = {"type": "string"}
+    schema: Schema = {"type": "array", "items": items}
     checks: list[Check] = []
     if non_empty:
         checks.append(lambda n, v: None if v else f"{n} must not be empty")
-    return _field("a list of strings", accepts, required, nullable, default, checks)
+        schema["minItems"] = 1
+    if max_items is not None:
+        checks.append(lambda n, v: None if len(v) <= max_items else f"{n} must hold at most {max_items} items")
+        schema["maxItems"] = max_items
+    item_checks = _string_checks(None, None, item_pattern, item_rule, None, items, each=" each")
+    checks.extend(_each(check) for check in item_checks)
+    return _field("a list of strings", accepts, required, nullable, default, checks, schema)
+
+
+def _each(check: Check) -> Check:
+    """`check` applied to every item of a list; the first broken one's message."""
+
+    def each(name: str, values: Any) -> str | None:
+        for value in values:
+            message = check(name, value)
+            if message is not None:
+                return message
+        return None
+
+    return each
 
 
 def string_map(*, required: bool = True, nullable: bool = False, default: Any = MISSING) -> Field:
@@ -160,7 +227,27 @@ def string_map(*, required: bool = True, nullable: bool = False, default: Any = 
                 return f"{name}.{key} must be a string"
         return None
 
-    return _field("an object of strings", accepts, required, nullable, default, [])
+    schema: Schema = {"type": "object", "additionalProperties": {"type": "string"}}
+    return _field("an object of strings", accepts, required, nullable, default, [], schema)
+
+
+def field_schema(field: Field) -> Schema:
+    """The JSON Schema of what `field` accepts: its value's, or null too when it is nullable; with its
+    default when it has one."""
+    schema: Schema = {"anyOf": [field.schema, {"type": "null"}]} if field.nullable else dict(field.schema)
+    if field.default is not MISSING:
+        schema["default"] = field.default
+    return schema
+
+
+def body_schema(fields: Mapping[str, Field]) -> Schema:
+    """The JSON Schema of a request body that `validate_object(body, fields)` accepts."""
+    return {
+        "type": "object",
+        "properties": {name: field_schema(field) for name, field in fields.items()},
+        "required": [name for name, field in fields.items() if field.required],
+        "additionalProperties": False,
+    }
 
 
 def parse_json(data: bytes) -> Any:

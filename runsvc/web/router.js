@@ -37,8 +37,17 @@ document.addEventListener('click', (event) => {
   navigate(url.pathname + url.search + url.hash);
 });
 
-// Where the login page may send someone back to: a path on this site, never another origin.
+// Where the login page may send someone back to: a path on this site, never another origin. Decided
+// by how the browser itself resolves `next` (it reads `/\evil` as `//evil`, another host), not by
+// looking at its first characters.
 export function safeNext(next) {
-  if (!next || !next.startsWith('/') || next.startsWith('//') || next.startsWith('/login')) return '/';
-  return next;
+  if (!next || !next.startsWith('/')) return '/';
+  let url;
+  try {
+    url = new URL(next, location.origin);
+  } catch {
+    return '/';
+  }
+  if (url.origin !== location.origin || url.pathname.startsWith('/login')) return '/';
+  return url.pathname + url.search + url.hash;
 }

@@ -122,3 +122,25 @@ def test_the_companion_cookie_is_secure_when_the_session_cookie_is(tmp_path):
         assert login.status_code == 200, login.text
         assert "secure" in set_cookie_attributes(login, SESSION)
         assert "secure" in set_cookie_attributes(login, LOGGED_IN)
+
+
+def test_login_next_never_leaves_the_site(browser, server):
+    """`next` values that a browser resolves to another origin (`/\\evil`, `//evil`) or to the login page
+    send the user to `/` after logging in; a path of this site is kept, query and fragment included."""
+    hostile = ["/\\evil.example", "/\\/evil.example", "//evil.example", "https://evil.example",
+               "/login", "javascript:alert(1)", ""]
+    with checked_pages(browser) as new_page:
+        page = new_page()
+        page.goto(server.url + "/login")
+        results = page.evaluate(
+            "async (values) => { const { safeNext } = await import('/ui/router.js');"
+            " return values.map((value) => safeNext(value)); }",
+            [*hostile, "/runs/7?tab=log#L3"],
+        )
+        assert results == ["/"] * len(hostile) + ["/runs/7?tab=log#L3"]
+        page.goto(server.url + "/login?next=" + "%2F%5Cevil.example")
+        page.get_by_label("Username").fill("olga")
+        page.get_by_label("Password").fill(USER_PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        expect(page).to_have_url(server.url + "/")
+        expect(page.get_by_role("button", name="Log out")).to_be_visible()

@@ -342,18 +342,22 @@ async def test_lockout_survives_a_restart(tmp_path):
     assert 1 <= int(response.headers["retry-after"]) <= 60
 
 
-async def test_concurrent_guesses_cannot_slip_past_the_lockout(server, client):
-    """Twenty guesses sent at once: at most five are checked, the rest are refused with 429."""
+async def test_concurrent_guesses_cannot_slip_past_the_lockout(tmp_path):
+    """Twenty guesses sent at once (logins_per_client raised so that all are in progress together): at
+    most five are checked, the rest are refused with 429."""
     statuses: list[int] = []
 
-    async def guess():
-        response = await client.post(LOGIN, json={"username": "alice", "password": "wrong-password"})
-        statuses.append(response.status_code)
-
     with trio.fail_after(20):
-        await add_user(server, "alice", "viewer")
-        async with trio.open_nursery() as nursery:
-            for _ in range(20):
-                nursery.start_soon(guess)
+        async with running_server(make_settings(tmp_path, logins_per_client=20)) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+
+                async def guess():
+                    response = await client.post(LOGIN, json={"username": "alice", "password": "wrong-password"})
+                    statuses.append(response.status_code)
+
+                await add_user(server, "alice", "viewer")
+                async with trio.open_nursery() as nursery:
+                    for _ in range(20):
+                        nursery.start_soon(guess)
     assert statuses.count(401) == 5
     assert statuses.count(429) == 15

@@ -187,25 +187,29 @@ async def test_watcher_behind_gets_several_commits_per_frame(server, session):
 
 
 @pytest.mark.slow
-async def test_hundred_clients_see_identical_sequences(server, session):
-    """100 concurrent clients on one run all receive the same complete sequence."""
-    services = server.services
+async def test_hundred_clients_see_identical_sequences(tmp_path):
+    """100 concurrent clients on one run (one user: its socket cap raised) all receive the same complete
+    sequence."""
     results = []
+    settings = make_settings(tmp_path, max_websockets_per_user=100)
     with trio.fail_after(60):
-        run_id = await running_run(services)
+        async with running_server(settings) as server:
+            services = server.services
+            session = await operator_cookie(server)
+            run_id = await running_run(services)
 
-        async def watch():
-            async with open_ws(server, f"/api/v1/runs/{run_id}/events/ws", cookie=session, queue=16) as ws:
-                results.append(await read_all(ws))
+            async def watch():
+                async with open_ws(server, f"/api/v1/runs/{run_id}/events/ws", cookie=session, queue=16) as ws:
+                    results.append(await read_all(ws))
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(100):
-                nursery.start_soon(watch)
-            while services.bus.subscriber_count(run_id) < 100:
-                await trio.sleep(0.01)
-            await append_lines(services, run_id, 2000, 20)
-            await services.runs.cancel(run_id, by="t")
-    last = (await services.runs.get(run_id)).last_seq
+            async with trio.open_nursery() as nursery:
+                for _ in range(100):
+                    nursery.start_soon(watch)
+                while services.bus.subscriber_count(run_id) < 100:
+                    await trio.sleep(0.01)
+                await append_lines(services, run_id, 2000, 20)
+                await services.runs.cancel(run_id, by="t")
+            last = (await services.runs.get(run_id)).last_seq
     assert len(results) == 100
     assert all(seqs == list(range(1, last + 1)) and code == 1000 for seqs, _, code in results)
 
@@ -217,10 +221,11 @@ def _startup_passes_done(caplog) -> bool:
 
 @pytest.mark.slow
 async def test_idle_websockets_run_no_sql(tmp_path, caplog):
-    """200 open WebSockets on a quiet run: no SQL statement at all over a real 5 s window."""
+    """200 open WebSockets on a quiet run (one user: its socket cap raised): no SQL statement at all over a
+    real 5 s window."""
     # The window starts once the startup passes of maintenance and retention have logged that they ran.
     caplog.set_level(logging.INFO, logger="runsvc.maintenance")
-    async with running_server(make_settings(tmp_path)) as server:
+    async with running_server(make_settings(tmp_path, max_websockets_per_user=200)) as server:
         services = server.services
         session = await operator_cookie(server)
         with trio.fail_after(60):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from quart import Response, websocket
 
-from ...agents.service import DEFAULT_TOKEN_TTL_S, MAX_TOKEN_TTL_S, NAME_RE
+from ...agents.service import DEFAULT_TOKEN_TTL_S, MAX_TOKEN_TTL_S
+from ...names import MAX_LABELS, NAME_PATTERN, NAME_RULE
 from ..access import current_user
 from ..types import json_response, no_content, services
 from ..validation import number, read_json_object, string, string_list
@@ -13,14 +14,15 @@ from ..websockets import open_outbox
 
 AGENT_SEND_QUEUE = 64  # frames queued for an agent's socket before a sender waits
 
+LABELS = string_list(required=False, default=[], max_items=MAX_LABELS, item_pattern=NAME_PATTERN, item_rule=NAME_RULE)
 TOKEN_FIELDS = {
-    "labels": string_list(required=False, default=[]),
+    "labels": LABELS,
     "ttl_s": number(required=False, default=DEFAULT_TOKEN_TTL_S, minimum=1, maximum=MAX_TOKEN_TTL_S),
 }
 ENROLL_FIELDS = {
     "token": string(min_length=1, max_length=1000),
-    "name": string(pattern=NAME_RE.pattern),
-    "labels": string_list(required=False, default=[]),
+    "name": string(pattern=NAME_PATTERN, rule=NAME_RULE),
+    "labels": LABELS,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 
 import trio
@@ -10,6 +11,7 @@ from quart import websocket
 
 from ...model import EventBatch, RunGone, RunNotFound
 from ..query import MAX_INT64
+from ..sockets import TooManySockets
 from ..types import services
 from ..websockets import (
     BAD_REQUEST,
@@ -37,6 +39,29 @@ def _after_seq() -> int:
     return value
 
 
+Stream = Callable[[Outbox], Awaitable[tuple[int, str]]]
+
+
+def _checked(stream: Stream) -> Stream:
+    """`stream` after the Origin and caller checks, holding one of the caller's per-user WebSocket slots
+    (run-event sockets and feeds together, with a session or a token alike) while it runs;
+    Refused(1013) when the user holds them all."""
+
+    async def checked(out: Outbox) -> tuple[int, str]:
+        principal = await check_origin_and_session()
+        registry = services().sockets
+        try:
+            registry.acquire_user(principal.user.id)
+        except TooManySockets as full:
+            raise Refused(TRY_AGAIN_LATER, str(full)) from None
+        try:
+            return await stream(out)
+        finally:
+            registry.release_user(principal.user.id)
+
+    return checked
+
+
 def _frames(batch: EventBatch) -> list[str]:
     """One `events` frame per JSON fragment of the batch (each at most FRAGMENT_CAP characters); built
     once per batch, shared by every socket that sends it."""
@@ -50,7 +75,6 @@ def _wire(batch: EventBatch) -> bytes:
 
 async def run_events_ws(run_id: int) -> None:
     async def stream(out: Outbox) -> tuple[int, str]:
-        await check_origin_and_session()
         if run_id > MAX_INT64:
             raise Refused(BAD_REQUEST, f"run_id must be <= {MAX_INT64}")
         after_seq = _after_seq()
@@ -74,12 +98,11 @@ async def run_events_ws(run_id: int) -> None:
         await out.send(json.dumps({"type": "end", "last_seq": last_seq}))
         return NORMAL, "run finished"
 
-    await serve_socket(stream)
+    await serve_socket(_checked(stream))
 
 
 async def runs_feed_ws() -> None:
     async def stream(out: Outbox) -> tuple[int, str]:
-        await check_origin_and_session()
         with services().runs.feed.watch() as watcher:
             while True:
                 try:
@@ -88,4 +111,4 @@ async def runs_feed_ws() -> None:
                     return TRY_AGAIN_LATER, "too slow; reconnect and refetch the list"
                 await out.send(frame)
 
-    await serve_socket(stream)
+    await serve_socket(_checked(stream))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from quart import Response
 
 from ...model import STATUSES
+from ...names import MAX_LABELS, NAME_PATTERN, NAME_RULE
 from ..access import current_user
 from ..errors import InvalidRequest
 from ..query import choice_list_param, int_param, refuse_unknown_params
@@ -25,12 +25,12 @@ RESERVED_ENV = "RUNSVC_RUN_ID"
 SUBMIT_FIELDS = {
     "command": string_list(non_empty=True),
     "env": string_map(required=False, default={}),
-    "timeout_s": number(required=False, default=DEFAULT_TIMEOUT_S, maximum=MAX_TIMEOUT_S),
+    "timeout_s": number(required=False, default=DEFAULT_TIMEOUT_S, exclusive_minimum=0, maximum=MAX_TIMEOUT_S),
     "name": string(required=False, nullable=True, default=None, max_length=MAX_NAME),
-    "labels": string_list(required=False, default=[]),
+    "labels": string_list(
+        required=False, default=[], max_items=MAX_LABELS, item_pattern=NAME_PATTERN, item_rule=NAME_RULE
+    ),
 }
-MAX_LABELS = 32
-LABEL_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _check_submission(body: dict[str, Any]) -> None:
@@ -39,16 +39,9 @@ def _check_submission(body: dict[str, Any]) -> None:
         size = len(json.dumps(body[name], ensure_ascii=False).encode())
         if size > MAX_FIELD_JSON_BYTES:
             raise InvalidRequest(f"{name} must be at most {MAX_FIELD_JSON_BYTES} bytes of JSON (got {size})")
-    if body["timeout_s"] <= 0:
-        raise InvalidRequest("timeout_s must be > 0")
     for index, arg in enumerate(body["command"]):
         if "\0" in arg:
             raise InvalidRequest(f"command[{index}] must not contain a NUL character")
-    if len(body["labels"]) > MAX_LABELS:
-        raise InvalidRequest(f"labels must hold at most {MAX_LABELS} labels")
-    for label in body["labels"]:
-        if not LABEL_RE.fullmatch(label):
-            raise InvalidRequest("labels must be 1-64 characters of A-Z a-z 0-9 _ . - each")
     if body["command"][0] == "":
         raise InvalidRequest("command[0] must not be empty")
     for key, value in body["env"].items():

@@ -6,7 +6,7 @@ from quart import Response
 
 from ...accounts import ROLES
 from ...accounts.tokens import DEFAULT_EXPIRES_IN_DAYS, MAX_EXPIRES_IN_DAYS, MAX_NAME_CHARS
-from ..access import current_user
+from ..access import current_principal, current_user
 from ..types import json_response, services
 from ..validation import integer, read_json_object, string
 
@@ -36,7 +36,10 @@ async def list_tokens() -> Response:
 
 
 async def revoke_token(token_id: int) -> Response:
-    """204; another user's token is 404 unless the caller is an admin."""
-    user = current_user()
-    await services().tokens.revoke(user, token_id, any_owner=user.role == "admin")
+    """204; another user's token is 404 unless the caller is an admin. Made with a token, the request
+    cannot revoke a token whose role is above that token's effective role (403)."""
+    principal = current_principal()
+    user = principal.user
+    max_role = None if principal.token is None else user.role
+    await services().tokens.revoke(user, token_id, any_owner=user.role == "admin", max_role=max_role)
     return Response(b"", status=204)  # (a None body is iterated with asyncio, which is not running)

@@ -48,7 +48,8 @@ async def static_file(path: str) -> Response:
     target = _resolve(path)
     try:
         body = await trio.Path(target).read_bytes()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+    except OSError:
+        # Missing, a directory, a name too long for the file system (ENAMETOOLONG): all "no such file".
         raise NotFound(f"no UI file {path}") from None
     response = Response(body, content_type=CONTENT_TYPES.get(target.suffix, "application/octet-stream"))
     response.headers["Cache-Control"] = VENDOR_CACHE if path.startswith("vendor/") else OWN_CACHE
@@ -56,9 +57,12 @@ async def static_file(path: str) -> Response:
 
 
 def _resolve(path: str) -> Path:
-    """`path` under WEB_ROOT, refusing anything that would leave it (.., absolute, hidden files)."""
+    """`path` under WEB_ROOT, refusing anything that would leave it (.., absolute, hidden files) and
+    names no file can have (a NUL byte, which the OS calls would refuse with a ValueError)."""
     parts = PurePosixPath(path).parts
-    if not parts or any(part in ("..", ".") or part.startswith(".") or "\\" in part for part in parts):
+    if "\0" in path or not parts or any(
+        part in ("..", ".") or part.startswith(".") or "\\" in part for part in parts
+    ):
         raise NotFound(f"no UI file {path}")
     if parts[0] == "/":
         raise NotFound(f"no UI file {path}")

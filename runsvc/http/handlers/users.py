@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from quart import Response
 
+from ...accounts import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, ROLES
+from ...names import NAME_PATTERN, NAME_RULE
 from ..types import json_response, services
 from ..validation import boolean, read_json_object, string
 
-CREATE_FIELDS = {"username": string(), "password": string(), "role": string()}
+# The accounts service checks the same rules (with the same messages) for callers other than HTTP.
+USERNAME = string(pattern=NAME_PATTERN, rule=NAME_RULE)
+CREATE_FIELDS = {
+    "username": USERNAME,
+    "password": string(min_length=MIN_PASSWORD_CHARS, max_length=MAX_PASSWORD_CHARS),
+    "role": string(choices=ROLES),
+}
 UPDATE_FIELDS = {
-    "role": string(required=False),
-    "password": string(required=False),
+    "role": string(required=False, choices=ROLES),
+    "password": string(required=False, min_length=MIN_PASSWORD_CHARS, max_length=MAX_PASSWORD_CHARS),
     "disabled": boolean(required=False),
 }
 
