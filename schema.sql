@@ -5,6 +5,7 @@
 -- is time order and an index on them serves range queries. Secrets are stored only as hashes.
 
 -- Must come before the first table: retention pruning gives pages back with PRAGMA incremental_vacuum.
+-- (migrations.py sets it again outside the transaction this file runs in: only there does it take effect.)
 PRAGMA auto_vacuum = INCREMENTAL;
 
 CREATE TABLE users (
