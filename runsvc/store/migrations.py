@@ -16,7 +16,7 @@ from importlib import resources
 
 from .errors import SchemaError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _v1_to_v2(conn: sqlite3.Connection) -> None:
@@ -62,9 +62,19 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v4_to_v5(conn: sqlite3.Connection) -> None:
+    # Claiming by label set (store/runs.py: CLAIM_NEXT): queued runs indexed by their labels.
+    conn.execute("CREATE INDEX runs_queued_labels ON runs (labels, id) WHERE status = 'queued'")
+
+
 # MIGRATIONS[n] upgrades a version-n database to version n + 1. A step only runs statements: migrate()
 # wraps it in the transaction that also records the new version.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+    4: _v4_to_v5,
+}
 # Steps that must run outside a transaction (VACUUM) and are idempotent, so a crash before their
 # version is recorded only means they run again.
 OUTSIDE_TRANSACTION = frozenset({1})
