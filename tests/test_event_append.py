@@ -124,3 +124,25 @@ async def test_an_append_retried_after_a_storage_fault_is_published_once(tmp_pat
                 assert seqs == [1, 2]
     finally:
         release.set()
+
+
+async def test_a_storage_fault_in_a_transition_is_retried_not_the_appends_error(tmp_path):
+    """A transition that meets a storage fault (a full disk) is the store's to retry: the append then
+    commits, instead of its caller getting the fault as if the transition had refused."""
+    async with open_store(tmp_path / "t.db") as store:
+        eventlog = EventLog(store, RunEventBus())
+        run_id = await store.write(insert_running_run)
+        attempts: list[int] = []
+
+        def finish_after_a_full_disk(conn: sqlite3.Connection) -> None:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise fault("full")
+            run_sql.finish(conn, run_id, from_status="running", status="succeeded", exit_code=0, ts="t")
+
+        with trio.fail_after(DEADLINE_S):
+            events = await eventlog.append(
+                run_id, [("state", state_data("succeeded", 0))], transition=finish_after_a_full_disk
+            )
+        assert [e["seq"] for e in events] == [1] and len(attempts) == 2
+        assert await store.read(stored, run_id) == ("succeeded", 1, [1])

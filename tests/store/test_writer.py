@@ -165,3 +165,24 @@ async def test_a_request_that_fails_the_commit_fails_alone(tmp_path: Path) -> No
     assert isinstance(requests[1].error, sqlite3.IntegrityError)
     assert published == ["alice", "bob"]
     assert committed_users(path) == ["alice", "bob"]
+
+
+async def test_a_failed_request_outside_a_transaction_leaves_none_open(tmp_path: Path) -> None:
+    """A `transaction=False` request that fails with its own transaction open is rolled back, so the
+    writes after it still begin, commit, and do not carry its rows."""
+    path = tmp_path / "t.db"
+
+    def begin_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN")
+        insert_user(conn, "half")
+        raise ValueError("failed half-way")
+
+    with trio.fail_after(DEADLINE_S):
+        async with open_store(path) as store:
+            failing = store.submit_write(begin_then_fail, transaction=False)
+            after = store.submit_write(insert_user, "bob")
+            await failing.done.wait()
+            await after.done.wait()
+    assert isinstance(failing.error, ValueError)
+    assert after.error is None
+    assert committed_users(path) == ["bob"]
