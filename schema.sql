@@ -5,6 +5,7 @@
 -- is time order and an index on them serves range queries. Secrets are stored only as hashes.
 
 -- Must come before the first table: retention pruning gives pages back with PRAGMA incremental_vacuum.
+-- (migrations.py sets it again outside the transaction this file runs in: only there does it take effect.)
 PRAGMA auto_vacuum = INCREMENTAL;
 
 CREATE TABLE users (
@@ -60,9 +61,12 @@ CREATE TABLE runs (
     attempt    INTEGER NOT NULL DEFAULT 0,                -- hand-outs so far; agent reports are fenced by it
     agent_chunk INTEGER NOT NULL DEFAULT 0                -- last output chunk of this attempt stored
 );
-CREATE INDEX runs_status_started_at ON runs (status, started_at);   -- claiming, startup recovery
+CREATE INDEX runs_status_started_at ON runs (status, started_at);   -- startup recovery
 CREATE INDEX runs_ended_at ON runs (ended_at);                      -- retention
 CREATE INDEX runs_status_id ON runs (status, id);                   -- list filtered by status
+-- Claiming (schema version 5): queued runs only, by label set, oldest first within a set. The claim
+-- visits the distinct label sets, one seek each, so runs no free executor can take cost it nothing.
+CREATE INDEX runs_queued_labels ON runs (labels, id) WHERE status = 'queued';
 
 CREATE TABLE run_events (
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,

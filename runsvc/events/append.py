@@ -20,6 +20,13 @@ being read early and waiting in a buffer for the next commit.
 An append can carry a `transition`: a function run in the same transaction before its events are
 numbered (e.g. "UPDATE runs SET status = 'succeeded' …"). If it raises, that append is dropped and the
 exception goes to its caller; the other appends commit.
+
+Likewise an append SQLite refuses (a string with a lone surrogate, an integer past 2^63): the buffer's
+rows go in with one executemany, so such an append would fail every run's appends in the buffer, and a
+run that was finishing then had nothing to record its end with. When that insert fails with anything
+but a storage fault, the buffer is undone and written again one append per savepoint: the bad append's
+caller gets the exception, every other append commits. (A storage fault — locked, full, I/O — fails the
+whole write, which the store retries: SPEC §14.)
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import attrs
 import trio
 
 from ..model import Event, EventBatch, RunNotFound
-from ..store import Store, StoreClosedError
+from ..store import Store, StoreClosedError, is_transient
 from ..store import events as sql
 from ..timeutil import now_ts
 from .bus import RunEventBus
@@ -155,10 +162,22 @@ class EventLog:
 def _write_buffer(conn: sqlite3.Connection, buffer: _Buffer, ts: str, watched: frozenset[int]) -> _Buffer:
     """Writer thread, inside the group transaction. `watched`: the runs that had subscribers when the
     writer took the buffer; only their batches are worth serializing here."""
-    rows: list[sql.Row] = []
-    for run_id, appends in buffer.by_run.items():
-        _number_run(conn, run_id, appends, ts, rows)
-    sql.insert_rows(conn, rows)
+    buffer.batches.clear()  # this may be a retry of a write that met a storage fault at COMMIT
+    conn.execute("SAVEPOINT buffer")
+    try:
+        rows: list[sql.Row] = []
+        for run_id, appends in buffer.by_run.items():
+            _number_run(conn, run_id, appends, ts, rows)
+        sql.insert_rows(conn, rows)
+    except Exception as exc:
+        if is_transient(exc):
+            raise  # the store retries the whole write
+        conn.execute("ROLLBACK TO buffer")
+        conn.execute("RELEASE buffer")
+        for run_id, appends in buffer.by_run.items():
+            _number_run(conn, run_id, appends, ts, None)
+    else:
+        conn.execute("RELEASE buffer")
     # The JSON of watched runs' batches is built here too, not on the Trio thread (≈ 30 ms for 10,000
     # events); a run nobody watches never needs it. (Someone who subscribes during this write gets a
     # batch serialized on first use.) If the commit fails, on_error runs instead of _publish and these
@@ -176,8 +195,11 @@ def _number_run(
     run_id: int,
     appends: list[_Append],
     ts: str,
-    rows: list[sql.Row],
+    rows: list[sql.Row] | None,
 ) -> None:
+    """Run the transitions and number the events of one run's appends, adding their rows to `rows`
+    for the caller's one insert; with `rows` None, each append is inserted alone in a savepoint of its
+    own, so an append that fails is dropped alone."""
     try:
         seq = sql.last_seq(conn, run_id)
     except RunNotFound as exc:
@@ -188,17 +210,50 @@ def _number_run(
     start = seq
     for append in appends:
         append.events, append.error = [], None  # this may be a retry of a batch that met a fault
-        if append.transition is not None:
-            conn.execute("SAVEPOINT transition")
-            try:
-                append.transition(conn)
-            except Exception as exc:
-                conn.execute("ROLLBACK TO transition")
-                conn.execute("RELEASE transition")
-                append.error = exc
-                continue
-            conn.execute("RELEASE transition")
-        append.events = sql.number(run_id, seq, append.items, ts, rows)
-        seq += len(append.events)
+        if rows is None:
+            events = _insert_alone(conn, run_id, seq, append, ts)
+        elif append.transition is None or _transition(conn, append):
+            events = sql.number(run_id, seq, append.items, ts, rows)
+        else:
+            continue
+        append.events = events
+        seq += len(events)
     if seq != start:
         sql.set_last_seq(conn, run_id, seq)
+
+
+def _transition(conn: sqlite3.Connection, append: _Append) -> bool:
+    """Run the append's transition in a savepoint; if it raises, undo it and keep the error."""
+    assert append.transition is not None
+    conn.execute("SAVEPOINT transition")
+    try:
+        append.transition(conn)
+    except Exception as exc:
+        if is_transient(exc):
+            raise  # a storage fault is not the append's: the store retries the whole write
+        conn.execute("ROLLBACK TO transition")
+        conn.execute("RELEASE transition")
+        append.error = exc
+        return False
+    conn.execute("RELEASE transition")
+    return True
+
+
+def _insert_alone(conn: sqlite3.Connection, run_id: int, seq: int, append: _Append, ts: str) -> list[Event]:
+    """The append's transition and its rows in one savepoint: its events, or [] and its error."""
+    conn.execute("SAVEPOINT append")
+    try:
+        if append.transition is not None:
+            append.transition(conn)
+        rows: list[sql.Row] = []
+        events = sql.number(run_id, seq, append.items, ts, rows)
+        sql.insert_rows(conn, rows)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        conn.execute("ROLLBACK TO append")
+        conn.execute("RELEASE append")
+        append.error = exc
+        return []
+    conn.execute("RELEASE append")
+    return events

@@ -2,7 +2,7 @@
 
 from .core import Store, StoreStatistics, open_store
 from .errors import SchemaError, StoreClosedError, StoreError
-from .faults import ReadTimedOut, StoreUnavailable
+from .faults import ReadTimedOut, StoreUnavailable, is_transient
 from .migrations import SCHEMA_VERSION
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "StoreError",
     "StoreStatistics",
     "StoreUnavailable",
+    "is_transient",
     "open_store",
 ]

@@ -255,4 +255,6 @@ async def open_store(
             yield store
         finally:
             await store.aclose()
-            nursery.cancel_scope.cancel()  # a writer stuck past the close timeout is abandoned
+            # The writer has exited, or its statement was interrupted by aclose(); its thread is never
+            # abandoned (writer.py), so only a request stuck outside SQLite could hold this exit.
+            nursery.cancel_scope.cancel()

@@ -1,8 +1,11 @@
 """Schema creation and in-place upgrades, tracked by PRAGMA user_version.
 
-A new database gets schema.sql whole. An older one runs the steps below in order, each step taking the
-database from version N to N + 1 and recording N + 1 as it finishes, so an interrupted upgrade resumes
-where it stopped.
+A new database gets schema.sql whole, with its version, in one transaction. An older one runs the steps
+below in order, each taking the database from version N to N + 1. A step's statements and the new
+user_version commit in ONE transaction (the version lives in the file's header, written by the same
+commit), so a crash anywhere in an upgrade leaves the file at N or at N + 1, never in between, and the
+next start resumes from there. The one step that cannot run inside a transaction (VACUUM, 1 → 2) is
+idempotent instead: repeated after a crash, it does the same again.
 """
 
 from __future__ import annotations
@@ -13,21 +16,21 @@ from importlib import resources
 
 from .errors import SchemaError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _v1_to_v2(conn: sqlite3.Connection) -> None:
     # Version 1 files were created without incremental auto-vacuum, so retention pruning could delete
-    # rows but never give the pages back. The mode can only change on an existing file through VACUUM.
+    # rows but never give the pages back. The mode can only change on an existing file through VACUUM,
+    # which runs outside any transaction (see OUTSIDE_TRANSACTION).
     conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     conn.execute("VACUUM")
 
 
 def _v2_to_v3(conn: sqlite3.Connection) -> None:
     # API tokens (SPEC §12). The same statements as in schema.sql.
-    conn.executescript(
+    conn.execute(
         """
-        BEGIN;
         CREATE TABLE api_tokens (
             id           INTEGER PRIMARY KEY,
             token_hash   BLOB    NOT NULL UNIQUE,
@@ -37,19 +40,16 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
             created_at   TEXT    NOT NULL,
             expires_at   TEXT,
             last_used_at TEXT
-        );
-        CREATE INDEX api_tokens_expires_at ON api_tokens (expires_at);
-        CREATE INDEX api_tokens_user_id ON api_tokens (user_id);
-        PRAGMA user_version = 3;
-        COMMIT;
+        )
         """
     )
+    conn.execute("CREATE INDEX api_tokens_expires_at ON api_tokens (expires_at)")
+    conn.execute("CREATE INDEX api_tokens_user_id ON api_tokens (user_id)")
 
 
 def _v3_to_v4(conn: sqlite3.Connection) -> None:
     # Remote agents (SPEC §11): the agents table and the routing/fencing columns of runs. Existing runs
     # get no labels; a run already handed out counts as attempt 1 on the local executor.
-    conn.execute("BEGIN")
     conn.execute("ALTER TABLE runs ADD COLUMN labels TEXT NOT NULL DEFAULT '[]'")
     conn.execute("ALTER TABLE runs ADD COLUMN executor TEXT")
     conn.execute("ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0")
@@ -60,11 +60,24 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
         "labels TEXT NOT NULL DEFAULT '[]', secret_hash BLOB NOT NULL UNIQUE, created_at TEXT NOT NULL, "
         "last_seen_at TEXT)"
     )
-    conn.execute("COMMIT")
 
 
-# MIGRATIONS[n] upgrades a version-n database to version n + 1.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(conn: sqlite3.Connection) -> None:
+    # Claiming by label set (store/runs.py: CLAIM_NEXT): queued runs indexed by their labels.
+    conn.execute("CREATE INDEX runs_queued_labels ON runs (labels, id) WHERE status = 'queued'")
+
+
+# MIGRATIONS[n] upgrades a version-n database to version n + 1. A step only runs statements: migrate()
+# wraps it in the transaction that also records the new version.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+    4: _v4_to_v5,
+}
+# Steps that must run outside a transaction (VACUUM) and are idempotent, so a crash before their
+# version is recorded only means they run again.
+OUTSIDE_TRANSACTION = frozenset({1})
 
 
 def schema_sql() -> str:
@@ -73,6 +86,14 @@ def schema_sql() -> str:
 
 def _user_version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite rolls back by itself when it cannot (e.g. after an I/O error)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -87,10 +108,26 @@ def migrate(conn: sqlite3.Connection) -> int:
         tables = conn.execute("SELECT count(*) FROM sqlite_schema WHERE type = 'table'").fetchone()[0]
         if tables:
             raise SchemaError("database has tables but no runsvc schema version; not a runsvc database")
-        conn.executescript(schema_sql())
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # auto_vacuum takes effect only outside a transaction, before the first table. Then one script in
+        # one transaction: tables without a version would be refused as foreign above.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE;\n{schema_sql()}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
+        except BaseException:
+            _rollback(conn)
+            raise
         return found
     for version in range(found, SCHEMA_VERSION):
-        MIGRATIONS[version](conn)
-        conn.execute(f"PRAGMA user_version = {version + 1}")
+        step = MIGRATIONS[version]
+        if version in OUTSIDE_TRANSACTION:
+            step(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version not in OUTSIDE_TRANSACTION:
+                step(conn)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
     return found

@@ -28,24 +28,53 @@ SUMMARY_COLUMNS = RUN_COLUMNS.replace(" env,", "")
 
 # Claim: the oldest queued run that one of the free executors can take (it has all the run's labels),
 # handed to the first such executor in the order given (json_each walks an array in order); one
-# statement, so two claims never race.
-# :executors is a JSON array of {"name": …, "labels": […]}. The runs are walked through
-# runs_status_started_at; the json_each scans are over the (small) label lists only.
+# statement, so two claims never race. :executors is a JSON array of {"name": …, "labels": […]}.
+#
+# Its cost must not grow with queued runs nobody can take (issue 20: 100k runs for a label no executor
+# has made every claim walk them all, 104 ms inside the one writer). So it works on label SETS: the
+# partial index runs_queued_labels holds only queued runs, by (labels, id).
+# - label_sets: the distinct `labels` of queued runs, one index seek each (each step asks for the
+#   smallest value above the previous one: a loose index scan), however many runs share a set;
+# - takers: for each set, the first executor that has all its labels, or NULL (json_each over the small
+#   label lists only);
+# - pick: for each set some executor takes, its oldest run (one more seek), and the oldest of those;
+#   min() with a bare column takes `chosen` from that same row (SQLite's documented min/max rule).
+# INDEXED BY: without statistics the planner prefers runs_status_id's `status = ?` plus a sort, which
+# visits every queued run again; INDEXED BY makes a schema change that loses the index an error, not a
+# slow claim. Oldest is lowest id: ids only grow (AUTOINCREMENT) and started_at, the old tie-breaker before id, is
+# NULL until the claim sets it. Cost: one seek per distinct label set of queued runs, not one per run.
 CLAIM_NEXT = """
+    WITH RECURSIVE
+        label_sets(labels) AS (
+            SELECT (SELECT min(labels) FROM runs INDEXED BY runs_queued_labels WHERE status = 'queued')
+            UNION ALL
+            SELECT (
+                SELECT min(r.labels) FROM runs AS r INDEXED BY runs_queued_labels
+                WHERE r.status = 'queued' AND r.labels > s.labels
+            )
+            FROM label_sets AS s WHERE s.labels IS NOT NULL
+        ),
+        takers(labels, chosen) AS (
+            SELECT s.labels, (
+                SELECT json_extract(c.value, '$.name') FROM json_each(:executors) AS c
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM json_each(s.labels) AS l
+                    WHERE l.value NOT IN (SELECT value FROM json_each(json_extract(c.value, '$.labels')))
+                )
+                LIMIT 1
+            )
+            FROM label_sets AS s WHERE s.labels IS NOT NULL
+        ),
+        pick(run_id, chosen) AS (
+            SELECT min((
+                SELECT r.id FROM runs AS r INDEXED BY runs_queued_labels
+                WHERE r.status = 'queued' AND r.labels = t.labels ORDER BY r.id LIMIT 1
+            )), t.chosen
+            FROM takers AS t WHERE t.chosen IS NOT NULL
+        )
     UPDATE runs SET status = 'running', started_at = :ts, attempt = attempt + 1, executor = pick.chosen,
                     agent_chunk = 0
-    FROM (
-        SELECT r.id AS run_id, (
-            SELECT json_extract(c.value, '$.name') FROM json_each(:executors) AS c
-            WHERE NOT EXISTS (
-                SELECT 1 FROM json_each(r.labels) AS l
-                WHERE l.value NOT IN (SELECT value FROM json_each(json_extract(c.value, '$.labels')))
-            )
-            LIMIT 1
-        ) AS chosen
-        FROM runs AS r WHERE r.status = 'queued' AND chosen IS NOT NULL
-        ORDER BY r.started_at, r.id LIMIT 1
-    ) AS pick
+    FROM pick
     WHERE runs.id = pick.run_id
     RETURNING """ + ", ".join(f"runs.{column.strip()}" for column in RUN_COLUMNS.split(","))
 

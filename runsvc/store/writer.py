@@ -4,7 +4,12 @@ when the database stops taking writes.
 The task takes whatever is pending, runs all of it in one transaction in one thread hop (each request
 inside its own SAVEPOINT, so one failing request does not undo the others), commits, and only then runs
 each request's `on_commit` callback on the Trio thread. That is where the event bus publishes: after the
-commit, never before.
+commit, never before, and only for requests that committed. The thread hop is never abandoned, even when
+the task is cancelled: the transaction commits or rolls back in its thread, then the callbacks say which.
+
+One bad request fails only itself: an exception in it rolls back its savepoint; a COMMIT that fails for
+a reason other than a storage fault (a deferred constraint one request broke) makes the group run again
+one request per transaction, so only the culprit gets the error.
 
 Faults (see faults.py): a batch that meets a transient fault (another process holds the write lock
 past the busy timeout, a full disk, an I/O error) is rolled back as a whole. Requests submitted with
@@ -45,6 +50,7 @@ class WriteRequest:
     retry: bool = False
     done: trio.Event = attrs.Factory(trio.Event)
     executed: bool = False
+    committed: bool = False  # set in the writer thread once the request's work is durable
     result: Any = None
     error: BaseException | None = None
 
@@ -121,12 +127,15 @@ class GroupCommitWriter:
                 for request in batch:
                     if request.prepare is not None:
                         request.args, request.prepare = request.prepare(), None
+                # Never abandoned, even when this task is cancelled: the transaction commits or rolls
+                # back in its thread, and only then does anyone hear about it. (An abandoned batch once
+                # ran on_commit for requests its thread had not committed, and the bus published them.)
+                # A cancelled writer is still bounded: aclose() interrupts the statement after its
+                # close timeout, and an interrupted batch rolls back and fails like any fault.
                 stopped: tuple[BaseException, int] | None = None
                 try:
-                    stopped = await trio.to_thread.run_sync(
-                        self._execute_batch, batch, limiter=self._limiter, abandon_on_cancel=True
-                    )
-                finally:
+                    stopped = await trio.to_thread.run_sync(self._execute_batch, batch, limiter=self._limiter)
+                finally:  # also when cancelled before the thread started: then nothing of it ran
                     self.write_batches += 1
                     self._finish_batch(batch if stopped is None else batch[: stopped[1]])
                 if stopped is None:
@@ -151,7 +160,7 @@ class GroupCommitWriter:
         again: list[WriteRequest] = []
         failed: list[WriteRequest] = []
         for request in batch:
-            request.executed, request.result, request.error = False, None, None
+            request.executed, request.committed, request.result, request.error = False, False, None, None
             if request.retry and not self._closing:
                 again.append(request)
             else:
@@ -177,7 +186,7 @@ class GroupCommitWriter:
         """An idle writer's test of an unavailable database: a write transaction that changes nothing
         visible (it rewrites the schema cookie's neighbour, user_version, with its own value)."""
         try:
-            await trio.to_thread.run_sync(self._probe_sync, limiter=self._limiter, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(self._probe_sync, limiter=self._limiter)  # never abandoned
         except sqlite3.Error as exc:
             if not is_transient(exc):
                 raise
@@ -206,17 +215,19 @@ class GroupCommitWriter:
         done = 0
         try:
             self.faults.check()
-            group: list[WriteRequest] = []
-            for request in batch:
-                if request.transaction:
-                    group.append(request)
+            for group in _groups(batch):
+                if not group[0].transaction:
+                    self._execute_one(conn, group[0])
+                elif not self._execute_group(conn, group):
+                    # The group failed as a whole, not through a storage fault and not inside one
+                    # request's savepoint (a deferred constraint at COMMIT): it cannot be pinned on one
+                    # request, so each runs again in a transaction of its own and only the culprit
+                    # fails. Counted one by one: a fault meanwhile must not re-run the committed ones.
+                    for request in group:
+                        self._execute_group(conn, [request])
+                        done += 1
                     continue
-                self._execute_group(conn, group)
                 done += len(group)
-                group = []
-                self._execute_one(conn, request)
-                done += 1
-            self._execute_group(conn, group)
         except sqlite3.Error as exc:
             if not is_transient(exc):
                 raise
@@ -225,7 +236,7 @@ class GroupCommitWriter:
         return None
 
     def _execute_one(self, conn: sqlite3.Connection, request: WriteRequest) -> None:
-        request.executed = True
+        request.executed, request.committed, request.result, request.error = True, False, None, None
         try:
             request.result = request.fn(conn, *request.args)
         except sqlite3.Error as exc:
@@ -234,12 +245,18 @@ class GroupCommitWriter:
             request.error = exc
         except Exception as exc:  # delivered to the caller of write()
             request.error = exc
+        if not request.transaction:
+            # Alone and outside a transaction: what it did is done. A failed one may have left its own
+            # transaction open, which would fail the next group's BEGIN for its neighbours.
+            if request.error is not None:
+                rollback_quietly(conn)
+            request.committed = request.error is None
 
-    def _execute_group(self, conn: sqlite3.Connection, group: list[WriteRequest]) -> None:
-        """One transaction, each request in its own SAVEPOINT. A transient fault propagates (the
-        caller rolls back); any other failure of BEGIN or COMMIT is every request's error."""
-        if not group:
-            return
+    def _execute_group(self, conn: sqlite3.Connection, group: list[WriteRequest]) -> bool:
+        """One transaction, each request in its own SAVEPOINT, so a request that raises is undone
+        alone. A transient fault propagates (the caller rolls back). Any other failure of BEGIN or
+        COMMIT rolls back and returns False, for a group of several requests (the caller runs them
+        one by one); a lone request gets it as its error."""
         try:
             conn.execute("BEGIN IMMEDIATE")
             for request in group:
@@ -253,10 +270,15 @@ class GroupCommitWriter:
             if is_transient(exc):
                 raise
             rollback_quietly(conn)
-            for request in group:
-                request.executed, request.result, request.error = True, None, exc
-            return
+            if len(group) > 1:
+                return False
+            request = group[0]
+            request.executed, request.committed, request.result, request.error = True, False, None, exc
+            return True
+        for request in group:
+            request.committed = request.error is None
         self.transactions += 1
+        return True
 
     def _finish_batch(self, batch: list[WriteRequest]) -> None:
         """Trio thread, after the commit: publish, then wake the callers."""
@@ -265,6 +287,10 @@ class GroupCommitWriter:
                 request.error = StoreClosedError("store closed before the write ran")
             else:
                 self.write_requests += 1
+                if request.error is None and not request.committed:
+                    # Only what committed is published: a batch whose thread raised (a bug, never a
+                    # storage fault) ends here with requests that ran but did not commit.
+                    request.result, request.error = None, StoreClosedError("the write did not commit")
             callback, value = request.on_commit, request.result
             if request.error is not None:
                 callback, value = request.on_error, request.error
@@ -274,3 +300,15 @@ class GroupCommitWriter:
                 except Exception:
                     log.exception("write callback failed", fn=getattr(request.fn, "__name__", "?"))
             request.done.set()
+
+
+def _groups(batch: list[WriteRequest]) -> list[list[WriteRequest]]:
+    """Consecutive transactional requests form one group (one transaction); a non-transactional
+    request is a group of its own."""
+    groups: list[list[WriteRequest]] = []
+    for request in batch:
+        if request.transaction and groups and groups[-1][0].transaction:
+            groups[-1].append(request)
+        else:
+            groups.append([request])
+    return groups

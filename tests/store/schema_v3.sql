@@ -1,0 +1,92 @@
+-- runsvc schema version 3, frozen: API tokens added, before remote agents.
+
+-- Must come before the first table: retention pruning gives pages back with PRAGMA incremental_vacuum.
+PRAGMA auto_vacuum = INCREMENTAL;
+
+CREATE TABLE users (
+    id            INTEGER PRIMARY KEY,
+    username      TEXT    NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT    NOT NULL,                       -- argon2id
+    role          TEXT    NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    disabled      INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+    created_at    TEXT    NOT NULL
+);
+
+CREATE TABLE sessions (
+    id         INTEGER PRIMARY KEY,
+    token_hash BLOB    NOT NULL UNIQUE,                   -- sha256 of the cookie token
+    user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at TEXT    NOT NULL,
+    expires_at TEXT    NOT NULL
+);
+CREATE INDEX sessions_expires_at ON sessions (expires_at);
+CREATE INDEX sessions_user_id ON sessions (user_id);
+
+-- One row per (normalized username, client address) with recent failed logins.
+CREATE TABLE login_throttle (
+    username        TEXT    NOT NULL,
+    client          TEXT    NOT NULL,
+    failures        INTEGER NOT NULL,
+    first_failed_at TEXT    NOT NULL,
+    last_failed_at  TEXT    NOT NULL,
+    locked_until    TEXT,                                 -- end of the latest lockout; NULL: none yet
+    lockout_s       INTEGER NOT NULL DEFAULT 0,           -- length of the current lockout
+    PRIMARY KEY (username, client)
+);
+CREATE INDEX login_throttle_last_failed_at ON login_throttle (last_failed_at);
+
+-- AUTOINCREMENT: a run id is never reused after retention deletes the run, so a client holding an
+-- old id can never be shown somebody else's run.
+CREATE TABLE runs (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT,
+    command    TEXT    NOT NULL,                          -- JSON array of strings
+    env        TEXT    NOT NULL,                          -- JSON object of string to string
+    timeout_s  REAL    NOT NULL,
+    status     TEXT    NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed',
+                                                  'cancelled', 'timed_out', 'interrupted')),
+    exit_code  INTEGER,
+    created_by TEXT,                                      -- username
+    created_at TEXT    NOT NULL,
+    started_at TEXT,
+    ended_at   TEXT,
+    last_seq   INTEGER NOT NULL DEFAULT 0                 -- seq of the run's newest event
+);
+CREATE INDEX runs_status_started_at ON runs (status, started_at);   -- claiming, startup recovery
+CREATE INDEX runs_ended_at ON runs (ended_at);                      -- retention
+CREATE INDEX runs_status_id ON runs (status, id);                   -- list filtered by status
+
+CREATE TABLE run_events (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq    INTEGER NOT NULL,
+    ts     TEXT    NOT NULL,
+    kind   TEXT    NOT NULL CHECK (kind IN ('state', 'stdout', 'stderr', 'system')),
+    data   TEXT    NOT NULL,                              -- a line, or JSON for 'state'
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE enrollment_tokens (
+    id         INTEGER PRIMARY KEY,
+    token_hash BLOB    NOT NULL UNIQUE,
+    labels     TEXT    NOT NULL DEFAULT '[]',             -- JSON array of strings
+    created_by TEXT,
+    created_at TEXT    NOT NULL,
+    expires_at TEXT    NOT NULL,
+    used_at    TEXT
+);
+CREATE INDEX enrollment_tokens_expires_at ON enrollment_tokens (expires_at);
+
+-- API tokens (schema version 3): `Authorization: Bearer rsv_…`. Only sha256 of the secret is stored.
+-- The effective role of a request is the lower of `role` and the user's role at that moment.
+CREATE TABLE api_tokens (
+    id           INTEGER PRIMARY KEY,
+    token_hash   BLOB    NOT NULL UNIQUE,                 -- sha256 of the secret
+    user_id      INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name         TEXT    NOT NULL,
+    role         TEXT    NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    created_at   TEXT    NOT NULL,
+    expires_at   TEXT,                                    -- NULL: never expires
+    last_used_at TEXT                                     -- written at most once a minute
+);
+CREATE INDEX api_tokens_expires_at ON api_tokens (expires_at);
+CREATE INDEX api_tokens_user_id ON api_tokens (user_id);
