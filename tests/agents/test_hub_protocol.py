@@ -84,13 +84,13 @@ async def test_enrollment_checks_in_order(tmp_path):
             await enroll(client, name="taken")
             token = (await client.post("/api/v1/enrollment-tokens", json={"labels": ["gpu"]})).json()
             assert token["enrollment_token"]["labels"] == ["gpu"] and token["token"].startswith("rse_")
-            enroll_url = "/api/v1/agents/enroll"
-            assert_error(await client.post(enroll_url, json={"token": "x", "name": "bad name"}), 400, "invalid_request")
-            assert_error(await client.post(enroll_url, json={"token": "x", "name": "n", "labels": ["a b"]}), 400,
+            url = "/api/v1/agents/enroll"
+            assert_error(await client.post(url, json={"token": "x", "name": "bad name"}), 400, "invalid_request")
+            assert_error(await client.post(url, json={"token": "x", "name": "n", "labels": ["a b"]}), 400,
                          "invalid_request")
-            assert_error(await client.post(enroll_url, json={"token": "x", "name": "taken"}), 401, "unauthenticated")
-            assert_error(await client.post(enroll_url, json={"token": token["token"], "name": "taken"}), 409, "conflict")
-            response = await client.post(enroll_url, json={"token": token["token"], "name": "fresh", "labels": ["cpu"]})
+            assert_error(await client.post(url, json={"token": "x", "name": "taken"}), 401, "unauthenticated")
+            assert_error(await client.post(url, json={"token": token["token"], "name": "taken"}), 409, "conflict")
+            response = await client.post(url, json={"token": token["token"], "name": "fresh", "labels": ["cpu"]})
             assert response.status_code == 201
             assert response.json()["agent"]["labels"] == ["gpu"]  # the token's labels win
             assert_error(await client.post("/api/v1/enrollment-tokens", json={"ttl_s": 7 * 86400 + 1}), 400,
