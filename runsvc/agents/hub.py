@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import attrs
 import trio
 
 from ..accounts.service import token_hash
@@ -27,6 +28,12 @@ from .link import GOING_AWAY, POLICY_VIOLATION, SILENT, UNAUTHENTICATED, AgentLi
 from .protocol import ProtocolError, parse_agent_message
 
 log = get_logger(__name__)
+
+
+@attrs.frozen
+class AgentHubStatistics:
+    connected: int  # agents with a connection
+    parked_readers: int  # connections not reading because a run's inbox is full (backpressure)
 
 
 class AgentHub:
@@ -70,6 +77,12 @@ class AgentHub:
 
     def connected_count(self) -> int:
         return sum(1 for link in self._links.values() if link.connected)
+
+    def statistics(self) -> AgentHubStatistics:
+        links = self._links.values()
+        return AgentHubStatistics(
+            connected=self.connected_count(), parked_readers=sum(link.parked_readers for link in links),
+        )
 
     def close_all(self) -> None:
         """Server shutdown, after the drain: every agent connection closes with 1001."""

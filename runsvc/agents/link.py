@@ -112,6 +112,10 @@ class AgentLink:
     def connected(self) -> bool:
         return self.connection is not None
 
+    @property
+    def parked_readers(self) -> int:
+        return self._parked_readers
+
     # ---- the Executor interface -------------------------------------------------------------------
 
     async def execute(self, spec: RunSpec, emit: OutputSink, stop: StopRequest) -> Outcome:
