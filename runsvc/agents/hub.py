@@ -4,25 +4,36 @@ Each agent has an `AgentLink` (link.py), which is the run's executor in the sche
 `Executor` interface as the local one). The hub authenticates agent connections, attaches them to their
 links, reads their frames (closing a connection that stays silent for `agent_lease_s`), pings, revokes,
 and hands the executor pool the links of runs an earlier server process left on agents (adoption).
+
+Nothing on an agent's connection waits for a database write: `last_seen_at` is written in the background,
+retried through a storage outage (SPEC §14), so agents connect and keep their runs while the database
+cannot be written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import attrs
 import trio
 
 from ..accounts.service import token_hash
 from ..config import Settings
 from ..executors.pool import ExecutorPool, agent_executor_name
 from ..log import get_logger
-from ..store import Store
+from ..store import Store, StoreClosedError
 from ..store import agents as sql
 from ..timeutil import now_ts
 from .link import GOING_AWAY, POLICY_VIOLATION, SILENT, UNAUTHENTICATED, AgentLink, Connection
 from .protocol import ProtocolError, parse_agent_message
 
 log = get_logger(__name__)
+
+
+@attrs.frozen
+class AgentHubStatistics:
+    connected: int  # agents with a connection
+    parked_readers: int  # connections not reading because a run's inbox is full (backpressure)
 
 
 class AgentHub:
@@ -32,6 +43,8 @@ class AgentHub:
         self.pool = pool
         self._links: dict[str, AgentLink] = {}
         self._closing = trio.Event()
+        self._seen: dict[int, str] = {}  # agent id: the last_seen_at to store
+        self._seen_pending: set[int] = set()  # agents whose last_seen_at write is in flight
 
     def adopt(self, executor_name: str) -> AgentLink | None:
         prefix = agent_executor_name("")
@@ -64,6 +77,12 @@ class AgentHub:
     def connected_count(self) -> int:
         return sum(1 for link in self._links.values() if link.connected)
 
+    def statistics(self) -> AgentHubStatistics:
+        links = self._links.values()
+        return AgentHubStatistics(
+            connected=self.connected_count(), parked_readers=sum(link.parked_readers for link in links),
+        )
+
     def close_all(self) -> None:
         """Server shutdown, after the drain: every agent connection closes with 1001."""
         self._closing.set()
@@ -82,7 +101,7 @@ class AgentHub:
         link.agent_id, link.labels = agent["id"], agent["labels"]
         connection = Connection(send_text)
         link.attach(connection)
-        await self._store.write(sql.touch_agent, agent["id"], now_ts())
+        self._record_seen(agent["id"])
         log.info("agent connected", agent=link.name)
         try:
             await connection.send({
@@ -119,11 +138,35 @@ class AgentHub:
         finally:
             link.detach(connection)
             log.info("agent disconnected", agent=link.name)
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                try:
-                    await self._store.write(sql.touch_agent, agent["id"], now_ts())
-                except Exception as exc:  # the store closing; last_seen_at is only informative
-                    log.debug("could not record last_seen_at", error=repr(exc))
+            self._record_seen(agent["id"])
+
+    def _record_seen(self, agent_id: int) -> None:
+        """Store now as the agent's `last_seen_at`, without waiting. One retried write per agent at a time:
+        a time noted while one is pending is written after it (an outage does not pile up writes)."""
+        self._seen[agent_id] = now_ts()
+        if agent_id not in self._seen_pending:
+            self._write_seen(agent_id)
+
+    def _write_seen(self, agent_id: int) -> None:
+        ts = self._seen[agent_id]
+
+        def committed(_: object) -> None:
+            self._seen_pending.discard(agent_id)
+            if self._seen.get(agent_id) != ts:
+                self._write_seen(agent_id)  # a later time was noted meanwhile
+            else:
+                del self._seen[agent_id]
+
+        def failed(exc: BaseException) -> None:  # the store closing; last_seen_at is only informative
+            self._seen_pending.discard(agent_id)
+            log.debug("could not record last_seen_at", error=repr(exc))
+
+        try:
+            self._store.submit_write(sql.touch_agent, agent_id, ts, on_commit=committed, on_error=failed, retry=True)
+        except StoreClosedError as exc:
+            failed(exc)
+            return
+        self._seen_pending.add(agent_id)
 
     async def _read_frames(
         self, link: AgentLink, connection: Connection, receive: Callable[[], Awaitable[str | bytes]]
@@ -141,4 +184,6 @@ class AgentHub:
                 connection.close(POLICY_VIOLATION, str(exc))
                 return
             await link.received(message, connection)
+            if connection.closed.is_set():
+                return  # closed because of that frame (or by someone else): read nothing more
 

@@ -4,6 +4,14 @@
 commit (fenced by attempt, each chunk once) and acknowledges them after the commit, forwards a stop as
 `cancel`, and returns when the agent reports `finished` — or when the agent is lost (no frame for
 `agent_lease_s`) or revoked. A link outlives its connections; `hello` settles what happened meanwhile.
+
+Liveness is the socket's: any frame counts, and so does a reader that stopped reading because a run's
+inbox is full (backpressure, e.g. while storage is failing and appends wait): the agent is not silent, the
+server is not listening. SPEC §14: a storage outage never ends a run.
+
+An agent's output is hostile input shaped like local output: `system` lines are the server's own (an
+agent's are dropped), and each line is split exactly as the local executor's splitter would (`\n`, and
+16 KiB pieces), so the output cap, /log and watchers see the same kind of lines from both executors.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import attrs
 import trio
 
 from ..executors import Outcome, OutputSink, RunSpec, StopRequest
+from ..executors.lines import split_text
 from ..executors.pool import ExecutorPool, agent_executor_name
 from ..log import get_logger
 from ..model import RunNotFound, StaleReport
@@ -27,6 +36,9 @@ log = get_logger(__name__)
 
 CANCEL_MARGIN_S = 10.0  # after a cancel, the agent's `finished` is awaited kill grace + this long
 INBOX_FRAMES = 64  # frames of one run queued on the server before the connection stops reading
+MAX_STALE_REPORTS = 1024  # distinct stale (run, attempt) pairs one connection may report before it is closed
+STALE_WARNINGS = 10  # stale reports logged per connection; the rest are counted, not logged
+MAX_REASON_CHARS = 1024  # an agent's `finished.reason` is cut to this many characters
 
 # Close codes of the agent socket.
 NORMAL = 1000
@@ -93,10 +105,16 @@ class AgentLink:
         self.last_seen_at: str | None = None
         self.runs: dict[int, _HeldRun] = {}
         self.revoked = False
+        self._parked_readers = 0  # readers waiting for room in a run's inbox (backpressure)
+        self._unparked = trio.Event()  # set when the last of them reads again
 
     @property
     def connected(self) -> bool:
         return self.connection is not None
+
+    @property
+    def parked_readers(self) -> int:
+        return self._parked_readers
 
     # ---- the Executor interface -------------------------------------------------------------------
 
@@ -130,6 +148,9 @@ class AgentLink:
     async def _watch_lease(self, held: _HeldRun) -> None:
         lease = self._lease_s
         while True:
+            if self._parked_readers:
+                await self._unparked.wait()  # not silent: the server stopped reading (see the module doc)
+                continue
             deadline = self.last_frame_at + lease
             if trio.current_time() >= deadline:
                 held.notify("lost", "agent lost")
@@ -206,7 +227,8 @@ class AgentLink:
         if first != held.stored_chunk + 1:
             log.warning("output chunk out of order ignored", run_id=spec.id, chunk=first, stored=held.stored_chunk)
             return
-        items = [(kind, text) for frame in fresh for kind, text in frame["lines"]]
+        items = [(kind, line) for frame in fresh for kind, text in frame["lines"] if kind != "system"
+                 for line in split_text(text)]
 
         def fence(conn: Any) -> None:
             sql.store_chunks(conn, spec.id, spec.attempt, first, last)
@@ -237,6 +259,8 @@ class AgentLink:
                         last_chunk=report["last_chunk"], stored=held.stored_chunk)
             return None
         status, reason = report["status"], report["reason"]
+        if reason is not None and len(reason) > MAX_REASON_CHARS:
+            reason = reason[: MAX_REASON_CHARS - 1] + "…"
         if stop.requested:
             status, reason = stop.status or "cancelled", stop.reason
 
@@ -257,12 +281,28 @@ class AgentLink:
             held.queued_frames += 1
             held.notify(kind, message)
             if held.queued_frames >= INBOX_FRAMES:
-                held.room = trio.Event()
-                await held.room.wait()  # backpressure: stop reading the socket until the run catches up
+                await self._wait_for_room(held)
         elif kind == "hello":
             await self._settle(message, connection)
         elif kind == "drain":
             self._pool.set_capacity(self.executor_name, 0)
+
+    async def _wait_for_room(self, held: _HeldRun) -> None:
+        """Backpressure: stop reading the socket until the run catches up (or is over). Meanwhile the
+        agent counts as alive, and its lease runs again from the moment reading resumes."""
+        if self._parked_readers == 0:
+            self._unparked = trio.Event()
+        self._parked_readers += 1
+        try:
+            while held.queued_frames >= INBOX_FRAMES and self.runs.get(held.spec.id) is held:
+                if held.room.is_set():
+                    held.room = trio.Event()
+                await held.room.wait()
+        finally:
+            self._parked_readers -= 1
+            self.frame_arrived()
+            if self._parked_readers == 0:
+                self._unparked.set()
 
     async def _settle(self, hello: dict[str, Any], connection: Connection) -> None:
         """The agent's view of its runs against ours: lost, stale, or carried on."""
@@ -283,10 +323,18 @@ class AgentLink:
     async def _forget(self, connection: Connection, run_id: int, attempt: int) -> None:
         """Fencing: reports for an attempt that is not current are ignored, and the agent is told (once
         per connection) to drop that run."""
-        if (run_id, attempt) in connection.told_stale:
+        if (run_id, attempt) in connection.told_stale or connection.closed.is_set():
+            return
+        if len(connection.told_stale) >= MAX_STALE_REPORTS:
+            log.warning("agent closed: too many reports for runs it does not hold", agent=self.name,
+                        stale=len(connection.told_stale))
+            connection.close(POLICY_VIOLATION, "too many reports for runs this agent does not hold")
             return
         connection.told_stale.add((run_id, attempt))
-        log.warning("reports for a stale attempt ignored", run_id=run_id, attempt=attempt, agent=self.name)
+        if len(connection.told_stale) <= STALE_WARNINGS:
+            log.warning("reports for a stale attempt ignored", run_id=run_id, attempt=attempt, agent=self.name)
+            if len(connection.told_stale) == STALE_WARNINGS:
+                log.warning("further stale attempts of this connection are not logged", agent=self.name)
         await connection.send({"type": "cancel", "run_id": run_id, "attempt": attempt, "forget": True})
 
     def kill_all_now(self) -> None:

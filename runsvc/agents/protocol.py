@@ -3,7 +3,11 @@
 Agent → server: `hello`, `output`, `finished`, `drain`, `ping`.
 Server → agent: `welcome`, `assign`, `ack`, `cancel`, `ping`.
 
-This module only knows the shapes of the messages; both ends (hub.py, client.py) use it.
+This module only knows the shapes of the messages; both ends (hub.py, client.py) use it. Frames from an
+agent are hostile input (SPEC §14): every integer is bounded to what the schema holds (SQLite's signed
+64-bit INTEGER; exit codes to what a process can report), and no string may hold a lone surrogate (it
+cannot be encoded as UTF-8, so it could be neither stored nor sent to a watcher). A frame that breaks a
+rule is a ProtocolError: the hub closes that agent's socket with 1008 and nothing else is touched.
 """
 
 from __future__ import annotations
@@ -13,17 +17,23 @@ from typing import Any
 
 from ..model import TERMINAL_STATUSES
 
-OUTPUT_KINDS = ("stdout", "stderr", "system")
+OUTPUT_KINDS = ("stdout", "stderr", "system")  # `system` lines from an agent are dropped (see link.py)
+MAX_INT64 = 2**63 - 1  # SQLite's INTEGER: run ids, attempts, chunk numbers, capacity
+MIN_EXIT_CODE, MAX_EXIT_CODE = -255, 255  # an exit status 0-255, or -N for death by signal N
 
 
 class ProtocolError(Exception):
     """A frame that is not a message of the protocol (the receiver closes the connection, 1008)."""
 
 
-def _int(message: dict[str, Any], key: str, minimum: int = 0) -> int:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(message: dict[str, Any], key: str, minimum: int = 0, where: str | None = None) -> int:
     value = message.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ProtocolError(f"{message.get('type')}.{key} must be an integer >= {minimum}")
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_INT64:
+        raise ProtocolError(f"{where or message.get('type')}.{key} must be an integer from {minimum} to {MAX_INT64}")
     return value
 
 
@@ -46,8 +56,8 @@ def _check_finished(message: dict[str, Any]) -> None:
     if message.get("status") not in TERMINAL_STATUSES:
         raise ProtocolError("finished.status must be a terminal status")
     exit_code = message.get("exit_code")
-    if exit_code is not None and (not isinstance(exit_code, int) or isinstance(exit_code, bool)):
-        raise ProtocolError("finished.exit_code must be an integer or null")
+    if exit_code is not None and not (_is_int(exit_code) and MIN_EXIT_CODE <= exit_code <= MAX_EXIT_CODE):
+        raise ProtocolError(f"finished.exit_code must be an integer from {MIN_EXIT_CODE} to {MAX_EXIT_CODE} or null")
     reason = message.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise ProtocolError("finished.reason must be a string or null")
@@ -61,9 +71,9 @@ def _check_hello(message: dict[str, Any]) -> None:
     for held in runs:
         if not isinstance(held, dict):
             raise ProtocolError("hello.runs must hold objects")
-        _int(held, "run_id", 1)
-        _int(held, "attempt", 1)
-        _int(held, "acked_chunk", 0)
+        _int(held, "run_id", 1, "hello.runs")
+        _int(held, "attempt", 1, "hello.runs")
+        _int(held, "acked_chunk", 0, "hello.runs")
 
 
 _CHECKS = {
@@ -85,6 +95,13 @@ def parse_agent_message(text: str | bytes) -> dict[str, Any]:
         raise ProtocolError("frame is not JSON") from None
     if not isinstance(message, dict) or message.get("type") not in _CHECKS:
         raise ProtocolError("frame is not a message of the agent protocol")
+    # The text itself is valid UTF-8 (a WebSocket text frame); a lone surrogate can only come from a
+    # \uXXXX escape, so only a frame holding one needs the (whole-frame, C-speed) encoding check.
+    if "\\u" in text:
+        try:
+            json.dumps(message, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError("frame must not contain lone surrogates (\\ud800-\\udfff)") from None
     _CHECKS[message["type"]](message)
     return message
 

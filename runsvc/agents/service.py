@@ -38,11 +38,6 @@ class AgentNotFound(AgentError):
     """404: no such agent or enrollment token."""
 
 
-def check_name(name: str) -> None:
-    if not NAME_RE.fullmatch(name):
-        raise InvalidAgentInput("name must be 1-64 characters of A-Z a-z 0-9 _ . -")
-
-
 def check_labels(labels: Sequence[str], field: str = "labels") -> list[str]:
     if len(labels) > MAX_LABELS:
         raise InvalidAgentInput(f"{field} must hold at most {MAX_LABELS} labels")

@@ -77,3 +77,15 @@ class LineSplitter:
             out.append(line[:cut].decode("utf-8", "replace"))
             line = line[cut:]
         out.append(line.decode("utf-8", "replace"))
+
+
+def split_text(text: str, max_bytes: int = MAX_LINE_BYTES) -> list[str]:
+    """The lines a local run would have produced for `text` followed by a line end: split at `\\n` (a
+    `\\r` before it dropped) and cut into pieces of at most `max_bytes`, by the same LineSplitter.
+
+    For lines that arrive as text (an agent's output): a line is a line whichever executor ran the run.
+    """
+    fits = len(text) * 4 <= max_bytes or len(text.encode()) <= max_bytes  # UTF-8: at most 4 bytes a character
+    if fits and "\n" not in text and not text.endswith("\r"):
+        return [text]  # the common case: already one line of local shape
+    return LineSplitter(max_bytes).feed(text.encode() + b"\n")
