@@ -31,12 +31,12 @@ def queue(conn: sqlite3.Connection, labels: Sequence[str]) -> int:
     run, _ = run_sql.create_run(
         conn, command=["x"], env={}, timeout_s=60, name=None, created_by=None, ts="t", labels=labels
     )
-    return run["id"]
+    return run.id
 
 
 def claim(conn: sqlite3.Connection, offers: Offers) -> tuple[int, str] | None:
     claimed = run_sql.claim_next(conn, "t2", offers)
-    return None if claimed is None else (claimed[0]["id"], claimed[0]["executor"])
+    return None if claimed is None else (claimed[0].id, claimed[0].executor)
 
 
 def expected_claim(queued: dict[int, set[str]], offers: Offers) -> tuple[int, str] | None:

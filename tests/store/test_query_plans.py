@@ -131,7 +131,7 @@ def claim_steps(tmp_path: Path, unclaimable: int) -> int:
     claimed = r.claim_next(conn, "t2", [("local", ("local",)), ("agent:a", ("arm",))])
     conn.set_progress_handler(None, 1)
     conn.close()
-    assert claimed is not None and claimed[0]["executor"] == "local"
+    assert claimed is not None and claimed[0].executor == "local"
     return steps
 
 
