@@ -132,7 +132,7 @@ async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) 
         async with trio.open_nursery() as background:
             # Startup recovery runs before the first connection is accepted.
             await background.start(services.scheduler.run)
-            background.start_soon(services.bus.run_pruner)
+            background.start_soon(services.bus.serve)
             metrics = services.metrics
             background.start_soon(partial(
                 run_maintenance, services.store, settings,

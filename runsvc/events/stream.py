@@ -24,7 +24,7 @@ from contextlib import aclosing
 from ..model import TERMINAL_STATUSES, EventBatch
 from ..store import Store
 from ..store import events as sql
-from .bus import DirectSink, RunEventBus, Subscription
+from .bus import RunEventBus, Subscription
 
 PAGE_SIZE = 2000  # events per SQLite read while catching up
 COALESCE_EVENTS = 2_000  # a consumer that fell behind takes up to this many buffered events at once
@@ -42,15 +42,9 @@ async def stream_run_events(
     *,
     page_size: int = PAGE_SIZE,
     checkpoint: Checkpoint | None = None,
-    direct: DirectSink | None = None,
 ) -> AsyncGenerator[EventBatch, None]:
-    """Yield batches of the run's events with seq > after_seq, strictly increasing, no gap.
-
-    With `direct` (see events/bus.py), live batches published while the consumer waits for the next one,
-    having delivered all before, go to `direct` instead and are not yielded: together, what is yielded and
-    what `direct` took is every event once, in order. A consumer gives `direct` only if it delivers each
-    yielded batch before asking for the next (a WebSocket's frames go out in order)."""
-    with bus.subscribe(run_id, direct) as subscription:
+    """Yield batches of the run's events with seq > after_seq, strictly increasing, no gap."""
+    with bus.subscribe(run_id) as subscription:
         if checkpoint is not None:
             await checkpoint("subscribed")
         status, stored_last = await store.read(sql.run_progress, run_id)
@@ -89,8 +83,7 @@ async def _live(
     while True:
         batch: EventBatch | None = None
         if not subscription.lagged:
-            batch = await subscription.receive(last)
-            last = max(last, subscription.direct_last)  # what the direct sink took meanwhile
+            batch = await subscription.receive()
             # A consumer that fell behind sends what piled up as one batch (fewer, larger frames),
             # reusing each batch's JSON.
             ready = subscription.receive_ready(COALESCE_EVENTS - len(batch))

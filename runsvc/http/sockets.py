@@ -7,9 +7,6 @@ the nursery below, which outlives the requests, and the request only hands it fr
 channel (a wait that can be cancelled). A peer that stops reading then blocks its sender alone; the
 request task still ends on disconnect, keepalive timeout or shutdown, Hypercorn closes the socket, and
 the blocked write fails and frees the sender.
-
-A run's live batches can also skip the sender: written straight into the socket by the bus while the
-sender has nothing to do (websockets.Outbox, wire.py). The registry counts those writes.
 """
 
 from __future__ import annotations
@@ -17,25 +14,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import attrs
 import trio
-
-
-@attrs.frozen
-class SocketStatistics:
-    direct_writes: int  # batches written straight into a socket (no sender task, no Hypercorn path)
-    direct_partial_writes: int  # of which the socket took only part; the sender wrote the rest
 
 
 class SocketRegistry:
     def __init__(self) -> None:
         self._shutdown = trio.Event()
         self._senders: trio.Nursery | None = None
-        self.direct_writes = 0
-        self.direct_partial_writes = 0
-
-    def statistics(self) -> SocketStatistics:
-        return SocketStatistics(self.direct_writes, self.direct_partial_writes)
 
     def close_all(self) -> None:
         """Tell every open WebSocket to close with 1001 (server shutting down)."""
