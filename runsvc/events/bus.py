@@ -1,10 +1,10 @@
 """The in-process run-event bus: per run, a set of subscribers, each with a bounded memory channel.
 
 Publishing happens right after the commit that made a batch durable. It is synchronous and never blocks:
-a subscriber whose channel is full (`capacity` batches, or `max_events` events, whichever comes first)
-misses the batch and is marked *lagged*; its consumer then reads what it missed from the run's recent
-batches (events/recent.py) or from SQLite (see events/stream.py). Nothing here touches SQLite. A run's
-entry with no subscribers is forgotten after an idle TTL.
+a subscriber whose channel is full (`capacity` batches, `max_events` events or `max_chars` characters
+of event JSON, whichever comes first) misses the batch and is marked *lagged*; its consumer then reads
+what it missed from the run's recent batches (events/recent.py) or from SQLite (see events/stream.py).
+Nothing here touches SQLite. A run's entry with no subscribers is forgotten after an idle TTL.
 
 With publish ticks (`tick_s` > 0), a run's batches are delivered at most once per tick, merged
 (events/ticks.py).
@@ -18,8 +18,13 @@ import attrs
 import trio
 
 from ..model import EventBatch, RunGone
-from .recent import RecentBatches
+from .recent import RecentBatches, json_chars
 from .ticks import RunTick, TickPacer
+
+# What one subscriber's channel may hold, in characters of event JSON: the batches are shared by the
+# run's subscribers, but one that stops reading pins them after the others have moved on, and a run's
+# output is hostile input (a line of control characters is six times its size in JSON; issue 20).
+SUBSCRIBER_MAX_CHARS = 8 * 2**20  # 8 Mi characters
 
 
 @attrs.frozen
@@ -38,28 +43,35 @@ class SubscriptionStatistics:
     lagged: bool  # missed a batch; its consumer resyncs from memory or SQLite
     buffered_batches: int  # published, not yet received
     buffered_events: int
+    buffered_chars: int  # characters of event JSON
     max_batches: int
     max_events: int
+    max_chars: int
 
 
 class Subscription:
     """One subscriber's view of one run. Use as `with bus.subscribe(run_id) as sub:`."""
 
-    def __init__(self, bus: RunEventBus, run_id: int, capacity: int, max_events: int):
+    def __init__(self, bus: RunEventBus, run_id: int, capacity: int, max_events: int, max_chars: int):
         self.run_id = run_id
         self._bus = bus
         self._send, self._receive = trio.open_memory_channel[EventBatch](capacity)
         self._capacity = capacity
         self._max_events = max_events
+        self._max_chars = max_chars
         self._buffered_events = 0  # bounds memory too: batches can be large (a whole 64 KiB read)
+        self._buffered_chars = 0
+        self._next: EventBatch | None = None  # received from the channel, not yet handed out (receive_ready)
         self.lagged = False
 
     def _offer(self, batch: EventBatch) -> bool:
         """Publisher side; False when the subscriber's channel is full (it is then lagged)."""
         if self.lagged:
             return True  # already resyncing; what it misses now it will read there too
-        size = len(batch)
-        if self._buffered_events and self._buffered_events + size > self._max_events:
+        size, chars = len(batch), json_chars(batch)
+        if self._buffered_events and (
+            self._buffered_events + size > self._max_events or self._buffered_chars + chars > self._max_chars
+        ):
             self.lagged = True
             return False
         try:
@@ -70,28 +82,46 @@ class Subscription:
         except trio.BrokenResourceError:
             return True
         self._buffered_events += size
+        self._buffered_chars += chars
         return True
+
+    def _took(self, batch: EventBatch) -> None:
+        self._buffered_events -= len(batch)
+        self._buffered_chars -= json_chars(batch)
 
     async def receive(self) -> EventBatch:
         """The next live batch. Raises RunGone once the run has been deleted."""
+        if self._next is not None:
+            batch, self._next = self._next, None
+            self._took(batch)
+            return batch
         try:
             batch = await self._receive.receive()
         except trio.EndOfChannel:
             raise RunGone(f"run {self.run_id} was deleted") from None
-        self._buffered_events -= len(batch)
+        self._took(batch)
         return batch
 
-    def receive_ready(self, max_events: int) -> list[EventBatch]:
-        """Batches already buffered, without waiting, up to about `max_events` events."""
+    def receive_ready(self, max_events: int, max_chars: int | None = None) -> list[EventBatch]:
+        """Batches already buffered, without waiting, up to about `max_events` events and at most
+        `max_chars` characters of JSON (a batch that does not fit waits for the next call)."""
         ready: list[EventBatch] = []
-        count = 0
+        count = chars = 0
         while count < max_events:
-            try:
-                batch = self._receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
+            batch = self._next
+            if batch is None:
+                try:
+                    batch = self._receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            size = json_chars(batch)
+            if max_chars is not None and chars + size > max_chars:
+                self._next = batch
                 break
-            self._buffered_events -= len(batch)
+            self._next = None
+            self._took(batch)
             count += len(batch)
+            chars += size
             ready.append(batch)
         return ready
 
@@ -102,7 +132,8 @@ class Subscription:
                 self._receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
-        self._buffered_events = 0
+        self._next = None
+        self._buffered_events = self._buffered_chars = 0
         self.lagged = False
 
     def statistics(self) -> SubscriptionStatistics:
@@ -111,8 +142,10 @@ class Subscription:
             lagged=self.lagged,
             buffered_batches=self._receive.statistics().current_buffer_used,
             buffered_events=self._buffered_events,
+            buffered_chars=self._buffered_chars,
             max_batches=self._capacity,
             max_events=self._max_events,
+            max_chars=self._max_chars,
         )
 
     def _mark_gone(self) -> None:
@@ -144,6 +177,7 @@ class RunEventBus:
         *,
         capacity: int = 1024,
         max_events: int = 10_000,
+        max_chars: int = SUBSCRIBER_MAX_CHARS,
         idle_ttl_s: float = 600.0,
         tick_s: float = 0.0,
         tick_max_s: float = 0.0,
@@ -153,7 +187,9 @@ class RunEventBus:
         `tick_s` (the default) means a fixed tick."""
         self._capacity = capacity
         self._max_events = max_events
+        self._max_chars = max_chars
         self._recent_events = 5 * max_events  # per run: what a lagged subscriber can resync from
+        self._recent_chars = 4 * max_chars
         self._idle_ttl_s = idle_ttl_s
         self._runs: dict[int, _RunEntry] = {}
         self._became_idle = trio.Event()
@@ -167,8 +203,8 @@ class RunEventBus:
         """A new subscriber of the run."""
         entry = self._runs.get(run_id)
         if entry is None:
-            entry = self._runs[run_id] = _RunEntry(RecentBatches(self._recent_events))
-        subscription = Subscription(self, run_id, self._capacity, self._max_events)
+            entry = self._runs[run_id] = _RunEntry(RecentBatches(self._recent_events, self._recent_chars))
+        subscription = Subscription(self, run_id, self._capacity, self._max_events, self._max_chars)
         entry.subscribers.add(subscription)
         entry.idle_since = math.inf
         return subscription
