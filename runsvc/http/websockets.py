@@ -34,7 +34,7 @@ BAD_REQUEST = 4400
 UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
 NOT_FOUND = 4404
-CLOSE_WAIT_S = 5.0  # longest a request waits for its sender to hand the close to the peer
+CLOSE_WAIT_S = 5.0  # longest a request waits for its close to reach the peer and be answered
 
 
 class Refused(Exception):
@@ -235,3 +235,8 @@ async def serve_socket(stream: Callable[[Outbox], Awaitable[tuple[int, str]]]) -
         with trio.move_on_after(CLOSE_WAIT_S):
             await outbox.close(code, reason)
             await outbox.sent_all.wait()
+            # Linger until the peer answers the close: Hypercorn then reports the disconnect and Quart
+            # cancels this task. Ending at once would make Hypercorn close the TCP connection while the
+            # peer's pings or messages sit unread in it: the kernel then resets the connection, and a
+            # peer still reading our last frames loses them, `end` and the close included.
+            await trio.sleep_forever()
