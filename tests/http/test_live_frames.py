@@ -153,7 +153,8 @@ async def test_slow_readers_pings_and_closes_together_keep_every_frame_whole(tmp
             last = (await server.services.runs.get(run_id))["last_seq"]
     assert len(results) == 8
     for kind, seen in results:
-        assert seen["error"] is None and seen["code"] in (1000, "closed by client"), (kind, len(seen["seqs"]), last, seen)
+        outcome = (kind, len(seen["seqs"]), last, seen)
+        assert seen["error"] is None and seen["code"] in (1000, "closed by client"), outcome
         if kind == "stays":
             _check_whole_run(seen, last)
         else:
