@@ -222,8 +222,8 @@ class Settings:
         _parse_float, _at_least(0),
     )
     bus_frames_per_s: float = _setting(
-        10_000.0, "frames per second a run's watchers get together before its tick grows towards "
-        "bus_tick_max_s (a frame through a socket's sender task counts 4)", _parse_float, _at_least(1),
+        2_500.0, "frames per second a run's watchers get together before its tick grows towards "
+        "bus_tick_max_s", _parse_float, _at_least(1),
     )
     ws_ping_interval_s: float = _setting(
         20.0, "seconds between WebSocket pings", _parse_float, _at_least(0.01)

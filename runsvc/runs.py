@@ -13,7 +13,7 @@ from typing import Protocol
 
 import attrs
 
-from .events import DirectSink, RunEventBus, RunFeed, stream_run_events
+from .events import RunEventBus, RunFeed, stream_run_events
 from .model import TERMINAL_STATUSES, EventBatch, Run, RunGone, RunNotFound, StatusConflict
 from .recorder import RunRecorder
 from .store import Store, StoreUnavailable
@@ -92,15 +92,12 @@ class RunService:
         if run_id in self._fenced:
             raise RunNotFound(f"no run {run_id} (being deleted)")
 
-    async def watch(
-        self, run_id: int, after_seq: int, direct: DirectSink | None = None
-    ) -> AsyncGenerator[EventBatch, None]:
+    async def watch(self, run_id: int, after_seq: int) -> AsyncGenerator[EventBatch, None]:
         """The run's events after `after_seq`: stored ones, then live, each once, in order, ending with
-        the terminal one (see events/stream.py; `direct` as there). Raises RunNotFound, or RunGone once
-        deleted (or fenced for deletion: every batch is checked after its read, so none comes from a
-        half-deleted run; `fence` drops the run from the bus, so `direct` gets none of its batches)."""
+        the terminal one (see events/stream.py). Raises RunNotFound, or RunGone once deleted (or fenced
+        for deletion: every batch is checked after its read, so none comes from a half-deleted run)."""
         self._check_fence(run_id)
-        stream = stream_run_events(self._store, self._bus, run_id, after_seq, direct=direct)
+        stream = stream_run_events(self._store, self._bus, run_id, after_seq)
         async with aclosing(stream) as batches:
             async for batch in batches:
                 if run_id in self._fenced:

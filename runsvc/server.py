@@ -152,7 +152,7 @@ async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) 
             # Startup recovery, then adopting agent runs, before the first connection is accepted.
             await recover_crashed_runs(settings, services.store, services.recorder)
             await background.start(services.scheduler.run)
-            background.start_soon(services.bus.run_pruner)
+            background.start_soon(services.bus.serve)
             metrics = services.metrics
             background.start_soon(partial(
                 run_maintenance, services.store, settings,

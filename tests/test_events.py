@@ -257,7 +257,7 @@ async def test_idle_entries_are_pruned_after_ttl(autojump_clock):
     """An entry without subscribers disappears after the idle TTL; a subscribed one never does."""
     bus = RunEventBus(idle_ttl_s=600)
     async with trio.open_nursery() as nursery:
-        await nursery.start(bus.run_pruner)
+        await nursery.start(bus.serve)
         kept = bus.subscribe(1)
         with bus.subscribe(2):
             pass
@@ -418,7 +418,7 @@ async def test_publish_ticks_deliver_the_commits_of_a_tick_as_one_batch(mock_clo
     bus = RunEventBus(tick_s=0.02)
     published = [_one_event_batch(seq) for seq in range(1, 12)]
     async with trio.open_nursery() as nursery:
-        await nursery.start(bus.run_pruner)
+        await nursery.start(bus.serve)
         with bus.subscribe(1) as subscription:
             for batch in published[:10]:  # ten commits within one tick (the mock clock stands still)
                 bus.publish(batch)
@@ -446,7 +446,7 @@ async def test_held_batches_of_a_deleted_run_are_dropped(mock_clock):
 
     bus = RunEventBus(tick_s=0.02)
     async with trio.open_nursery() as nursery:
-        await nursery.start(bus.run_pruner)
+        await nursery.start(bus.serve)
         with bus.subscribe(1) as subscription:
             bus.publish(_one_event_batch(1))
             bus.publish(_one_event_batch(2))  # held
@@ -488,7 +488,7 @@ async def test_publish_ticks_never_merge_across_a_gap(mock_clock):
     sees the gap (and resyncs) instead of a merged batch that hides it."""
     bus = RunEventBus(tick_s=0.02)
     async with trio.open_nursery() as nursery:
-        await nursery.start(bus.run_pruner)
+        await nursery.start(bus.serve)
         with bus.subscribe(1) as subscription:
             for seq in (1, 2, 3, 5, 6):
                 bus.publish(_one_event_batch(seq))
@@ -502,9 +502,8 @@ async def test_publish_ticks_never_merge_across_a_gap(mock_clock):
 async def test_publish_ticks_grow_with_the_watchers_of_a_run(mock_clock):
     """The tick adapts to the run's watchers: with few, held batches go out after `tick_s`; with many
     (more than `frames_per_s` frames per second together at `tick_s`), after a longer tick, at most
-    `tick_max_s`; and it shrinks back when they leave. A watcher without a direct sink counts
-    SENDER_FRAME_WEIGHT (4) watchers."""
-    # Binary fractions of a second, so that the mock clock adds up exactly: a weight of 10 fits in 0.25 s.
+    `tick_max_s`; and it shrinks back when they leave."""
+    # Binary fractions of a second, so that the mock clock adds up exactly: 10 watchers fit in 0.25 s.
     bus = RunEventBus(tick_s=0.25, tick_max_s=1.0, frames_per_s=40)
     seqs = iter(range(1, 100))
 
@@ -524,17 +523,18 @@ async def test_publish_ticks_grow_with_the_watchers_of_a_run(mock_clock):
         return waited
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(bus.run_pruner)
-        def direct_watchers(count: int) -> list[Subscription]:
-            return [bus.subscribe(1, direct=lambda batch: False) for _ in range(count)]
+        await nursery.start(bus.serve)
 
-        with bus.subscribe(1) as first:  # no direct sink: weight 4
+        def watchers(count: int) -> list[Subscription]:
+            return [bus.subscribe(1) for _ in range(count)]
+
+        with bus.subscribe(1) as first:
             assert await held_delivered_after(first) == 0.25  # one watcher: the short tick
-            others = direct_watchers(16)
-            assert await held_delivered_after(first) == 0.5  # weight 4 + 16 = 20: 20 / 40 frames/s
-            others += [bus.subscribe(1), bus.subscribe(1), *direct_watchers(2)]
-            assert await held_delivered_after(first) == 0.75  # 20 + 2 × 4 + 2 = 30 (not 22: 0.625)
-            others += direct_watchers(80)
+            others = watchers(19)
+            assert await held_delivered_after(first) == 0.5  # 20 watchers: 20 / 40 frames/s
+            others += watchers(10)
+            assert await held_delivered_after(first) == 0.75  # 30
+            others += watchers(80)
             assert await held_delivered_after(first) == 1.0  # capped at tick_max_s
             for other in others:
                 other.close()
@@ -621,95 +621,3 @@ async def eventlog_events(store, run_id: int) -> list[dict]:
 
     batch = await store.read(sql.read_page, run_id, 0, 100)
     return batch.events
-
-
-async def test_direct_sink_takes_what_follows_while_the_consumer_waits(store, bus, eventlog):
-    """With a direct sink, the batches published while the consumer waits for its next one (having
-    delivered all before) go to the sink, and the consumer is not woken; a batch the sink refuses, and the
-    terminal one, are yielded. What was yielded and what the sink took is every event once, in order."""
-    run_id = await make_run(store)
-    await eventlog.append(run_id, [("stdout", "stored")] * 3)
-    taken: list[EventBatch] = []
-    refuse = False
-
-    def sink(batch: EventBatch) -> bool:
-        if refuse:
-            return False
-        taken.append(batch)
-        return True
-
-    yielded: list[EventBatch] = []
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-
-            async def consume() -> None:
-                async with aclosing(stream_run_events(store, bus, run_id, direct=sink)) as stream:
-                    async for batch in stream:
-                        yielded.append(batch)
-
-            nursery.start_soon(consume)
-            while not yielded:  # the catch-up read runs in a worker thread
-                await trio.sleep(0.001)
-            await trio.testing.wait_all_tasks_blocked()  # the consumer waits for live batches
-            assert [b.last_seq for b in yielded] == [3]  # the catch-up page is always yielded
-            for i in range(5):
-                await eventlog.append(run_id, [("stdout", f"direct {i}")] * 2)
-                await trio.testing.wait_all_tasks_blocked()
-            assert len(yielded) == 1 and [(b.first_seq, b.last_seq) for b in taken] == [
-                (4, 5),
-                (6, 7),
-                (8, 9),
-                (10, 11),
-                (12, 13),
-            ]
-            refuse = True
-            await eventlog.append(run_id, [("stdout", "refused")])
-            await trio.testing.wait_all_tasks_blocked()
-            assert [b.first_seq for b in yielded] == [1, 14]
-            refuse = False
-            await eventlog.append(run_id, [("stdout", "direct again")])
-            await trio.testing.wait_all_tasks_blocked()
-            await eventlog.append(run_id, [("state", {"status": "succeeded", "exit_code": 0, "reason": None})])
-    assert [b.first_seq for b in taken][-1] == 15
-    assert yielded[-1].is_terminal and yielded[-1].first_seq == 16
-    seqs = sorted(e["seq"] for b in [*yielded, *taken] for e in b.events)
-    assert seqs == list(range(1, 17))
-    assert bus.statistics().direct_deliveries == 6
-
-
-async def test_direct_sink_waits_for_the_consumer_to_deliver_what_it_holds(store, bus, eventlog):
-    """While the consumer holds a batch (it has not asked for the next one), or batches are buffered for
-    it, or it lagged, nothing goes to the sink: a direct write would overtake what the consumer has yet
-    to send. Once it catches up, the sink takes over again."""
-    run_id = await make_run(store)
-    taken: list[EventBatch] = []
-
-    def sink(batch: EventBatch) -> bool:
-        taken.append(batch)
-        return True
-
-    with trio.fail_after(10):
-        async with aclosing(stream_run_events(store, bus, run_id, direct=sink)) as stream:
-            await eventlog.append(run_id, [("stdout", "first")])
-            first = await stream.__anext__()  # the consumer now holds batch 1 and does not ask on
-            await eventlog.append(run_id, [("stdout", "second")])
-            await eventlog.append(run_id, [("stdout", "third")])
-            assert taken == []
-            [subscription] = bus.subscription_statistics(run_id)
-            assert subscription.buffered_batches == 2
-            second = await stream.__anext__()  # both buffered batches, coalesced
-            assert (first.last_seq, second.first_seq, second.last_seq) == (1, 2, 3)
-
-            async def next_batch(into: list[EventBatch]) -> None:
-                into.append(await stream.__anext__())
-
-            later: list[EventBatch] = []
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(next_batch, later)
-                await trio.testing.wait_all_tasks_blocked()  # waiting, with 1..3 delivered
-                await eventlog.append(run_id, [("stdout", "fourth")])
-                await trio.testing.wait_all_tasks_blocked()
-                assert [b.first_seq for b in taken] == [4] and later == []
-                await eventlog.append(run_id, [("state", {"status": "failed", "exit_code": 1, "reason": None})])
-    assert later[0].is_terminal and later[0].first_seq == 5
-    assert bus.subscription_statistics(run_id) == []

@@ -1,56 +1,30 @@
 """The in-process run-event bus: per run, a set of subscribers, each with a bounded memory channel.
 
 Publishing happens right after the commit that made a batch durable. It is synchronous and never blocks:
-a subscriber whose channel is full (`capacity` batches, or `max_events` events, whichever comes first)
-misses the batch and is marked *lagged*; its consumer then reads what it missed from SQLite (see
-events/stream.py). Nothing here touches SQLite. A run's entry with no
-subscribers is forgotten after an idle TTL.
+a subscriber whose channel is full (`capacity` batches, `max_events` events or `max_chars` characters
+of event JSON, whichever comes first) misses the batch and is marked *lagged*; its consumer then reads
+what it missed from the run's recent batches (events/recent.py) or from SQLite (see events/stream.py).
+Nothing here touches SQLite. A run's entry with no subscribers is forgotten after an idle TTL.
 
-Publish ticks (`tick_s` > 0): a run's batches are delivered at most once per tick. A batch published
-within `tick_s` of the run's previous delivery is held, and everything held goes out together at the end
-of the tick as one batch. Each delivered batch costs every watcher a frame (a task hop, a WebSocket frame,
-a send syscall) however many events it holds, so a child printing 1,000 lines/s in 100 commits/s costs
-100 frames/s per watcher without ticks and at most 1 / tick_s with them; and the watchers of a run all get
-the same batch, so its JSON and frame text are built once. The first batch after a quiet spell goes out
-at once. Held batches are committed already, so a watcher that subscribes meanwhile finds them in SQLite.
-
-The tick adapts to the run's watchers (`tick_max_s`, `frames_per_s`): a run's tick is long enough that
-its watchers together get at most `frames_per_s` frames per second, from `tick_s` up to `tick_max_s`,
-where a watcher without a direct sink (below) counts SENDER_FRAME_WEIGHT times: each of its frames costs
-a task hop and the whole framing path (and a browser's, compression), several times a direct write. A
-run watched by a few keeps the short tick (its lines wait at most `tick_s`); a run watched by a hundred
-sends them fewer, larger frames, each of which costs the same to send, and its lines wait up to
-`tick_max_s`. The tick is decided each time one starts, from the watchers the run has then.
-
-Direct delivery: a subscriber may give a *direct sink*, a function that writes a batch to its consumer's
-peer at once (a WebSocket: the frame's bytes, built once per batch, into the socket). While its consumer
-waits in `receive(delivered)` with nothing buffered, a batch that follows on from `delivered` goes to the
-sink, synchronously, instead of the channel: no task wakes and nothing is queued, so a run's hundred
-watchers cost a hundred writes per tick, not a hundred task hops and framing paths. The sink may refuse
-(returns False: the peer is busy or slow, or the socket cannot be written directly); the batch then takes
-the channel as usual. `direct_last` tells the consumer how far the sink has delivered. The terminal batch
-always takes the channel, so the consumer sees the run end.
+With publish ticks (`tick_s` > 0), a run's batches are delivered at most once per tick, merged
+(events/ticks.py).
 """
 
 from __future__ import annotations
 
-import collections
 import math
-from collections.abc import Callable
 
 import attrs
 import trio
 
 from ..model import EventBatch, RunGone
+from .recent import RecentBatches, json_chars
+from .ticks import RunTick, TickPacer
 
-# How many direct writes one frame through a socket's sender task costs, for the adaptive tick: measured
-# ~80 µs against ~8-14 µs (BENCHMARKS.md, issue 13 round 3); 4 keeps the tick a run watched only through
-# senders had when every frame went that way (2,500 frames/s then, 10,000 now).
-SENDER_FRAME_WEIGHT = 4
-
-DirectSink = Callable[[EventBatch], bool]
-"""Delivers a batch to the subscriber's peer now, in order after everything before it (True), or cannot
-(False: nothing was written). Called synchronously by the publisher; must not block."""
+# What one subscriber's channel may hold, in characters of event JSON: the batches are shared by the
+# run's subscribers, but one that stops reading pins them after the others have moved on, and a run's
+# output is hostile input (a line of control characters is six times its size in JSON; issue 20).
+SUBSCRIBER_MAX_CHARS = 8 * 2**20  # 8 Mi characters
 
 
 @attrs.frozen
@@ -61,7 +35,6 @@ class BusStatistics:
     batches_delivered: int  # to the subscribers; fewer than published when ticks merge batches
     events_published: int
     lag_events: int  # times a batch could not be delivered to a full subscriber
-    direct_deliveries: int  # batches a subscriber's direct sink took (no channel, no task woken)
 
 
 @attrs.frozen
@@ -70,47 +43,35 @@ class SubscriptionStatistics:
     lagged: bool  # missed a batch; its consumer resyncs from memory or SQLite
     buffered_batches: int  # published, not yet received
     buffered_events: int
+    buffered_chars: int  # characters of event JSON
     max_batches: int
     max_events: int
-    direct_last: int  # delivered through this seq, by its consumer or its direct sink (0: not armed yet)
+    max_chars: int
 
 
 class Subscription:
     """One subscriber's view of one run. Use as `with bus.subscribe(run_id) as sub:`."""
 
-    def __init__(self, bus: RunEventBus, run_id: int, capacity: int, max_events: int, direct: DirectSink | None = None):
+    def __init__(self, bus: RunEventBus, run_id: int, capacity: int, max_events: int, max_chars: int):
         self.run_id = run_id
         self._bus = bus
         self._send, self._receive = trio.open_memory_channel[EventBatch](capacity)
         self._capacity = capacity
         self._max_events = max_events
+        self._max_chars = max_chars
         self._buffered_events = 0  # bounds memory too: batches can be large (a whole 64 KiB read)
+        self._buffered_chars = 0
+        self._next: EventBatch | None = None  # received from the channel, not yet handed out (receive_ready)
         self.lagged = False
-        self._direct = direct
-        self._waiting = False  # the consumer waits in receive() with everything before delivered
-        self.direct_last = 0  # delivered through this seq, by the consumer (as it last said) or the sink
-
-    @property
-    def has_direct_sink(self) -> bool:
-        return self._direct is not None
 
     def _offer(self, batch: EventBatch) -> bool:
         """Publisher side; False when the subscriber's channel is full (it is then lagged)."""
         if self.lagged:
-            return True  # already resyncing from SQLite; what it misses now it will read there too
-        if (
-            self._waiting
-            and not self._buffered_events
-            and batch.first_seq == self.direct_last + 1
-            and not batch.is_terminal
-            and self._direct is not None
-            and self._direct(batch)
+            return True  # already resyncing; what it misses now it will read there too
+        size, chars = len(batch), json_chars(batch)
+        if self._buffered_events and (
+            self._buffered_events + size > self._max_events or self._buffered_chars + chars > self._max_chars
         ):
-            self.direct_last = batch.last_seq
-            self._bus._direct_deliveries += 1
-            return True
-        size = len(batch)
-        if self._buffered_events and self._buffered_events + size > self._max_events:
             self.lagged = True
             return False
         try:
@@ -121,37 +82,46 @@ class Subscription:
         except trio.BrokenResourceError:
             return True
         self._buffered_events += size
+        self._buffered_chars += chars
         return True
 
-    async def receive(self, delivered: int | None = None) -> EventBatch:
-        """The next live batch. Raises RunGone once the run has been deleted.
+    def _took(self, batch: EventBatch) -> None:
+        self._buffered_events -= len(batch)
+        self._buffered_chars -= json_chars(batch)
 
-        `delivered`: the seq through which the consumer has delivered everything it received. While it
-        waits here, batches that follow on go to the direct sink if the subscription has one; on return,
-        `direct_last` says how far they went."""
-        if delivered is not None and self._direct is not None:
-            self.direct_last = max(self.direct_last, delivered)
-            self._waiting = True
+    async def receive(self) -> EventBatch:
+        """The next live batch. Raises RunGone once the run has been deleted."""
+        if self._next is not None:
+            batch, self._next = self._next, None
+            self._took(batch)
+            return batch
         try:
             batch = await self._receive.receive()
         except trio.EndOfChannel:
             raise RunGone(f"run {self.run_id} was deleted") from None
-        finally:
-            self._waiting = False
-        self._buffered_events -= len(batch)
+        self._took(batch)
         return batch
 
-    def receive_ready(self, max_events: int) -> list[EventBatch]:
-        """Batches already buffered, without waiting, up to about `max_events` events."""
+    def receive_ready(self, max_events: int, max_chars: int | None = None) -> list[EventBatch]:
+        """Batches already buffered, without waiting, up to about `max_events` events and at most
+        `max_chars` characters of JSON (a batch that does not fit waits for the next call)."""
         ready: list[EventBatch] = []
-        count = 0
+        count = chars = 0
         while count < max_events:
-            try:
-                batch = self._receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
+            batch = self._next
+            if batch is None:
+                try:
+                    batch = self._receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            size = json_chars(batch)
+            if max_chars is not None and chars + size > max_chars:
+                self._next = batch
                 break
-            self._buffered_events -= len(batch)
+            self._next = None
+            self._took(batch)
             count += len(batch)
+            chars += size
             ready.append(batch)
         return ready
 
@@ -162,7 +132,8 @@ class Subscription:
                 self._receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
-        self._buffered_events = 0
+        self._next = None
+        self._buffered_events = self._buffered_chars = 0
         self.lagged = False
 
     def statistics(self) -> SubscriptionStatistics:
@@ -171,9 +142,10 @@ class Subscription:
             lagged=self.lagged,
             buffered_batches=self._receive.statistics().current_buffer_used,
             buffered_events=self._buffered_events,
+            buffered_chars=self._buffered_chars,
             max_batches=self._capacity,
             max_events=self._max_events,
-            direct_last=self.direct_last,
+            max_chars=self._max_chars,
         )
 
     def _mark_gone(self) -> None:
@@ -193,14 +165,10 @@ class Subscription:
 
 @attrs.define(eq=False)
 class _RunEntry:
+    recent: RecentBatches  # shared by its subscribers: one that lagged resyncs from here
     subscribers: set[Subscription] = attrs.Factory(set)
     idle_since: float = math.inf  # trio time the last subscriber left; inf while subscribed
-    # The run's latest batches, shared by all its subscribers: one that lagged resyncs from here
-    # instead of each reading the same pages from SQLite. Contiguous in seq; bounded in events.
-    recent: collections.deque[EventBatch] = attrs.Factory(collections.deque)
-    recent_events: int = 0
-    held: list[EventBatch] = attrs.Factory(list)  # published within the current tick, not delivered yet
-    next_delivery_at: float = -math.inf  # trio time the current tick ends
+    tick: RunTick = attrs.Factory(RunTick)
 
 
 class RunEventBus:
@@ -209,36 +177,34 @@ class RunEventBus:
         *,
         capacity: int = 1024,
         max_events: int = 10_000,
+        max_chars: int = SUBSCRIBER_MAX_CHARS,
         idle_ttl_s: float = 600.0,
         tick_s: float = 0.0,
         tick_max_s: float = 0.0,
         frames_per_s: float = math.inf,
     ):
-        """`tick_s` > 0 needs `run_pruner()` running: it delivers the held batches. `tick_max_s` below
+        """`tick_s` > 0 needs `serve()` running: it delivers the held batches. `tick_max_s` below
         `tick_s` (the default) means a fixed tick."""
         self._capacity = capacity
         self._max_events = max_events
+        self._max_chars = max_chars
         self._recent_events = 5 * max_events  # per run: what a lagged subscriber can resync from
+        self._recent_chars = 4 * max_chars
         self._idle_ttl_s = idle_ttl_s
         self._runs: dict[int, _RunEntry] = {}
         self._became_idle = trio.Event()
-        self._tick_s = tick_s
-        self._tick_max_s = max(tick_s, tick_max_s)
-        self._frames_per_s = frames_per_s
-        self._holding: dict[int, _RunEntry] = {}  # runs with held batches
-        self._holding_changed = trio.Event()
+        self._ticks = TickPacer(tick_s, tick_max_s, frames_per_s, self._deliver, self.subscriber_count)
         self._batches_published = 0
         self._batches_delivered = 0
         self._events_published = 0
         self._lag_events = 0
-        self._direct_deliveries = 0
 
-    def subscribe(self, run_id: int, direct: DirectSink | None = None) -> Subscription:
-        """A new subscriber of the run; `direct`: its direct sink (see the module's docstring)."""
+    def subscribe(self, run_id: int) -> Subscription:
+        """A new subscriber of the run."""
         entry = self._runs.get(run_id)
         if entry is None:
-            entry = self._runs[run_id] = _RunEntry()
-        subscription = Subscription(self, run_id, self._capacity, self._max_events, direct)
+            entry = self._runs[run_id] = _RunEntry(RecentBatches(self._recent_events, self._recent_chars))
+        subscription = Subscription(self, run_id, self._capacity, self._max_events, self._max_chars)
         entry.subscribers.add(subscription)
         entry.idle_since = math.inf
         return subscription
@@ -251,9 +217,7 @@ class RunEventBus:
         if not entry.subscribers:
             entry.idle_since = trio.current_time()
             entry.recent.clear()  # kept only for subscribers that lag; none are left
-            entry.recent_events = 0
-            entry.held.clear()  # nobody to deliver them to
-            self._holding.pop(subscription.run_id, None)
+            self._ticks.drop(subscription.run_id, entry.tick)  # nobody to deliver them to
             self._became_idle.set()
 
     def publish(self, batch: EventBatch) -> None:
@@ -264,33 +228,16 @@ class RunEventBus:
         entry = self._runs.get(batch.run_id)
         if entry is None or not entry.subscribers:
             return
-        if self._tick_s > 0:
-            now = trio.current_time()
-            if entry.held or now < entry.next_delivery_at:
-                entry.held.append(batch)
-                if batch.run_id not in self._holding:
-                    self._holding[batch.run_id] = entry
-                    self._holding_changed.set()
-                return
-            entry.next_delivery_at = now + self._tick_for(entry)
-        self._deliver(entry, batch)
+        if self._ticks.enabled and self._ticks.hold(batch.run_id, entry.tick, batch):
+            return
+        self._deliver(batch.run_id, batch)
 
-    def _tick_for(self, entry: _RunEntry) -> float:
-        """The run's next tick: `tick_s`, longer while its watchers would get more than `frames_per_s`
-        frames per second together, at most `tick_max_s`."""
-        weight = sum(1 if s.has_direct_sink else SENDER_FRAME_WEIGHT for s in entry.subscribers)
-        return min(self._tick_max_s, max(self._tick_s, weight / self._frames_per_s))
-
-    def _deliver(self, entry: _RunEntry, batch: EventBatch) -> None:
+    def _deliver(self, run_id: int, batch: EventBatch) -> None:
         self._batches_delivered += 1
-        if entry.subscribers:
-            if entry.recent and entry.recent[-1].last_seq + 1 != batch.first_seq:
-                entry.recent.clear()  # not contiguous (nobody subscribed meanwhile): start afresh
-                entry.recent_events = 0
-            entry.recent.append(batch)
-            entry.recent_events += len(batch)
-            while entry.recent_events - len(entry.recent[0]) >= self._recent_events:
-                entry.recent_events -= len(entry.recent.popleft())
+        entry = self._runs.get(run_id)
+        if entry is None or not entry.subscribers:
+            return
+        entry.recent.add(batch)
         for subscription in entry.subscribers:
             if not subscription._offer(batch):
                 self._lag_events += 1
@@ -299,38 +246,11 @@ class RunEventBus:
         """The run's published events after `seq`, as batches, if memory still holds all of them
         (an empty list when there are none yet); None when some are only in SQLite."""
         entry = self._runs.get(run_id)
-        if entry is None or not entry.recent or entry.recent[0].first_seq > seq + 1:
-            return None
-        newer = [batch for batch in entry.recent if batch.last_seq > seq]
-        if newer:
-            newer[0] = newer[0].after(seq) or newer[0]  # the first may overlap what the caller has
-        return newer
-
-    def _deliver_held(self) -> float:
-        """Deliver the held batches whose tick has ended; return the trio time the next tick ends."""
-        now = trio.current_time()
-        next_due = math.inf
-        for run_id, entry in list(self._holding.items()):
-            if entry.next_delivery_at > now:
-                next_due = min(next_due, entry.next_delivery_at)
-                continue
-            del self._holding[run_id]
-            held, entry.held = entry.held, []
-            entry.next_delivery_at = now + self._tick_for(entry)
-            for group in _contiguous(held):
-                self._deliver(entry, EventBatch.concat(group))
-        return next_due
-
-    async def _run_ticks(self) -> None:
-        while True:
-            self._holding_changed = trio.Event()
-            next_due = self._deliver_held()
-            with trio.move_on_at(next_due):
-                await self._holding_changed.wait()
+        return entry.recent.after(seq) if entry is not None else None
 
     def run_deleted(self, run_id: int) -> None:
         """Tell the run's subscribers it is gone (they raise RunGone) and forget the run."""
-        self._holding.pop(run_id, None)
+        self._ticks.drop(run_id)
         entry = self._runs.pop(run_id, None)
         if entry is not None:
             for subscription in entry.subscribers:
@@ -353,7 +273,6 @@ class RunEventBus:
             batches_delivered=self._batches_delivered,
             events_published=self._events_published,
             lag_events=self._lag_events,
-            direct_deliveries=self._direct_deliveries,
         )
 
     def prune_idle(self) -> float:
@@ -368,28 +287,15 @@ class RunEventBus:
                 next_expiry = min(next_expiry, expiry)
         return next_expiry
 
-    async def run_pruner(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The bus's background work: forget idle entries after the TTL, and deliver held batches at the
         end of their tick. Sleeps until the next expiry or tick end; no periodic wakeups."""
         async with trio.open_nursery() as nursery:
-            if self._tick_s > 0:
-                nursery.start_soon(self._run_ticks)
+            if self._ticks.enabled:
+                nursery.start_soon(self._ticks.serve)
             task_status.started()
             while True:
                 self._became_idle = trio.Event()
                 next_expiry = self.prune_idle()
                 with trio.move_on_at(next_expiry):
                     await self._became_idle.wait()
-
-
-def _contiguous(batches: list[EventBatch]) -> list[list[EventBatch]]:
-    """Consecutive batches grouped where their seqs follow on without a gap. Every commit is published, so
-    there is normally one group; if one ever were not, the consumer must see the gap (and resync), not a
-    merged batch whose seq range hides it."""
-    groups = [[batches[0]]]
-    for batch in batches[1:]:
-        if batch.first_seq == groups[-1][-1].last_seq + 1:
-            groups[-1].append(batch)
-        else:
-            groups.append([batch])
-    return groups

@@ -24,10 +24,12 @@ from contextlib import aclosing
 from ..model import TERMINAL_STATUSES, EventBatch
 from ..store import Store
 from ..store import events as sql
-from .bus import DirectSink, RunEventBus, Subscription
+from .bus import RunEventBus, Subscription
+from .recent import json_chars
 
-PAGE_SIZE = 2000  # events per SQLite read while catching up
-COALESCE_EVENTS = 2_000  # a consumer that fell behind takes up to this many buffered events at once
+PAGE_SIZE = 2000  # events per SQLite read while catching up (and at most sql.PAGE_MAX_CHARS of JSON)
+COALESCE_EVENTS = 2_000  # a consumer that fell behind takes up to this many buffered events at once,
+COALESCE_CHARS = sql.PAGE_MAX_CHARS  # and at most this many characters of their JSON (issue 20)
 
 # Test hook: awaited with "subscribed" (before the catch-up query) and "caught_up" (before going live),
 # so tests can append events exactly in the gaps the algorithm must cover.
@@ -42,22 +44,16 @@ async def stream_run_events(
     *,
     page_size: int = PAGE_SIZE,
     checkpoint: Checkpoint | None = None,
-    direct: DirectSink | None = None,
 ) -> AsyncGenerator[EventBatch, None]:
-    """Yield batches of the run's events with seq > after_seq, strictly increasing, no gap.
-
-    With `direct` (see events/bus.py), live batches published while the consumer waits for the next one,
-    having delivered all before, go to `direct` instead and are not yielded: together, what is yielded and
-    what `direct` took is every event once, in order. A consumer gives `direct` only if it delivers each
-    yielded batch before asking for the next (a WebSocket's frames go out in order)."""
-    with bus.subscribe(run_id, direct) as subscription:
+    """Yield batches of the run's events with seq > after_seq, strictly increasing, no gap."""
+    with bus.subscribe(run_id) as subscription:
         if checkpoint is not None:
             await checkpoint("subscribed")
         status, stored_last = await store.read(sql.run_progress, run_id)
         if status in TERMINAL_STATUSES and after_seq >= stored_last:
             return
         last = after_seq
-        async with aclosing(_catch_up(store, run_id, last, page_size)) as pages:
+        async with aclosing(_catch_up(store, run_id, last, page_size, stored_last)) as pages:
             async for batch in pages:
                 yield batch  # noqa: ASYNC119
                 last = batch.last_seq
@@ -72,15 +68,18 @@ async def stream_run_events(
                     return
 
 
-async def _catch_up(store: Store, run_id: int, after_seq: int, page_size: int) -> AsyncGenerator[EventBatch, None]:
-    while True:
+async def _catch_up(
+    store: Store, run_id: int, after_seq: int, page_size: int, stored_last: int | None = None
+) -> AsyncGenerator[EventBatch, None]:
+    """Stored pages after `after_seq` until none is left, or, given `stored_last` (what was stored when the
+    live subscription began), until one reaches it: what comes after arrives live. A page may hold fewer
+    than `page_size` events (it is bounded in characters too), so a short page is not the end."""
+    while stored_last is None or after_seq < stored_last:
         batch = await store.read(sql.read_page, run_id, after_seq, page_size)
         if batch is None:
             return
         yield batch
         after_seq = batch.last_seq
-        if len(batch) < page_size:
-            return
 
 
 async def _live(
@@ -89,11 +88,10 @@ async def _live(
     while True:
         batch: EventBatch | None = None
         if not subscription.lagged:
-            batch = await subscription.receive(last)
-            last = max(last, subscription.direct_last)  # what the direct sink took meanwhile
+            batch = await subscription.receive()
             # A consumer that fell behind sends what piled up as one batch (fewer, larger frames),
             # reusing each batch's JSON.
-            ready = subscription.receive_ready(COALESCE_EVENTS - len(batch))
+            ready = subscription.receive_ready(COALESCE_EVENTS - len(batch), COALESCE_CHARS - json_chars(batch))
             if ready:
                 batch = EventBatch.concat([batch, *ready])
         if batch is None or batch.first_seq > last + 1:
@@ -103,7 +101,7 @@ async def _live(
             subscription.clear_lag()
             recent = bus.recent_after(run_id, last)
             if recent is not None:
-                for group in _groups(recent, COALESCE_EVENTS):
+                for group in _groups(recent, COALESCE_EVENTS, COALESCE_CHARS):
                     fresh = EventBatch.concat(group)
                     yield fresh
                     last = fresh.last_seq
@@ -119,14 +117,17 @@ async def _live(
             last = unseen.last_seq
 
 
-def _groups(batches: list[EventBatch], max_events: int) -> list[list[EventBatch]]:
-    """Consecutive batches in groups of about `max_events` events (a batch is never split)."""
+def _groups(batches: list[EventBatch], max_events: int, max_chars: int) -> list[list[EventBatch]]:
+    """Consecutive batches in groups of about `max_events` events and at most `max_chars` characters of
+    JSON unless one batch alone is larger (a batch is never split)."""
     groups: list[list[EventBatch]] = []
-    count = max_events
+    count = chars = 0
     for batch in batches:
-        if count >= max_events:
+        size = json_chars(batch)
+        if not groups or count >= max_events or chars + size > max_chars:
             groups.append([])
-            count = 0
+            count = chars = 0
         groups[-1].append(batch)
         count += len(batch)
+        chars += size
     return groups

@@ -8,9 +8,6 @@ channel (a wait that can be cancelled). A peer that stops reading then blocks it
 request task still ends on disconnect, keepalive timeout or shutdown, Hypercorn closes the socket, and
 the blocked write fails and frees the sender.
 
-A run's live batches can also skip the sender: written straight into the socket by the bus while the
-sender has nothing to do (websockets.Outbox, wire.py). The registry counts those writes.
-
 The registry also caps open WebSockets, in all and per user (issue 20 #5): each socket holds a file
 descriptor for as long as it is open, and a process out of descriptors cannot accept a login, open the
 database or start a run. A socket over a cap is accepted and closed with 1013 (try again later), like
@@ -29,8 +26,6 @@ import trio
 
 @attrs.frozen
 class SocketStatistics:
-    direct_writes: int  # batches written straight into a socket (no sender task, no Hypercorn path)
-    direct_partial_writes: int  # of which the socket took only part; the sender wrote the rest
     open_sockets: int  # WebSockets holding a slot of the overall cap
     users_with_sockets: int  # users holding at least one per-user slot
     refused: int  # sockets closed with 1013 because a cap was reached
@@ -57,8 +52,6 @@ class SocketRegistry:
     def __init__(self, *, max_total: int = 2**31 - 1, max_per_user: int = 2**31 - 1) -> None:
         self._shutdown = trio.Event()
         self._senders: trio.Nursery | None = None
-        self.direct_writes = 0
-        self.direct_partial_writes = 0
         self.max_total = max_total
         self.max_per_user = max_per_user
         self._open = 0
@@ -67,7 +60,7 @@ class SocketRegistry:
 
     def statistics(self) -> SocketStatistics:
         return SocketStatistics(
-            self.direct_writes, self.direct_partial_writes, self._open, len(self._per_user), self._refused
+            self._open, len(self._per_user), self._refused
         )
 
     def acquire(self) -> None:

@@ -17,14 +17,11 @@ import attrs
 import trio
 from quart import websocket
 
-from ..events import DirectSink
 from ..log import get_logger
-from ..model import EventBatch
 from ..store import StoreClosedError, StoreUnavailable
 from .access import Principal, authenticate
 from .sockets import SocketRegistry
 from .types import services
-from .wire import RawSocket, asgi_send_of
 
 log = get_logger(__name__)
 
@@ -37,7 +34,7 @@ BAD_REQUEST = 4400
 UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
 NOT_FOUND = 4404
-CLOSE_WAIT_S = 5.0  # longest a request waits for its sender to hand the close to the peer
+CLOSE_WAIT_S = 5.0  # longest a request waits for its close to reach the peer and be answered
 
 
 class Refused(Exception):
@@ -139,23 +136,16 @@ class _Close:
     reason: str
 
 
-@attrs.frozen
-class _Rest:
-    """The rest of a frame the direct path could not write in one go: the sender writes it next."""
-
-    data: bytes
-
-
 class Outbox:
-    """A socket's outgoing frames, in order: handed to its sender task, or written straight into the
-    socket (`direct`) when the sender has nothing left to write. Made by `open_outbox`; use as
-    `async with outbox:`, which ends the frames (the sender stops after the close, or when they end)."""
+    """A socket's outgoing frames, in order, handed to its sender task. Made by `open_outbox`; use as
+    `async with outbox:`, which ends the frames (the sender stops after the close, or when they end).
 
-    def __init__(self, channel: trio.MemorySendChannel[Any], raw: RawSocket | None, registry: SocketRegistry):
+    Every frame goes through Quart's public `websocket.send` and so through Hypercorn, which writes each
+    frame whole under its connection's send lock: no frame of ours, ping, pong or close can land inside
+    another (issue 19)."""
+
+    def __init__(self, channel: trio.MemorySendChannel[str | _Close]):
         self._channel = channel
-        self._raw = raw
-        self._registry = registry
-        self.pending = 0  # items handed to the sender and not yet written by it
         self.sent_all = trio.Event()  # the sender has stopped: after the close, or the peer went away
 
     async def __aenter__(self) -> Outbox:
@@ -172,92 +162,39 @@ class Outbox:
         await self._put(_Close(code, reason))
 
     async def _put(self, item: str | _Close) -> None:
-        self.pending += 1
         # Without a checkpoint when the sender has room (the usual case): the stream task then goes
         # straight back to its next batch instead of one more pass through the scheduler.
         try:
             self._channel.send_nowait(item)
         except trio.WouldBlock:
-            try:
-                await self._channel.send(item)
-            except BaseException:
-                self.pending -= 1
-                raise
-
-    def direct(self, encode: Callable[[EventBatch], bytes]) -> DirectSink | None:
-        """A direct sink for this socket (see events/bus.py) writing `encode(batch)` — built once per
-        batch and shared by every socket — or None when the socket cannot be written directly (wire.py)."""
-        raw = self._raw
-        if raw is None:
-            return None
-
-        def sink(batch: EventBatch) -> bool:
-            if self.pending or self.sent_all.is_set():
-                return False  # the sender is still writing earlier frames (they go first), or has stopped
-            # Cannot fail: a published batch was committed first, and SQLite took its text as UTF-8.
-            data = batch.derived(encode, encode)
-            written = raw.write_now(data)
-            if not written:
-                return False  # nothing written (busy, full, closing): the batch takes the queue
-            self._registry.direct_writes += 1
-            if written < len(data):
-                self._registry.direct_partial_writes += 1
-                self.pending += 1
-                self._channel.send_nowait(_Rest(data[written:]))  # room: nothing was pending
-            return True
-
-        return sink
+            await self._channel.send(item)
 
 
-def _asgi_sender(ws: Any) -> Callable[[str], Awaitable[None]]:
-    """How the sender writes a text frame: straight through the ASGI `send` callable that Quart's websocket
-    wraps, when it can be found. Quart's `websocket.send` adds, per frame, an `accept()` call (building a
-    Headers object), its own wrapper and a `websocket_sent` signal that nothing here listens to; the
-    frame that reaches Hypercorn is the same message either way. The socket is accepted before any
-    frame is queued (serve_socket), so skipping `accept()` changes nothing."""
-    send = asgi_send_of(ws)
-    if send is None:
-        return ws.send  # another Quart layout: its public path
-
-    async def send_text(text: str) -> None:
-        await send({"type": "websocket.send", "bytes": None, "text": text})
-
-    return send_text
-
-
-async def _send_frames(ws: Any, raw: RawSocket | None, frames: trio.MemoryReceiveChannel[Any], outbox: Outbox) -> None:
+async def _send_frames(ws: Any, frames: trio.MemoryReceiveChannel[str | _Close], outbox: Outbox) -> None:
     """The socket's sender: frames in order, then the close. Runs outside the request's task."""
-    send_text = _asgi_sender(ws)
     try:
         async with frames:
             async for item in frames:
-                try:
-                    if isinstance(item, _Close):
-                        await ws.close(item.code, item.reason)
-                        return
-                    if isinstance(item, _Rest):
-                        assert raw is not None  # only the direct path, which needs it, queues a rest
-                        await raw.write_rest(item.data)
-                    else:
-                        await send_text(item)
-                finally:
-                    outbox.pending -= 1
+                if isinstance(item, _Close):
+                    await ws.close(item.code, item.reason)
+                    return
+                await ws.send(item)
     except Exception as exc:  # the peer went away mid-write; nothing is left to tell it
         log.debug("websocket sender stopped", error=repr(exc))
     finally:
         outbox.sent_all.set()
 
 
-def open_outbox(queue: int, *, direct: bool) -> Outbox:
+def open_outbox(queue: int) -> Outbox:
     """Start the current (accepted) WebSocket's sender task, which takes up to `queue` frames before
-    `send` waits; its outbox. `direct`: whether batches may be written straight into the socket."""
+    `send` waits; its outbox."""
     registry: SocketRegistry = services().sockets
-    outgoing, frames = trio.open_memory_channel[Any](queue)
-    # The sender outlives this request's context, so it gets the socket object itself, not the proxy.
+    outgoing, frames = trio.open_memory_channel[str | _Close](queue)
+    # The sender outlives this request's context, so it gets the socket object itself, not the proxy
+    # (werkzeug's documented LocalProxy._get_current_object).
     ws = websocket._get_current_object()  # type: ignore[attr-defined]
-    raw = RawSocket.find(asgi_send_of(ws)) if direct else None
-    outbox = Outbox(outgoing, raw, registry)
-    registry.start_sender(_send_frames, ws, raw, frames, outbox)
+    outbox = Outbox(outgoing)
+    registry.start_sender(_send_frames, ws, frames, outbox)
     return outbox
 
 
@@ -266,7 +203,7 @@ async def serve_socket(stream: Callable[[Outbox], Awaitable[tuple[int, str]]]) -
     it returns — or 1001 if the server shuts down first, or the refusal's code."""
     registry: SocketRegistry = services().sockets
     await websocket.accept()
-    outbox = open_outbox(SEND_QUEUE, direct=True)
+    outbox = open_outbox(SEND_QUEUE)
     code, reason = NORMAL, ""
     record = _SocketAuth()
     _socket_auth.set(record)  # inherited by the tasks below
@@ -298,3 +235,8 @@ async def serve_socket(stream: Callable[[Outbox], Awaitable[tuple[int, str]]]) -
         with trio.move_on_after(CLOSE_WAIT_S):
             await outbox.close(code, reason)
             await outbox.sent_all.wait()
+            # Linger until the peer answers the close: Hypercorn then reports the disconnect and Quart
+            # cancels this task. Ending at once would make Hypercorn close the TCP connection while the
+            # peer's pings or messages sit unread in it: the kernel then resets the connection, and a
+            # peer still reading our last frames loses them, `end` and the close included.
+            await trio.sleep_forever()

@@ -59,30 +59,51 @@ def insert_rows(conn: sqlite3.Connection, rows: list[Row]) -> None:
     conn.executemany("INSERT INTO run_events (run_id, seq, ts, kind, data) VALUES (?, ?, ?, ?, ?)", rows)
 
 
-# SQLite builds the JSON of a page itself (in C, on the reader thread): no Python object per event.
-# Key order and separators match json.dumps(..., separators=(",", ":")) of the event dicts.
+# A page holds at most this many characters of event JSON (and always at least one event): a run's output
+# is hostile input, and a line of control characters is six times its size in JSON (`\u0001`), so 10,000
+# long lines would otherwise be a page of about a gigabyte (issue 20). Characters of JSON are bytes but for
+# non-ASCII text, which SQLite's JSON keeps as it is.
+PAGE_MAX_CHARS = 4 * 2**20  # 4 Mi characters
+
+# SQLite builds each event's JSON itself (in C, on the reader thread): no Python object per field. Key order
+# and separators match json.dumps(..., separators=(",", ":")) of the event dicts.
 _PAGE_JSON = """
-    SELECT min(seq), max(seq), group_concat(event, ',')
-    FROM (
-        SELECT seq, json_object(
-            'seq', seq, 'ts', ts, 'kind', kind,
-            'data', CASE kind WHEN 'state' THEN json(data) ELSE data END
-        ) AS event
-        FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?
+    SELECT seq, json_object(
+        'seq', seq, 'ts', ts, 'kind', kind,
+        'data', CASE kind WHEN 'state' THEN json(data) ELSE data END
     )
+    FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?
 """
 
 
-def read_page(conn: sqlite3.Connection, run_id: int, after_seq: int, limit: int) -> EventBatch | None:
-    """Up to `limit` stored events with seq > after_seq, as a batch already serialized (in this thread)."""
-    first, last, text = conn.execute(_PAGE_JSON, (run_id, after_seq, limit)).fetchone()
-    if first is None:
+def read_page(
+    conn: sqlite3.Connection, run_id: int, after_seq: int, limit: int, max_chars: int = PAGE_MAX_CHARS
+) -> EventBatch | None:
+    """Up to `limit` stored events with seq > after_seq, as a batch already serialized (in this thread),
+    fewer when the next one would take its JSON past `max_chars` characters (the first one always comes).
+    Fewer than `limit` therefore does not mean there are no more: read on from its last seq until None."""
+    items: list[str] = []
+    size = 0
+    first = last = 0
+    cursor = conn.execute(_PAGE_JSON, (run_id, after_seq, limit))
+    try:
+        for seq, event in cursor:
+            size += len(event) + 1
+            if items and size > max_chars:
+                break
+            items.append(event)
+            last = seq
+            if not first:
+                first = seq
+    finally:
+        cursor.close()
+    if not items:
         return None
     kind, data = conn.execute(
         "SELECT kind, data FROM run_events WHERE run_id = ? AND seq = ?", (run_id, last)
     ).fetchone()
     terminal = kind == "state" and json.loads(data)["status"] in TERMINAL_STATUSES
-    return EventBatch.from_json(run_id, text, first, last, terminal)
+    return EventBatch.from_json(run_id, ",".join(items), first, last, terminal)
 
 
 def run_progress(conn: sqlite3.Connection, run_id: int) -> tuple[str, int]:

@@ -8,7 +8,8 @@ here on the benchmark's own SQLite connections against the same database) and th
     python scripts/bench/live.py idle [--connections 1000] [--seconds 30]
     python scripts/bench/live.py fanout [--subscribers 100] [--rate 10000] [--seconds 10]
                                         [--client-processes 2] [--no-polling] [--bus-tick-s S]
-                                        [--bus-tick-max-s S] [--commit-interval-s S]
+                                        [--bus-tick-max-s S] [--bus-frames-per-s N]
+                                        [--commit-interval-s S]
                                         [--output-interval-s S]
     python scripts/bench/live.py catchup [--events 1000000]
     python scripts/bench/live.py slow [--events 1000000]
@@ -143,6 +144,8 @@ async def fanout(args, tmp: Path) -> None:
         server_args += ["--bus-tick-max-s", str(args.bus_tick_max_s)]
     if args.commit_interval_s is not None:
         server_args += ["--commit-interval-s", str(args.commit_interval_s)]
+    if args.bus_frames_per_s is not None:
+        server_args += ["--bus-frames-per-s", str(args.bus_frames_per_s)]
     if args.output_interval_s is not None:
         server_args += ["--output-interval-s", str(args.output_interval_s)]
     async with subprocess_server(tmp / "fanout", *server_args) as server:
@@ -447,6 +450,7 @@ def parse_args() -> argparse.Namespace:
                         "spread over (2)")
     parser.add_argument("--bus-tick-s", type=float, help="fanout: the server's --bus-tick-s (its default)")
     parser.add_argument("--bus-tick-max-s", type=float, help="fanout: the server's --bus-tick-max-s (its default)")
+    parser.add_argument("--bus-frames-per-s", type=float, help="fanout: the server's --bus-frames-per-s (its default)")
     parser.add_argument("--commit-interval-s", type=float,
                         help="fanout: the server's --commit-interval-s (its default)")
     parser.add_argument("--output-interval-s", type=float,

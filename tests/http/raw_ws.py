@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import trio
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     CloseConnection,
@@ -30,6 +31,7 @@ class RawClient:
         self._connection = connection
         self._events: collections.deque[Event] = collections.deque()
         self._eof = False
+        self._send_lock = trio.Lock()
         self.extensions: list[str] = []
         self.close_code: int | None = None
 
@@ -49,6 +51,18 @@ class RawClient:
             raise AssertionError(f"handshake refused: {event.status_code}")
         assert isinstance(event, AcceptConnection), event
         self.extensions = [extension.name for extension in event.extensions]
+
+    async def next_event(self) -> Event | None:
+        """The next wsproto event from the server, or None at the end of the stream."""
+        return await self._next_event()
+
+    async def send(self, event: Event) -> None:
+        """Send a wsproto event (a Ping, a Pong, a CloseConnection) to the server; safe from several tasks.
+        Once either side has started closing, only the close's answer may still be sent: others are
+        dropped."""
+        async with self._send_lock:
+            if self._connection.state is ConnectionState.OPEN or isinstance(event, CloseConnection):
+                await self._stream.send_all(self._connection.send(event))
 
     async def next_message(self) -> str | None:
         """The next text message, or None once the server has closed (then `close_code` is set)."""

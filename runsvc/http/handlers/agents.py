@@ -68,7 +68,7 @@ async def agents_ws() -> None:
     only when the agent goes, is revoked (4401), or the server has finished draining (1001)."""
     svc = services()
     await websocket.accept()
-    async with open_outbox(AGENT_SEND_QUEUE, direct=False) as outbox:
+    async with open_outbox(AGENT_SEND_QUEUE) as outbox:
         code, reason = await svc.agents.hub.serve_connection(_bearer(), websocket.receive, outbox.send)
         await outbox.close(code, reason)
     await outbox.sent_all.wait()

@@ -23,7 +23,6 @@ from ..websockets import (
     check_origin_and_session,
     serve_socket,
 )
-from ..wire import text_frames
 
 
 def _after_seq() -> int:
@@ -68,11 +67,6 @@ def _frames(batch: EventBatch) -> list[str]:
     return batch.wrapped('{"type":"events","events":[', "]}")
 
 
-def _wire(batch: EventBatch) -> bytes:
-    """The batch's frames as bytes on the wire, for sockets the bus writes directly."""
-    return text_frames(_frames(batch))
-
-
 async def run_events_ws(run_id: int) -> None:
     async def stream(out: Outbox) -> tuple[int, str]:
         if run_id > MAX_INT64:
@@ -81,7 +75,7 @@ async def run_events_ws(run_id: int) -> None:
         svc = services()
         last_seq = after_seq
         try:
-            async with aclosing(svc.runs.watch(run_id, after_seq, out.direct(_wire))) as batches:
+            async with aclosing(svc.runs.watch(run_id, after_seq)) as batches:
                 async for batch in batches:
                     for frame in _frames(batch):
                         await out.send(frame)
