@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import AsyncExitStack
 
 import trio
 import trio_websocket
+
+from runsvc.wsclient import open_websocket
 
 EVENT = '{"seq":'
 STDOUT = '"kind":"stdout","data":"'
@@ -64,12 +67,11 @@ async def main() -> None:
     handshakes = trio.CapacityLimiter(20)
 
     async def watch(watcher: Watcher) -> None:
-        async with handshakes:
-            ws_cm = trio_websocket.open_websocket_url(
-                ws_url, extra_headers=headers, message_queue_size=64, max_message_size=2**24
-            )
-            ws = await ws_cm.__aenter__()
-        try:
+        async with AsyncExitStack() as stack:
+            async with handshakes:
+                ws = await stack.enter_async_context(
+                    open_websocket(ws_url, extra_headers=headers, message_queue_size=64, max_message_size=2**24)
+                )
             watcher.take(await ws.get_message(), time.time(), [])
             connected.release()
             try:
@@ -78,9 +80,6 @@ async def main() -> None:
                     watcher.take(message, time.time(), latencies)
             except trio_websocket.ConnectionClosed as closed:
                 watcher.code = closed.reason.code
-        finally:
-            await ws_cm.__aexit__(None, None, None)
-            await ws._stream.aclose()  # trio-websocket leaves it open when the server closes first
 
     cpu_start = time.process_time()
     async with trio.open_nursery() as nursery:
