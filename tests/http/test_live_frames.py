@@ -108,7 +108,7 @@ async def test_server_pings_never_land_inside_a_frame(tmp_path):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_produce, server.services, run_id, 6.0)
                 seen = await _watch(server, cookie, run_id, rng=random.Random(1))
-            last = (await server.services.runs.get(run_id))["last_seq"]
+            last = (await server.services.runs.get(run_id)).last_seq
     _check_whole_run(seen, last)
 
 
@@ -123,7 +123,7 @@ async def test_pongs_to_client_pings_never_land_inside_a_frame(tmp_path):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_produce, server.services, run_id, 6.0)
                 seen = await _watch(server, cookie, run_id, rng=random.Random(2), ping_every_s=0.01)
-            last = (await server.services.runs.get(run_id))["last_seq"]
+            last = (await server.services.runs.get(run_id)).last_seq
     _check_whole_run(seen, last)
     assert seen["pongs"] > 0
 
@@ -150,7 +150,7 @@ async def test_slow_readers_pings_and_closes_together_keep_every_frame_whole(tmp
                     nursery.start_soon(partial(watcher, "stays", 10 + n, ping_every_s=0.02))
                 for n in range(2):
                     nursery.start_soon(partial(watcher, "leaves", 20 + n, close_after_s=2.0 + 2 * n))
-            last = (await server.services.runs.get(run_id))["last_seq"]
+            last = (await server.services.runs.get(run_id)).last_seq
     assert len(results) == 8
     for kind, seen in results:
         outcome = (kind, len(seen["seqs"]), last, seen)

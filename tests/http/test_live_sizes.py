@@ -25,9 +25,9 @@ async def test_events_page_is_bounded_and_pages_to_the_end(server, client):
         for _ in range(6):
             await services.eventlog.append(run_id, [("stdout", HOSTILE)] * 50)
         await services.runs.cancel(run_id, by="t")
-        while (await services.runs.get(run_id))["status"] == "running":
+        while (await services.runs.get(run_id)).status == "running":
             await trio.sleep(0.01)
-        last = (await services.runs.get(run_id))["last_seq"]
+        last = (await services.runs.get(run_id)).last_seq
         seqs: list[int] = []
         after, pages, complete = 0, 0, False
         while not complete:
