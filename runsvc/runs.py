@@ -13,7 +13,7 @@ from typing import Protocol
 
 import attrs
 
-from .events import RunEventBus, RunFeed, stream_run_events
+from .events import RunEventBus, RunFeed, Subscription, stream_run_events
 from .model import TERMINAL_STATUSES, EventBatch, Run, RunGone, RunNotFound, StatusConflict
 from .recorder import RunRecorder
 from .store import Store, StoreUnavailable
@@ -92,12 +92,19 @@ class RunService:
         if run_id in self._fenced:
             raise RunNotFound(f"no run {run_id} (being deleted)")
 
-    async def watch(self, run_id: int, after_seq: int) -> AsyncGenerator[EventBatch, None]:
+    def subscribe(self, run_id: int) -> Subscription:
+        """The run's live events as they are published (use as `with`): give it to `watch` when a task
+        other than the one reading `watch` must be able to end the subscription."""
+        return self._bus.subscribe(run_id)
+
+    async def watch(
+        self, run_id: int, after_seq: int, subscription: Subscription | None = None
+    ) -> AsyncGenerator[EventBatch, None]:
         """The run's events after `after_seq`: stored ones, then live, each once, in order, ending with
         the terminal one (see events/stream.py). Raises RunNotFound, or RunGone once deleted (or fenced
         for deletion: every batch is checked after its read, so none comes from a half-deleted run)."""
         self._check_fence(run_id)
-        stream = stream_run_events(self._store, self._bus, run_id, after_seq)
+        stream = stream_run_events(self._store, self._bus, run_id, after_seq, subscription=subscription)
         async with aclosing(stream) as batches:
             async for batch in batches:
                 if run_id in self._fenced:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -197,6 +198,10 @@ async def run_until_signalled(settings: Settings) -> None:
                 nursery.cancel_scope.cancel()
 
             server: Server = await nursery.start(serve_then_stop_watching)
+            # What exists once the server listens (imported modules, the app, the services) lives as long
+            # as the process: moved out of the cyclic collector's sight, its full collections stop walking
+            # it again and again under load (BENCHMARKS.md, "Issue 19, round 2").
+            gc.freeze()
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if server.shutdown_requested:

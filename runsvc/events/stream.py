@@ -44,9 +44,15 @@ async def stream_run_events(
     *,
     page_size: int = PAGE_SIZE,
     checkpoint: Checkpoint | None = None,
+    subscription: Subscription | None = None,
 ) -> AsyncGenerator[EventBatch, None]:
-    """Yield batches of the run's events with seq > after_seq, strictly increasing, no gap."""
-    with bus.subscribe(run_id) as subscription:
+    """Yield batches of the run's events with seq > after_seq, strictly increasing, no gap.
+
+    `subscription`: the run's bus subscription, taken by the caller (step 1) when another task than the
+    one reading this generator must be able to end it (it is closed here too, when this ends)."""
+    if subscription is None:
+        subscription = bus.subscribe(run_id)
+    with subscription:
         if checkpoint is not None:
             await checkpoint("subscribed")
         status, stored_last = await store.read(sql.run_progress, run_id)

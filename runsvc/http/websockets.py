@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextvars
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from functools import partial
 from typing import Any
 
@@ -136,6 +137,25 @@ class _Close:
     reason: str
 
 
+@attrs.define(eq=False)
+class _Relay:
+    """A source of frames the sender task reads itself (see Outbox.relay)."""
+
+    open_frames: Callable[[], AsyncGenerator[str, None]]
+    done: trio.Event = attrs.Factory(trio.Event)
+    error: Exception | None = None  # what the source raised, for the request task to re-raise
+    stopped: bool = False  # the request no longer wants frames
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)  # around the sender's reading
+    pulling: bool = False  # the sender is waiting for the source's next frame (not writing)
+
+    def stop(self) -> None:
+        """Ask the sender to stop reading the source: at once while it waits for a frame, else after
+        the write it is in (a write is never cut off: a frame goes out whole or not at all)."""
+        self.stopped = True
+        if self.pulling:
+            self.scope.cancel()
+
+
 class Outbox:
     """A socket's outgoing frames, in order, handed to its sender task. Made by `open_outbox`; use as
     `async with outbox:`, which ends the frames (the sender stops after the close, or when they end).
@@ -144,7 +164,7 @@ class Outbox:
     frame whole under its connection's send lock: no frame of ours, ping, pong or close can land inside
     another (issue 19)."""
 
-    def __init__(self, channel: trio.MemorySendChannel[str | _Close]):
+    def __init__(self, channel: trio.MemorySendChannel[str | _Close | _Relay]):
         self._channel = channel
         self.sent_all = trio.Event()  # the sender has stopped: after the close, or the peer went away
 
@@ -157,20 +177,64 @@ class Outbox:
     async def send(self, frame: str) -> None:
         await self._put(frame)
 
+    async def relay(self, open_frames: Callable[[], AsyncGenerator[str, None]]) -> None:
+        """Have the sender task itself read the frames of `open_frames()` (an async generator it closes)
+        and send each as it comes: one task hop per frame less than `send` (issue 19, round 2). Returns
+        when the frames end or the peer went away; re-raises what the source raised. When this is
+        cancelled the sender stops reading the source (see _Relay.stop), so the source's bus
+        subscription ends with the request even if the sender is still blocked writing to a peer that
+        stopped reading (that write fails once Hypercorn closes the socket, after the request ends)."""
+        relay = _Relay(open_frames)
+        try:
+            await self._put(relay)
+            await relay.done.wait()
+        finally:
+            relay.stop()
+        if relay.error is not None:
+            raise relay.error
+
     async def close(self, code: int, reason: str) -> None:
         """Queue the close frame, after every frame queued before it."""
         await self._put(_Close(code, reason))
 
-    async def _put(self, item: str | _Close) -> None:
+    async def _put(self, item: str | _Close | _Relay) -> None:
         # Without a checkpoint when the sender has room (the usual case): the stream task then goes
         # straight back to its next batch instead of one more pass through the scheduler.
         try:
             self._channel.send_nowait(item)
         except trio.WouldBlock:
             await self._channel.send(item)
+        except trio.BrokenResourceError:  # the sender stopped: the peer went away, nothing can reach it
+            pass
 
 
-async def _send_frames(ws: Any, frames: trio.MemoryReceiveChannel[str | _Close], outbox: Outbox) -> None:
+async def _relay(ws: Any, relay: _Relay) -> None:
+    """Send the relay's frames as the source yields them, in this (the sender's) task. A failed write
+    propagates (the peer went away); the source is closed in every case."""
+    try:
+        with relay.scope:  # cancelled by relay.stop only while `pulling` (one scope, not one per frame)
+            async with aclosing(relay.open_frames()) as source:
+                while not relay.stopped:
+                    relay.pulling = True
+                    try:
+                        frame = await anext(source)
+                    except StopAsyncIteration:
+                        return
+                    except Exception as exc:  # a refusal or a database error: the request reports it
+                        relay.error = exc
+                        return
+                    finally:
+                        relay.pulling = False
+                    if relay.stopped:
+                        return
+                    await ws.send(frame)
+    finally:
+        relay.done.set()
+
+
+async def _send_frames(
+    ws: Any, frames: trio.MemoryReceiveChannel[str | _Close | _Relay], outbox: Outbox
+) -> None:
     """The socket's sender: frames in order, then the close. Runs outside the request's task."""
     try:
         async with frames:
@@ -178,7 +242,10 @@ async def _send_frames(ws: Any, frames: trio.MemoryReceiveChannel[str | _Close],
                 if isinstance(item, _Close):
                     await ws.close(item.code, item.reason)
                     return
-                await ws.send(item)
+                if isinstance(item, _Relay):
+                    await _relay(ws, item)
+                else:
+                    await ws.send(item)
     except Exception as exc:  # the peer went away mid-write; nothing is left to tell it
         log.debug("websocket sender stopped", error=repr(exc))
     finally:
@@ -189,7 +256,7 @@ def open_outbox(queue: int) -> Outbox:
     """Start the current (accepted) WebSocket's sender task, which takes up to `queue` frames before
     `send` waits; its outbox."""
     registry: SocketRegistry = services().sockets
-    outgoing, frames = trio.open_memory_channel[str | _Close](queue)
+    outgoing, frames = trio.open_memory_channel[str | _Close | _Relay](queue)
     # The sender outlives this request's context, so it gets the socket object itself, not the proxy
     # (werkzeug's documented LocalProxy._get_current_object).
     ws = websocket._get_current_object()  # type: ignore[attr-defined]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
+from functools import partial
 
 import trio
 from quart import websocket
 
+from ...events import Subscription
 from ...model import EventBatch, RunGone, RunNotFound
+from ...services import Services
 from ..query import MAX_INT64
 from ..sockets import TooManySockets
 from ..types import services
@@ -67,29 +70,40 @@ def _frames(batch: EventBatch) -> list[str]:
     return batch.wrapped('{"type":"events","events":[', "]}")
 
 
+async def _event_frames(
+    svc: Services, run_id: int, after_seq: int, subscription: Subscription
+) -> AsyncGenerator[str, None]:
+    """The run's `events` frames after `after_seq`, then its `end` frame. Read by the socket's sender
+    task itself (Outbox.relay), which closes it; raises Refused(4404) for a missing or deleted run."""
+    last_seq = after_seq
+    try:
+        async with aclosing(svc.runs.watch(run_id, after_seq, subscription)) as batches:
+            async for batch in batches:
+                for frame in _frames(batch):
+                    yield frame  # noqa: ASYNC119 (Outbox.relay closes this generator with aclosing)
+                last_seq = batch.last_seq
+    except RunNotFound:
+        raise Refused(NOT_FOUND, f"no run {run_id}") from None
+    except RunGone:
+        raise Refused(NOT_FOUND, f"run {run_id} was deleted") from None
+    if last_seq == after_seq:  # after_seq was at or past the end of a finished run
+        try:
+            last_seq = (await svc.runs.get(run_id)).last_seq
+        except RunNotFound:
+            raise Refused(NOT_FOUND, f"run {run_id} was deleted") from None
+    yield json.dumps({"type": "end", "last_seq": last_seq})
+
+
 async def run_events_ws(run_id: int) -> None:
     async def stream(out: Outbox) -> tuple[int, str]:
         if run_id > MAX_INT64:
             raise Refused(BAD_REQUEST, f"run_id must be <= {MAX_INT64}")
         after_seq = _after_seq()
         svc = services()
-        last_seq = after_seq
-        try:
-            async with aclosing(svc.runs.watch(run_id, after_seq)) as batches:
-                async for batch in batches:
-                    for frame in _frames(batch):
-                        await out.send(frame)
-                    last_seq = batch.last_seq
-        except RunNotFound:
-            raise Refused(NOT_FOUND, f"no run {run_id}") from None
-        except RunGone:
-            raise Refused(NOT_FOUND, f"run {run_id} was deleted") from None
-        if last_seq == after_seq:  # after_seq was at or past the end of a finished run
-            try:
-                last_seq = (await svc.runs.get(run_id)).last_seq
-            except RunNotFound:
-                raise Refused(NOT_FOUND, f"run {run_id} was deleted") from None
-        await out.send(json.dumps({"type": "end", "last_seq": last_seq}))
+        # Taken here, read in the sender task: the request owns it, so it ends with the request even
+        # while the sender is stuck writing to a peer that stopped reading (see Outbox.relay).
+        with svc.runs.subscribe(run_id) as subscription:
+            await out.relay(partial(_event_frames, svc, run_id, after_seq, subscription))
         return NORMAL, "run finished"
 
     await serve_socket(_checked(stream))
