@@ -98,8 +98,9 @@ async def main(args: argparse.Namespace) -> None:
         proxy = CuttableProxy(port)
         await nursery.start(proxy.serve)
         async with admin_client(server.url) as client:
-            agent = await start_agent(nursery, f"http://127.0.0.1:{proxy.port}", tmp / "agent", "--enroll",
-                                      await new_token(client, labels=["remote"]), "--name", "bench")
+            token = await new_token(client, labels=["remote"])
+            agent = await start_agent(nursery, f"http://127.0.0.1:{proxy.port}", tmp / "agent", "--enroll", "-",
+                                      "--name", "bench", stdin=token.encode())
             await agent.wait_for("msg=connected")
             await start_latency(client, ["remote"], 3)  # warm up both paths
             await start_latency(client, ["local"], 3)
