@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 import trio
-from quart import websocket
+from quart import copy_current_websocket_context, websocket
 
 from ..log import get_logger
 from ..store import StoreClosedError, StoreUnavailable
@@ -257,11 +257,10 @@ def open_outbox(queue: int) -> Outbox:
     `send` waits; its outbox."""
     registry: SocketRegistry = services().sockets
     outgoing, frames = trio.open_memory_channel[str | _Close | _Relay](queue)
-    # The sender outlives this request's context, so it gets the socket object itself, not the proxy
-    # (werkzeug's documented LocalProxy._get_current_object).
-    ws = websocket._get_current_object()  # type: ignore[attr-defined]
+    # The sender runs in a task of its own, outside this request's context: Quart's public
+    # copy_current_websocket_context gives it a copy of the context, so `websocket` means this socket there.
     outbox = Outbox(outgoing)
-    registry.start_sender(_send_frames, ws, frames, outbox)
+    registry.start_sender(copy_current_websocket_context(_send_frames), websocket, frames, outbox)
     return outbox
 
 
