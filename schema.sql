@@ -42,6 +42,36 @@ CREATE INDEX login_throttle_last_failed_at ON login_throttle (last_failed_at);
 
 -- AUTOINCREMENT: a run id is never reused after retention deletes the run, so a client holding an
 -- old id can never be shown somebody else's run.
+-- Saved jobs (SPEC §15, schema version 6). Nested objects are JSON text, stored normalised (defaults filled in).
+CREATE TABLE jobs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    name          TEXT    NOT NULL UNIQUE COLLATE NOCASE,
+    description   TEXT    NOT NULL DEFAULT '',
+    command       TEXT    NOT NULL,                       -- JSON array of strings
+    env           TEXT    NOT NULL,                       -- JSON object of string to string
+    timeout_s     REAL    NOT NULL,
+    labels        TEXT    NOT NULL DEFAULT '[]',          -- JSON array of strings
+    params        TEXT    NOT NULL DEFAULT '[]',          -- JSON array of parameter objects
+    retries       TEXT,                                   -- JSON object or NULL
+    concurrency   TEXT,                                   -- JSON object or NULL
+    schedule      TEXT,                                   -- JSON {cron, timezone, overlap, enabled, missed} or NULL
+    schedule_from TEXT,                                   -- fire times are counted from here (set when the schedule changes or is enabled)
+    created_at    TEXT    NOT NULL,
+    created_by    TEXT,
+    updated_at    TEXT    NOT NULL
+);
+
+-- Each fire time of a job's schedule, recorded once (the primary key) with what it did.
+CREATE TABLE job_fires (
+    job_id        INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    scheduled_for TEXT    NOT NULL,
+    outcome       TEXT    NOT NULL CHECK (outcome IN ('started', 'skipped_overlap', 'skipped_missed',
+                                                      'cancelled_previous')),
+    run_id        INTEGER,                                -- the run it started; no FK: retention deletes runs
+    recorded_at   TEXT    NOT NULL,
+    PRIMARY KEY (job_id, scheduled_for)
+) WITHOUT ROWID;
+
 CREATE TABLE runs (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     name       TEXT,
@@ -59,7 +89,19 @@ CREATE TABLE runs (
     labels     TEXT    NOT NULL DEFAULT '[]',             -- JSON array: an executor needs all of them
     executor   TEXT,                                      -- 'local' or 'agent:<name>'; NULL while queued
     attempt    INTEGER NOT NULL DEFAULT 0,                -- hand-outs so far; agent reports are fenced by it
-    agent_chunk INTEGER NOT NULL DEFAULT 0                -- last output chunk of this attempt stored
+    agent_chunk INTEGER NOT NULL DEFAULT 0,               -- last output chunk of this attempt stored
+    -- Jobs, retries, concurrency, delayed runs (SPEC §15, schema version 6)
+    job_id INTEGER REFERENCES jobs (id) ON DELETE SET NULL,  -- NULL: not from a job, or the job was deleted
+    job_name TEXT,                                        -- kept when the job is deleted
+    trigger TEXT NOT NULL DEFAULT 'api' CHECK (trigger IN ('api', 'job', 'schedule', 'retry', 'rerun')),
+    retry_of INTEGER,                                     -- the run this one retries (no FK: retention)
+    try_number INTEGER NOT NULL DEFAULT 1,                -- "try" in the API; 1 for a first try
+    not_before TEXT,                                      -- not claimed before this time; NULL: at once
+    scheduled_for TEXT,                                   -- the fire time, for trigger 'schedule'
+    params TEXT NOT NULL DEFAULT '{}',                    -- JSON object of string to string
+    retries TEXT,                                         -- JSON {max, delay_s, backoff, on}; NULL: none
+    concurrency TEXT,                                     -- JSON {key, limit}; NULL: none
+    concurrency_key TEXT                                  -- concurrency's key, for the claim's index
 );
 CREATE INDEX runs_status_started_at ON runs (status, started_at);   -- startup recovery
 CREATE INDEX runs_ended_at ON runs (ended_at);                      -- retention
@@ -67,6 +109,9 @@ CREATE INDEX runs_status_id ON runs (status, id);                   -- list filt
 -- Claiming (schema version 5): queued runs only, by label set, oldest first within a set. The claim
 -- visits the distinct label sets, one seek each, so runs no free executor can take cost it nothing.
 CREATE INDEX runs_queued_labels ON runs (labels, id) WHERE status = 'queued';
+-- Concurrency groups (schema version 6): the claim counts a group's running runs through this index.
+CREATE INDEX runs_running_concurrency ON runs (concurrency_key) WHERE status = 'running';
+CREATE INDEX runs_job_id ON runs (job_id, id);                      -- a job's runs, newest first
 
 CREATE TABLE run_events (
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,

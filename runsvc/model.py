@@ -16,13 +16,16 @@ STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out"
 
 TERMINAL_STATUSES = frozenset(STATUSES[2:])  # a terminal run never changes again
 
+TRIGGERS = ("api", "job", "schedule", "retry", "rerun")  # what created a run (SPEC §15)
+
 T = TypeVar("T")
 
 
 @attrs.frozen(kw_only=True)
 class Run:
     """A run as every layer sees it: the store reads it (store/runs.py), the services pass it on, and its
-    JSON is made at the HTTP edge (http/run_json.py), one key per field in this order. A new field is
+    JSON is made at the HTTP edge (http/run_json.py), one key per field in this order (a field's
+    `metadata["json"]` names its key when the API's name is not a Python name, `try`). A new field is
     added here and as a column of `runs`: the store reads the columns these fields name (decoding the
     ones it lists as JSON); the OpenAPI document describes it (tests/http/test_run_json.py checks)."""
 
@@ -41,9 +44,45 @@ class Run:
     labels: tuple[str, ...]  # an executor needs all of them
     executor: str | None  # "local" or "agent:<name>"; None until claimed
     attempt: int  # hand-outs so far
+    # Jobs, retries, concurrency groups, delayed runs (SPEC §15).
+    job_id: int | None = None  # None when not from a job, or the job was deleted
+    job_name: str | None = None  # kept when the job is deleted
+    trigger: str = "api"  # one of TRIGGERS
+    retry_of: int | None = None  # the run whose failure this try retries
+    try_number: int = attrs.field(default=1, metadata={"json": "try"})  # 1 for a first try
+    not_before: str | None = None  # not claimed before this time
+    scheduled_for: str | None = None  # the fire time, for trigger "schedule"
+    params: dict[str, str] = attrs.field(factory=dict)  # the job's parameter values
+    retries: dict[str, Any] | None = None  # {max, delay_s, backoff, on}, normalised
+    concurrency: dict[str, Any] | None = None  # {key, limit}
     # For a queued run that no connected executor can take, what it waits for. Computed when the run is
     # read or published (it depends on which agents are connected then), never stored.
     waiting_for: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """A saved job (SPEC §15) as the store reads it. Nested objects are JSON-shaped dicts, normalised
+    (every default filled in) before they are stored, so what is read is what the API answers. The
+    answer's computed fields (`next_fires`, `last_run`) are added by the jobs service."""
+
+    id: int
+    name: str
+    description: str
+    command: tuple[str, ...]
+    env: dict[str, str]
+    timeout_s: float
+    labels: tuple[str, ...]
+    params: tuple[dict[str, Any], ...]  # {name, description, default, required, choices}
+    retries: dict[str, Any] | None  # {max, delay_s, backoff, on}
+    concurrency: dict[str, Any] | None  # {key, limit}; key None means "the job's name"
+    schedule: dict[str, Any] | None  # {cron, timezone, overlap, enabled, missed}
+    # Fire times are counted from here: set when a schedule is created, changed or re-enabled, so
+    # nothing before it counts as missed (SPEC §15). None without a schedule. Not in the API.
+    schedule_from: str | None
+    created_at: str
+    created_by: str | None
+    updated_at: str
 
 
 Event = dict[str, Any]  # {"seq": int, "ts": str, "kind": str, "data": str | dict}

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..accounts import ROLES
-from ..model import STATUSES
+from ..model import STATUSES, TRIGGERS
 from .access import CSRF_HEADER, SESSION_COOKIE, STATE_CHANGING_METHODS, Access
 from .validation import Field, body_schema
 
@@ -96,9 +96,40 @@ SCHEMAS: dict[str, Schema] = {
             "labels": {"type": "array", "items": {"type": "string"}},
             "executor": nullable({"type": "string", "description": "local, agent:<name>, or null while queued"}),
             "attempt": {"type": "integer", "minimum": 0},
+            "job_id": nullable({"type": "integer", "description": "null when not from a job or the job was deleted"}),
+            "job_name": nullable({"type": "string", "description": "kept when the job is deleted"}),
+            "trigger": {"enum": list(TRIGGERS)},
+            "retry_of": nullable({"type": "integer", "description": "the run whose failure this try retries"}),
+            "try": {"type": "integer", "minimum": 1},
+            "not_before": nullable(TIMESTAMP),
+            "scheduled_for": nullable(TIMESTAMP),
+            "params": {"type": "object", "additionalProperties": {"type": "string"}},
+            "retries": nullable({"$ref": "#/components/schemas/Retries"}),
+            "concurrency": nullable({"$ref": "#/components/schemas/Concurrency"}),
             "waiting_for": nullable(
                 {"type": "string", "description": "what a queued run no connected executor can take waits for"}
             ),
+        },
+    },
+    "Retries": {
+        "type": "object",
+        "required": ["max", "delay_s", "backoff", "on"],
+        "additionalProperties": False,
+        "properties": {
+            "max": {"type": "integer", "minimum": 0, "maximum": 10},
+            "delay_s": {"type": "number", "minimum": 0, "maximum": 86400},
+            "backoff": {"enum": ["fixed", "exponential"]},
+            "on": {"type": "array", "minItems": 1, "uniqueItems": True,
+                   "items": {"enum": ["failed", "timed_out"]}},
+        },
+    },
+    "Concurrency": {
+        "type": "object",
+        "required": ["key", "limit"],
+        "additionalProperties": False,
+        "properties": {
+            "key": {"type": "string", "minLength": 1, "maxLength": 200},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
         },
     },
     # What lists and the runs feed carry (SPEC §14): a run without its `env`.

@@ -19,10 +19,15 @@ def _json_value(instance: Any, attribute: attrs.Attribute[Any] | None, value: An
     return list(value) if isinstance(value, tuple) else value  # a JSON array either way; a list compares as one
 
 
+# Fields whose JSON key is not their Python name (`try` is a keyword).
+_KEYS = {field.name: field.metadata.get("json", field.name) for field in attrs.fields(Run)}
+
+
 def run_json(run: Run, *, summary: bool = False) -> dict[str, Any]:
     """The run as a JSON object; a summary (lists, the runs feed) leaves out `env`, which can be 64 KiB
     a run (SPEC §14)."""
-    return attrs.asdict(run, filter=_not_env if summary else None, value_serializer=_json_value)
+    values = attrs.asdict(run, filter=_not_env if summary else None, value_serializer=_json_value)
+    return {_KEYS[name]: value for name, value in values.items()}
 
 
 def feed_frame(run: Run) -> str:
@@ -35,8 +40,9 @@ def run_from_json(value: dict[str, Any]) -> Run:
     fields this version does not know are ignored. Raises KeyError naming a missing field."""
     fields: dict[str, Any] = {}
     for field in attrs.fields(Run):
-        if field.name in value:
-            item = value[field.name]
+        key = _KEYS[field.name]
+        if key in value:
+            item = value[key]
             fields[field.name] = tuple(item) if isinstance(item, list) else item
         elif field.name == "env":
             fields["env"] = None  # a summary

@@ -16,7 +16,7 @@ from importlib import resources
 
 from .errors import SchemaError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _v1_to_v2(conn: sqlite3.Connection) -> None:
@@ -67,6 +67,66 @@ def _v4_to_v5(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX runs_queued_labels ON runs (labels, id) WHERE status = 'queued'")
 
 
+# The jobs tables, as in schema.sql (SPEC §15).
+_JOBS_TABLES = (
+    """
+    CREATE TABLE jobs (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        name          TEXT    NOT NULL UNIQUE COLLATE NOCASE,
+        description   TEXT    NOT NULL DEFAULT '',
+        command       TEXT    NOT NULL,
+        env           TEXT    NOT NULL,
+        timeout_s     REAL    NOT NULL,
+        labels        TEXT    NOT NULL DEFAULT '[]',
+        params        TEXT    NOT NULL DEFAULT '[]',
+        retries       TEXT,
+        concurrency   TEXT,
+        schedule      TEXT,
+        schedule_from TEXT,
+        created_at    TEXT    NOT NULL,
+        created_by    TEXT,
+        updated_at    TEXT    NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE job_fires (
+        job_id        INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        scheduled_for TEXT    NOT NULL,
+        outcome       TEXT    NOT NULL CHECK (outcome IN ('started', 'skipped_overlap', 'skipped_missed',
+                                                          'cancelled_previous')),
+        run_id        INTEGER,
+        recorded_at   TEXT    NOT NULL,
+        PRIMARY KEY (job_id, scheduled_for)
+    ) WITHOUT ROWID
+    """,
+)
+# The run columns of jobs, retries, concurrency groups and delayed runs; existing runs are first tries
+# submitted through the API, with none of them.
+_RUN_COLUMNS_V6 = (
+    "job_id INTEGER REFERENCES jobs (id) ON DELETE SET NULL",
+    "job_name TEXT",
+    "trigger TEXT NOT NULL DEFAULT 'api' CHECK (trigger IN ('api', 'job', 'schedule', 'retry', 'rerun'))",
+    "retry_of INTEGER",
+    "try_number INTEGER NOT NULL DEFAULT 1",
+    "not_before TEXT",
+    "scheduled_for TEXT",
+    "params TEXT NOT NULL DEFAULT '{}'",
+    "retries TEXT",
+    "concurrency TEXT",
+    "concurrency_key TEXT",
+)
+
+
+def _v5_to_v6(conn: sqlite3.Connection) -> None:
+    # Jobs, schedules, retries, concurrency groups, delayed runs (SPEC §15).
+    for statement in _JOBS_TABLES:
+        conn.execute(statement)
+    for column in _RUN_COLUMNS_V6:
+        conn.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+    conn.execute("CREATE INDEX runs_running_concurrency ON runs (concurrency_key) WHERE status = 'running'")
+    conn.execute("CREATE INDEX runs_job_id ON runs (job_id, id)")
+
+
 # MIGRATIONS[n] upgrades a version-n database to version n + 1. A step only runs statements: migrate()
 # wraps it in the transaction that also records the new version.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
@@ -74,6 +134,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }
 # Steps that must run outside a transaction (VACUUM) and are idempotent, so a crash before their
 # version is recorded only means they run again.

@@ -19,7 +19,9 @@ from . import events as event_sql
 # Run fields that are not columns: computed when a run is read or published.
 _COMPUTED_FIELDS = frozenset({"waiting_for"})
 # Columns stored as JSON text, with what the decoded value becomes in a Run.
-_JSON_COLUMNS: dict[str, Callable[[Any], Any]] = {"command": tuple, "env": dict, "labels": tuple}
+_JSON_COLUMNS: dict[str, Callable[[Any], Any]] = {
+    "command": tuple, "env": dict, "labels": tuple, "params": dict, "retries": dict, "concurrency": dict,
+}
 
 # The columns a Run is read from, in the order of its fields.
 RUN_COLUMNS = ", ".join(field.name for field in attrs.fields(Run) if field.name not in _COMPUTED_FIELDS)
@@ -86,7 +88,7 @@ def run_from_row(row: sqlite3.Row) -> Run:
 
 def _run(values: dict[str, Any]) -> Run:
     for key, decode in _JSON_COLUMNS.items():
-        if key in values:
+        if values.get(key) is not None:  # NULL stays None (retries, concurrency)
             values[key] = decode(json.loads(values[key]))
     values.setdefault("env", None)
     return Run(**values)
@@ -95,19 +97,38 @@ def _run(values: dict[str, Any]) -> Run:
 def create_run(
     conn: sqlite3.Connection,
     *,
-    command: list[str],
+    command: Sequence[str],
     env: dict[str, str],
     timeout_s: float,
     name: str | None,
     created_by: str | None,
     ts: str,
     labels: Sequence[str] = (),
+    job_id: int | None = None,
+    job_name: str | None = None,
+    trigger: str = "api",
+    retry_of: int | None = None,
+    try_number: int = 1,
+    not_before: str | None = None,
+    scheduled_for: str | None = None,
+    params: dict[str, str] | None = None,
+    retries: dict[str, Any] | None = None,
+    concurrency: dict[str, Any] | None = None,
 ) -> tuple[Run, list[Event]]:
-    """Insert a queued run with its first event (seq 1, `state queued`)."""
+    """Insert a queued run with its first event (seq 1, `state queued`). `env` is what the child gets
+    on top of the server's base environment, parameters included (PARAM_<NAME>); `concurrency` must
+    have its key resolved (a job's default, its name, is filled in by the caller)."""
     run_id = conn.execute(
-        "INSERT INTO runs (name, command, env, timeout_s, status, created_by, created_at, labels) "
-        "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
-        (name, json.dumps(command), json.dumps(env), timeout_s, created_by, ts, json.dumps(list(labels))),
+        "INSERT INTO runs (name, command, env, timeout_s, status, created_by, created_at, labels, job_id, "
+        "job_name, trigger, retry_of, try_number, not_before, scheduled_for, params, retries, concurrency, "
+        "concurrency_key) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (
+            name, json.dumps(list(command)), json.dumps(env), timeout_s, created_by, ts, json.dumps(list(labels)),
+            job_id, job_name, trigger, retry_of, try_number, not_before, scheduled_for, json.dumps(params or {}),
+            None if retries is None else json.dumps(retries),
+            None if concurrency is None else json.dumps(concurrency),
+            None if concurrency is None else concurrency["key"],
+        ),
     ).fetchone()[0]
     events = event_sql.append_now(conn, run_id, [("state", state_data("queued"))], ts)
     run = get_run(conn, run_id)

@@ -36,7 +36,10 @@ async def test_submit_run_and_read_everything_back(client, operator):
         assert run["timeout_s"] == 3600 and run["env"] == {} and run["last_seq"] == 1
         assert set(run) == {"id", "name", "command", "env", "status", "exit_code", "created_at",
                             "started_at", "ended_at", "created_by", "last_seq", "timeout_s",
-                            "labels", "executor", "attempt", "waiting_for"}
+                            "labels", "executor", "attempt", "job_id", "job_name", "trigger", "retry_of",
+                            "try", "not_before", "scheduled_for", "params", "retries", "concurrency",
+                            "waiting_for"}
+        assert run["trigger"] == "api" and run["try"] == 1 and run["params"] == {}
         finished = await wait_status(client, run["id"])
         assert finished["status"] == "succeeded" and finished["exit_code"] == 0
         events = (await client.get(f"{RUNS}/{run['id']}/events")).json()

@@ -1,0 +1,1 @@
+"""Jobs (SPEC §15): saved run definitions with parameters, schedules, retries and concurrency groups."""
