@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from runsvc.jobs.schedule import ALIASES, ScheduleError, check, explain, expand, next_fires
+from runsvc.jobs.schedule import ALIASES, ScheduleError, check, expand, explain, next_fires
 
 
 def utc(*args: int) -> datetime:
