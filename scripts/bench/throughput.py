@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Short runs at spawn speed (SPEC §10, issue 22): runsvc end to end beside bare process spawning.
+
+In one run, on this machine:
+1. bare: `trio.run_process(["true"])`, N times, C at a time, in this process (the anchor);
+2. runsvc end to end: a real `runsvc serve` subprocess with `--max-concurrent-runs C`; K API clients
+   submit N runs of `true` between them; the time from the first POST to the last run terminal (seen on
+   the runs feed WebSocket), the ratio to bare, the server's CPU, and SQL statements and commits per run
+   (from /metrics). Every run is then checked: succeeded, with its events;
+3. submits alone: a second fresh server, the same K clients submitting N runs that no executor can take
+   (a label nobody has), so only the submit path is measured.
+
+    .venv/bin/python scripts/bench/throughput.py [--runs 1000] [--clients 8] [--concurrency 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from live_common import cpu_seconds, subprocess_server  # noqa: E402
+
+from runsvc.wsclient import open_websocket  # noqa: E402
+
+TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "interrupted"}
+
+
+async def bare(runs: int, concurrency: int) -> float:
+    """Runs per second of `true` spawned and waited for by Trio, `concurrency` at a time."""
+    limiter = trio.CapacityLimiter(concurrency)
+
+    async def one() -> None:
+        async with limiter:
+            await trio.run_process(["true"])
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(runs):
+            nursery.start_soon(one)
+    return runs / (time.perf_counter() - start)
+
+
+async def metric(server, name: str) -> float:
+    async with server.client() as client:
+        text = (await client.get("/metrics")).raise_for_status().text
+    match = re.search(rf"^{name}(?:_total)? (\S+)$", text, re.M)
+    assert match, name
+    return float(match.group(1))
+
+
+async def submit_all(server, runs: int, clients: int, body: dict) -> list[int]:
+    """POST `runs` runs from `clients` concurrent clients (each its own connection); their ids."""
+    ids: list[int] = []
+    remaining = iter(range(runs))
+
+    async def client_loop() -> None:
+        async with server.client() as client:
+            for _ in remaining:
+                response = await client.post("/api/v1/runs", json=body)
+                ids.append(response.raise_for_status().json()["run"]["id"])
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(clients):
+            nursery.start_soon(client_loop)
+    return ids
+
+
+async def end_to_end(args, tmp: Path) -> None:
+    async with subprocess_server(tmp / "e2e", "--max-concurrent-runs", str(args.concurrency)) as server:
+        profiler = None
+        if args.py_spy:  # collapsed stacks of the server during the end-to-end phase (py-spy in any venv)
+            profiler = await trio.lowlevel.open_process(
+                [args.py_spy, "record", "--pid", str(server.pid), "--format", "raw", "--rate", "200",
+                 "--output", args.profile_output, "--nonblocking"],
+            )
+        statements0 = await metric(server, "runsvc_sql_statements")
+        commits0 = await metric(server, "runsvc_event_commits")
+        ws_url = server.url.replace("http://", "ws://") + "/api/v1/runs/feed/ws"
+        finished: set[int] = set()
+        all_done = trio.Event()
+        expected: set[int] = set()
+        headers = [("Cookie", f"runsvc_session={server.cookie}"), ("Origin", server.url)]
+        async with open_websocket(ws_url, extra_headers=headers, message_queue_size=100_000,
+                                  max_message_size=2**20) as feed:
+
+            async def follow() -> None:
+                while True:
+                    frame = json.loads(await feed.get_message())
+                    run = frame.get("run")
+                    if run and run["status"] in TERMINAL:
+                        finished.add(run["id"])
+                        if expected and expected <= finished:
+                            all_done.set()
+                            return
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(follow)
+                cpu0, start = cpu_seconds(server.pid), time.perf_counter()
+                ids = await submit_all(server, args.runs, args.clients, {"command": ["true"]})
+                submitted = time.perf_counter() - start
+                expected.update(ids)
+                if expected <= finished:
+                    all_done.set()
+                with trio.fail_after(600):
+                    await all_done.wait()
+                elapsed, cpu = time.perf_counter() - start, cpu_seconds(server.pid) - cpu0
+                nursery.cancel_scope.cancel()
+        if profiler is not None:
+            profiler.send_signal(2)  # SIGINT: py-spy writes its file and exits
+            await profiler.wait()
+        statements = await metric(server, "runsvc_sql_statements") - statements0
+        commits = await metric(server, "runsvc_event_commits") - commits0
+        bad = 0
+        async with server.client() as client:
+            for run_id in ids:
+                run = (await client.get(f"/api/v1/runs/{run_id}")).json()["run"]
+                events = (await client.get(f"/api/v1/runs/{run_id}/events")).json()
+                kinds = [e["data"]["status"] for e in events["events"] if e["kind"] == "state"]
+                if run["status"] != "succeeded" or kinds != ["queued", "running", "succeeded"]:
+                    bad += 1
+    rate = args.runs / elapsed
+    print(f"runsvc end to end: {rate:,.0f} runs/s ({args.runs} runs in {elapsed:.2f} s; submits took "
+          f"{submitted:.2f} s), server CPU {cpu:.2f} s ({cpu / elapsed:.0%} of a core), "
+          f"{statements / args.runs:.1f} SQL statements and {commits / args.runs:.2f} commits per run; "
+          f"runs not recorded right: {bad}")
+    args.results["e2e"] = rate
+
+
+async def submits_alone(args, tmp: Path) -> None:
+    async with subprocess_server(tmp / "submits", "--max-concurrent-runs", str(args.concurrency)) as server:
+        cpu0, start = cpu_seconds(server.pid), time.perf_counter()
+        await submit_all(server, args.runs, args.clients, {"command": ["true"], "labels": ["bench-nobody"]})
+        elapsed, cpu = time.perf_counter() - start, cpu_seconds(server.pid) - cpu0
+    print(f"submits alone: {args.runs / elapsed:,.0f} POST /runs per second from {args.clients} clients "
+          f"(server CPU {cpu:.2f} s, {cpu / elapsed:.0%} of a core)")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--py-spy", help="path of a py-spy binary: profile the server end to end")
+    parser.add_argument("--profile-output", default="throughput.profile.txt")
+    args = parser.parse_args()
+    args.results = {}
+    anchor = await bare(args.runs, args.concurrency)
+    print(f"bare trio.run_process(['true']), {args.concurrency} at a time: {anchor:,.0f} runs/s")
+    with tempfile.TemporaryDirectory(prefix="runsvc-bench-") as tmp:
+        await end_to_end(args, Path(tmp))
+        await submits_alone(args, Path(tmp))
+    print(f"ratio end to end / bare: {args.results['e2e'] / anchor:.2f} (SPEC §10: ≥ 0.5)")
+
+
+if __name__ == "__main__":
+    trio.run(main)
