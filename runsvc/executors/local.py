@@ -22,7 +22,7 @@ import trio
 from ..log import get_logger
 from .base import Outcome, OutputSink, RunSpec, StopRequest
 from .lines import LineSplitter
-from .orphans import RUN_ID_ENV, SERVER_ID_ENV, kill_tagged
+from .orphans import RUN_ID_ENV, SERVER_ID_ENV, PidMark, kill_tagged
 
 log = get_logger(__name__)
 
@@ -167,6 +167,7 @@ class LocalExecutor:
                     raise ValueError("empty command")
                 await trio.to_thread.run_sync(_fresh_dir, spec.workdir, self.run_as)
                 run_as = self.run_as
+                forks = PidMark.before_spawn()
                 # subprocess does setgroups (initgroups' list), setgid, setuid in the child, in that order.
                 process = await trio.lowlevel.open_process(
                     list(spec.command),
@@ -185,8 +186,9 @@ class LocalExecutor:
                 await emit([("system", reason)])
                 return Outcome("failed", None, reason)
             self._groups.add(process.pid)
+            mark = PidMark(process.pid, forks)
             try:
-                return await self._supervise(process, emit, stop, spec.id)
+                return await self._supervise(process, emit, stop, spec.id, mark)
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_S):
                     # Cut short (outside cancellation, a failing emit): kill the group, reap the child.
@@ -196,7 +198,7 @@ class LocalExecutor:
                         await process.wait()
                         _kill_group(process.pid, signal.SIGKILL)
                         self._groups.discard(process.pid)
-                        await self._kill_escaped(spec.id)
+                        await self._kill_escaped(spec.id, mark)
                     for stream in (process.stdout, process.stderr):
                         if stream is not None:
                             await stream.aclose()
@@ -207,16 +209,16 @@ class LocalExecutor:
                 except OSError as exc:
                     log.warning("could not remove workdir", run_id=spec.id, path=spec.workdir, error=exc)
 
-    async def _kill_escaped(self, run_id: int) -> None:
+    async def _kill_escaped(self, run_id: int, mark: PidMark) -> None:
         if not self.server_id:
             return
-        killed = await trio.to_thread.run_sync(kill_tagged, self.server_id, run_id)
+        killed = await trio.to_thread.run_sync(kill_tagged, self.server_id, run_id, mark)
         if killed:
             log.warning("killed processes that escaped the run's process group", run_id=run_id,
                         pids=len(killed))
 
     async def _supervise(
-        self, process: trio.Process, emit: OutputSink, stop: StopRequest, run_id: int
+        self, process: trio.Process, emit: OutputSink, stop: StopRequest, run_id: int, mark: PidMark
     ) -> Outcome:
         pgid = process.pid  # start_new_session: the child leads its own session and process group
         drain = _Drain()
@@ -269,7 +271,7 @@ class LocalExecutor:
             _kill_group(pgid, signal.SIGKILL)  # whatever is left of the group
             self._groups.discard(pgid)
             exited.set()
-            await self._kill_escaped(run_id)  # before the drain: they may hold the pipes open
+            await self._kill_escaped(run_id, mark)  # before the drain: they may hold the pipes open
             wait_scope.cancel()
             drain.start()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ import trio
 
 from runsvc.executors import Outcome, RunSpec, StopRequest
 from runsvc.executors.local import LocalExecutor
+from runsvc.executors.orphans import PidMark, created_since, fork_count, last_pid, pid_max
 from tests.helpers import alive
 
 DEADLINE_S = 10  # every test finishes well within this
@@ -393,3 +395,31 @@ async def test_escaped_process_holding_pipe_does_not_hang(workdir: Path, tmp_pat
         assert any(line.startswith("stopped reading stdout") for line in sink.lines("system"))
     finally:
         os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def test_the_sweep_reads_only_processes_created_since_the_run_started() -> None:
+    """Issue 22: a run's escaped-process sweep reads the pids between the run's first and the last one
+    handed out, also across a wrap of the pid counter, and every pid when that cannot be told."""
+    pids = [1, 50, 299, 300, 310, 4000, 4100, 4194000]
+    mark = PidMark(first_pid=4000, forks=1000)
+    assert created_since(mark, pids, last_pid=4100, forks=1200, pid_max=4194304) == [4000, 4100]
+    # wrapped once: from the first pid to pid_max, then from the bottom up to the last pid
+    assert created_since(mark, pids, last_pid=305, forks=1500, pid_max=4194304) == [1, 50, 299, 300, 4000,
+                                                                                   4100, 4194000]
+    assert created_since(mark, pids, last_pid=4100, forks=1000 + 2097152, pid_max=4194304) == pids  # a cycle
+    assert created_since(mark, pids, last_pid=None, forks=1200, pid_max=4194304) == pids
+    assert created_since(PidMark(4000, None), pids, last_pid=4100, forks=1200, pid_max=4194304) == pids
+
+
+def test_the_pid_counter_reads_what_the_sweep_relies_on() -> None:
+    """/proc gives the fork count and the last pid, and a new process's pid lies between a mark taken
+    before it and the last pid after it (else every sweep would fall back to reading all processes)."""
+    forks = PidMark.before_spawn()
+    child = subprocess.Popen(["true"])
+    child.wait()
+    mark = PidMark(child.pid, forks)
+    forks = fork_count()
+    assert mark.forks is not None and forks is not None and forks > mark.forks
+    last = last_pid()
+    assert last is not None and pid_max()
+    assert created_since(mark, [child.pid], last, forks, pid_max()) == [child.pid]
