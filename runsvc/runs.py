@@ -6,7 +6,8 @@ construction.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+import sqlite3
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from functools import partial
 from typing import Protocol
@@ -14,7 +15,7 @@ from typing import Protocol
 import attrs
 
 from .events import RunEventBus, RunFeed, Subscription, stream_run_events
-from .model import TERMINAL_STATUSES, EventBatch, Run, RunGone, RunNotFound, StatusConflict
+from .model import TERMINAL_STATUSES, Event, EventBatch, Run, RunGone, RunNotFound, StatusConflict
 from .recorder import RunRecorder
 from .store import Store, StoreUnavailable
 from .store import runs as sql
@@ -69,6 +70,14 @@ class RunService:
             ),
             on_commit=self._recorder.published,
         )
+        self._scheduling.wake()
+        return self._with_waiting_for(run)
+
+    async def create(self, write: Callable[[sqlite3.Connection], tuple[Run, list[Event]]]) -> Run:
+        """Queue a run made by `write`, which runs on the store's writer and creates it with
+        store.runs.create_run (perhaps with more in the same transaction: reading its job first).
+        Like `submit`: published after the commit, then the scheduler is woken."""
+        run, _ = await self._store.write(write, on_commit=self._recorder.published)
         self._scheduling.wake()
         return self._with_waiting_for(run)
 
