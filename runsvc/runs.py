@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -62,11 +62,17 @@ class RunService:
         name: str | None,
         created_by: str | None,
         labels: Sequence[str] = (),
+        retries: dict[str, Any] | None = None,
+        concurrency: dict[str, Any] | None = None,
+        not_before: str | None = None,
     ) -> Run:
+        """Queue a plain run (`trigger: "api"`); `retries` and `concurrency` normalised, `concurrency`
+        with its key, `not_before` as timeutil's text."""
         run, _ = await self._store.write(
             partial(
                 sql.create_run, command=command, env=env, timeout_s=timeout_s, name=name,
-                created_by=created_by, ts=now_ts(), labels=labels,
+                created_by=created_by, ts=now_ts(), labels=labels, retries=retries, concurrency=concurrency,
+                not_before=not_before,
             ),
             on_commit=self._recorder.published,
         )

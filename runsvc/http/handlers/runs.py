@@ -13,6 +13,14 @@ from ..access import current_user
 from ..errors import InvalidRequest
 from ..query import choice_list_param, int_param, refuse_unknown_params
 from ..run_json import run_json
+from ..run_options import (
+    NOT_BEFORE,
+    RETRIES,
+    concurrency,
+    normalise_concurrency,
+    normalise_not_before,
+    normalise_retries,
+)
 from ..types import json_response, services
 from ..validation import number, read_json_object, string, string_list, string_map
 
@@ -30,6 +38,9 @@ SUBMIT_FIELDS = {
     "labels": string_list(
         required=False, default=[], max_items=MAX_LABELS, item_pattern=NAME_PATTERN, item_rule=NAME_RULE
     ),
+    "retries": RETRIES,
+    "concurrency": concurrency(key_required=True),
+    "not_before": NOT_BEFORE,
 }
 
 
@@ -63,6 +74,9 @@ async def submit_run() -> Response:
         name=body["name"],
         created_by=current_user().username,
         labels=list(dict.fromkeys(body["labels"])),
+        retries=normalise_retries(body["retries"]),
+        concurrency=normalise_concurrency(body["concurrency"]),
+        not_before=normalise_not_before(body["not_before"]),
     )
     return json_response({"run": run_json(run)}, status=201)
 
