@@ -68,21 +68,18 @@ class RunService:
     ) -> Run:
         """Queue a plain run (`trigger: "api"`); `retries` and `concurrency` normalised, `concurrency`
         with its key, `not_before` as timeutil's text."""
-        run, _ = await self._store.write(
+        return await self.create(
             partial(
                 sql.create_run, command=command, env=env, timeout_s=timeout_s, name=name,
                 created_by=created_by, ts=now_ts(), labels=labels, retries=retries, concurrency=concurrency,
                 not_before=not_before,
-            ),
-            on_commit=self._recorder.published,
+            )
         )
-        self._scheduling.wake()
-        return self._with_waiting_for(run)
 
     async def create(self, write: Callable[[sqlite3.Connection], tuple[Run, list[Event]]]) -> Run:
         """Queue a run made by `write`, which runs on the store's writer and creates it with
         store.runs.create_run (perhaps with more in the same transaction: reading its job first).
-        Like `submit`: published after the commit, then the scheduler is woken."""
+        Published after the commit, then the scheduler is woken (it may claim the run)."""
         run, _ = await self._store.write(write, on_commit=self._recorder.published)
         self._scheduling.wake()
         return self._with_waiting_for(run)
