@@ -65,13 +65,16 @@ async def test_a_schedule_gets_its_defaults_and_next_fires(client, operator):
     """A schedule is echoed with timezone, overlap, enabled and missed filled in, and the job answers its
     next 5 fire times; a disabled schedule has none."""
     with trio.fail_after(10):
-        job = await create(client, operator, {"name": "hourly", "command": ["true"], "schedule": {"cron": "@hourly"}})
+        job = await create(client, operator, {"name": "hourly", "command": ["true"],
+                                              "schedule": {"cron": "@hourly"}})
         berlin = await create(client, operator, {
             "name": "morning", "command": ["true"],
             "schedule": {"cron": "0 9 * * *", "timezone": "Europe/Berlin", "enabled": False},
         })
-        enabled = await patch(client, operator, berlin["id"], {"schedule": {"cron": "0 9 * * *", "timezone": "Europe/Berlin"}})
-    assert job["schedule"] == {"cron": "@hourly", "timezone": "UTC", "overlap": "skip", "enabled": True, "missed": "run_once"}
+        enabled = await patch(client, operator, berlin["id"],
+                              {"schedule": {"cron": "0 9 * * *", "timezone": "Europe/Berlin"}})
+    assert job["schedule"] == {"cron": "@hourly", "timezone": "UTC", "overlap": "skip", "enabled": True,
+                               "missed": "run_once"}
     fires = job["next_fires"]
     assert len(fires) == 5 and fires == sorted(fires) and len(set(fires)) == 5
     assert all(fire.endswith(":00:00.000000Z") for fire in fires)
@@ -159,7 +162,8 @@ BAD_BODIES = [
     ({"name": "j", "command": ["true"], "params": [{"name": "a", "type": "int"}]}, "unknown field: params[0].type"),
     ({"name": "j", "command": ["true"], "params": [{"name": "a", "default": "c", "choices": ["x", "y"]}]},
      "params[0].default must be one of its choices"),
-    ({"name": "j", "command": ["true"], "params": [{"name": "a", "choices": []}]}, "params[0].choices must not be empty"),
+    ({"name": "j", "command": ["true"], "params": [{"name": "a", "choices": []}]},
+     "params[0].choices must not be empty"),
     ({"name": "j", "command": ["true"], "params": [{"name": "a", "default": "x\u0000"}]},
      "params[0].default must be free of NUL characters"),
     ({"name": "j", "command": ["true"], "params": [{"name": f"p{i}"} for i in range(51)]},
@@ -202,7 +206,8 @@ async def test_patch_is_checked_against_the_whole_job(client, operator):
     """An edit that would leave a scheduled job with a required parameter without default is a 400 and
     changes nothing, whichever of the two fields it touches; a PATCH field of the wrong type is a 400."""
     with trio.fail_after(10):
-        scheduled = await create(client, operator, {"name": "s", "command": ["true"], "schedule": {"cron": "@daily"}})
+        scheduled = await create(client, operator, {"name": "s", "command": ["true"],
+                                                    "schedule": {"cron": "@daily"}})
         with_param = await create(client, operator, {"name": "p", "command": ["true"],
                                                      "params": [{"name": "ref", "required": True}]})
         bad_params = await patch(client, operator, scheduled["id"], {"params": [{"name": "ref", "required": True}]},
