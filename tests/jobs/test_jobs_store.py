@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from functools import partial
 
 import pytest
@@ -9,6 +10,7 @@ import trio
 
 from runsvc.store import jobs as sql
 from runsvc.store import runs as run_sql
+from runsvc.store.migrations import schema_sql
 
 DAILY = {"cron": "@daily", "timezone": "UTC", "overlap": "skip", "enabled": True, "missed": "run_once"}
 
@@ -94,3 +96,20 @@ async def test_last_run_is_the_newest_run_of_each_job(store):
     assert listed["one"].env is None  # a summary
     assert single == (one, listed["one"])
     assert three.id > two.id and unchanged == one
+
+
+@pytest.mark.parametrize(("sql_text", "expected"), [
+    (f"SELECT id FROM runs WHERE id IN ({sql.LAST_RUN_IDS})", "SEARCH r USING COVERING INDEX runs_job_id (job_id=?)"),
+    (sql.SELECT_QUEUED_RUNS, "SEARCH runs USING INDEX runs_job_id (job_id=?)"),
+    (sql.SELECT_FIRES, "SEARCH job_fires USING PRIMARY KEY (job_id=?)"),
+])
+def test_a_jobs_runs_and_fires_are_found_by_index(sql_text, expected):
+    """A job's newest run, its queued runs and its fires page are index searches: no scan of runs or
+    fires, no sort, however many runs there are."""
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(schema_sql())
+    details = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql_text, (None,) * sql_text.count("?"))]
+    conn.close()
+    assert expected in details, details
+    assert not [d for d in details if d.startswith("SCAN ") and "jobs" not in d], details
+    assert not [d for d in details if "TEMP B-TREE" in d], details
