@@ -21,28 +21,28 @@ from .store import runs as sql
 from .timeutil import now_ts
 
 
-def _waits_for_nothing(labels: Sequence[str]) -> str | None:
+def _waits_for_nothing(run: Run) -> str | None:
     return None
 
 
 class RunRecorder:
     def __init__(
         self, eventlog: EventLog, bus: RunEventBus, feed: RunFeed,
-        waiting_for: Callable[[Sequence[str]], str | None] = _waits_for_nothing,
+        waiting_for: Callable[[Run], str | None] = _waits_for_nothing,
         output_interval_s: float = 0.0,
     ):
         self._eventlog = eventlog
         self._output_interval_s = output_interval_s
         self._bus = bus
         self.feed = feed
-        self._waiting_for = waiting_for  # the executor pool's: what a queued run with these labels waits for
+        self._waiting_for = waiting_for  # the executor pool's: what a queued run waits for
         self.finished: collections.Counter[str] = collections.Counter()  # runs finished by status, /metrics
 
     def with_waiting_for(self, run: Run) -> Run:
-        """`run` with `waiting_for`: for a queued run that no connected executor can take, what it waits
-        for. Computed when the run is read or published (it depends on which agents are connected now),
-        never stored."""
-        return attrs.evolve(run, waiting_for=self._waiting_for(run.labels) if run.status == "queued" else None)
+        """`run` with `waiting_for`: for a queued run, what it waits for (its time, its concurrency group,
+        an executor that can take it). Computed when the run is read or published (it depends on the
+        time, on what runs and on which agents are connected now), never stored."""
+        return attrs.evolve(run, waiting_for=self._waiting_for(run) if run.status == "queued" else None)
 
     def published(self, result: tuple[Run, list[Event]]) -> None:
         """on_commit for writes that change a run and append its events directly (create, claim)."""
