@@ -49,6 +49,22 @@ async def bare(runs: int, concurrency: int) -> float:
     return runs / (time.perf_counter() - start)
 
 
+async def start_profiler(args, server, phase: str) -> trio.Process | None:
+    """py-spy recording the server's collapsed stacks during one phase, if asked for (--py-spy)."""
+    if not args.py_spy:
+        return None
+    return await trio.lowlevel.open_process(
+        [args.py_spy, "record", "--pid", str(server.pid), "--format", "raw", "--rate", "200",
+         "--output", f"{args.profile_prefix}.{phase}.txt", "--nonblocking"],
+    )
+
+
+async def stop_profiler(profiler: trio.Process | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        await profiler.wait()
+
+
 async def metric(server, name: str) -> float:
     async with server.client() as client:
         text = (await client.get("/metrics")).raise_for_status().text
@@ -76,12 +92,7 @@ async def submit_all(server, runs: int, clients: int, body: dict) -> list[int]:
 
 async def end_to_end(args, tmp: Path) -> None:
     async with subprocess_server(tmp / "e2e", "--max-concurrent-runs", str(args.concurrency)) as server:
-        profiler = None
-        if args.py_spy:  # collapsed stacks of the server during the end-to-end phase (py-spy in any venv)
-            profiler = await trio.lowlevel.open_process(
-                [args.py_spy, "record", "--pid", str(server.pid), "--format", "raw", "--rate", "200",
-                 "--output", args.profile_output, "--nonblocking"],
-            )
+        profiler = await start_profiler(args, server, "e2e")
         statements0 = await metric(server, "runsvc_sql_statements")
         commits0 = await metric(server, "runsvc_event_commits")
         ws_url = server.url.replace("http://", "ws://") + "/api/v1/runs/feed/ws"
@@ -114,9 +125,7 @@ async def end_to_end(args, tmp: Path) -> None:
                     await all_done.wait()
                 elapsed, cpu = time.perf_counter() - start, cpu_seconds(server.pid) - cpu0
                 nursery.cancel_scope.cancel()
-        if profiler is not None:
-            profiler.send_signal(2)  # SIGINT: py-spy writes its file and exits
-            await profiler.wait()
+        await stop_profiler(profiler)
         statements = await metric(server, "runsvc_sql_statements") - statements0
         commits = await metric(server, "runsvc_event_commits") - commits0
         bad = 0
@@ -137,9 +146,11 @@ async def end_to_end(args, tmp: Path) -> None:
 
 async def submits_alone(args, tmp: Path) -> None:
     async with subprocess_server(tmp / "submits", "--max-concurrent-runs", str(args.concurrency)) as server:
+        profiler = await start_profiler(args, server, "submits")
         cpu0, start = cpu_seconds(server.pid), time.perf_counter()
         await submit_all(server, args.runs, args.clients, {"command": ["true"], "labels": ["bench-nobody"]})
         elapsed, cpu = time.perf_counter() - start, cpu_seconds(server.pid) - cpu0
+        await stop_profiler(profiler)
     print(f"submits alone: {args.runs / elapsed:,.0f} POST /runs per second from {args.clients} clients "
           f"(server CPU {cpu:.2f} s, {cpu / elapsed:.0%} of a core)")
 
@@ -149,8 +160,9 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--py-spy", help="path of a py-spy binary: profile the server end to end")
-    parser.add_argument("--profile-output", default="throughput.profile.txt")
+    parser.add_argument("--py-spy", help="path of a py-spy binary: profile the server in each phase")
+    parser.add_argument("--profile-prefix", default="throughput.profile",
+                        help="py-spy writes <prefix>.e2e.txt and <prefix>.submits.txt")
     args = parser.parse_args()
     args.results = {}
     anchor = await bare(args.runs, args.concurrency)
