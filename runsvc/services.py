@@ -12,6 +12,7 @@ from .executors import LocalExecutor, RunAs
 from .executors.pool import ExecutorPool
 from .http.run_json import feed_frame
 from .http.sockets import SocketRegistry, open_file_limit, websocket_cap
+from .jobs.service import JobService
 from .metrics import Metrics, Sources
 from .recorder import RunRecorder
 from .runs import RunService
@@ -34,6 +35,7 @@ class Services:
     sockets: SocketRegistry
     metrics: Metrics
     agents: AgentService
+    jobs: JobService
 
 
 def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs | None = None) -> Services:
@@ -57,6 +59,8 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
     hub = AgentHub(settings, store, pool)
     scheduler = Scheduler(settings, store, recorder, pool, wakeup, adopter=hub.adopt)
     runs = RunService(store, recorder, bus, scheduler)
+    # on_change: the schedule ticker's wake, once there is a ticker to wake.
+    jobs = JobService(store, runs, recorder, on_change=lambda: None)
     metrics = Metrics(store, Sources(
         sql_statements=lambda: store.statistics().statements,
         event_commits=lambda: store.statistics().transactions,
@@ -74,5 +78,5 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
             max_total=websocket_cap(settings.max_websockets, settings.fd_reserve, open_file_limit()),
             max_per_user=settings.max_websockets_per_user,
         ),
-        metrics=metrics, agents=AgentService(store, hub),
+        metrics=metrics, agents=AgentService(store, hub), jobs=jobs,
     )
