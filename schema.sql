@@ -106,9 +106,14 @@ CREATE TABLE runs (
 CREATE INDEX runs_status_started_at ON runs (status, started_at);   -- startup recovery
 CREATE INDEX runs_ended_at ON runs (ended_at);                      -- retention
 CREATE INDEX runs_status_id ON runs (status, id);                   -- list filtered by status
--- Claiming (schema version 5): queued runs only, by label set, oldest first within a set. The claim
--- visits the distinct label sets, one seek each, so runs no free executor can take cost it nothing.
-CREATE INDEX runs_queued_labels ON runs (labels, id) WHERE status = 'queued';
+-- Claiming (schema version 6; store/runs.py CLAIM_NEXT): queued runs only, by claim group (label set,
+-- concurrency key) and, within one, by when they became due, then id. The claim visits the distinct
+-- groups, one seek each, so runs no free executor can take, runs not yet due and runs of full
+-- concurrency groups cost it nothing.
+CREATE INDEX runs_queued_claim ON runs (labels, ifnull(concurrency_key, ''),
+                                        max(created_at, ifnull(not_before, '')), id) WHERE status = 'queued';
+-- The scheduler sleeps until the earliest not_before of a queued run (schema version 6).
+CREATE INDEX runs_queued_not_before ON runs (not_before) WHERE status = 'queued' AND not_before IS NOT NULL;
 -- Concurrency groups (schema version 6): the claim counts a group's running runs through this index.
 CREATE INDEX runs_running_concurrency ON runs (concurrency_key) WHERE status = 'running';
 CREATE INDEX runs_job_id ON runs (job_id, id);                      -- a job's runs, newest first

@@ -55,6 +55,7 @@ class Sources:
     scheduler_wakeups: Callable[[], int]
     login_failures: Callable[[], int]
     runs_finished: Callable[[], Mapping[str, int]]
+    runs_retried: Callable[[], int]  # next tries queued by retries (SPEC §15)
     agents_connected: Callable[[], int]
 
 
@@ -121,6 +122,10 @@ class Metrics:
         for status in sorted(TERMINAL_STATUSES, key=STATUSES.index):
             finished.add_metric([status], finished_counts.get(status, 0))
         yield finished
+        yield CounterMetricFamily(
+            "runsvc_runs_retried", "Next tries queued for runs that failed or timed out (retries)",
+            value=src.runs_retried(),
+        )
         yield CounterMetricFamily(
             "runsvc_run_events_appended", "Run events committed and published", value=src.events_appended()
         )

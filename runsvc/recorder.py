@@ -17,32 +17,34 @@ import attrs
 from .events import EventLog, RunEventBus, RunFeed
 from .events.append import Transition
 from .model import Event, EventBatch, Run, state_data
+from .retries import next_try_fields, retry_delay_s, wants_retry
 from .store import runs as sql
-from .timeutil import now_ts
+from .timeutil import now_ts, parse_ts, ts_after
 
 
-def _waits_for_nothing(labels: Sequence[str]) -> str | None:
+def _waits_for_nothing(run: Run) -> str | None:
     return None
 
 
 class RunRecorder:
     def __init__(
         self, eventlog: EventLog, bus: RunEventBus, feed: RunFeed,
-        waiting_for: Callable[[Sequence[str]], str | None] = _waits_for_nothing,
+        waiting_for: Callable[[Run], str | None] = _waits_for_nothing,
         output_interval_s: float = 0.0,
     ):
         self._eventlog = eventlog
         self._output_interval_s = output_interval_s
         self._bus = bus
         self.feed = feed
-        self._waiting_for = waiting_for  # the executor pool's: what a queued run with these labels waits for
+        self._waiting_for = waiting_for  # the executor pool's: what a queued run waits for
         self.finished: collections.Counter[str] = collections.Counter()  # runs finished by status, /metrics
+        self.retried = 0  # next tries queued for runs that failed or timed out, /metrics
 
     def with_waiting_for(self, run: Run) -> Run:
-        """`run` with `waiting_for`: for a queued run that no connected executor can take, what it waits
-        for. Computed when the run is read or published (it depends on which agents are connected now),
-        never stored."""
-        return attrs.evolve(run, waiting_for=self._waiting_for(run.labels) if run.status == "queued" else None)
+        """`run` with `waiting_for`: for a queued run, what it waits for (its time, its concurrency group,
+        an executor that can take it). Computed when the run is read or published (it depends on the
+        time, on what runs and on which agents are connected now), never stored."""
+        return attrs.evolve(run, waiting_for=self._waiting_for(run) if run.status == "queued" else None)
 
     def published(self, result: tuple[Run, list[Event]]) -> None:
         """on_commit for writes that change a run and append its events directly (create, claim)."""
@@ -80,14 +82,16 @@ class RunRecorder:
         messages: Sequence[str] = (),
     ) -> Run:
         """Move a run to a terminal status: `system` messages, then the terminal `state` event, in the
-        transaction that changes the status.
+        transaction that changes the status; when the run's `retries` ask for it, that transaction also
+        queues its next try (retries.py), published once committed.
 
         Raises StatusConflict if the run is not in `from_status`, RunNotFound if it is gone.
         """
-        changed: dict[str, Run] = {}
+        changed: dict[str, Any] = {}
 
         def transition(conn: sqlite3.Connection) -> None:
-            changed["run"] = sql.finish(
+            # This may run again if the write is retried after a storage fault: it starts afresh.
+            changed["run"], changed["retry"] = record_end(
                 conn, run_id, from_status=from_status, status=status, exit_code=exit_code, ts=now_ts()
             )
 
@@ -97,4 +101,25 @@ class RunRecorder:
         run = attrs.evolve(changed["run"], last_seq=events[-1]["seq"])
         self.finished[status] += 1
         self.feed.publish(self.with_waiting_for(run))
+        if changed["retry"] is not None:
+            # Published like a submit; the scheduler wakes after every run it finishes, which is where
+            # retried statuses come from (cancelling and recovery record statuses never retried).
+            self.retried += 1
+            self.published(changed["retry"])
         return run
+
+
+def record_end(
+    conn: sqlite3.Connection, run_id: int, *, from_status: str, status: str, exit_code: int | None, ts: str
+) -> tuple[Run, tuple[Run, list[Event]] | None]:
+    """In the caller's transaction: the run's terminal status and, when its `retries` ask for it
+    (retries.py), its next try, queued with `not_before` its delay after `ts`. Returns the ended run
+    and the next try with its first event, or None. One transaction, so a crash keeps both or neither.
+
+    Raises StatusConflict if the run is not in `from_status`."""
+    run = sql.finish(conn, run_id, from_status=from_status, status=status, exit_code=exit_code, ts=ts)
+    if not wants_retry(run):
+        return run, None
+    assert run.retries is not None
+    not_before = ts_after(retry_delay_s(run.retries, run.try_number), start=parse_ts(ts))
+    return run, sql.create_run(conn, ts=ts, **next_try_fields(run, not_before=not_before))

@@ -1,10 +1,12 @@
 """The scheduler: claims queued runs and supervises them on an executor.
 
 When nothing is claimable it sleeps on a wakeup (set by a submit, by a finishing run and by an agent
-connecting) with a long safety-net timeout: an idle server runs no SQL. The executor pool (executors/pool.py)
-says which executors have a free slot and their labels; a claim takes the oldest queued run one of them
-can take and names the executor. Each run gets a supervisor task: timeout timer, output cap, executor,
-then the terminal status with its event.
+connecting) or until the earliest not_before of a queued run (read in the claim's transaction when it
+claims nothing), with a long safety-net timeout: an idle server runs no SQL. The executor pool
+(executors/pool.py) says which executors have a free slot and their labels; a claim takes the oldest
+queued run one of them can take and names the executor, deciding not_before and concurrency groups in
+the same statement (store/runs.py: CLAIM_NEXT). Each run gets a supervisor task: timeout timer, output
+cap, executor, then the terminal status with its event (and, in its transaction, a retry's next try).
 
 Storage faults never end a task here: claims, appends and terminal statuses are store writes with
 `retry=True`, which wait (with backoff, in the store) until the database takes them; a run's output
@@ -35,7 +37,7 @@ from .model import Event, Run, RunNotFound, StatusConflict
 from .recorder import RunRecorder
 from .store import Store, StoreClosedError, StoreUnavailable
 from .store import runs as sql
-from .timeutil import now_ts
+from .timeutil import now_ts, parse_ts, utcnow
 
 log = get_logger(__name__)
 
@@ -122,39 +124,51 @@ class Scheduler:
             while self._accepting:
                 self._wakeup.clear()
                 offers = self.pool.offers()
+                next_due: str | None = None
                 if offers:
-                    claimed = await self._claim(offers)
+                    claimed, next_due = await self._claim(offers)
                     if claimed is not None:
                         self._start(supervisors, claimed)
                         continue
                 self.idle = not self._running
-                with trio.move_on_after(self._settings.scheduler_safety_net_s):
+                with trio.move_on_after(self._sleep_s(next_due)):
                     await self._wakeup.wait()
                 self.wakeups += 1
                 self.idle = False
             await self._wait_all_finished()
 
-    async def _claim(self, offers: list[tuple[str, tuple[str, ...]]]) -> Run | None:
+    async def _claim(self, offers: list[tuple[str, tuple[str, ...]]]) -> tuple[Run | None, str | None]:
+        """(the run claimed, or None and the earliest not_before of a queued run still to come)."""
         self._claiming = True
         try:
-            result = await self._store.write(
-                sql.claim_next, now_ts(), offers, on_commit=self._on_claim, retry=True
+            claimed, next_due = await self._store.write(
+                sql.claim_or_next_due, now_ts(), offers, on_commit=self._on_claim, retry=True
             )
         finally:
             self._claiming = False
             self._early_stops.clear()
-        return result[0] if result else None
+        return (claimed[0] if claimed else None), next_due
 
-    def _on_claim(self, result: tuple[Run, list[Event]] | None) -> None:
-        if result is None:
+    def _sleep_s(self, next_due: str | None) -> float:
+        """How long the claim loop may sleep with nothing claimable: until a wakeup, or until the
+        earliest not_before of a queued run (the claim looks again then: no polling), or the safety
+        net, whichever comes first."""
+        safety_net = self._settings.scheduler_safety_net_s
+        if next_due is None:
+            return safety_net
+        return max(0.0, min(safety_net, (parse_ts(next_due) - utcnow()).total_seconds()))
+
+    def _on_claim(self, result: tuple[tuple[Run, list[Event]] | None, str | None]) -> None:
+        claimed = result[0]
+        if claimed is None:
             return
-        run = result[0]
-        self.pool.taken(_handed_to(run))
+        run = claimed[0]
+        self.pool.taken(_handed_to(run), _group(run))
         stop = self._running[run.id] = StopRequest()
         early = self._early_stops.pop(run.id, None) or self._stopping
         if early is not None:
             stop.request(*early)
-        self._recorder.published(result)
+        self._recorder.published(claimed)
 
     def _start(self, nursery: trio.Nursery, run: Run) -> None:
         nursery.start_soon(self._supervise, run, self._running[run.id], name=f"run {run.id}")
@@ -183,7 +197,7 @@ class Scheduler:
             # the run is left as recorded (a run left `running` is interrupted by the next start).
             log.exception("internal error while supervising a run", run_id=run_id)
         finally:
-            self.pool.released(name)
+            self.pool.released(name, _group(run))
             del self._running[run_id]
             self._finished.set()
             self._finished = trio.Event()
@@ -263,7 +277,7 @@ class Scheduler:
             if executor is None:
                 continue
             self.pool.adopt(name, executor)
-            self.pool.taken(name)
+            self.pool.taken(name, _group(run))
             stop = self._running[run.id] = StopRequest()
             log.info("adopting agent run", run_id=run.id, executor=name)
             supervisors.start_soon(self._supervise, run, stop, stored_chunk, name=f"run {run.id}")
@@ -311,6 +325,11 @@ def _handed_to(run: Run) -> str:
     """The executor a claimed or adopted run is on (a claim names it in the statement that claims)."""
     assert run.executor is not None
     return run.executor
+
+
+def _group(run: Run) -> str | None:
+    """The run's concurrency key, or None."""
+    return None if run.concurrency is None else run.concurrency["key"]
 
 
 async def _time_out(stop: StopRequest, timeout_s: float) -> None:

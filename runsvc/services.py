@@ -69,6 +69,7 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
         scheduler_wakeups=lambda: scheduler.wakeups,
         login_failures=lambda: auth.login_failures,
         runs_finished=lambda: recorder.finished,
+        runs_retried=lambda: recorder.retried,
         agents_connected=hub.connected_count,
     ))
     return Services(

@@ -4,6 +4,11 @@ The local executor is named "local"; a remote agent is "agent:<name>" (the value
 The scheduler asks `offers()` for the executors with a free slot, in order of preference, and claims the
 oldest queued run one of them can take (store/runs.py: claim_next). A change that may make a queued run
 claimable (an agent connects, a slot frees) calls `on_change`, which wakes the scheduler: no polling.
+
+It also counts the runs handed out per concurrency group (`taken`/`released` with the run's group key):
+the scheduler tells it about every run it claims or adopts and every run that ends, so `waiting_for`
+says `concurrency group <key> (<n> of <limit> running)` without a query per read. (The claim itself
+counts in SQL, in its transaction; this count is only for what a queued run is shown to wait for.)
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
+from ..model import Run
+from ..timeutil import now_ts
 from .base import Executor
 
 LOCAL = "local"
@@ -37,6 +44,7 @@ class ExecutorPool:
         wakeup)."""
         self._entries: dict[str, _Entry] = {}
         self._busy: dict[str, int] = {}  # runs handed out and not finished, per executor name
+        self._groups: dict[str, int] = {}  # runs handed out and not finished, per concurrency key
         self._known: dict[str, Executor] = {}  # every executor a run may still be on (also offline ones)
         self._on_change = on_change
         if local is not None:
@@ -89,21 +97,39 @@ class ExecutorPool:
     def executor(self, name: str) -> Executor | None:
         return self._known.get(name)
 
-    def taken(self, name: str) -> None:
-        self._busy[name] = self._busy.get(name, 0) + 1
+    def taken(self, name: str, group: str | None = None) -> None:
+        """A run was handed to `name`; `group`: its concurrency key, if it has one."""
+        _add(self._busy, name, 1)
+        if group is not None:
+            _add(self._groups, group, 1)
 
-    def released(self, name: str) -> None:
-        left = self._busy.get(name, 0) - 1
-        if left > 0:
-            self._busy[name] = left
-        else:
-            self._busy.pop(name, None)
+    def released(self, name: str, group: str | None = None) -> None:
+        """A run `taken` with these arguments has ended."""
+        _add(self._busy, name, -1)
+        if group is not None:
+            _add(self._groups, group, -1)
         self._on_change()
+
+    def group_running(self, group: str) -> int:
+        return self._groups.get(group, 0)
 
     def busy(self, name: str) -> int:
         return self._busy.get(name, 0)
 
-    def waiting_for(self, labels: Sequence[str]) -> str | None:
+    def waiting_for(self, run: Run) -> str | None:
+        """What a queued run waits for: the first reason that applies, in this order (SPEC §15): its
+        not_before, its full concurrency group, then an executor that can take it; None when nothing
+        but a free slot."""
+        if run.not_before is not None and run.not_before > now_ts():
+            return f"not before {run.not_before}"
+        if run.concurrency is not None:
+            key, limit = run.concurrency["key"], run.concurrency["limit"]
+            running = self.group_running(key)
+            if running >= limit:
+                return f"concurrency group {key} ({running} of {limit} running)"
+        return self.executors_waiting_for(run.labels)
+
+    def executors_waiting_for(self, labels: Sequence[str]) -> str | None:
         """Why a queued run with `labels` cannot start on any connected executor; None if one could
         take it (once it has a free slot)."""
         wanted = frozenset(labels)
@@ -112,3 +138,12 @@ class ExecutorPool:
         if not wanted:
             return "an executor (none is connected)"
         return f"an agent with labels {','.join(sorted(wanted))}"
+
+
+def _add(counts: dict[str, int], key: str, delta: int) -> None:
+    """counts[key] += delta, with no entry left at zero."""
+    left = counts.get(key, 0) + delta
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)

@@ -125,6 +125,15 @@ def _v5_to_v6(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE runs ADD COLUMN {column}")
     conn.execute("CREATE INDEX runs_running_concurrency ON runs (concurrency_key) WHERE status = 'running'")
     conn.execute("CREATE INDEX runs_job_id ON runs (job_id, id)")
+    # Claiming by (label set, concurrency key), due runs first (store/runs.py: CLAIM_NEXT).
+    conn.execute("DROP INDEX runs_queued_labels")
+    conn.execute(
+        "CREATE INDEX runs_queued_claim ON runs (labels, ifnull(concurrency_key, ''), "
+        "max(created_at, ifnull(not_before, '')), id) WHERE status = 'queued'"
+    )
+    conn.execute(
+        "CREATE INDEX runs_queued_not_before ON runs (not_before) WHERE status = 'queued' AND not_before IS NOT NULL"
+    )
 
 
 # MIGRATIONS[n] upgrades a version-n database to version n + 1. A step only runs statements: migrate()

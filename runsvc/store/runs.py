@@ -28,57 +28,111 @@ RUN_COLUMNS = ", ".join(field.name for field in attrs.fields(Run) if field.name 
 # What lists carry (SPEC §14): the run without `env`, which can be 64 KiB a run.
 SUMMARY_COLUMNS = RUN_COLUMNS.replace(" env,", "")
 
-# Claim: the oldest queued run that one of the free executors can take (it has all the run's labels),
-# handed to the first such executor in the order given (json_each walks an array in order); one
-# statement, so two claims never race. :executors is a JSON array of {"name": …, "labels": […]}.
+# Claim: the oldest claimable queued run that one of the free executors can take (it has all the run's
+# labels), handed to the first such executor in the order given (json_each walks an array in order);
+# one statement, so two claims never race, and the rules below are decided in the transaction that
+# claims. :executors is a JSON array of {"name": …, "labels": […]}. A run is claimable when
+# - its not_before (if any) has passed (:ts), and
+# - its concurrency group (if any) has fewer than the run's own `limit` runs running (SPEC §15).
 #
 # Its cost must not grow with queued runs nobody can take (issue 20: 100k runs for a label no executor
-# has made every claim walk them all, 104 ms inside the one writer). So it works on label SETS: the
-# partial index runs_queued_labels holds only queued runs, by (labels, id).
-# - label_sets: the distinct `labels` of queued runs, one index seek each (each step asks for the
-#   smallest value above the previous one: a loose index scan), however many runs share a set;
-# - takers: for each set, the first executor that has all its labels, or NULL (json_each over the small
-#   label lists only);
-# - pick: for each set some executor takes, its oldest run (one more seek), and the oldest of those;
-#   min() with a bare column takes `chosen` from that same row (SQLite's documented min/max rule).
-# INDEXED BY: without statistics the planner prefers runs_status_id's `status = ?` plus a sort, which
-# visits every queued run again; INDEXED BY makes a schema change that loses the index an error, not a
-# slow claim. Oldest is lowest id: ids only grow (AUTOINCREMENT) and started_at, the old tie-breaker before id, is
-# NULL until the claim sets it. Cost: one seek per distinct label set of queued runs, not one per run.
+# has made every claim walk them all, 104 ms inside the one writer), nor with runs waiting for their
+# not_before or for a full concurrency group. So it works on claim groups, (label set, concurrency key)
+# pairs: the partial index runs_queued_claim holds only queued runs, by (labels, key, queued since, id).
+# - queues: the distinct (labels, key) pairs of queued runs, one index seek each (each step asks for
+#   the next key of the same label set, or after the last one (a NULL key row) for the next label set
+#   and its first key: a loose index scan), however many runs share a pair;
+# - heads: each pair's first run in queued-since, id order (one more seek). Only the head can go: the
+#   runs behind it share its group (full for one means full for all of them, unless their own `limit`
+#   differs, see below) and became due no sooner (a head not yet due means none behind it is);
+# - ready: the heads that are due and whose group has room: the group's running runs are counted
+#   through runs_running_concurrency (at most the limit, 1,000, index entries);
+# - takers: for each ready head, the first executor that has all its labels, or NULL (json_each over
+#   the small label lists only);
+# - pick: of the heads some executor takes, the one queued longest (then lowest id); min() with bare
+#   columns takes `chosen` from that same row (SQLite's documented min/max rule).
+# Two expressions are written exactly as in that index (so SQLite reads them from it):
+# - ifnull(concurrency_key, ''): the run's group, '' for none (a real key is never empty);
+# - max(created_at, ifnull(not_before, '')), "queued since": a delayed run or a retry queues from its
+#   not_before, behind the runs that were waiting when it became due, and never ahead of runs created
+#   before it (a not_before in the past changes nothing).
+# A group's runs are taken in order: a run whose group is full for its own `limit` holds the ones
+# behind it even if one of those has a higher limit (a group is a queue; its runs normally share one
+# limit, a job's). INDEXED BY: without statistics the planner prefers runs_status_id's `status = ?`
+# plus a sort, which visits every queued run again; INDEXED BY makes a schema change that loses the
+# index an error, not a slow claim. Ids only grow (AUTOINCREMENT), so among runs queued at the same
+# moment the lowest id is the oldest. Cost: about two seeks per claim group of queued runs plus the
+# running runs of the ready heads' groups, not one per queued run.
 CLAIM_NEXT = """
-    WITH RECURSIVE
-        label_sets(labels) AS (
-            SELECT (SELECT min(labels) FROM runs INDEXED BY runs_queued_labels WHERE status = 'queued')
-            UNION ALL
-            SELECT (
-                SELECT min(r.labels) FROM runs AS r INDEXED BY runs_queued_labels
-                WHERE r.status = 'queued' AND r.labels > s.labels
-            )
-            FROM label_sets AS s WHERE s.labels IS NOT NULL
-        ),
-        takers(labels, chosen) AS (
-            SELECT s.labels, (
-                SELECT json_extract(c.value, '$.name') FROM json_each(:executors) AS c
-                WHERE NOT EXISTS (
-                    SELECT 1 FROM json_each(s.labels) AS l
-                    WHERE l.value NOT IN (SELECT value FROM json_each(json_extract(c.value, '$.labels')))
-                )
-                LIMIT 1
-            )
-            FROM label_sets AS s WHERE s.labels IS NOT NULL
-        ),
-        pick(run_id, chosen) AS (
-            SELECT min((
-                SELECT r.id FROM runs AS r INDEXED BY runs_queued_labels
-                WHERE r.status = 'queued' AND r.labels = t.labels ORDER BY r.id LIMIT 1
-            )), t.chosen
-            FROM takers AS t WHERE t.chosen IS NOT NULL
+WITH RECURSIVE
+    queues(labels, gkey) AS (
+        SELECT first.labels, (
+            SELECT min(ifnull(r.concurrency_key, '')) FROM runs AS r INDEXED BY runs_queued_claim
+            WHERE r.status = 'queued' AND r.labels = first.labels
         )
+        FROM (SELECT min(labels) AS labels FROM runs INDEXED BY runs_queued_claim WHERE status = 'queued') AS first
+        UNION ALL
+        SELECT
+            iif(q.gkey IS NULL, (
+                SELECT min(r.labels) FROM runs AS r INDEXED BY runs_queued_claim
+                WHERE r.status = 'queued' AND r.labels > q.labels
+            ), q.labels),
+            iif(q.gkey IS NULL, (
+                SELECT min(ifnull(r.concurrency_key, '')) FROM runs AS r INDEXED BY runs_queued_claim
+                WHERE r.status = 'queued' AND r.labels = (
+                    SELECT min(n.labels) FROM runs AS n INDEXED BY runs_queued_claim
+                    WHERE n.status = 'queued' AND n.labels > q.labels
+                )
+            ), (
+                SELECT min(ifnull(r.concurrency_key, '')) FROM runs AS r INDEXED BY runs_queued_claim
+                WHERE r.status = 'queued' AND r.labels = q.labels AND ifnull(r.concurrency_key, '') > q.gkey
+            ))
+        FROM queues AS q WHERE q.labels IS NOT NULL
+    ),
+    heads(run_id) AS (
+        SELECT (
+            SELECT r.id FROM runs AS r INDEXED BY runs_queued_claim
+            WHERE r.status = 'queued' AND r.labels = q.labels AND ifnull(r.concurrency_key, '') = q.gkey
+            ORDER BY max(r.created_at, ifnull(r.not_before, '')), r.id LIMIT 1
+        )
+        FROM queues AS q WHERE q.gkey IS NOT NULL
+    ),
+    ready(run_id, labels, queued_since) AS (
+        SELECT h.id, h.labels, max(h.created_at, ifnull(h.not_before, ''))
+        FROM heads JOIN runs AS h ON h.id = heads.run_id
+        WHERE (h.not_before IS NULL OR h.not_before <= :ts)
+          AND (h.concurrency_key IS NULL OR (
+                SELECT count(*) FROM runs AS c INDEXED BY runs_running_concurrency
+                WHERE c.status = 'running' AND c.concurrency_key = h.concurrency_key
+              ) < json_extract(h.concurrency, '$.limit'))
+    ),
+    takers(run_id, queued_since, chosen) AS (
+        SELECT s.run_id, s.queued_since, (
+            SELECT json_extract(c.value, '$.name') FROM json_each(:executors) AS c
+            WHERE NOT EXISTS (
+                SELECT 1 FROM json_each(s.labels) AS l
+                WHERE l.value NOT IN (SELECT value FROM json_each(json_extract(c.value, '$.labels')))
+            )
+            LIMIT 1
+        )
+        FROM ready AS s
+    ),
+    pick(rank, run_id, chosen) AS (
+        SELECT min(printf('%s %020d', t.queued_since, t.run_id)), t.run_id, t.chosen
+        FROM takers AS t WHERE t.chosen IS NOT NULL
+    )
     UPDATE runs SET status = 'running', started_at = :ts, attempt = attempt + 1, executor = pick.chosen,
                     agent_chunk = 0
     FROM pick
     WHERE runs.id = pick.run_id
     RETURNING """ + ", ".join(f"runs.{column.strip()}" for column in RUN_COLUMNS.split(","))
+
+# The earliest not_before of a queued run still in the future: when the scheduler must look again
+# (it sleeps until then; no polling). One seek in the partial index runs_queued_not_before.
+NEXT_NOT_BEFORE = (
+    "SELECT min(not_before) FROM runs INDEXED BY runs_queued_not_before "
+    "WHERE status = 'queued' AND not_before IS NOT NULL AND not_before > ?"
+)
 
 
 def run_from_row(row: sqlite3.Row) -> Run:
@@ -180,6 +234,15 @@ def claim_next(
     return attrs.evolve(run, last_seq=events[-1]["seq"]), events
 
 
+def claim_or_next_due(
+    conn: sqlite3.Connection, ts: str, executors: Sequence[tuple[str, Sequence[str]]]
+) -> tuple[tuple[Run, list[Event]] | None, str | None]:
+    """claim_next; when it claims nothing, also the earliest not_before after `ts` of a queued run (when
+    the scheduler must look again), read in the same transaction, so no run can slip between them."""
+    claimed = claim_next(conn, ts, executors)
+    return claimed, None if claimed is not None else next_not_before(conn, ts)
+
+
 def finish(
     conn: sqlite3.Connection, run_id: int, *, from_status: str, status: str, exit_code: int | None, ts: str
 ) -> Run:
@@ -193,6 +256,11 @@ def finish(
     if row is None:
         raise StatusConflict(f"run {run_id} is not {from_status}")
     return run_from_row(row)
+
+
+def next_not_before(conn: sqlite3.Connection, ts: str) -> str | None:
+    """The earliest not_before after `ts` of a queued run, or None."""
+    return conn.execute(NEXT_NOT_BEFORE, (ts,)).fetchone()[0]
 
 
 def running_run_ids(conn: sqlite3.Connection) -> list[int]:

@@ -34,13 +34,13 @@ def test_offers_free_executors_local_first_then_most_free_agent():
 def test_waiting_for_names_missing_labels_of_connected_executors():
     """A run waits for an executor that has all its labels; capacity does not matter."""
     pool = ExecutorPool(None, ["local"], 1, on_change=lambda: None)
-    assert pool.waiting_for([]) == "an executor (none is connected)"
+    assert pool.executors_waiting_for([]) == "an executor (none is connected)"
     pool.connect("agent:a", ["gpu", "linux"], 0, _Nothing())
-    assert pool.waiting_for([]) is None
-    assert pool.waiting_for(["gpu"]) is None
-    assert pool.waiting_for(["gpu", "tpu"]) == "an agent with labels gpu,tpu"
+    assert pool.executors_waiting_for([]) is None
+    assert pool.executors_waiting_for(["gpu"]) is None
+    assert pool.executors_waiting_for(["gpu", "tpu"]) == "an agent with labels gpu,tpu"
     pool.disconnect("agent:a")
-    assert pool.waiting_for(["gpu"]) == "an agent with labels gpu"
+    assert pool.executors_waiting_for(["gpu"]) == "an agent with labels gpu"
 
 
 def test_claim_takes_oldest_run_some_executor_can_take_and_counts_attempts():

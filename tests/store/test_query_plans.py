@@ -56,15 +56,18 @@ HOT_QUERIES = {
         r.CLAIM_NEXT,
         [
             "USING INTEGER PRIMARY KEY (rowid=?)",
-            "USING INDEX runs_queued_labels (labels>?)",  # the next label set of queued runs
-            "USING INDEX runs_queued_labels (labels=?)",  # the oldest queued run of a set
+            "USING INDEX runs_queued_claim (labels>?)",  # the next label set of queued runs
+            "USING INDEX runs_queued_claim (labels=? AND <expr>>?)",  # the next concurrency key of a set
+            "USING INDEX runs_queued_claim (labels=? AND <expr>=?)",  # the head of a claim group
+            "USING INDEX runs_running_concurrency (concurrency_key=?)",  # a group's running runs
         ],
     ),
+    "earliest not_before": (r.NEXT_NOT_BEFORE, ["USING INDEX runs_queued_not_before (not_before>?)"]),
     "startup recovery": (SELECT_RUNNING_RUNS, ["USING COVERING INDEX"]),
 }
 
 
-CLAIM_CTE_SCANS = {"SCAN CONSTANT ROW", "SCAN s", "SEARCH s", "SCAN pick"}
+CLAIM_CTE_SCANS = {"SCAN first", "SCAN q", "SEARCH q", "SCAN pick"}
 
 
 @pytest.fixture(name="conn", scope="module")
@@ -87,7 +90,7 @@ def test_hot_query_uses_an_index(conn, name):
     sql, expected = HOT_QUERIES[name]
     details = plan(conn, sql)
     # Not table scans: json_each over a label list, and the claim's common table expressions (the
-    # seed row of its label sets, the sets themselves, its one-row pick).
+    # seed row of its claim groups, the groups themselves, its one-row pick).
     accesses = [d for d in details if d.startswith(("SEARCH ", "SCAN "))
                 and "VIRTUAL TABLE" not in d and d not in CLAIM_CTE_SCANS]
     assert accesses, details
