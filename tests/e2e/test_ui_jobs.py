@@ -348,3 +348,22 @@ def test_run_page_shows_the_try_it_retries_and_re_run_opens_a_new_run(new_page, 
     rerun = api.get(f"/runs/{rerun_id}")["run"]
     assert (rerun["job_id"], rerun["params"], rerun["retry_of"]) == (job["id"], {"target": "files"}, None)
 
+
+
+def test_run_page_of_a_delayed_run_shows_not_before(new_page, server, api):
+    """A run started with not_before shows it in local time and what it waits for, without the
+    sentence about executors connecting; a plain run shows trigger `api` and no Job."""
+    job = make_job(api, "later")
+    run = api.post(f"/jobs/{job['id']}/runs", {"not_before": "2999-01-01T00:00:00Z"})["run"]
+    plain = api.submit("true", name="plain")
+    page = new_page(timezone_id=ZONE)
+    log_in(page, server.url, "olga", path=f"/runs/{run['id']}")
+    expect(fact(page, "Not before")).to_have_text(local("2999-01-01T00:00:00.000000Z"))
+    expect(page.locator(".waiting")).to_have_text(re.compile(r"^Waiting for not before 2999-01-01T00:00:00\S*\.$"))
+    expect(fact(page, "Trigger")).to_have_text("job")
+    api.post(f"/runs/{run['id']}/cancel", {})
+    page.goto(f"{server.url}/runs/{plain['id']}")
+    expect(fact(page, "Trigger")).to_have_text("api")
+    expect(fact(page, "Try")).to_have_text("1")
+    expect(fact(page, "Job")).to_have_count(0)
+    expect(fact(page, "Not before")).to_have_count(0)

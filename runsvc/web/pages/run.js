@@ -96,8 +96,8 @@ export function RunPage({ runId, me, goToLogin }) {
       </div>
       ${error && html`<${ErrorAlert} message=${error} />`}
       ${run.status === 'queued' && run.waiting_for && html`
-        <p class="waiting">Waiting for <strong>${run.waiting_for}</strong>. The run starts as soon as one
-          connects.</p>`}
+        <p class="waiting">Waiting for <strong>${run.waiting_for}</strong>.${
+          /^(not before|concurrency group) /.test(run.waiting_for) ? '' : ' The run starts as soon as one connects.'}</p>`}
       <dl class="facts">
         <div class="wide"><dt>Command</dt><dd><code tabindex="0">${command}</code></dd></div>
         <div><dt>Exit code</dt><dd>${run.exit_code ?? '—'}</dd></div>
