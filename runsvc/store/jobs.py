@@ -24,8 +24,13 @@ _TUPLES = ("command", "labels", "params")
 EDITABLE = ("name", "description", "command", "env", "timeout_s", "labels", "params", "retries",
             "concurrency", "schedule")
 
+# The statements whose cost matters are index searches (tests/jobs/test_jobs_store.py checks the plans).
 # A job's newest run: one seek in runs_job_id (job_id, id) per job.
-_LAST_RUN_IDS = "SELECT (SELECT max(r.id) FROM runs AS r WHERE r.job_id = jobs.id) FROM jobs"
+LAST_RUN_IDS = "SELECT (SELECT max(r.id) FROM runs AS r WHERE r.job_id = jobs.id) FROM jobs"
+SELECT_QUEUED_RUNS = "SELECT id FROM runs WHERE job_id = ? AND status = 'queued' ORDER BY id"
+SELECT_FIRES = (
+    "SELECT scheduled_for, outcome, run_id FROM job_fires WHERE job_id = ? ORDER BY scheduled_for DESC LIMIT ?"
+)
 
 
 class NameTaken(Exception):
@@ -136,9 +141,7 @@ def delete_job(
     None if there is no such job. Its fires go with it (ON DELETE CASCADE)."""
     if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
         return None
-    queued = [row[0] for row in conn.execute(
-        "SELECT id FROM runs WHERE job_id = ? AND status = 'queued' ORDER BY id", (job_id,)
-    )]
+    queued = [row[0] for row in conn.execute(SELECT_QUEUED_RUNS, (job_id,))]
     appended: dict[int, list[Event]] = {}
     for run_id in queued:
         run_sql.finish(conn, run_id, from_status="queued", status="cancelled", exit_code=None, ts=ts)
@@ -154,7 +157,7 @@ def delete_job(
 
 def _last_runs(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> dict[int, Run]:
     rows = conn.execute(
-        f"SELECT {run_sql.SUMMARY_COLUMNS} FROM runs WHERE id IN ({_LAST_RUN_IDS} {where})", args
+        f"SELECT {run_sql.SUMMARY_COLUMNS} FROM runs WHERE id IN ({LAST_RUN_IDS} {where})", args
     ).fetchall()
     runs = [run_sql.run_from_row(row) for row in rows]
     return {run.job_id: run for run in runs if run.job_id is not None}
@@ -190,11 +193,7 @@ def fires_page(conn: sqlite3.Connection, job_id: int, limit: int) -> list[Fire] 
     try:
         if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
             return None
-        rows = conn.execute(
-            "SELECT scheduled_for, outcome, run_id FROM job_fires WHERE job_id = ? "
-            "ORDER BY scheduled_for DESC LIMIT ?",
-            (job_id, limit),
-        ).fetchall()
+        rows = conn.execute(SELECT_FIRES, (job_id, limit)).fetchall()
     finally:
         conn.execute("COMMIT")
     return [Fire(*row) for row in rows]

@@ -40,7 +40,7 @@ from ..run_options import (
 )
 from ..types import json_response, no_content, services
 from ..validation import MISSING, Field, read_json_object, string, string_map
-from .runs import SUBMIT_FIELDS, check_submission
+from . import runs
 
 PREVIEW_FIRES = 3  # fire times the cron preview shows
 
@@ -48,7 +48,7 @@ CREATE_FIELDS: dict[str, Field] = {
     "name": string(pattern=JOB_NAME_PATTERN, rule=JOB_NAME_RULE),
     "description": string(required=False, default="", max_length=MAX_DESCRIPTION),
     # A run's own fields follow the run rules (SPEC §15): the very fields POST /runs validates.
-    **{key: SUBMIT_FIELDS[key] for key in ("command", "env", "timeout_s", "labels")},
+    **{key: runs.SUBMIT_FIELDS[key] for key in ("command", "env", "timeout_s", "labels")},
     "params": PARAMS,
     "retries": RETRIES,
     "concurrency": concurrency(key_required=False),  # a job's runs take its name as the key
@@ -80,7 +80,7 @@ START_FIELDS: dict[str, Field] = {
 
 def _job_values(body: dict[str, Any]) -> dict[str, Any]:
     """The validated fields of a job body as they are stored: nested objects normalised, defaults filled."""
-    check_submission(body)
+    runs.check_submission(body)
     values = dict(body)
     if "timeout_s" in values:
         values["timeout_s"] = float(values["timeout_s"])
