@@ -84,6 +84,23 @@ class RunService:
         self._scheduling.wake()
         return self._with_waiting_for(run)
 
+    async def rerun(self, run_id: int, *, created_by: str | None) -> Run:
+        """A new run like run `run_id`, finished or not (SPEC §15): `trigger: "rerun"`, a first try.
+        Raises RunNotFound for an unknown run."""
+        self._check_fence(run_id)
+        created = await self._store.write(
+            partial(sql.rerun, run_id=run_id, created_by=created_by, ts=now_ts()),
+            on_commit=self._published_if_created,
+        )
+        if created is None:
+            raise RunNotFound(f"no run {run_id}")
+        self._scheduling.wake()
+        return self._with_waiting_for(created[0])
+
+    def _published_if_created(self, created: tuple[Run, list[Event]] | None) -> None:
+        if created is not None:
+            self._recorder.published(created)
+
     def _with_waiting_for(self, run: Run) -> Run:
         return self._recorder.with_waiting_for(run)  # the same as the runs feed's frames carry
 
@@ -131,9 +148,9 @@ class RunService:
         return self._with_waiting_for(run)
 
     async def list(
-        self, statuses: Sequence[str], limit: int, before: int | None
+        self, statuses: Sequence[str], limit: int, before: int | None, job_id: int | None = None
     ) -> tuple[list[Run], int | None]:
-        runs, next_before = await self._store.read(sql.list_runs, statuses, limit, before)
+        runs, next_before = await self._store.read(sql.list_runs, statuses, limit, before, job_id)
         return [self._with_waiting_for(run) for run in runs], next_before
 
     async def cancel(self, run_id: int, *, by: str | None) -> Run:

@@ -1,4 +1,5 @@
-"""`runsvc runs list|show`, `runsvc cancel`, `runsvc log`: the rest of the runs API from a terminal.
+"""`runsvc runs list|show`, `runsvc cancel`, `runsvc rerun`, `runsvc log`: the rest of the runs API from a
+terminal.
 
 Credentials as for `submit` (see remote.py): RUNSVC_TOKEN / `--token-stdin`, or a password login that
 is logged out when the command ends.
@@ -12,7 +13,7 @@ import sys
 from urllib.parse import urlencode
 
 from ..model import STATUSES, Run
-from .remote import add_connection_flags, connected, parse_run, run_client
+from .remote import _follow, add_connection_flags, add_follow_flags, connected, parse_run, run_client
 
 LIST_COLUMNS = ("ID", "STATUS", "EXIT", "NAME", "BY", "CREATED")
 
@@ -39,6 +40,19 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     add_connection_flags(cancel)
     cancel.add_argument("run_id", type=int, metavar="RUN_ID")
     cancel.set_defaults(run=run_cancel)
+
+    rerun = commands.add_parser(
+        "rerun", help="start a run again",
+        description="Start a new run like RUN_ID, finished or not (same command, env, timeout, labels, job, "
+                    "params, retries and concurrency); print its id (or follow it with --follow).",
+    )
+    add_connection_flags(rerun)
+    rerun.add_argument("run_id", type=int, metavar="RUN_ID")
+    rerun.add_argument(
+        "--follow", action="store_true", help="print the new run's output and exit with its status"
+    )
+    add_follow_flags(rerun)
+    rerun.set_defaults(run=run_rerun)
 
     log = commands.add_parser(
         "log", help="print a run's stored output",
@@ -91,6 +105,20 @@ def run_cancel(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             answer = await client.call("POST", f"/api/v1/runs/{args.run_id}/cancel", expect=202)
         print(f"run {args.run_id}: {parse_run(answer['run']).status}")
         return 0
+
+    return run_client(main)
+
+
+def run_rerun(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    async def main() -> int:
+        async with connected(args) as client:
+            answer = await client.call("POST", f"/api/v1/runs/{args.run_id}/rerun", expect=201)
+            run = parse_run(answer["run"])
+            if not args.follow:
+                print(run.id)
+                return 0
+            print(f"[runsvc] run {run.id} started again from run {args.run_id}", file=sys.stderr, flush=True)
+            return await _follow(client, run.id, 0, args.give_up_after)
 
     return run_client(main)
 

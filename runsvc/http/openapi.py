@@ -332,6 +332,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             query("status", {"type": "string"}, "one status or a comma-separated list: " + ", ".join(STATUSES)),
             query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size, default 50"),
             query("before", {"type": "integer", "minimum": 1, "maximum": _MAX_ID}, "the `next` of the previous page"),
+            query("job_id", {"type": "integer", "minimum": 1, "maximum": _MAX_ID}, "only the runs of this job"),
         ],
         "responses": {200: obj({"runs": {"type": "array", "items": ref("RunSummary")},
                                 "next": nullable({"type": "integer"})},
@@ -340,6 +341,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", f"{API}/runs/<int:run_id>"): {"summary": "A run", "responses": {200: RUN, 404: "error"}},
     ("POST", f"{API}/runs/<int:run_id>/cancel"): {
         "summary": "Cancel a queued or running run", "responses": {202: RUN, 404: "error", 409: "error"},
+    },
+    ("POST", f"{API}/runs/<int:run_id>/rerun"): {
+        "summary": "Start a new run like this one (finished or not): same command, env, timeout, labels, job, "
+                   "params, retries and concurrency; trigger rerun, a first try",
+        "responses": {201: RUN, 404: "error"},
     },
     ("GET", f"{API}/runs/<int:run_id>/events"): {
         "summary": "A page of a run's events after a seq",

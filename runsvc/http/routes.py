@@ -50,6 +50,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/runs", runs.list_runs, Access.VIEWER),
     Route("GET", f"{API}/runs/<int:run_id>", runs.get_run, Access.VIEWER),
     Route("POST", f"{API}/runs/<int:run_id>/cancel", runs.cancel_run, Access.OPERATOR),
+    Route("POST", f"{API}/runs/<int:run_id>/rerun", runs.rerun_run, Access.OPERATOR),
     Route("GET", f"{API}/runs/<int:run_id>/events", runs.run_events, Access.VIEWER),
     Route("GET", f"{API}/runs/<int:run_id>/log", runs.run_log, Access.VIEWER),
     Route("GET", f"{API}/jobs", jobs.list_jobs, Access.VIEWER),

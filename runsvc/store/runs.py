@@ -190,18 +190,36 @@ def create_run(
     return run, events
 
 
+def rerun(conn: sqlite3.Connection, run_id: int, *, created_by: str | None, ts: str) -> tuple[Run, list[Event]] | None:
+    """Queue a new first try of run `run_id` (SPEC §15 re-run): its command, env, timeout, name, labels,
+    job, params, retries and concurrency, `trigger: "rerun"`; None if there is no such run. One
+    transaction, so the run read is the run copied."""
+    run = get_run(conn, run_id)
+    if run is None:
+        return None
+    return create_run(
+        conn, command=run.command, env=dict(run.env or {}), timeout_s=run.timeout_s, name=run.name,
+        created_by=created_by, ts=ts, labels=run.labels, job_id=run.job_id, job_name=run.job_name,
+        trigger="rerun", params=dict(run.params), retries=run.retries, concurrency=run.concurrency,
+    )
+
+
 def get_run(conn: sqlite3.Connection, run_id: int) -> Run | None:
     row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
     return run_from_row(row) if row else None
 
 
 def list_runs(
-    conn: sqlite3.Connection, statuses: Sequence[str], limit: int, before: int | None
+    conn: sqlite3.Connection, statuses: Sequence[str], limit: int, before: int | None,
+    job_id: int | None = None,
 ) -> tuple[list[Run], int | None]:
-    """Run summaries (no env), newest first, keyset-paginated by id; returns (runs, the `before` of the
-    next page or None)."""
+    """Run summaries (no env), newest first, keyset-paginated by id, of one job when `job_id` is given
+    (index runs_job_id); returns (runs, the `before` of the next page or None)."""
     where: list[str] = []
     params: list[Any] = []
+    if job_id is not None:
+        where.append("job_id = ?")
+        params.append(job_id)
     if statuses:
         where.append(f"status IN ({', '.join('?' * len(statuses))})")
         params.extend(statuses)

@@ -86,11 +86,12 @@ async def submit_run() -> Response:
 
 
 async def list_runs() -> Response:
-    refuse_unknown_params(("status", "limit", "before"))
+    refuse_unknown_params(("status", "limit", "before", "job_id"))
     statuses = choice_list_param("status", STATUSES)
     limit = int_param("limit", default=50, minimum=1, maximum=500)
     before = int_param("before", default=None, minimum=1)
-    runs, next_before = await services().runs.list(statuses, limit, before)
+    job_id = int_param("job_id", default=None, minimum=1)
+    runs, next_before = await services().runs.list(statuses, limit, before, job_id)
     return json_response({"runs": [run_json(run, summary=True) for run in runs], "next": next_before})
 
 
@@ -101,6 +102,11 @@ async def get_run(run_id: int) -> Response:
 async def cancel_run(run_id: int) -> Response:
     run = await services().runs.cancel(run_id, by=current_user().username)
     return json_response({"run": run_json(run)}, status=202)
+
+
+async def rerun_run(run_id: int) -> Response:
+    run = await services().runs.rerun(run_id, created_by=current_user().username)
+    return json_response({"run": run_json(run)}, status=201)
 
 
 async def run_events(run_id: int) -> Response:
