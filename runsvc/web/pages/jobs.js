@@ -47,7 +47,7 @@ export function JobsPage({ me }) {
                   <td><a href=${`/jobs/${job.id}`}>${job.name}</a></td>
                   <td class="schedule"><${ScheduleCell} job=${job} /></td>
                   <td>${job.last_run
-                    ? html`<a href=${`/runs/${job.last_run.id}`} aria-label=${`run #${job.last_run.id}`}><${StatusBadge} status=${job.last_run.status} /></a>
+                    ? html`<a href=${`/runs/${job.last_run.id}`} aria-label=${`${job.last_run.status}, run #${job.last_run.id}`}><${StatusBadge} status=${job.last_run.status} /></a>
                       <span class="time muted"> ${localDateTime(job.last_run.created_at)}</span>`
                     : html`<span class="muted">never run</span>`}</td>
                   <td class="name wide-only muted">${job.description}</td>
