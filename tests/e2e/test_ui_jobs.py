@@ -368,3 +368,24 @@ def test_run_page_of_a_delayed_run_shows_not_before(new_page, server, api):
     expect(fact(page, "Try")).to_have_text("1")
     expect(fact(page, "Job")).to_have_count(0)
     expect(fact(page, "Not before")).to_have_count(0)
+
+
+def test_jobs_pages_fit_a_360_px_screen(new_page, server, api):
+    """At 360 px wide no jobs page scrolls sideways (wide tables scroll inside their own box)."""
+    job = make_job(api, "a-rather-long-job-name-for-a-small-phone-screen", description="x" * 300,
+                   params=[{"name": "target", "choices": ["staging", "production"], "default": "staging"}],
+                   schedule={"cron": "15 4 * * 1-5", "timezone": "America/Argentina/Buenos_Aires"})
+    api.wait(api.post(f"/jobs/{job['id']}/runs", {})["run"]["id"])
+    page = new_page(viewport={"width": 360, "height": 740})
+    log_in(page, server.url, "olga")
+    for path, ready in [("/jobs", "Jobs"), (f"/jobs/{job['id']}", "Recent fires"),
+                        (f"/jobs/{job['id']}/edit", "Parameters"), ("/jobs/new", None)]:
+        page.goto(server.url + path)
+        if ready is None:
+            expect(page.get_by_role("button", name="Save job")).to_be_visible()
+        else:
+            expect(page.get_by_role("table", name=ready).or_(page.get_by_text("No fires yet."))).to_be_visible()
+        if path == f"/jobs/{job['id']}":
+            page.get_by_role("button", name="Run job").click()
+            expect(page.get_by_role("button", name="Start run")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360, path
