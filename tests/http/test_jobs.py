@@ -9,6 +9,7 @@ import httpx
 import pytest
 import trio
 
+from runsvc.http.routes import ROUTES
 from tests.helpers import add_user, assert_error, login
 
 JOBS = "/api/v1/jobs"
@@ -256,3 +257,30 @@ async def test_viewers_read_and_only_operators_and_admins_write(server, client, 
     for answer in anonymous_answers:
         assert_error(answer, 401, "unauthenticated")
     assert after == job
+
+
+async def test_every_jobs_route_needs_a_session_and_changes_need_the_csrf_header(server, client, operator):
+    """Without a session every jobs route answers 401; with one, a change without the CSRF header is a
+    403 `csrf` and changes nothing."""
+    with trio.fail_after(20):
+        job = await create(client, operator, {"name": "j", "command": ["true"]})
+        routes = [route for route in ROUTES if route.path.startswith((JOBS, "/api/v1/schedule"))]
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as anonymous:
+            anonymous_answers = [
+                await anonymous.request(route.method, route.path.replace("<int:job_id>", str(job["id"])),
+                                        json={} if route.method in ("POST", "PATCH") else None)
+                for route in routes
+            ]
+        no_csrf = [
+            await client.post(JOBS, json={"name": "k", "command": ["true"]}),
+            await client.patch(f"{JOBS}/{job['id']}", json={"description": "x"}),
+            await client.delete(f"{JOBS}/{job['id']}"),
+            await client.post(f"{JOBS}/{job['id']}/runs", json={}),
+        ]
+        after = (await client.get(JOBS)).json()["jobs"]
+    assert len(routes) == 8
+    for answer in anonymous_answers:
+        assert_error(answer, 401, "unauthenticated")
+    for answer in no_csrf:
+        assert_error(answer, 403, "csrf")
+    assert after == [job]
