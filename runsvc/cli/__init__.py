@@ -7,6 +7,7 @@ import sys
 
 from . import agent as agent_cmd
 from . import db as db_cmd
+from . import jobs as jobs_cmd
 from . import remote as remote_cmd
 from . import runs as runs_cmd
 from . import serve as serve_cmd
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote_cmd.add_parsers(commands)
     agent_cmd.add_parser(commands)
     runs_cmd.add_parsers(commands)
+    jobs_cmd.add_parser(commands)
     return parser
 
 

@@ -11,6 +11,9 @@ import { NewRunPage } from './pages/newrun.js';
 import { UsersPage } from './pages/users.js';
 import { TokensPage } from './pages/tokens.js';
 import { AgentsPage } from './pages/agents.js';
+import { JobsPage } from './pages/jobs.js';
+import { JobPage } from './pages/jobs-detail.js';
+import { JobFormPage } from './pages/jobs-form.js';
 import { AdminOnlyPage, NotFoundPage } from './pages/common.js';
 
 function loginUrl() {
@@ -44,6 +47,7 @@ function Header({ me, onLogout }) {
       <nav aria-label="Main">
         ${link('/', 'Runs', path === '/' || (path.startsWith('/runs/') && path !== '/runs/new'))}
         ${hasRole(me.user, 'operator') && link('/runs/new', 'New run', path === '/runs/new')}
+        ${link('/jobs', 'Jobs', path === '/jobs' || path.startsWith('/jobs/'))}
         ${link('/tokens', 'Tokens', path === '/tokens')}
         ${hasRole(me.user, 'admin') && link('/users', 'Users', path === '/users')}
         ${hasRole(me.user, 'admin') && link('/agents', 'Agents', path === '/agents')}
@@ -62,6 +66,12 @@ function Page({ me, where, goToLogin }) {
   if (path === '/runs/new' && hasRole(me.user, 'operator')) return html`<${NewRunPage} />`;
   if (runMatch) return html`<${RunPage} key=${runMatch[1]} runId=${Number(runMatch[1])} me=${me} goToLogin=${goToLogin} />`;
   if (path === '/tokens') return html`<${TokensPage} me=${me} />`;
+  const jobMatch = /^\/jobs\/(\d+)(\/edit)?$/.exec(path);
+  const operator = hasRole(me.user, 'operator');
+  if (path === '/jobs') return html`<${JobsPage} me=${me} />`;
+  if (path === '/jobs/new' && operator) return html`<${JobFormPage} key="new" />`;
+  if (jobMatch && jobMatch[2] && operator) return html`<${JobFormPage} key=${path} jobId=${Number(jobMatch[1])} />`;
+  if (jobMatch && !jobMatch[2]) return html`<${JobPage} key=${jobMatch[1]} jobId=${Number(jobMatch[1])} me=${me} goToLogin=${goToLogin} />`;
   const admin = hasRole(me.user, 'admin');
   if (path === '/users') return admin ? html`<${UsersPage} />` : html`<${AdminOnlyPage} what="Users" />`;
   if (path === '/agents') return admin ? html`<${AgentsPage} />` : html`<${AdminOnlyPage} what="Agents" />`;

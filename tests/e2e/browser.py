@@ -16,12 +16,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Dialog, Page, expect
 
 from tests.helpers import ADMIN_PASSWORD, LISTENING, TERMINAL, child_env
 
@@ -240,13 +241,15 @@ def checked_pages(browser, expected_console_errors: tuple[str, ...] = EXPECTED_C
                                             message.text.startswith(expected_console_errors)):
             errors.append(f"console: {message.text}")
 
-    def make(**options) -> Page:
+    def make(*, on_dialog: Callable[[Dialog], None] | None = None, **options) -> Page:
+        """A page in a new context made with `options`; a page that expects dialogs (a confirm) passes
+        `on_dialog`, which then answers each one instead of it failing the test."""
         context = browser.new_context(accept_downloads=True, **options)
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
         page.on("console", console)
-        page.on("dialog", lambda dialog: (errors.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+        page.on("dialog", on_dialog or (lambda dialog: (errors.append(f"dialog: {dialog.message}"), dialog.dismiss())))
         return page
 
     yield make

@@ -29,7 +29,10 @@ CONTENT_TYPES = {
 }
 
 # Every path the browser-side router knows; each answers the same page.
-PAGE_PATHS = ("/", "/login", "/runs/new", "/runs/<int:run_id>", "/users", "/tokens", "/agents")
+PAGE_PATHS = (
+    "/", "/login", "/runs/new", "/runs/<int:run_id>", "/users", "/tokens", "/agents",
+    "/jobs", "/jobs/new", "/jobs/<int:job_id>", "/jobs/<int:job_id>/edit",
+)
 
 VENDOR_CACHE = "public, max-age=31536000, immutable"
 OWN_CACHE = "no-cache"  # revalidate: the page and our own modules change with the server

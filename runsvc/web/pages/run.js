@@ -2,6 +2,7 @@
 
 import { html, useEffect, useRef, useState } from '../lib.js';
 import { api } from '../api.js';
+import { navigate } from '../router.js';
 import { ACTIVE, duration, hasRole, localDateTime } from '../format.js';
 import { LogModel } from '../log/model.js';
 import { LogViewer } from '../log/viewer.js';
@@ -67,7 +68,18 @@ export function RunPage({ runId, me, goToLogin }) {
       setError(e.message);
     }
   };
-  const canCancel = hasRole(me.user, 'operator') && ACTIVE.has(run.status);
+  // Re-run: a new first try with the same spec, job and parameters (SPEC §15), finished or not.
+  const rerun = async () => {
+    setError(null);
+    try {
+      const data = await api('POST', `/runs/${runId}/rerun`);
+      navigate(`/runs/${data.run.id}`);
+    } catch (e) {
+      setError(e.message);
+    }
+  };
+  const operator = hasRole(me.user, 'operator');
+  const canCancel = operator && ACTIVE.has(run.status);
   const command = run.command.length === 3 && run.command[0] === 'sh' && run.command[1] === '-c'
     ? run.command[2] : run.command.join(' ');
 
@@ -78,13 +90,14 @@ export function RunPage({ runId, me, goToLogin }) {
         <${StatusBadge} status=${run.status} role="status" label="Run status" />
         <div class="run-actions">
           ${canCancel && html`<button type="button" class="danger" onClick=${cancel}>Cancel run</button>`}
+          ${operator && html`<button type="button" onClick=${rerun}>Re-run</button>`}
           <a class="button" href=${`/api/v1/runs/${run.id}/log?download=1`} download=${`run-${run.id}.log`}>Download log</a>
         </div>
       </div>
       ${error && html`<${ErrorAlert} message=${error} />`}
       ${run.status === 'queued' && run.waiting_for && html`
-        <p class="waiting">Waiting for <strong>${run.waiting_for}</strong>. The run starts as soon as one
-          connects.</p>`}
+        <p class="waiting">Waiting for <strong>${run.waiting_for}</strong>.${
+          /^(not before|concurrency group) /.test(run.waiting_for) ? '' : ' The run starts as soon as one connects.'}</p>`}
       <dl class="facts">
         <div class="wide"><dt>Command</dt><dd><code tabindex="0">${command}</code></dd></div>
         <div><dt>Exit code</dt><dd>${run.exit_code ?? '—'}</dd></div>
@@ -94,6 +107,14 @@ export function RunPage({ runId, me, goToLogin }) {
         <div><dt>Duration</dt><dd>${duration(run.started_at, run.ended_at, now)}</dd></div>
         <div><dt>Timeout</dt><dd>${run.timeout_s} s</dd></div>
         <div><dt>Executor</dt><dd>${executorText(run)}</dd></div>
+        ${run.job_name && html`<div><dt>Job</dt><dd>${run.job_id !== null
+          ? html`<a href=${`/jobs/${run.job_id}`}>${run.job_name}</a>`
+          : html`${run.job_name} <span class="muted">(deleted)</span>`}</dd></div>`}
+        <div><dt>Trigger</dt><dd>${run.trigger}${run.scheduled_for
+          ? html` <span class="muted">for ${localDateTime(run.scheduled_for)}</span>` : ''}</dd></div>
+        <div><dt>Try</dt><dd>${run.try}${run.retry_of !== null
+          ? html` <span class="muted">(retries <a href=${`/runs/${run.retry_of}`}>#${run.retry_of}</a>)</span>` : ''}</dd></div>
+        ${run.not_before && html`<div><dt>Not before</dt><dd>${localDateTime(run.not_before)}</dd></div>`}
         <div><dt>Labels</dt><dd>${(run.labels || []).length
           ? html`<span class="labels">${run.labels.map((label) => html`<span class="label-chip">${label}</span>`)}</span>`
           : html`<span class="muted">none</span>`}</dd></div>

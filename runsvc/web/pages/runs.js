@@ -24,6 +24,32 @@ function executorCell(run) {
   return html`<span class="muted">—</span>`;
 }
 
+// The runs as a table, one row per run; the job page shows its runs with the same columns.
+export function RunsTable({ runs, now, label }) {
+  return html`
+    <table class="runs" aria-label=${label}>
+      <thead><tr>
+        <th scope="col">Run</th><th scope="col">Status</th><th scope="col">Name</th>
+        <th scope="col">Executor</th><th scope="col">Submitted by</th><th scope="col">Started</th>
+        <th scope="col">Duration</th>
+      </tr></thead>
+      <tbody>
+        ${runs.map((run) => html`
+          <tr key=${run.id}>
+            <td><a href=${`/runs/${run.id}`}>#${run.id}</a></td>
+            <td><${StatusBadge} status=${run.status} /></td>
+            <td class="name">${run.name || html`<span class="muted">${run.command.join(' ')}</span>`}${
+              (run.labels || []).length > 0 && html`<span class="labels" aria-label=${`labels ${run.labels.join(', ')}`}>${
+                run.labels.map((label) => html`<span class="label-chip">${label}</span>`)}</span>`}</td>
+            <td>${executorCell(run)}</td>
+            <td>${run.created_by ?? '—'}</td>
+            <td class="time">${localDateTime(run.started_at)}</td>
+            <td class="time">${duration(run.started_at, run.ended_at, now)}</td>
+          </tr>`)}
+      </tbody>
+    </table>`;
+}
+
 export function RunsPage({ search, goToLogin }) {
   const status = new URLSearchParams(search).get('status') || '';
   const [runs, setRuns] = useState(null);
@@ -106,27 +132,7 @@ export function RunsPage({ search, goToLogin }) {
       ${runs === null && !error && html`<p class="muted">Loading runs…</p>`}
       ${runs !== null && html`
         <div class="table-wrap">
-          <table class="runs">
-            <thead><tr>
-              <th scope="col">Run</th><th scope="col">Status</th><th scope="col">Name</th>
-              <th scope="col">Executor</th><th scope="col">Submitted by</th><th scope="col">Started</th>
-              <th scope="col">Duration</th>
-            </tr></thead>
-            <tbody>
-              ${runs.map((run) => html`
-                <tr key=${run.id}>
-                  <td><a href=${`/runs/${run.id}`}>#${run.id}</a></td>
-                  <td><${StatusBadge} status=${run.status} /></td>
-                  <td class="name">${run.name || html`<span class="muted">${run.command.join(' ')}</span>`}${
-                    (run.labels || []).length > 0 && html`<span class="labels" aria-label=${`labels ${run.labels.join(', ')}`}>${
-                      run.labels.map((label) => html`<span class="label-chip">${label}</span>`)}</span>`}</td>
-                  <td>${executorCell(run)}</td>
-                  <td>${run.created_by ?? '—'}</td>
-                  <td class="time">${localDateTime(run.started_at)}</td>
-                  <td class="time">${duration(run.started_at, run.ended_at, now)}</td>
-                </tr>`)}
-            </tbody>
-          </table>
+          <${RunsTable} runs=${runs} now=${now} />
           ${runs.length === 0 && html`<p class="empty">${status ? `No ${status} runs.` : 'No runs yet.'}</p>`}
         </div>
         ${next !== null && html`
