@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from .client import ApiClient, ClientError
-from .remote import _follow, add_connection_flags, add_follow_flags, connected, parse_run, run_client
+from .remote import add_connection_flags, add_follow_flags, connected, follow_run, parse_run, run_client
 
 LIST_COLUMNS = ("NAME", "SCHEDULE", "NEXT FIRE", "LAST RUN", "DESCRIPTION")
 DESCRIPTION_CHARS = 60  # of a description in `jobs list`; `jobs show` prints it whole
@@ -129,6 +129,6 @@ def run_start(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 print(run.id)
                 return 0
             print(f"[runsvc] run {run.id} of job {job['name']} started", file=sys.stderr, flush=True)
-            return await _follow(client, run.id, 0, args.give_up_after)
+            return await follow_run(client, run.id, 0, args.give_up_after)
 
     return run_client(main)

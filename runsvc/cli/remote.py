@@ -158,7 +158,7 @@ async def connected(args: argparse.Namespace) -> AsyncIterator[ApiClient]:
                 pass  # the command's own outcome matters more; the session expires by itself
 
 
-async def _follow(client: ApiClient, run_id: int, after_seq: int, give_up_after: float) -> int:
+async def follow_run(client: ApiClient, run_id: int, after_seq: int, give_up_after: float) -> int:
     async with follow_events(client, run_id, after_seq, reconnect_for_s=give_up_after) as events:
         async for event in events:
             kind, data = event["kind"], event["data"]
@@ -210,7 +210,7 @@ def run_submit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                 print(run.id)
                 return 0
             print(f"[runsvc] run {run.id} submitted", file=sys.stderr, flush=True)
-            return await _follow(client, run.id, 0, args.give_up_after)
+            return await follow_run(client, run.id, 0, args.give_up_after)
 
     return run_client(main)
 
@@ -221,6 +221,6 @@ def run_follow(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     async def main() -> int:
         async with connected(args) as client:
-            return await _follow(client, args.run_id, args.after_seq, args.give_up_after)
+            return await follow_run(client, args.run_id, args.after_seq, args.give_up_after)
 
     return run_client(main)

@@ -13,7 +13,7 @@ import sys
 from urllib.parse import urlencode
 
 from ..model import STATUSES, Run
-from .remote import _follow, add_connection_flags, add_follow_flags, connected, parse_run, run_client
+from .remote import add_connection_flags, add_follow_flags, connected, follow_run, parse_run, run_client
 
 LIST_COLUMNS = ("ID", "STATUS", "EXIT", "NAME", "BY", "CREATED")
 
@@ -118,7 +118,7 @@ def run_rerun(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 print(run.id)
                 return 0
             print(f"[runsvc] run {run.id} started again from run {args.run_id}", file=sys.stderr, flush=True)
-            return await _follow(client, run.id, 0, args.give_up_after)
+            return await follow_run(client, run.id, 0, args.give_up_after)
 
     return run_client(main)
 

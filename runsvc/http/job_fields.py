@@ -17,8 +17,7 @@ from typing import Any
 import attrs
 
 from ..jobs.schedule import ScheduleError, fires, zone
-from .run_options import _check_object, _filled, _object_field  # the nested-object helpers of run options
-from .validation import Check, Field, body_schema, boolean, string, string_list
+from .validation import Check, Field, body_schema, boolean, check_object, filled, object_field, string, string_list
 
 JOB_NAME_PATTERN = r"[A-Za-z0-9_.-]{1,100}"
 JOB_NAME_RULE = "1-100 characters of A-Z a-z 0-9 _ . -"
@@ -64,7 +63,7 @@ def _params_problem(name: str, value: Any) -> str | None:
     seen: set[str] = set()
     for index, param in enumerate(value):
         path = f"{name}[{index}]"
-        problem = _check_object(path, param, PARAM_FIELDS)
+        problem = check_object(path, param, PARAM_FIELDS)
         if problem is not None:
             return problem
         if param["name"] in seen:
@@ -90,10 +89,10 @@ def normalise_params(value: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
     "", default null, required false, choices null), choices without duplicates."""
     params = []
     for param in value:
-        filled = _filled(param, PARAM_FIELDS)
-        if filled["choices"] is not None:
-            filled["choices"] = list(dict.fromkeys(filled["choices"]))
-        params.append(filled)
+        normal = filled(param, PARAM_FIELDS)
+        if normal["choices"] is not None:
+            normal["choices"] = list(dict.fromkeys(normal["choices"]))
+        params.append(normal)
     return params
 
 
@@ -127,7 +126,7 @@ SCHEDULE_FIELDS: dict[str, Field] = {
     "missed": string(required=False, default="run_once", choices=MISSED),
 }
 
-SCHEDULE = _object_field(SCHEDULE_FIELDS)  # optional, null: none
+SCHEDULE = object_field(SCHEDULE_FIELDS)  # optional, null: none
 
 
 def normalise_schedule(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -135,6 +134,6 @@ def normalise_schedule(value: Mapping[str, Any] | None) -> dict[str, Any] | None
     None stays None (no schedule)."""
     if value is None:
         return None
-    schedule = _filled(value, SCHEDULE_FIELDS)
+    schedule = filled(value, SCHEDULE_FIELDS)
     schedule["cron"] = schedule["cron"].strip()
     return schedule

@@ -21,7 +21,7 @@ import attrs
 
 from ..timeutil import format_ts
 from .errors import InvalidRequest
-from .validation import MISSING, Field, body_schema, integer, number, string, string_list
+from .validation import Field, filled, integer, number, object_field, string, string_list
 
 RETRY_ON = ("failed", "timed_out")  # the statuses a run may be retried after
 BACKOFFS = ("fixed", "exponential")
@@ -62,55 +62,7 @@ def _concurrency_fields(key_required: bool) -> dict[str, Field]:
     }
 
 
-def _check_object(name: str, value: Any, fields: Mapping[str, Field]) -> str | None:
-    """The first broken rule of a nested object, its fields named by path (`retries.max`), or None."""
-    if not isinstance(value, dict):
-        return f"{name} must be an object"
-    for key in value:
-        if key not in fields:
-            return f"unknown field: {name}.{key}"
-    for key, field in fields.items():
-        path = f"{name}.{key}"
-        if key not in value:
-            if field.required:
-                return f"{path} is required"
-            continue
-        item = value[key]
-        if item is None:
-            if field.nullable:
-                continue
-            return f"{path} must be {field.kind}"
-        for check in (field.accepts, *field.checks):
-            message = check(path, item)
-            if message is not None:
-                return message
-    return None
-
-
-def _object_field(fields: Mapping[str, Field]) -> Field:
-    """An optional, nullable nested object (null and left out are the same: none); default None."""
-    return Field(
-        kind="an object",
-        accepts=lambda name, value: _check_object(name, value, fields),
-        required=False,
-        nullable=True,
-        default=None,
-        schema=body_schema(fields),
-    )
-
-
-def _filled(value: Mapping[str, Any], fields: Mapping[str, Field]) -> dict[str, Any]:
-    """`value` (already checked) with every left-out field's default, in the fields' order."""
-    result: dict[str, Any] = {}
-    for key, field in fields.items():
-        if key in value and value[key] is not None:
-            result[key] = value[key]
-        elif field.default is not MISSING:
-            result[key] = field.default
-    return result
-
-
-RETRIES = _object_field(RETRIES_FIELDS)
+RETRIES = object_field(RETRIES_FIELDS)
 
 
 def normalise_retries(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -118,7 +70,7 @@ def normalise_retries(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     duplicates; None stays None (no retries)."""
     if value is None:
         return None
-    result = _filled(value, RETRIES_FIELDS)
+    result = filled(value, RETRIES_FIELDS)
     result["on"] = [status for status in RETRY_ON if status in result["on"]]
     return result
 
@@ -126,7 +78,7 @@ def normalise_retries(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
 def concurrency(*, key_required: bool = True) -> Field:
     """The `concurrency` field: `{key, limit}`. `key` is required on plain runs; a job leaves it
     optional (`key_required=False`), and its runs then take the job's name as the key."""
-    return _object_field(_concurrency_fields(key_required))
+    return object_field(_concurrency_fields(key_required))
 
 
 def normalise_concurrency(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -134,7 +86,7 @@ def normalise_concurrency(value: Mapping[str, Any] | None) -> dict[str, Any] | N
     out (a job's: its runs use the job's name). None stays None (no group)."""
     if value is None:
         return None
-    return _filled(value, _concurrency_fields(key_required=False))
+    return filled(value, _concurrency_fields(key_required=False))
 
 
 # RFC 3339 date-time (section 5.6): a UTC offset is required ("Z" or ±hh:mm); "T" or a space between.

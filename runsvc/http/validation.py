@@ -341,3 +341,54 @@ async def read_json_object(fields: Mapping[str, Field]) -> dict[str, Any]:
         raise InvalidRequest("request body must be JSON sent as Content-Type: application/json")
     assert isinstance(data, bytes)  # as_text=False
     return validate_object(parse_json(data), fields)
+
+
+# ---- nested objects (retries, concurrency, schedule, a job's parameters) -----------------------------
+
+
+def check_object(name: str, value: Any, fields: Mapping[str, Field]) -> str | None:
+    """The first broken rule of a nested object, its fields named by path (`retries.max`), or None."""
+    if not isinstance(value, dict):
+        return f"{name} must be an object"
+    for key in value:
+        if key not in fields:
+            return f"unknown field: {name}.{key}"
+    for key, field in fields.items():
+        path = f"{name}.{key}"
+        if key not in value:
+            if field.required:
+                return f"{path} is required"
+            continue
+        item = value[key]
+        if item is None:
+            if field.nullable:
+                continue
+            return f"{path} must be {field.kind}"
+        for check in (field.accepts, *field.checks):
+            message = check(path, item)
+            if message is not None:
+                return message
+    return None
+
+
+def object_field(fields: Mapping[str, Field]) -> Field:
+    """An optional, nullable nested object (null and left out are the same: none); default None."""
+    return Field(
+        kind="an object",
+        accepts=lambda name, value: check_object(name, value, fields),
+        required=False,
+        nullable=True,
+        default=None,
+        schema=body_schema(fields),
+    )
+
+
+def filled(value: Mapping[str, Any], fields: Mapping[str, Field]) -> dict[str, Any]:
+    """`value` (already checked) with every left-out field's default, in the fields' order."""
+    result: dict[str, Any] = {}
+    for key, field in fields.items():
+        if key in value and value[key] is not None:
+            result[key] = value[key]
+        elif field.default is not MISSING:
+            result[key] = field.default
+    return result
