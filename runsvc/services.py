@@ -12,6 +12,7 @@ from .executors import LocalExecutor, RunAs
 from .executors.pool import ExecutorPool
 from .http.run_json import feed_frame
 from .http.sockets import SocketRegistry, open_file_limit, websocket_cap
+from .jobs.ticker import ScheduleTicker, WallClock
 from .metrics import Metrics, Sources
 from .recorder import RunRecorder
 from .runs import RunService
@@ -34,9 +35,13 @@ class Services:
     sockets: SocketRegistry
     metrics: Metrics
     agents: AgentService
+    ticker: ScheduleTicker
 
 
-def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs | None = None) -> Services:
+def build_services(
+    settings: Settings, store: Store, auth: Auth, run_as: RunAs | None = None, clock: WallClock | None = None
+) -> Services:
+    """`clock` is the schedule ticker's wall clock (tests give one that follows a MockClock)."""
     bus = RunEventBus(
         capacity=settings.bus_capacity, max_events=settings.bus_max_events, idle_ttl_s=settings.bus_idle_ttl_s,
         tick_s=settings.bus_tick_s, tick_max_s=settings.bus_tick_max_s, frames_per_s=settings.bus_frames_per_s,
@@ -57,6 +62,8 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
     hub = AgentHub(settings, store, pool)
     scheduler = Scheduler(settings, store, recorder, pool, wakeup, adopter=hub.adopt)
     runs = RunService(store, recorder, bus, scheduler)
+    # The jobs service wakes the ticker after each change of a job (its on_change).
+    ticker = ScheduleTicker(store, recorder, scheduler, clock)
     metrics = Metrics(store, Sources(
         sql_statements=lambda: store.statistics().statements,
         event_commits=lambda: store.statistics().transactions,
@@ -66,6 +73,7 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
         login_failures=lambda: auth.login_failures,
         runs_finished=lambda: recorder.finished,
         agents_connected=hub.connected_count,
+        schedule_fires=lambda: ticker.fires,
     ))
     return Services(
         settings=settings, store=store, auth=auth, tokens=ApiTokens(store, revocations=auth.revocations),
@@ -74,5 +82,5 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
             max_total=websocket_cap(settings.max_websockets, settings.fd_reserve, open_file_limit()),
             max_per_user=settings.max_websockets_per_user,
         ),
-        metrics=metrics, agents=AgentService(store, hub),
+        metrics=metrics, agents=AgentService(store, hub), ticker=ticker,
     )

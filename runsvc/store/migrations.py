@@ -125,6 +125,7 @@ def _v5_to_v6(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE runs ADD COLUMN {column}")
     conn.execute("CREATE INDEX runs_running_concurrency ON runs (concurrency_key) WHERE status = 'running'")
     conn.execute("CREATE INDEX runs_job_id ON runs (job_id, id)")
+    conn.execute("CREATE INDEX runs_job_active ON runs (job_id) WHERE status IN ('queued', 'running')")
 
 
 # MIGRATIONS[n] upgrades a version-n database to version n + 1. A step only runs statements: migrate()
