@@ -17,6 +17,15 @@ from .jobs import JOB_COLUMNS, job_from_row
 OUTCOMES = ("started", "skipped_overlap", "skipped_missed", "cancelled_previous")
 
 
+# The newest recorded fire of each job with an enabled schedule: one primary-key seek per job.
+NEWEST_FIRES = (
+    "SELECT j.id, (SELECT max(f.scheduled_for) FROM job_fires AS f WHERE f.job_id = j.id) "
+    "FROM jobs AS j WHERE j.schedule IS NOT NULL AND json_extract(j.schedule, '$.enabled')"
+)
+# A job's queued and running runs: the partial index runs_job_active holds only those.
+ACTIVE_RUNS = "SELECT id, status FROM runs WHERE job_id = ? AND status IN ('queued', 'running') ORDER BY id"
+
+
 def scheduled_jobs(conn: sqlite3.Connection) -> list[tuple[Job, str | None]]:
     """Every job with an enabled schedule, with the newest fire time recorded for it (None if none yet).
 
@@ -28,10 +37,7 @@ def scheduled_jobs(conn: sqlite3.Connection) -> list[tuple[Job, str | None]]:
             "WHERE schedule IS NOT NULL AND json_extract(schedule, '$.enabled') ORDER BY id"
         )
     ]
-    newest = dict(conn.execute(
-        "SELECT j.id, (SELECT max(f.scheduled_for) FROM job_fires AS f WHERE f.job_id = j.id) "
-        "FROM jobs AS j WHERE j.schedule IS NOT NULL AND json_extract(j.schedule, '$.enabled')"
-    ).fetchall())
+    newest = dict(conn.execute(NEWEST_FIRES).fetchall())
     return [(job, newest.get(job.id)) for job in jobs]
 
 
@@ -56,10 +62,5 @@ def set_fire_run(conn: sqlite3.Connection, job_id: int, scheduled_for: str, run_
 def active_runs(conn: sqlite3.Connection, job_id: int) -> list[tuple[int, str]]:
     """(id, status) of the job's queued and running runs, oldest first, whatever started them. Served
     by the partial index runs_job_active: a job's finished runs cost nothing."""
-    return [
-        (row[0], row[1]) for row in conn.execute(
-            "SELECT id, status FROM runs WHERE job_id = ? AND status IN ('queued', 'running') ORDER BY id",
-            (job_id,),
-        )
-    ]
+    return [(row[0], row[1]) for row in conn.execute(ACTIVE_RUNS, (job_id,))]
 

@@ -3,11 +3,16 @@ policies, and jobs edited, disabled or deleted while it sleeps."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+
 import pytest
 import trio
 import trio.testing
 
+from runsvc.store import fires as fires_sql
 from runsvc.store import runs as runs_sql
+from runsvc.store.migrations import schema_sql
 from runsvc.timeutil import parse_ts
 from tests.jobs.ticker_helpers import (
     EPOCH,
@@ -224,3 +229,15 @@ async def test_a_job_with_a_parameter_it_cannot_fill_records_a_failed_run_and_ke
                 ("state", {"status": "failed", "exit_code": None, "reason": "could not start"}),
             ]
             assert h.recorder.finished["failed"] == 2
+
+
+@pytest.mark.parametrize(("sql", "expected"), [
+    (fires_sql.ACTIVE_RUNS, ["SEARCH runs USING INDEX runs_job_active (job_id=?)"]),
+    (fires_sql.NEWEST_FIRES, ["SCAN j", "CORRELATED SCALAR SUBQUERY 1", "SEARCH f USING PRIMARY KEY (job_id=?)"]),
+])
+def test_the_tickers_queries_do_not_grow_with_finished_runs_or_recorded_fires(sql, expected):
+    """The overlap check reads only the job's active runs (partial index), a reload one fire per job."""
+    with closing(sqlite3.connect(":memory:")) as conn:
+        conn.executescript(schema_sql())
+        params = (1,) if "?" in sql else ()
+        assert [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)] == expected
