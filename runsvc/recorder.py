@@ -50,6 +50,13 @@ class RunRecorder:
         self._bus.publish(EventBatch(run.id, events))
         self.feed.publish(self.with_waiting_for(run))
 
+    def ended(self, result: tuple[Run, list[Event]]) -> None:
+        """on_commit for writes that end a run and append its terminal `state` event directly, in a
+        transaction of their own making (a deleted job's queued runs, cancelled with it): published and
+        counted like `finish`."""
+        self.finished[result[0].status] += 1
+        self.published(result)
+
     async def append_output(
         self, run_id: int, items: Sequence[tuple[str, str]], *, transition: Transition | None = None
     ) -> None:

@@ -6,15 +6,16 @@ construction.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+import sqlite3
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
 from .events import RunEventBus, RunFeed, Subscription, stream_run_events
-from .model import TERMINAL_STATUSES, EventBatch, Run, RunGone, RunNotFound, StatusConflict
+from .model import TERMINAL_STATUSES, Event, EventBatch, Run, RunGone, RunNotFound, StatusConflict
 from .recorder import RunRecorder
 from .store import Store, StoreUnavailable
 from .store import runs as sql
@@ -61,14 +62,25 @@ class RunService:
         name: str | None,
         created_by: str | None,
         labels: Sequence[str] = (),
+        retries: dict[str, Any] | None = None,
+        concurrency: dict[str, Any] | None = None,
+        not_before: str | None = None,
     ) -> Run:
-        run, _ = await self._store.write(
+        """Queue a plain run (`trigger: "api"`); `retries` and `concurrency` normalised, `concurrency`
+        with its key, `not_before` as timeutil's text."""
+        return await self.create(
             partial(
                 sql.create_run, command=command, env=env, timeout_s=timeout_s, name=name,
-                created_by=created_by, ts=now_ts(), labels=labels,
-            ),
-            on_commit=self._recorder.published,
+                created_by=created_by, ts=now_ts(), labels=labels, retries=retries, concurrency=concurrency,
+                not_before=not_before,
+            )
         )
+
+    async def create(self, write: Callable[[sqlite3.Connection], tuple[Run, list[Event]]]) -> Run:
+        """Queue a run made by `write`, which runs on the store's writer and creates it with
+        store.runs.create_run (perhaps with more in the same transaction: reading its job first).
+        Published after the commit, then the scheduler is woken (it may claim the run)."""
+        run, _ = await self._store.write(write, on_commit=self._recorder.published)
         self._scheduling.wake()
         return self._with_waiting_for(run)
 

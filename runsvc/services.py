@@ -12,6 +12,7 @@ from .executors import LocalExecutor, RunAs
 from .executors.pool import ExecutorPool
 from .http.run_json import feed_frame
 from .http.sockets import SocketRegistry, open_file_limit, websocket_cap
+from .jobs.service import JobService
 from .jobs.ticker import ScheduleTicker, WallClock
 from .metrics import Metrics, Sources
 from .recorder import RunRecorder
@@ -35,6 +36,7 @@ class Services:
     sockets: SocketRegistry
     metrics: Metrics
     agents: AgentService
+    jobs: JobService
     ticker: ScheduleTicker
 
 
@@ -62,8 +64,9 @@ def build_services(
     hub = AgentHub(settings, store, pool)
     scheduler = Scheduler(settings, store, recorder, pool, wakeup, adopter=hub.adopt)
     runs = RunService(store, recorder, bus, scheduler)
-    # The jobs service wakes the ticker after each change of a job (its on_change).
     ticker = ScheduleTicker(store, recorder, scheduler, clock)
+    # Every committed change of a job wakes the ticker, which reads the schedules again.
+    jobs = JobService(store, runs, recorder, on_change=ticker.wake)
     metrics = Metrics(store, Sources(
         sql_statements=lambda: store.statistics().statements,
         event_commits=lambda: store.statistics().transactions,
@@ -82,5 +85,5 @@ def build_services(
             max_total=websocket_cap(settings.max_websockets, settings.fd_reserve, open_file_limit()),
             max_per_user=settings.max_websockets_per_user,
         ),
-        metrics=metrics, agents=AgentService(store, hub), ticker=ticker,
+        metrics=metrics, agents=AgentService(store, hub), jobs=jobs, ticker=ticker,
     )

@@ -8,6 +8,8 @@ from quart import Response
 
 from .. import accounts as auth
 from .. import agents
+from ..jobs import service as jobs
+from ..jobs.params import ParamError
 from ..model import RunNotFound, StatusConflict
 from ..store import StoreClosedError, StoreUnavailable
 
@@ -87,6 +89,10 @@ DOMAIN_ERRORS: tuple[tuple[type[Exception], type[ApiError]], ...] = (
     (agents.EnrollmentRefused, Unauthenticated),
     (agents.AgentNameTaken, Conflict),
     (agents.AgentNotFound, NotFound),
+    (jobs.JobNotFound, NotFound),
+    (jobs.JobNameTaken, Conflict),
+    (jobs.InvalidJobInput, InvalidRequest),
+    (ParamError, InvalidRequest),
 )
 
 

@@ -14,6 +14,8 @@ from werkzeug.exceptions import HTTPException
 
 from ..accounts import AccountError, HashingBusy
 from ..agents import AgentError
+from ..jobs.params import ParamError
+from ..jobs.service import JobError
 from ..log import get_logger
 from ..model import RunNotFound, StatusConflict
 from ..store import StoreClosedError, StoreUnavailable
@@ -52,7 +54,8 @@ def install(app: QuartTrio) -> None:
         return error_response(api_error.status, api_error.code, api_error.message, api_error.headers)
 
     domain_errors = (
-        AccountError, HashingBusy, AgentError, RunNotFound, StatusConflict, StoreUnavailable, StoreClosedError
+        AccountError, HashingBusy, AgentError, RunNotFound, StatusConflict, StoreUnavailable, StoreClosedError,
+        JobError, ParamError,
     )
     for domain_error in domain_errors:
         app.register_error_handler(domain_error, _domain_error)

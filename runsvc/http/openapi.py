@@ -184,6 +184,75 @@ SCHEMAS: dict[str, Schema] = {
             "last_used_at": nullable(TIMESTAMP),
         },
     },
+    # Jobs (SPEC §15): every nested object normalised, each default filled in.
+    "Job": {
+        "type": "object",
+        "required": ["id", "name", "description", "command", "env", "timeout_s", "labels", "params", "retries",
+                     "concurrency", "schedule", "created_at", "created_by", "updated_at", "next_fires", "last_run"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,100}$"},
+            "description": {"type": "string"},
+            "command": {"type": "array", "items": {"type": "string"}},
+            "env": {"type": "object", "additionalProperties": {"type": "string"}},
+            "timeout_s": {"type": "number"},
+            "labels": {"type": "array", "items": {"type": "string"}},
+            "params": {"type": "array", "items": {"$ref": "#/components/schemas/JobParam"}},
+            "retries": nullable({"$ref": "#/components/schemas/Retries"}),
+            "concurrency": nullable({"$ref": "#/components/schemas/JobConcurrency"}),
+            "schedule": nullable({"$ref": "#/components/schemas/Schedule"}),
+            "created_at": TIMESTAMP,
+            "created_by": nullable({"type": "string"}),
+            "updated_at": TIMESTAMP,
+            "next_fires": {"type": "array", "items": TIMESTAMP, "description": "[] without an enabled schedule"},
+            "last_run": nullable({"$ref": "#/components/schemas/RunSummary"}),
+        },
+    },
+    "JobParam": {
+        "type": "object",
+        "required": ["name", "description", "default", "required", "choices"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$",
+                     "description": "a run gets the value as PARAM_<NAME in upper case>"},
+            "description": {"type": "string"},
+            "default": nullable({"type": "string"}),
+            "required": {"type": "boolean"},
+            "choices": nullable({"type": "array", "items": {"type": "string"}}),
+        },
+    },
+    "JobConcurrency": {
+        "type": "object",
+        "required": ["key", "limit"],
+        "additionalProperties": False,
+        "properties": {
+            "key": nullable({"type": "string", "description": "null: each run of the job takes the job's name"}),
+            "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+        },
+    },
+    "Schedule": {
+        "type": "object",
+        "required": ["cron", "timezone", "overlap", "enabled", "missed"],
+        "additionalProperties": False,
+        "properties": {
+            "cron": {"type": "string", "description": "five fields, or @hourly, @daily, @weekly, @monthly, @yearly"},
+            "timezone": {"type": "string", "description": "an IANA name"},
+            "overlap": {"enum": ["skip", "allow", "cancel_previous"]},
+            "enabled": {"type": "boolean"},
+            "missed": {"enum": ["run_once", "skip"]},
+        },
+    },
+    "Fire": {
+        "type": "object",
+        "required": ["scheduled_for", "outcome", "run_id"],
+        "additionalProperties": False,
+        "properties": {
+            "scheduled_for": TIMESTAMP,
+            "outcome": {"enum": ["started", "skipped_overlap", "skipped_missed", "cancelled_previous"]},
+            "run_id": nullable({"type": "integer", "description": "the run it started"}),
+        },
+    },
 }
 
 SCHEMAS["RunSummary"] = {
@@ -203,6 +272,7 @@ def query(name: str, schema: Schema, description: str) -> dict[str, Any]:
 
 USER_AND_CSRF = obj({"user": ref("User"), "csrf_token": nullable({"type": "string"})}, ["user", "csrf_token"])
 RUN = obj({"run": ref("Run")}, ["run"])
+JOB = obj({"job": ref("Job")}, ["job"])
 NO_CONTENT = None  # a 204
 
 # (method, path) -> summary, parameters, requestBody schema, {status: response schema or a media type}
@@ -311,6 +381,39 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("GET", f"{API}/runs/<int:run_id>/log"): {
         "summary": "The run's stored stdout and stderr lines, streamed", "responses": {200: "text/plain", 404: "error"},
+    },
+    ("GET", f"{API}/jobs"): {
+        "summary": "List jobs by name (ignoring case)",
+        "responses": {200: obj({"jobs": {"type": "array", "items": ref("Job")}}, ["jobs"])},
+    },
+    ("POST", f"{API}/jobs"): {"summary": "Create a job", "responses": {201: JOB, 409: "error"}},
+    ("GET", f"{API}/jobs/<int:job_id>"): {"summary": "A job", "responses": {200: JOB, 404: "error"}},
+    ("PATCH", f"{API}/jobs/<int:job_id>"): {
+        "summary": "Change a job's fields (a nested object given replaces the old one whole)",
+        "responses": {200: JOB, 404: "error", 409: "error"},
+    },
+    ("DELETE", f"{API}/jobs/<int:job_id>"): {
+        "summary": "Delete a job: its runs stay (job_id null), its queued runs are cancelled",
+        "responses": {204: NO_CONTENT, 404: "error"},
+    },
+    ("POST", f"{API}/jobs/<int:job_id>/runs"): {
+        "summary": "Start a run of the job with parameter values (each reaches the run as PARAM_<NAME>)",
+        "responses": {201: RUN, 404: "error"},
+    },
+    ("GET", f"{API}/jobs/<int:job_id>/fires"): {
+        "summary": "The job's recorded schedule fires, newest first",
+        "parameters": [query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "how many, default 50")],
+        "responses": {200: obj({"fires": {"type": "array", "items": ref("Fire")}}, ["fires"]), 404: "error"},
+    },
+    ("GET", f"{API}/schedule/preview"): {
+        "summary": "What a cron text means: the library's reading of it and its next 3 fire times",
+        "parameters": [
+            {**query("cron", {"type": "string", "maxLength": 200}, "the cron text"), "required": True},
+            query("timezone", {"type": "string", "maxLength": 100}, "an IANA name, default UTC"),
+        ],
+        "responses": {200: obj({"explanation": {"type": "string"},
+                                "next_fires": {"type": "array", "items": TIMESTAMP}},
+                               ["explanation", "next_fires"])},
     },
 }
 

@@ -11,7 +11,7 @@ import attrs
 from quart_trio import QuartTrio
 
 from .access import Access, guard
-from .handlers import agents, auth, health, live, metrics, openapi, runs, tokens, ui, users
+from .handlers import agents, auth, health, jobs, live, metrics, openapi, runs, tokens, ui, users
 from .openapi import build_document
 from .query import check_path_ints
 from .sockets import TooManySockets
@@ -52,6 +52,14 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{API}/runs/<int:run_id>/cancel", runs.cancel_run, Access.OPERATOR),
     Route("GET", f"{API}/runs/<int:run_id>/events", runs.run_events, Access.VIEWER),
     Route("GET", f"{API}/runs/<int:run_id>/log", runs.run_log, Access.VIEWER),
+    Route("GET", f"{API}/jobs", jobs.list_jobs, Access.VIEWER),
+    Route("POST", f"{API}/jobs", jobs.create_job, Access.OPERATOR, body=jobs.CREATE_FIELDS),
+    Route("GET", f"{API}/jobs/<int:job_id>", jobs.get_job, Access.VIEWER),
+    Route("PATCH", f"{API}/jobs/<int:job_id>", jobs.update_job, Access.OPERATOR, body=jobs.UPDATE_FIELDS),
+    Route("DELETE", f"{API}/jobs/<int:job_id>", jobs.delete_job, Access.OPERATOR),
+    Route("POST", f"{API}/jobs/<int:job_id>/runs", jobs.start_job, Access.OPERATOR, body=jobs.START_FIELDS),
+    Route("GET", f"{API}/jobs/<int:job_id>/fires", jobs.job_fires, Access.VIEWER),
+    Route("GET", f"{API}/schedule/preview", jobs.schedule_preview, Access.SESSION),
     Route("POST", f"{API}/enrollment-tokens", agents.create_enrollment_token, Access.ADMIN,
           body=agents.TOKEN_FIELDS),
     Route("GET", f"{API}/enrollment-tokens", agents.list_enrollment_tokens, Access.ADMIN),

@@ -12,7 +12,7 @@ import trio
 
 from runsvc.http.access import Access
 from runsvc.http.errors import InvalidRequest
-from runsvc.http.handlers import agents, auth, runs, tokens, users
+from runsvc.http.handlers import agents, auth, jobs, runs, tokens, users
 from runsvc.http.openapi import OPERATIONS, build_document, openapi_path
 from runsvc.http.routes import ROUTES, WEBSOCKET_ROUTES, Route
 from runsvc.http.validation import Field, body_schema, integer, number, string, string_list, validate_object
@@ -58,7 +58,7 @@ def _validated_bodies() -> dict[str, Mapping[str, Field]]:
     """Every field table a handler validates request bodies with (the handler modules' `*_FIELDS`), by
     its qualified name."""
     found = {}
-    for module in (agents, auth, runs, tokens, users):
+    for module in (agents, auth, jobs, runs, tokens, users):
         for name, value in vars(module).items():
             if name.endswith("_FIELDS") and isinstance(value, Mapping):
                 assert all(isinstance(field, Field) for field in value.values()), name
@@ -73,7 +73,7 @@ async def test_request_bodies_are_generated_from_the_validators(client):
     with trio.fail_after(10):
         document = (await client.get("/api/v1/openapi.json")).json()
     bodies = _validated_bodies()
-    assert len(bodies) == 7
+    assert len(bodies) == 10
     for qualified, fields in bodies.items():
         owners = [route for route in ROUTES if route.body is fields]
         assert len(owners) == 1, qualified

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from quart import Response
@@ -13,6 +14,14 @@ from ..access import current_user
 from ..errors import InvalidRequest
 from ..query import choice_list_param, int_param, refuse_unknown_params
 from ..run_json import run_json
+from ..run_options import (
+    NOT_BEFORE,
+    RETRIES,
+    concurrency,
+    normalise_concurrency,
+    normalise_not_before,
+    normalise_retries,
+)
 from ..types import json_response, services
 from ..validation import number, read_json_object, string, string_list, string_map
 
@@ -30,21 +39,27 @@ SUBMIT_FIELDS = {
     "labels": string_list(
         required=False, default=[], max_items=MAX_LABELS, item_pattern=NAME_PATTERN, item_rule=NAME_RULE
     ),
+    "retries": RETRIES,
+    "concurrency": concurrency(key_required=True),
+    "not_before": NOT_BEFORE,
 }
 
 
-def _check_submission(body: dict[str, Any]) -> None:
-    """Rules the field types cannot say: things exec() would refuse or runsvc reserves, and sizes."""
+def check_submission(body: Mapping[str, Any]) -> None:
+    """Rules the field types cannot say: things exec() would refuse or runsvc reserves, and sizes. Checks
+    the `command` and `env` that `body` holds (a job's PATCH may hold either or neither)."""
     for name in ("command", "env"):
+        if name not in body:
+            continue
         size = len(json.dumps(body[name], ensure_ascii=False).encode())
         if size > MAX_FIELD_JSON_BYTES:
             raise InvalidRequest(f"{name} must be at most {MAX_FIELD_JSON_BYTES} bytes of JSON (got {size})")
-    for index, arg in enumerate(body["command"]):
+    for index, arg in enumerate(body.get("command", ())):
         if "\0" in arg:
             raise InvalidRequest(f"command[{index}] must not contain a NUL character")
-    if body["command"][0] == "":
+    if "command" in body and body["command"][0] == "":
         raise InvalidRequest("command[0] must not be empty")
-    for key, value in body["env"].items():
+    for key, value in body.get("env", {}).items():
         if key == RESERVED_ENV:
             raise InvalidRequest(f"env cannot set {RESERVED_ENV}")
         if not key or "=" in key or "\0" in key:
@@ -55,7 +70,7 @@ def _check_submission(body: dict[str, Any]) -> None:
 
 async def submit_run() -> Response:
     body = await read_json_object(SUBMIT_FIELDS)
-    _check_submission(body)
+    check_submission(body)
     run = await services().runs.submit(
         command=body["command"],
         env=body["env"],
@@ -63,6 +78,9 @@ async def submit_run() -> Response:
         name=body["name"],
         created_by=current_user().username,
         labels=list(dict.fromkeys(body["labels"])),
+        retries=normalise_retries(body["retries"]),
+        concurrency=normalise_concurrency(body["concurrency"]),
+        not_before=normalise_not_before(body["not_before"]),
     )
     return json_response({"run": run_json(run)}, status=201)
 
