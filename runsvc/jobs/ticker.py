@@ -234,15 +234,15 @@ class ScheduleTicker:
             return
         self.fires[result.outcome] += 1
         for cancelled in result.cancelled:
-            self._recorder.published(cancelled)
-            self._recorder.finished["cancelled"] += 1
+            self._recorder.ended(cancelled)
         for run_id in result.stop:
             self._scheduling.request_stop(run_id, "cancelled", result.reason)
         if result.started is not None:
-            self._recorder.published(result.started)
-            if result.started[0].status != "queued":  # a run that could not start ended at once
-                self._recorder.finished[result.started[0].status] += 1
-            self._scheduling.wake()
+            if result.started[0].status == "queued":
+                self._recorder.published(result.started)
+                self._scheduling.wake()
+            else:  # a run that could not start ended at once
+                self._recorder.ended(result.started)
 
 
 def _first(times: Iterator[datetime]) -> datetime | None:
