@@ -50,6 +50,10 @@ log = get_logger(__name__)
 
 MISSED_AFTER_S = 5.0  # a fire handled later than this after its time is missed (SPEC §15)
 DUE_SLACK_S = 0.001  # a fire this close ahead counts as due: float rounding never costs another sleep
+# The longest sleep: trio's clock is monotonic and does not see the wall clock step (NTP, a VM that was
+# suspended), so a sleep computed before such a step could end long after the fire time. Waking once a
+# minute (no SQL: the schedules are in memory) bounds that.
+MAX_SLEEP_S = 60.0
 RELOAD_RETRY_S = 1.0  # reading the schedules again after the database refused a read
 # Windows searched, smallest first, for the latest missed fire time: a dense schedule finds it in the
 # first one, a sparse one takes few steps in the larger ones, so a long downtime is never walked minute
@@ -141,7 +145,7 @@ class ScheduleTicker:
         seconds = math.inf if upcoming is None else upcoming.timestamp() - self._clock.now()
         self._asleep.set()
         try:
-            with trio.move_on_after(max(seconds, 0.0)):
+            with trio.move_on_after(min(max(seconds, 0.0), MAX_SLEEP_S)):
                 await self._changed.wait()
         finally:
             self._asleep = trio.Event()

@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from runsvc.jobs import ticker as ticker_module
 from runsvc.store import fires as fires_sql
 from runsvc.store import runs as runs_sql
 from runsvc.store.migrations import schema_sql
@@ -241,3 +242,21 @@ def test_the_tickers_queries_do_not_grow_with_finished_runs_or_recorded_fires(sq
         conn.executescript(schema_sql())
         params = (1,) if "?" in sql else ()
         assert [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)] == expected
+
+
+async def test_a_wall_clock_step_during_a_long_sleep_is_noticed_within_a_minute(store, clock):
+    """The wall clock stepping an hour ahead while the ticker sleeps towards a fire an hour away (trio's
+    clock does not see the step) is noticed at the next minute: the fire is handled then, as missed."""
+    with deadline(EPOCH, at("2026-01-05 12:02")):
+        async with ticker_harness(store, clock) as h:
+            job = await h.write(insert_job, "hourly", "0 * * * *")
+            ticker = await h.start()
+            await h.advance_to(at("2026-01-05 12:00"))
+            assert ticker.statistics().next_fire == at("2026-01-05 13:00")
+            await h.settle()
+            h.step_wall(3600)
+            clock.jump(ticker_module.MAX_SLEEP_S)
+            await h.settle()
+            assert [f[:2] for f in await h.read(fires_of, job)] == [
+                (ts("2026-01-05 12:00"), "started"), (ts("2026-01-05 13:00"), "skipped_overlap"),
+            ]

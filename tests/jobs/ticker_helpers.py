@@ -124,6 +124,7 @@ class Harness:
     recorder: RunRecorder
     published: list[Run]  # every run the feed published, in order
     nursery: trio.Nursery
+    _wall_offset: list[float]
     ticker: ScheduleTicker | None = None
     _scope: trio.CancelScope | None = None
 
@@ -145,6 +146,10 @@ class Harness:
         assert self._scope is not None
         self._scope.cancel()
         self._scope = None
+
+    def step_wall(self, seconds: float) -> None:
+        """The wall clock steps (NTP, a resumed VM); trio's clock does not move."""
+        self._wall_offset[0] += seconds
 
     def now(self) -> dt.datetime:
         return self.wall_clock.datetime()
@@ -191,7 +196,9 @@ async def ticker_harness(
     bus = RunEventBus()
     feed = RunFeed(frame)
     recorder = RunRecorder(EventLog(store, bus), bus, feed)
-    wall_clock = WallClock.following_trio(epoch.timestamp() - trio.current_time())
+    # epoch + trio's clock, as WallClock.following_trio, plus the steps a test makes (step_wall).
+    offset = [epoch.timestamp() - trio.current_time()]
+    wall_clock = WallClock(lambda: offset[0] + trio.current_time())
 
     async def drain() -> None:
         """Keep a watcher on the feed (so frames are made); one dropped for lagging (a thousand fires
@@ -206,6 +213,6 @@ async def ticker_harness(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(drain)
-        yield Harness(store, clock, wall_clock, FakeScheduling(), bus, recorder, published, nursery)
+        yield Harness(store, clock, wall_clock, FakeScheduling(), bus, recorder, published, nursery, offset)
         nursery.cancel_scope.cancel()
 
