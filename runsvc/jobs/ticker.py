@@ -89,6 +89,7 @@ class _Schedule:
 class TickerStatistics:
     schedules: int  # enabled schedules in memory
     reloads: int  # times the schedules were read from the database
+    jobs_read: int  # jobs decoded by those reads: only new or edited ones are
     next_fire: datetime | None  # the earliest fire time ahead
     asleep: bool  # waiting for the next fire time or a wake, with nothing due
 
@@ -106,6 +107,8 @@ class ScheduleTicker:
         self._changed = trio.Event()
         self._asleep = trio.Event()  # set while sleeping; a new one each time it wakes
         self._reloads = 0
+        self._jobs_read = 0
+        self._unusable: dict[int, str] = {}  # jobs whose schedule cannot be used, by version: not read again
         self.fires: collections.Counter[str] = collections.Counter()  # fires recorded by outcome, /metrics
 
     def wake(self) -> None:
@@ -116,7 +119,8 @@ class ScheduleTicker:
     def statistics(self) -> TickerStatistics:
         upcoming = [s.next_fire for s in self._schedules.values() if s.next_fire is not None]
         return TickerStatistics(
-            schedules=len(self._schedules), reloads=self._reloads, next_fire=min(upcoming, default=None),
+            schedules=len(self._schedules), reloads=self._reloads, jobs_read=self._jobs_read,
+            next_fire=min(upcoming, default=None),
             asleep=self._asleep.is_set(),
         )
 
@@ -153,16 +157,26 @@ class ScheduleTicker:
     async def _reload(self) -> None:
         self._stale = False
         self._changed = trio.Event()  # a wake from here on means "read again"
+        known = {job_id: schedule.job.updated_at for job_id, schedule in self._schedules.items()}
+        known.update(self._unusable)
         while True:
             try:
-                rows = await self._store.read(fires_sql.scheduled_jobs)
+                versions, changed = await self._store.read(fires_sql.scheduled_jobs, known)
                 break
             except StoreUnavailable as error:
                 log.warning("cannot read the schedules; trying again", error=str(error))
                 await trio.sleep(RELOAD_RETRY_S)
         self._reloads += 1
-        schedules: dict[int, _Schedule] = {}
-        for job, newest_fire in rows:
+        self._jobs_read += len(changed)
+        # Jobs that did not change keep what the ticker knows of them (fire times handled so far).
+        schedules = {
+            job_id: schedule for job_id, schedule in self._schedules.items()
+            if versions.get(job_id) == schedule.job.updated_at
+        }
+        self._unusable = {
+            job_id: version for job_id, version in self._unusable.items() if versions.get(job_id) == version
+        }
+        for job, newest_fire in changed:
             assert job.schedule is not None  # scheduled_jobs reads only jobs with a schedule
             after = parse_ts(job.schedule_from or job.updated_at)
             if newest_fire is not None:
@@ -171,6 +185,7 @@ class ScheduleTicker:
                 schedules[job.id] = _Schedule(job, after, _first(self._fires_of(job, after)))
             except ScheduleError as error:  # stored before its expression was checked: never fires
                 log.warning("job has a schedule that cannot be used", job_id=job.id, error=str(error))
+                self._unusable[job.id] = job.updated_at
         self._schedules = schedules
 
     def _fires_of(self, job: Job, after: datetime) -> Iterator[datetime]:
