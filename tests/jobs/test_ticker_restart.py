@@ -146,3 +146,20 @@ async def test_a_fire_that_died_before_its_commit_is_fired_by_the_restart(store,
             runs = await h.read(runs_of, job)
             assert [f[:2] for f in fires] == [(ts("2026-01-05 12:00"), "started")]
             assert [(r[0], r[2]) for r in runs] == [(fires[0][2], ts("2026-01-05 12:00"))]
+
+
+@pytest.mark.parametrize(("cron", "back", "latest"), [
+    ("0 3 1 * *", "2026-04-20 12:00", "2026-04-01 03:00"),  # monthly, 3½ months down
+    ("*/5 * * * *", "2026-04-20 12:03", "2026-04-20 12:00"),  # every 5 minutes, 3½ months down
+    ("0 0 1 1 *", "2028-02-01 00:00", "2028-01-01 00:00"),  # yearly, two years down
+])
+async def test_a_long_downtime_handles_only_the_latest_missed_time(store, clock, cron, back, latest):
+    """Whatever the schedule and however long the server was down, only its latest missed time is handled
+    (run_once: one run), found without walking the downtime fire by fire."""
+    with deadline(EPOCH, at(back)):
+        async with ticker_harness(store, clock) as h:
+            job = await h.write(insert_job, "long-down", cron)
+            await h.start()
+            await downtime(h, at(back))
+            assert [f[:2] for f in await h.read(fires_of, job)] == [(ts(latest), "started")]
+            assert [r[2] for r in await h.read(runs_of, job)] == [ts(latest)]
