@@ -2,7 +2,8 @@
 any enabled schedule, fires what is due, and sleeps again. No polling: the schedules are kept in memory
 and read again only when `wake()` says a job changed (the jobs service calls it after each commit that
 creates, edits, enables, disables or deletes a job), so an idle server with a thousand scheduled jobs
-runs no SQL between two fires.
+runs no SQL between two fires. Such a read compares each job's version (`updated_at`) with the one in
+memory and decodes only new and edited jobs; the others keep the fire times handled so far.
 
 Fire times come from cronsim (schedule.py), counted strictly after the later of the job's
 `schedule_from` (set when its schedule is created, changed or re-enabled: nothing before it is missed)
