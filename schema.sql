@@ -117,6 +117,8 @@ CREATE INDEX runs_queued_not_before ON runs (not_before) WHERE status = 'queued'
 -- Concurrency groups (schema version 6): the claim counts a group's running runs through this index.
 CREATE INDEX runs_running_concurrency ON runs (concurrency_key) WHERE status = 'running';
 CREATE INDEX runs_job_id ON runs (job_id, id);                      -- a job's runs, newest first
+-- The schedule's overlap check: a job's queued and running runs, however many finished runs it has.
+CREATE INDEX runs_job_active ON runs (job_id) WHERE status IN ('queued', 'running');
 
 CREATE TABLE run_events (
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,

@@ -24,6 +24,7 @@ from prometheus_client.metrics_core import Metric
 from .model import STATUSES, TERMINAL_STATUSES
 from .store import Store
 from .store import runs as runs_sql
+from .store.fires import OUTCOMES as FIRE_OUTCOMES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WEBSOCKET_KINDS = ("run_events", "feed", "agent")
@@ -57,6 +58,7 @@ class Sources:
     runs_finished: Callable[[], Mapping[str, int]]
     runs_retried: Callable[[], int]  # next tries queued by retries (SPEC §15)
     agents_connected: Callable[[], int]
+    schedule_fires: Callable[[], Mapping[str, int]]  # fires recorded by outcome (SPEC §15)
 
 
 class Metrics:
@@ -158,6 +160,13 @@ class Metrics:
         yield GaugeMetricFamily(
             "runsvc_agents_connected", "Remote agents connected", value=src.agents_connected()
         )
+        fires = CounterMetricFamily(
+            "runsvc_schedule_fires", "Schedule fire times recorded, by outcome", labels=["outcome"]
+        )
+        fire_counts = src.schedule_fires()
+        for outcome in FIRE_OUTCOMES:
+            fires.add_metric([outcome], fire_counts.get(outcome, 0))
+        yield fires
 
 
 class _Collector:

@@ -27,6 +27,7 @@ from .isolation import (
     take_admin_password,
     warn_if_runs_are_root,
 )
+from .jobs.ticker import WallClock
 from .log import get_logger
 from .maintenance import run_maintenance, run_pruner
 from .recovery import recover_crashed_runs
@@ -77,6 +78,7 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
     settings: Settings,
     *,
     password_hasher: argon2.PasswordHasher | None = None,
+    clock: WallClock | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the server until `request_shutdown()`; report the Server once it is listening.
@@ -85,7 +87,9 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
     window (then stop them as interrupted), cancel the background tasks, let Hypercorn finish the
     requests in flight, close the database.
 
-    `password_hasher` defaults to argon2id with argon2-cffi's defaults (tests pass cheaper parameters).
+    `password_hasher` defaults to argon2id with argon2-cffi's defaults (tests pass cheaper parameters);
+    `clock` is the schedule ticker's wall clock, time.time() by default (tests pass one that follows a
+    MockClock).
 
     Before anything touches the data dir, the server takes its lock (a second server exits here,
     having changed nothing), makes itself non-dumpable and takes $RUNSVC_ADMIN_PASSWORD out of its
@@ -109,7 +113,7 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
                 session_ttl_s=settings.session_ttl_s, max_logins_per_client=settings.logins_per_client,
             )
             await create_initial_admin(settings, auth, admin_password)
-            services = build_services(settings, store, auth, run_as)
+            services = build_services(settings, store, auth, run_as, clock)
             warn_if_runs_are_root(run_as)
             async with trio.open_nursery() as sockets:
                 # WebSocket senders outlive every request (see http/sockets.py); cancelled once Hypercorn is done.
@@ -153,6 +157,7 @@ async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) 
             # Startup recovery, then adopting agent runs, before the first connection is accepted.
             await recover_crashed_runs(settings, services.store, services.recorder)
             await background.start(services.scheduler.run)
+            await background.start(services.ticker.run)
             background.start_soon(services.bus.serve)
             metrics = services.metrics
             background.start_soon(partial(

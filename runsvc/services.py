@@ -13,6 +13,7 @@ from .executors.pool import ExecutorPool
 from .http.run_json import feed_frame
 from .http.sockets import SocketRegistry, open_file_limit, websocket_cap
 from .jobs.service import JobService
+from .jobs.ticker import ScheduleTicker, WallClock
 from .metrics import Metrics, Sources
 from .recorder import RunRecorder
 from .runs import RunService
@@ -36,9 +37,13 @@ class Services:
     metrics: Metrics
     agents: AgentService
     jobs: JobService
+    ticker: ScheduleTicker
 
 
-def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs | None = None) -> Services:
+def build_services(
+    settings: Settings, store: Store, auth: Auth, run_as: RunAs | None = None, clock: WallClock | None = None
+) -> Services:
+    """`clock` is the schedule ticker's wall clock (tests give one that follows a MockClock)."""
     bus = RunEventBus(
         capacity=settings.bus_capacity, max_events=settings.bus_max_events, idle_ttl_s=settings.bus_idle_ttl_s,
         tick_s=settings.bus_tick_s, tick_max_s=settings.bus_tick_max_s, frames_per_s=settings.bus_frames_per_s,
@@ -59,8 +64,9 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
     hub = AgentHub(settings, store, pool)
     scheduler = Scheduler(settings, store, recorder, pool, wakeup, adopter=hub.adopt)
     runs = RunService(store, recorder, bus, scheduler)
-    # on_change: the schedule ticker's wake, once there is a ticker to wake.
-    jobs = JobService(store, runs, recorder, on_change=lambda: None)
+    ticker = ScheduleTicker(store, recorder, scheduler, clock)
+    # Every committed change of a job wakes the ticker, which reads the schedules again.
+    jobs = JobService(store, runs, recorder, on_change=ticker.wake)
     metrics = Metrics(store, Sources(
         sql_statements=lambda: store.statistics().statements,
         event_commits=lambda: store.statistics().transactions,
@@ -71,6 +77,7 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
         runs_finished=lambda: recorder.finished,
         runs_retried=lambda: recorder.retried,
         agents_connected=hub.connected_count,
+        schedule_fires=lambda: ticker.fires,
     ))
     return Services(
         settings=settings, store=store, auth=auth, tokens=ApiTokens(store, revocations=auth.revocations),
@@ -79,5 +86,5 @@ def build_services(settings: Settings, store: Store, auth: Auth, run_as: RunAs |
             max_total=websocket_cap(settings.max_websockets, settings.fd_reserve, open_file_limit()),
             max_per_user=settings.max_websockets_per_user,
         ),
-        metrics=metrics, agents=AgentService(store, hub), jobs=jobs,
+        metrics=metrics, agents=AgentService(store, hub), jobs=jobs, ticker=ticker,
     )

@@ -66,7 +66,10 @@ def fires(cron: str, timezone: str, after: datetime) -> Iterator[datetime]:
         sim = cronsim.CronSim(expand(cron), after.astimezone(tz))
     except cronsim.CronSimError as error:
         raise ScheduleError(str(error)) from None
-    return (fire.astimezone(UTC) for fire in sim)
+    # cronsim matches a fixed-time job (no `*` in minute and hour) on the naive local time and then takes
+    # its first occurrence, so from a start inside a repeated hour (the second 02:10 of a fall-back night)
+    # its first answer is the FIRST 02:30, which lies before the start. Those are not after `after`.
+    return (fire for fire in (moment.astimezone(UTC) for moment in sim) if fire > after)
 
 
 def next_fires(cron: str, timezone: str, after: datetime, count: int) -> list[datetime]:

@@ -134,6 +134,7 @@ def _v5_to_v6(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE INDEX runs_queued_not_before ON runs (not_before) WHERE status = 'queued' AND not_before IS NOT NULL"
     )
+    conn.execute("CREATE INDEX runs_job_active ON runs (job_id) WHERE status IN ('queued', 'running')")
 
 
 # MIGRATIONS[n] upgrades a version-n database to version n + 1. A step only runs statements: migrate()
