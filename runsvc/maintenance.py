@@ -54,11 +54,12 @@ async def maintenance_pass(store: Store, settings: Settings, *, now: Clock = utc
     moment = now()
     now_ts = format_ts(moment)
     throttle_cutoff = format_ts(moment - dt.timedelta(seconds=settings.throttle_retention_s))
+    fires_cutoff = retention_cutoff(settings, moment)  # a job's fires are kept as long as runs are
     total = ExpiryCounts()
     while True:
-        counts = await store.write(delete_expired, now_ts, throttle_cutoff, EXPIRY_BATCH_ROWS)
+        counts = await store.write(delete_expired, now_ts, throttle_cutoff, EXPIRY_BATCH_ROWS, fires_cutoff)
         total += counts
-        if max(counts.sessions, counts.enrollment_tokens, counts.login_throttle, counts.api_tokens) < EXPIRY_BATCH_ROWS:
+        if counts.most < EXPIRY_BATCH_ROWS:
             return total
 
 

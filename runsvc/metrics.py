@@ -28,7 +28,9 @@ from .store.fires import OUTCOMES as FIRE_OUTCOMES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WEBSOCKET_KINDS = ("run_events", "feed", "agent")
-MAINTENANCE_WHATS = ("sessions", "enrollment_tokens", "api_tokens", "login_throttle", "runs", "run_events")
+MAINTENANCE_WHATS = (
+    "sessions", "enrollment_tokens", "api_tokens", "login_throttle", "job_fires", "runs", "run_events",
+)
 UNMATCHED = "unmatched"  # the route label of a 404 or 405: never the raw path
 # Any other request method is labelled "other": a client must not be able to mint label values.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -173,3 +173,33 @@ async def test_server_starts_both_loops(tmp_path, caplog):
                 assert await store.read(ids, "runs") == []
     finally:
         logging.getLogger("runsvc.maintenance").removeHandler(handler)
+
+
+async def test_job_fires_older_than_retention_go_but_each_jobs_newest_stays(store, tmp_path, monkeypatch):
+    """Fires recorded before the retention cutoff are deleted in batches, except each job's newest, from
+    which the schedule ticker counts that job's next fire times; with retention off all stay."""
+    from tests.jobs.ticker_helpers import insert_job
+
+    now = utcnow()
+    old = [format_ts(now - dt.timedelta(days=40, minutes=m)) for m in range(5)]
+    recent = format_ts(now - dt.timedelta(days=1))
+
+    def populate(conn):
+        busy, quiet = insert_job(conn, "busy", "* * * * *"), insert_job(conn, "quiet", "@yearly")
+        rows = [(busy, at) for at in (*old, recent)] + [(quiet, at) for at in old[2:]]
+        conn.executemany(
+            "INSERT INTO job_fires (job_id, scheduled_for, outcome, run_id, recorded_at) "
+            "VALUES (?, ?, 'skipped_overlap', NULL, ?)", [(job, at, at) for job, at in rows],
+        )
+        return busy, quiet
+
+    def fires(conn):
+        return sorted(tuple(row) for row in conn.execute("SELECT job_id, scheduled_for FROM job_fires"))
+
+    busy, quiet = await store.write(populate)
+    kept_forever = make_settings(tmp_path, retention_days=0)
+    assert (await maintenance_pass(store, kept_forever, now=lambda: now)).job_fires == 0
+    monkeypatch.setattr(maintenance, "EXPIRY_BATCH_ROWS", 2)  # several batches
+    counts = await maintenance_pass(store, make_settings(tmp_path, retention_days=30), now=lambda: now)
+    assert counts.job_fires == 5 + 2
+    assert await store.read(fires) == [(busy, recent), (quiet, old[2])]  # old[2] is quiet's newest

@@ -35,6 +35,15 @@ DELETE_STALE_THROTTLE = (
     "(SELECT rowid FROM login_throttle WHERE last_failed_at < :cutoff "
     "AND (locked_until IS NULL OR locked_until <= :now) LIMIT :limit)"
 )
+# A job's fires recorded before the retention cutoff, except its newest one: the schedule ticker counts
+# a job's next fire times from its newest recorded fire, so that one stays however old it is. One seek
+# per job (jobs are few; their fires are many), along the primary key.
+DELETE_EXPIRED_FIRES = (
+    "DELETE FROM job_fires WHERE (job_id, scheduled_for) IN ("
+    "SELECT f.job_id, f.scheduled_for FROM jobs AS j JOIN job_fires AS f ON f.job_id = j.id "
+    "AND f.scheduled_for < min(:fires_cutoff, "
+    "(SELECT max(n.scheduled_for) FROM job_fires AS n WHERE n.job_id = j.id)) LIMIT :limit)"
+)
 # Oldest expired runs first. Only terminal runs: a run that is still queued or running is never
 # pruned, whatever its timestamps say. The unary `+` keeps the planner off the status indexes: with
 # them it would walk every finished run ever kept and sort them; runs_ended_at walks only the expired
@@ -66,23 +75,27 @@ class ExpiryCounts:
     enrollment_tokens: int = 0
     login_throttle: int = 0
     api_tokens: int = 0
+    job_fires: int = 0
 
     @property
     def total(self) -> int:
-        return self.sessions + self.enrollment_tokens + self.login_throttle + self.api_tokens
+        return sum(attrs.astuple(self))
+
+    @property
+    def most(self) -> int:
+        """The most rows of one kind: below the batch size, nothing of any kind is left."""
+        return max(attrs.astuple(self))
 
     def __add__(self, other: ExpiryCounts) -> ExpiryCounts:
-        return ExpiryCounts(
-            self.sessions + other.sessions,
-            self.enrollment_tokens + other.enrollment_tokens,
-            self.login_throttle + other.login_throttle,
-            self.api_tokens + other.api_tokens,
-        )
+        return ExpiryCounts(*(a + b for a, b in zip(attrs.astuple(self), attrs.astuple(other), strict=True)))
 
 
-def delete_expired(conn: sqlite3.Connection, now: str, throttle_cutoff: str, limit: int) -> ExpiryCounts:
-    """Delete up to `limit` rows of each kind: sessions, enrollment and API tokens expired at `now`, and
-    throttle rows whose last failure is before `throttle_cutoff` and that hold no lockout at `now`.
+def delete_expired(
+    conn: sqlite3.Connection, now: str, throttle_cutoff: str, limit: int, fires_cutoff: str | None = None
+) -> ExpiryCounts:
+    """Delete up to `limit` rows of each kind: sessions, enrollment and API tokens expired at `now`,
+    throttle rows whose last failure is before `throttle_cutoff` and that hold no lockout at `now`, and
+    (with a `fires_cutoff`, the retention cutoff) job fires recorded before it but each job's newest.
 
     Fewer than `limit` of every kind means nothing of that kind is left.
     """
@@ -91,7 +104,10 @@ def delete_expired(conn: sqlite3.Connection, now: str, throttle_cutoff: str, lim
     tokens = conn.execute(DELETE_EXPIRED_ENROLLMENT_TOKENS, params).rowcount
     throttle = conn.execute(DELETE_STALE_THROTTLE, params).rowcount
     api_tokens = delete_expired_tokens(conn, now, limit)
-    return ExpiryCounts(sessions, tokens, throttle, api_tokens)
+    fires = 0
+    if fires_cutoff is not None:
+        fires = conn.execute(DELETE_EXPIRED_FIRES, {"fires_cutoff": fires_cutoff, "limit": limit}).rowcount
+    return ExpiryCounts(sessions, tokens, throttle, api_tokens, fires)
 
 
 # ---- retention ---------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ async def test_every_spec_metric_is_present_with_its_type_and_labels(client):
     kinds = {s[1]["kind"] for s in families["runsvc_websocket_connections"]["samples"]}
     assert kinds == {"run_events", "feed", "agent"}
     whats = {s[1]["what"] for s in families["runsvc_maintenance_deleted"]["samples"]}
-    assert whats == {"sessions", "enrollment_tokens", "api_tokens", "login_throttle", "runs", "run_events"}
+    assert whats == {"sessions", "enrollment_tokens", "api_tokens", "login_throttle", "job_fires", "runs", "run_events"}
     assert value(families, "runsvc_agents_connected") == 0
 
 
