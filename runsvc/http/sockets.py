@@ -29,6 +29,8 @@ class SocketStatistics:
     open_sockets: int  # WebSockets holding a slot of the overall cap
     users_with_sockets: int  # users holding at least one per-user slot
     refused: int  # sockets closed with 1013 because a cap was reached
+    direct_writes: int  # frames the bus wrote straight into a socket of our own transport (transport.py)
+    partial_direct_writes: int  # of which the socket took only part at once (its flusher wrote the rest)
 
 
 class TooManySockets(Exception):
@@ -57,11 +59,17 @@ class SocketRegistry:
         self._open = 0
         self._per_user: dict[int, int] = {}
         self._refused = 0
+        self._direct_writes = 0
+        self._partial_direct_writes = 0
 
     def statistics(self) -> SocketStatistics:
         return SocketStatistics(
-            self._open, len(self._per_user), self._refused
+            self._open, len(self._per_user), self._refused, self._direct_writes, self._partial_direct_writes
         )
+
+    def count_direct_write(self, *, partial: bool) -> None:
+        self._direct_writes += 1
+        self._partial_direct_writes += partial
 
     def acquire(self) -> None:
         """Take one of the `max_total` slots (give it back with `release`); TooManySockets when none is
