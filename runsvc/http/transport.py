@@ -100,6 +100,8 @@ class OwnWebSocket:
                 nursery.start_soon(self._flush, nursery.cancel_scope)
                 await handler()
                 nursery.cancel_scope.cancel()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the peer went away in the middle of a write (the handshake's answer, a ping)
         finally:
             self._ended = True
             # A sender still blocked writing to this connection (a peer that stopped reading) fails now,

@@ -18,7 +18,7 @@ from hypercorn.utils import wrap_app
 
 from runsvc.http.front import ReplayedStream
 from tests.conftest import make_settings
-from tests.helpers import add_user, login, running_server
+from tests.helpers import add_user, login, running_server, wait_until
 from tests.http.raw_ws import raw_websocket
 from tests.http.test_live import append_lines, running_run
 
@@ -194,3 +194,25 @@ async def test_unauthenticated_upgrade_is_refused_with_4401(tmp_path):
                 assert await ws.next_message() is None
                 assert ws.close_code == 4401
 
+
+
+async def test_a_peer_that_vanishes_mid_stream_frees_its_slot_quietly(tmp_path, caplog):
+    """A watcher whose TCP connection is cut (no close frame) while a flood is written to it: its socket
+    slot and bus subscription are freed, and nothing is logged as an error (pings every 10 ms meanwhile)."""
+    with trio.fail_after(30):
+        async with running_server(make_settings(tmp_path, ws_ping_interval_s=0.01)) as server:
+            services = server.services
+            cookie = await _session(server)
+            run_id = await running_run(services)
+            async with raw_websocket(server.url, f"/api/v1/runs/{run_id}/events/ws", cookie=cookie,
+                                     receive_buffer=4096) as client:
+                await append_lines(services, run_id, 2000)
+                await client.next_message()
+                client._stream.socket.setsockopt(  # an abortive close: RST, not FIN
+                    trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            for _ in range(20):
+                await append_lines(services, run_id, 500)
+            await wait_until(
+                lambda: not services.sockets.statistics().open_sockets and not services.bus.subscriber_count(run_id)
+            )
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
