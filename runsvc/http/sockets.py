@@ -6,7 +6,8 @@ request's own task has finished. So no request task ever writes: each WebSocket 
 the nursery below, which outlives the requests, and the request only hands it frames over a bounded
 channel (a wait that can be cancelled). A peer that stops reading then blocks its sender alone; the
 request task still ends on disconnect, keepalive timeout or shutdown, Hypercorn closes the socket, and
-the blocked write fails and frees the sender.
+the blocked write fails and frees the sender. Run-event sockets on our own transport (transport.py) keep
+this shape: their connection is closed once the request's handler ends, which fails a blocked write.
 
 The registry also caps open WebSockets, in all and per user (issue 20 #5): each socket holds a file
 descriptor for as long as it is open, and a process out of descriptors cannot accept a login, open the
