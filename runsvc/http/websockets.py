@@ -91,11 +91,6 @@ def handshake() -> Handshake:
     return websocket if own is None else own.handshake
 
 
-def takes_wire_frames() -> bool:
-    """Whether the current socket's `send` takes frames already framed (transport.wire_frames)."""
-    return _own_socket.get(None) is not None
-
-
 def expected_origin() -> str:
     configured = services().settings.public_origin
     if configured:
