@@ -223,7 +223,8 @@ class Settings:
     )
     bus_frames_per_s: float = _setting(
         2_500.0, "frames per second a run's watchers get together before its tick grows towards "
-        "bus_tick_max_s", _parse_float, _at_least(1),
+        "bus_tick_max_s (a frame the bus writes straight into a run-event socket counts a quarter)",
+        _parse_float, _at_least(1),
     )
     ws_ping_interval_s: float = _setting(
         20.0, "seconds between WebSocket pings", _parse_float, _at_least(0.01)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from .events import RunEventBus, RunFeed, Subscription, stream_run_events
+from .events import DirectSink, RunEventBus, RunFeed, Subscription, stream_run_events
 from .model import TERMINAL_STATUSES, Event, EventBatch, Run, RunGone, RunNotFound, StatusConflict
 from .recorder import RunRecorder
 from .store import Store, StoreUnavailable
@@ -121,10 +121,11 @@ class RunService:
         if run_id in self._fenced:
             raise RunNotFound(f"no run {run_id} (being deleted)")
 
-    def subscribe(self, run_id: int) -> Subscription:
+    def subscribe(self, run_id: int, direct: DirectSink | None = None) -> Subscription:
         """The run's live events as they are published (use as `with`): give it to `watch` when a task
-        other than the one reading `watch` must be able to end the subscription."""
-        return self._bus.subscribe(run_id)
+        other than the one reading `watch` must be able to end the subscription. `direct`: a direct sink
+        (events/bus.py); `fence` drops the run from the bus, so it gets none of a fenced run's batches."""
+        return self._bus.subscribe(run_id, direct)
 
     async def watch(
         self, run_id: int, after_seq: int, subscription: Subscription | None = None

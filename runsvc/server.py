@@ -14,11 +14,11 @@ from pathlib import Path
 import argon2
 import attrs
 import hypercorn.config
-import hypercorn.trio
 import trio
 
 from .accounts import Auth, Passwords, create_initial_admin
 from .config import Settings, prepare_data_dir, prepare_work_dir
+from .http import front
 from .http.app import create_app
 from .isolation import (
     DataDirLock,
@@ -170,8 +170,9 @@ async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) 
                 on_pass=lambda pruned: metrics.maintenance_deleted({"runs": pruned.runs, "run_events": pruned.events}),
             ))
             config = _hypercorn_config(settings)
+            # Hypercorn's serving, with run-event WebSockets on our own transport (see http/front.py).
             hypercorn_serve = partial(
-                hypercorn.trio.serve, create_app(services), config, shutdown_trigger=http_stop.wait,
+                front.serve, create_app(services), config, shutdown_trigger=http_stop.wait,
             )
             binds = await root.start(hypercorn_serve)
             server = Server(url=binds[0], services=services)

@@ -10,6 +10,8 @@ import trio
 import trio.testing
 
 from runsvc.events import EventLog, RunEventBus, RunFeed, Subscription, stream_run_events
+from runsvc.events.bus import DIRECT_FRAME_WEIGHT
+from runsvc.events.ticks import TickPacer
 from runsvc.http.run_json import feed_frame
 from runsvc.model import EventBatch, RunNotFound
 from runsvc.recorder import RunRecorder
@@ -621,3 +623,107 @@ async def eventlog_events(store, run_id: int) -> list[dict]:
 
     batch = await store.read(sql.read_page, run_id, 0, 100)
     return batch.events
+
+
+async def test_watchers_with_a_direct_sink_weigh_a_quarter_frame_in_the_tick(mock_clock):
+    """A watcher whose frames the bus writes itself (a direct sink) counts DIRECT_FRAME_WEIGHT of a frame
+    in the adaptive tick: one watcher through a sender and 76 with sinks weigh 20 frames."""
+    bus = RunEventBus(tick_s=0.25, tick_max_s=1.0, frames_per_s=40)
+    with bus.subscribe(1):
+        others = [bus.subscribe(1, direct=lambda batch: False) for _ in range(76)]
+        assert bus.frame_weight(1) == 1 + 76 * DIRECT_FRAME_WEIGHT == 20
+        assert TickPacer(0.25, 1.0, 40, lambda *_: None, bus.frame_weight).tick_for(bus.frame_weight(1)) == 0.5
+        others.append(bus.subscribe(1))
+        assert bus.frame_weight(1) == 21
+        for other in others:
+            other.close()
+    assert bus.frame_weight(1) == 0
+
+
+async def test_direct_sink_takes_what_follows_while_the_consumer_waits(store, bus, eventlog):
+    """With a direct sink, the batches published while the consumer waits for its next one (having
+    delivered all before) go to the sink, and the consumer is not woken; a batch the sink refuses, and the
+    terminal one, are yielded. What was yielded and what the sink took is every event once, in order."""
+    run_id = await make_run(store)
+    await eventlog.append(run_id, [("stdout", "stored")] * 3)
+    taken: list[EventBatch] = []
+    refuse = False
+
+    def sink(batch: EventBatch) -> bool:
+        if refuse:
+            return False
+        taken.append(batch)
+        return True
+
+    yielded: list[EventBatch] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+
+            async def consume() -> None:
+                subscription = bus.subscribe(run_id, direct=sink)
+                async with aclosing(stream_run_events(store, bus, run_id, subscription=subscription)) as stream:
+                    async for batch in stream:
+                        yielded.append(batch)
+
+            nursery.start_soon(consume)
+            while not yielded:  # the catch-up read runs in a worker thread
+                await trio.sleep(0.001)
+            await trio.testing.wait_all_tasks_blocked()  # the consumer waits for live batches
+            assert [b.last_seq for b in yielded] == [3]  # the catch-up page is always yielded
+            for i in range(5):
+                await eventlog.append(run_id, [("stdout", f"direct {i}")] * 2)
+                await trio.testing.wait_all_tasks_blocked()
+            assert len(yielded) == 1
+            assert [(b.first_seq, b.last_seq) for b in taken] == [(4, 5), (6, 7), (8, 9), (10, 11), (12, 13)]
+            refuse = True
+            await eventlog.append(run_id, [("stdout", "refused")])
+            await trio.testing.wait_all_tasks_blocked()
+            assert [b.first_seq for b in yielded] == [1, 14]
+            refuse = False
+            await eventlog.append(run_id, [("stdout", "direct again")])
+            await trio.testing.wait_all_tasks_blocked()
+            await eventlog.append(run_id, [("state", {"status": "succeeded", "exit_code": 0, "reason": None})])
+    assert [b.first_seq for b in taken][-1] == 15
+    assert yielded[-1].is_terminal and yielded[-1].first_seq == 16
+    seqs = sorted(e["seq"] for b in [*yielded, *taken] for e in b.events)
+    assert seqs == list(range(1, 17))
+    assert bus.statistics().direct_deliveries == 6
+
+
+async def test_direct_sink_waits_for_the_consumer_to_deliver_what_it_holds(store, bus, eventlog):
+    """While the consumer holds a batch (it has not asked for the next one), or batches are buffered for
+    it, nothing goes to the sink: a direct write would overtake what the consumer has yet to send. Once
+    it asks again, the sink takes over."""
+    run_id = await make_run(store)
+    taken: list[EventBatch] = []
+
+    def sink(batch: EventBatch) -> bool:
+        taken.append(batch)
+        return True
+
+    later: list[EventBatch] = []
+    with trio.fail_after(10):
+        subscription = bus.subscribe(run_id, direct=sink)
+        async with aclosing(stream_run_events(store, bus, run_id, subscription=subscription)) as stream:
+            await eventlog.append(run_id, [("stdout", "first")])
+            first = await anext(stream)  # the consumer now holds batch 1 and does not ask on
+            await eventlog.append(run_id, [("stdout", "second")])
+            await eventlog.append(run_id, [("stdout", "third")])
+            assert taken == []
+            [statistics] = bus.subscription_statistics(run_id)
+            assert statistics.buffered_batches == 3  # batch 1 too: subscribed before its catch-up read
+            second = await anext(stream)  # the buffered batches, coalesced (1 dropped: already yielded)
+            assert (first.last_seq, second.first_seq, second.last_seq) == (1, 2, 3)
+
+            async def next_batch() -> None:
+                later.append(await anext(stream))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(next_batch)
+                await trio.testing.wait_all_tasks_blocked()  # waiting, with 1..3 delivered
+                await eventlog.append(run_id, [("stdout", "fourth")])
+                await trio.testing.wait_all_tasks_blocked()
+                assert [b.first_seq for b in taken] == [4] and later == []
+                await eventlog.append(run_id, [("state", {"status": "failed", "exit_code": 1, "reason": None})])
+    assert later[0].is_terminal and later[0].first_seq == 5
+    assert bus.subscription_statistics(run_id) == []

@@ -2,11 +2,12 @@
 (catch-up then live, exactly once) and the runs feed."""
 
 from .append import EventLog, EventLogStatistics
-from .bus import BusStatistics, RunEventBus, Subscription, SubscriptionStatistics
+from .bus import BusStatistics, DirectSink, RunEventBus, Subscription, SubscriptionStatistics
 from .feed import FeedWatcher, RunFeed
 from .stream import stream_run_events
 
 __all__ = [
+    "DirectSink",
     "BusStatistics",
     "EventLog",
     "EventLogStatistics",

@@ -8,11 +8,22 @@ Nothing here touches SQLite. A run's entry with no subscribers is forgotten afte
 
 With publish ticks (`tick_s` > 0), a run's batches are delivered at most once per tick, merged
 (events/ticks.py).
+
+Direct delivery: a subscriber may give a *direct sink*, a function that writes a batch to its consumer's
+peer at once (a run-event WebSocket on our own transport: the frame's bytes, built once per batch, into
+its socket; http/transport.py). While its consumer waits in `receive(delivered)` with nothing buffered, a
+batch that follows on from `delivered` goes to the sink, synchronously, instead of the channel: no task
+wakes and nothing is queued, so a run's hundred watchers cost a hundred writes per tick, not a hundred task
+wake-ups. The sink may refuse (False: its socket is busy, full or closing); the batch then takes the
+channel as usual. `direct_last` tells the consumer how far the sink has delivered. The terminal batch
+always takes the channel, so the consumer sees the run end. A watcher with a sink counts
+DIRECT_FRAME_WEIGHT of a frame in the adaptive tick.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -26,6 +37,15 @@ from .ticks import RunTick, TickPacer
 # output is hostile input (a line of control characters is six times its size in JSON; issue 20).
 SUBSCRIBER_MAX_CHARS = 8 * 2**20  # 8 Mi characters
 
+# What a frame written by a direct sink costs against one through a socket's sender task, for the adaptive
+# tick: ~10-20 µs of one write against ~60-170 µs of a task wake-up and its write (BENCHMARKS.md, issue 19
+# round 3), so a run watched through sinks keeps the short tick four times as long.
+DIRECT_FRAME_WEIGHT = 0.25
+
+DirectSink = Callable[[EventBatch], bool]
+"""Delivers a batch to the subscriber's peer now, in order after everything before it (True), or cannot
+(False: nothing was written). Called synchronously by the publisher; must not block."""
+
 
 @attrs.frozen
 class BusStatistics:
@@ -35,6 +55,7 @@ class BusStatistics:
     batches_delivered: int  # to the subscribers; fewer than published when ticks merge batches
     events_published: int
     lag_events: int  # times a batch could not be delivered to a full subscriber
+    direct_deliveries: int  # batches a subscriber's direct sink took (no channel, no task woken)
 
 
 @attrs.frozen
@@ -47,12 +68,16 @@ class SubscriptionStatistics:
     max_batches: int
     max_events: int
     max_chars: int
+    direct_last: int  # delivered through this seq, by its consumer or its direct sink (0: not armed yet)
 
 
 class Subscription:
     """One subscriber's view of one run. Use as `with bus.subscribe(run_id) as sub:`."""
 
-    def __init__(self, bus: RunEventBus, run_id: int, capacity: int, max_events: int, max_chars: int):
+    def __init__(
+        self, bus: RunEventBus, run_id: int, capacity: int, max_events: int, max_chars: int,
+        direct: DirectSink | None = None,
+    ):
         self.run_id = run_id
         self._bus = bus
         self._send, self._receive = trio.open_memory_channel[EventBatch](capacity)
@@ -63,11 +88,29 @@ class Subscription:
         self._buffered_chars = 0
         self._next: EventBatch | None = None  # received from the channel, not yet handed out (receive_ready)
         self.lagged = False
+        self._direct = direct
+        self._waiting = False  # the consumer waits in receive() with everything before delivered
+        self.direct_last = 0  # delivered through this seq, by the consumer (as it last said) or the sink
+
+    @property
+    def has_direct_sink(self) -> bool:
+        return self._direct is not None
 
     def _offer(self, batch: EventBatch) -> bool:
         """Publisher side; False when the subscriber's channel is full (it is then lagged)."""
         if self.lagged:
             return True  # already resyncing; what it misses now it will read there too
+        if (
+            self._waiting
+            and not self._buffered_events
+            and batch.first_seq == self.direct_last + 1
+            and not batch.is_terminal
+            and self._direct is not None
+            and self._direct(batch)
+        ):
+            self.direct_last = batch.last_seq
+            self._bus._direct_deliveries += 1
+            return True
         size, chars = len(batch), json_chars(batch)
         if self._buffered_events and (
             self._buffered_events + size > self._max_events or self._buffered_chars + chars > self._max_chars
@@ -89,16 +132,25 @@ class Subscription:
         self._buffered_events -= len(batch)
         self._buffered_chars -= json_chars(batch)
 
-    async def receive(self) -> EventBatch:
-        """The next live batch. Raises RunGone once the run has been deleted."""
+    async def receive(self, delivered: int | None = None) -> EventBatch:
+        """The next live batch. Raises RunGone once the run has been deleted.
+
+        `delivered`: the seq through which the consumer has delivered everything it received. While it
+        waits here, batches that follow on go to the direct sink if the subscription has one; on return,
+        `direct_last` says how far they went."""
         if self._next is not None:
             batch, self._next = self._next, None
             self._took(batch)
             return batch
+        if delivered is not None and self._direct is not None:
+            self.direct_last = max(self.direct_last, delivered)
+            self._waiting = True
         try:
             batch = await self._receive.receive()
         except trio.EndOfChannel:
             raise RunGone(f"run {self.run_id} was deleted") from None
+        finally:
+            self._waiting = False
         self._took(batch)
         return batch
 
@@ -146,6 +198,7 @@ class Subscription:
             max_batches=self._capacity,
             max_events=self._max_events,
             max_chars=self._max_chars,
+            direct_last=self.direct_last,
         )
 
     def _mark_gone(self) -> None:
@@ -193,18 +246,19 @@ class RunEventBus:
         self._idle_ttl_s = idle_ttl_s
         self._runs: dict[int, _RunEntry] = {}
         self._became_idle = trio.Event()
-        self._ticks = TickPacer(tick_s, tick_max_s, frames_per_s, self._deliver, self.subscriber_count)
+        self._ticks = TickPacer(tick_s, tick_max_s, frames_per_s, self._deliver, self.frame_weight)
         self._batches_published = 0
         self._batches_delivered = 0
         self._events_published = 0
         self._lag_events = 0
+        self._direct_deliveries = 0
 
-    def subscribe(self, run_id: int) -> Subscription:
-        """A new subscriber of the run."""
+    def subscribe(self, run_id: int, direct: DirectSink | None = None) -> Subscription:
+        """A new subscriber of the run; `direct`: its direct sink (see the module's docstring)."""
         entry = self._runs.get(run_id)
         if entry is None:
             entry = self._runs[run_id] = _RunEntry(RecentBatches(self._recent_events, self._recent_chars))
-        subscription = Subscription(self, run_id, self._capacity, self._max_events, self._max_chars)
+        subscription = Subscription(self, run_id, self._capacity, self._max_events, self._max_chars, direct)
         entry.subscribers.add(subscription)
         entry.idle_since = math.inf
         return subscription
@@ -260,6 +314,14 @@ class RunEventBus:
         entry = self._runs.get(run_id)
         return len(entry.subscribers) if entry else 0
 
+    def frame_weight(self, run_id: int) -> float:
+        """What one frame to each of the run's subscribers costs together, in frames through a sender
+        task (the adaptive tick's measure; a direct sink's frame counts DIRECT_FRAME_WEIGHT)."""
+        entry = self._runs.get(run_id)
+        if entry is None:
+            return 0
+        return sum(DIRECT_FRAME_WEIGHT if s.has_direct_sink else 1 for s in entry.subscribers)
+
     def subscription_statistics(self, run_id: int) -> list[SubscriptionStatistics]:
         """A snapshot of each of the run's subscribers."""
         entry = self._runs.get(run_id)
@@ -273,6 +335,7 @@ class RunEventBus:
             batches_delivered=self._batches_delivered,
             events_published=self._events_published,
             lag_events=self._lag_events,
+            direct_deliveries=self._direct_deliveries,
         )
 
     def prune_idle(self) -> float:

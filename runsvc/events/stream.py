@@ -94,7 +94,8 @@ async def _live(
     while True:
         batch: EventBatch | None = None
         if not subscription.lagged:
-            batch = await subscription.receive()
+            batch = await subscription.receive(last)
+            last = max(last, subscription.direct_last)  # what the direct sink took meanwhile
             # A consumer that fell behind sends what piled up as one batch (fewer, larger frames),
             # reusing each batch's JSON.
             ready = subscription.receive_ready(COALESCE_EVENTS - len(batch), COALESCE_CHARS - json_chars(batch))

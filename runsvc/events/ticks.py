@@ -37,7 +37,7 @@ class RunTick:
 class TickPacer:
     """Decides, per published batch, whether it goes out now or at the end of its run's tick; `serve`
     delivers the held ones. `deliver(run_id, batch)` hands a batch to the run's subscribers;
-    `watchers(run_id)` is how many the run has now."""
+    `watchers(run_id)` is what the run's watchers weigh now, in frames (events/bus.py, frame_weight)."""
 
     def __init__(
         self,
@@ -45,7 +45,7 @@ class TickPacer:
         tick_max_s: float,
         frames_per_s: float,
         deliver: Callable[[int, EventBatch], None],
-        watchers: Callable[[int], int],
+        watchers: Callable[[int], float],
     ):
         self._tick_s = tick_s
         self._tick_max_s = max(tick_s, tick_max_s)
@@ -78,7 +78,7 @@ class TickPacer:
         if tick is not None:
             tick.held.clear()
 
-    def tick_for(self, watchers: int) -> float:
+    def tick_for(self, watchers: float) -> float:
         """A run's next tick: `tick_s`, longer while its watchers would get more than `frames_per_s`
         frames per second together, at most `tick_max_s`."""
         return min(self._tick_max_s, max(self._tick_s, watchers / self._frames_per_s))

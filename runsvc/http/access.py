@@ -73,6 +73,12 @@ def host_name(host: str | None) -> str:
     return name if colon and port.isdigit() and ":" not in name else host
 
 
+def host_allowed(allowed_hosts: tuple[str, ...], host: str | None) -> bool:
+    """Whether a request naming `host` in its Host header may be served: any host when `allowed_hosts`
+    is empty, else only one of its names (with or without a port)."""
+    return not allowed_hosts or host_name(host) in allowed_hosts
+
+
 def loopback_host(host: str | None) -> bool:
     """Whether a Host header names this machine's loopback: `localhost` or a loopback address. A page
     that rebinds its own DNS name to 127.0.0.1 still sends its own name, so it is not."""

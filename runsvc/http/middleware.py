@@ -19,7 +19,7 @@ from ..jobs.service import JobError
 from ..log import get_logger
 from ..model import RunNotFound, StatusConflict
 from ..store import StoreClosedError, StoreUnavailable
-from .access import host_name
+from .access import host_allowed
 from .errors import ApiError, InvalidRequest, api_error_for, error_response
 from .types import services
 
@@ -123,8 +123,7 @@ def install(app: QuartTrio) -> None:
 def _check_host(host: str | None) -> None:
     """With `allowed_hosts` set, a request naming another host is refused (400): a page whose DNS name
     was rebound to this server's address sends its own name, so it cannot reach the API through it."""
-    allowed = services().settings.allowed_hosts
-    if allowed and host_name(host) not in allowed:
+    if not host_allowed(services().settings.allowed_hosts, host):
         raise InvalidRequest("host not allowed")
 
 

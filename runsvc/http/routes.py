@@ -86,12 +86,12 @@ WEBSOCKET_ROUTES: tuple[tuple[str, str, Callable[..., Awaitable[None]]], ...] = 
 )
 
 
-def _counted(kind: str, handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+def counted(kind: str, handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
     """`handler`, holding a slot of the overall WebSocket cap and counted in
     runsvc_websocket_connections{kind} while it runs; over the cap, the socket is closed with 1013."""
 
     @functools.wraps(handler)
-    async def counted(*args: Any, **kwargs: Any) -> None:
+    async def holding_a_slot(*args: Any, **kwargs: Any) -> None:
         svc = services()
         try:
             svc.sockets.acquire()
@@ -106,7 +106,7 @@ def _counted(kind: str, handler: Callable[..., Awaitable[None]]) -> Callable[...
             metrics.websocket_closed(kind)
             svc.sockets.release()
 
-    return counted
+    return holding_a_slot
 
 
 async def _refuse(code: int, reason: str, _outbox: Outbox) -> tuple[int, str]:
@@ -133,4 +133,4 @@ def register(app: QuartTrio, routes: tuple[Route, ...] = ROUTES) -> None:
         guarded = guard(_bounded(route.handler), route.access, tokens_allowed=route.tokens_allowed)
         app.add_url_rule(route.path, endpoint, guarded, methods=[route.method])
     for path, kind, handler in WEBSOCKET_ROUTES:
-        app.add_websocket(path, f"WS {path}", _counted(kind, handler))
+        app.add_websocket(path, f"WS {path}", counted(kind, handler))

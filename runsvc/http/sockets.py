@@ -6,7 +6,8 @@ request's own task has finished. So no request task ever writes: each WebSocket 
 the nursery below, which outlives the requests, and the request only hands it frames over a bounded
 channel (a wait that can be cancelled). A peer that stops reading then blocks its sender alone; the
 request task still ends on disconnect, keepalive timeout or shutdown, Hypercorn closes the socket, and
-the blocked write fails and frees the sender.
+the blocked write fails and frees the sender. Run-event sockets on our own transport (transport.py) keep
+this shape: their connection is closed once the request's handler ends, which fails a blocked write.
 
 The registry also caps open WebSockets, in all and per user (issue 20 #5): each socket holds a file
 descriptor for as long as it is open, and a process out of descriptors cannot accept a login, open the
@@ -29,6 +30,8 @@ class SocketStatistics:
     open_sockets: int  # WebSockets holding a slot of the overall cap
     users_with_sockets: int  # users holding at least one per-user slot
     refused: int  # sockets closed with 1013 because a cap was reached
+    direct_writes: int  # frames the bus wrote straight into a socket of our own transport (transport.py)
+    partial_direct_writes: int  # of which the socket took only part at once (its flusher wrote the rest)
 
 
 class TooManySockets(Exception):
@@ -57,11 +60,17 @@ class SocketRegistry:
         self._open = 0
         self._per_user: dict[int, int] = {}
         self._refused = 0
+        self._direct_writes = 0
+        self._partial_direct_writes = 0
 
     def statistics(self) -> SocketStatistics:
         return SocketStatistics(
-            self._open, len(self._per_user), self._refused
+            self._open, len(self._per_user), self._refused, self._direct_writes, self._partial_direct_writes
         )
+
+    def count_direct_write(self, *, partial: bool) -> None:
+        self._direct_writes += 1
+        self._partial_direct_writes += partial
 
     def acquire(self) -> None:
         """Take one of the `max_total` slots (give it back with `release`); TooManySockets when none is

@@ -3,22 +3,30 @@ that closes every open socket with 1001 when the server shuts down.
 
 Refusals are close codes sent after the handshake, because a browser cannot read the HTTP status of a
 refused upgrade.
+
+A socket is served either by Quart (through Hypercorn) or, for run-event sockets, by our own transport
+(http/transport.py, http/front.py). The code here is the same for both: it reads the handshake with
+`handshake()` and talks to the socket through a `Peer`; the front sets both with `own_socket` for its
+sockets, and Quart's `websocket` is both otherwise.
 """
 
 from __future__ import annotations
 
 import contextvars
 import json
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from contextlib import aclosing, contextmanager
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
 from quart import copy_current_websocket_context, websocket
+from werkzeug.sansio.request import Request as Handshake
 
+from ..events import DirectSink
 from ..log import get_logger
+from ..model import EventBatch
 from ..store import StoreClosedError, StoreUnavailable
 from .access import Principal, authenticate
 from .sockets import SocketRegistry
@@ -47,12 +55,49 @@ class Refused(Exception):
         self.reason = reason
 
 
+class Peer(Protocol):
+    """How the plumbing below talks to a socket: Quart's `websocket`, or our own transport's socket."""
+
+    async def accept(self) -> None: ...
+    async def receive(self) -> str | bytes: ...
+    async def send(self, frame: Any) -> None: ...  # a str; our transport also takes framed bytes
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+@attrs.frozen
+class _OwnSocket:
+    handshake: Handshake
+    peer: Peer
+    write_now: Callable[[bytes], bool]  # see transport.OwnWebSocket.write_now
+
+
+_own_socket: contextvars.ContextVar[_OwnSocket] = contextvars.ContextVar("runsvc_own_socket")
+
+
+@contextmanager
+def own_socket(handshake: Handshake, peer: Peer, write_now: Callable[[bytes], bool]) -> Iterator[None]:
+    """Inside: the socket being served is `peer` of our own transport, its handshake `handshake`;
+    `write_now` writes framed bytes at once if it can (a direct sink's write)."""
+    token = _own_socket.set(_OwnSocket(handshake, peer, write_now))
+    try:
+        yield
+    finally:
+        _own_socket.reset(token)
+
+
+def handshake() -> Handshake:
+    """The current socket's handshake request: its headers, cookies, query arguments and scheme."""
+    own = _own_socket.get(None)
+    return websocket if own is None else own.handshake
+
+
 def expected_origin() -> str:
     configured = services().settings.public_origin
     if configured:
         return configured.rstrip("/")
-    scheme = "https" if websocket.scheme in ("wss", "https") else "http"
-    return f"{scheme}://{websocket.headers.get('Host', '')}"
+    request = handshake()
+    scheme = "https" if request.scheme in ("wss", "https") else "http"
+    return f"{scheme}://{request.headers.get('Host', '')}"
 
 
 @attrs.define(eq=False)
@@ -73,7 +118,7 @@ async def check_origin_and_session() -> Principal:
 
     Inside serve_socket, the socket is then closed as soon as that session or token ends or its user's
     role may no longer watch (see _close_on_revocation)."""
-    origin = websocket.headers.get("Origin")
+    origin = handshake().headers.get("Origin")
     if origin is not None and origin.rstrip("/") != expected_origin():
         raise Refused(FORBIDDEN, "origin not allowed")
     generation = services().auth.revocations.generation
@@ -86,7 +131,8 @@ async def check_origin_and_session() -> Principal:
 
 
 async def _check_caller() -> Principal:
-    principal = await authenticate(websocket.headers, websocket.cookies)
+    request = handshake()
+    principal = await authenticate(request.headers, request.cookies)
     if principal is None:
         raise Refused(UNAUTHENTICATED, "authentication required")
     if not principal.user.has_role("viewer"):
@@ -111,11 +157,11 @@ async def _close_on_revocation(record: _SocketAuth) -> None:
             raise
 
 
-async def _reject_client_messages() -> None:
+async def _reject_client_messages(peer: Peer) -> None:
     """The protocols are server-to-client. A `{"type": "ping"}` text frame is tolerated (some clients
     keep connections alive that way); anything else closes the socket."""
     while True:
-        message = await websocket.receive()
+        message = await peer.receive()
         if isinstance(message, bytes):
             raise Refused(UNSUPPORTED_DATA, "binary frames are not supported")
         try:
@@ -141,7 +187,7 @@ class _Close:
 class _Relay:
     """A source of frames the sender task reads itself (see Outbox.relay)."""
 
-    open_frames: Callable[[], AsyncGenerator[str, None]]
+    open_frames: Callable[[], AsyncGenerator[str | bytes, None]]
     done: trio.Event = attrs.Factory(trio.Event)
     error: Exception | None = None  # what the source raised, for the request task to re-raise
     stopped: bool = False  # the request no longer wants frames
@@ -156,17 +202,38 @@ class _Relay:
             self.scope.cancel()
 
 
+_Item = str | bytes | _Close | _Relay  # what the sender takes, in order
+
+
 class Outbox:
     """A socket's outgoing frames, in order, handed to its sender task. Made by `open_outbox`; use as
     `async with outbox:`, which ends the frames (the sender stops after the close, or when they end).
 
-    Every frame goes through Quart's public `websocket.send` and so through Hypercorn, which writes each
-    frame whole under its connection's send lock: no frame of ours, ping, pong or close can land inside
-    another (issue 19)."""
+    Every frame is written whole with respect to every other write on its connection: through Quart's
+    public `websocket.send`, Hypercorn writes it under the connection's send lock; our own transport
+    writes every frame, ping, pong and close under its own (issue 19). `wire`: the socket's `send` takes
+    frames already framed (transport.wire_frames), built once per batch for every such socket."""
 
-    def __init__(self, channel: trio.MemorySendChannel[str | _Close | _Relay]):
+    def __init__(
+        self, channel: trio.MemorySendChannel[Any], *, write_now: Callable[[bytes], bool] | None = None
+    ):
         self._channel = channel
+        self._write_now = write_now
+        self.wire = write_now is not None
         self.sent_all = trio.Event()  # the sender has stopped: after the close, or the peer went away
+
+    def direct(self, encode: Callable[[EventBatch], bytes]) -> DirectSink | None:
+        """A direct sink for this socket (events/bus.py) writing `encode(batch)` — framed once per batch
+        and shared by every socket — or None when the socket is not ours (Quart's: only its own path
+        writes there)."""
+        write_now = self._write_now
+        if write_now is None:
+            return None
+
+        def sink(batch: EventBatch) -> bool:
+            return not self.sent_all.is_set() and write_now(encode(batch))
+
+        return sink
 
     async def __aenter__(self) -> Outbox:
         return self
@@ -177,7 +244,7 @@ class Outbox:
     async def send(self, frame: str) -> None:
         await self._put(frame)
 
-    async def relay(self, open_frames: Callable[[], AsyncGenerator[str, None]]) -> None:
+    async def relay(self, open_frames: Callable[[], AsyncGenerator[str | bytes, None]]) -> None:
         """Have the sender task itself read the frames of `open_frames()` (an async generator it closes)
         and send each as it comes: one task hop per frame less than `send` (issue 19, round 2). Returns
         when the frames end or the peer went away; re-raises what the source raised. When this is
@@ -197,7 +264,7 @@ class Outbox:
         """Queue the close frame, after every frame queued before it."""
         await self._put(_Close(code, reason))
 
-    async def _put(self, item: str | _Close | _Relay) -> None:
+    async def _put(self, item: _Item) -> None:
         # Without a checkpoint when the sender has room (the usual case): the stream task then goes
         # straight back to its next batch instead of one more pass through the scheduler.
         try:
@@ -208,7 +275,7 @@ class Outbox:
             pass
 
 
-async def _relay(ws: Any, relay: _Relay) -> None:
+async def _relay(ws: Peer, relay: _Relay) -> None:
     """Send the relay's frames as the source yields them, in this (the sender's) task. A failed write
     propagates (the peer went away); the source is closed in every case."""
     try:
@@ -232,9 +299,7 @@ async def _relay(ws: Any, relay: _Relay) -> None:
         relay.done.set()
 
 
-async def _send_frames(
-    ws: Any, frames: trio.MemoryReceiveChannel[str | _Close | _Relay], outbox: Outbox
-) -> None:
+async def _send_frames(ws: Peer, frames: trio.MemoryReceiveChannel[_Item], outbox: Outbox) -> None:
     """The socket's sender: frames in order, then the close. Runs outside the request's task."""
     try:
         async with frames:
@@ -256,7 +321,12 @@ def open_outbox(queue: int) -> Outbox:
     """Start the current (accepted) WebSocket's sender task, which takes up to `queue` frames before
     `send` waits; its outbox."""
     registry: SocketRegistry = services().sockets
-    outgoing, frames = trio.open_memory_channel[str | _Close | _Relay](queue)
+    outgoing, frames = trio.open_memory_channel[_Item](queue)
+    own = _own_socket.get(None)
+    if own is not None:
+        outbox = Outbox(outgoing, write_now=own.write_now)
+        registry.start_sender(_send_frames, own.peer, frames, outbox)
+        return outbox
     # The sender runs in a task of its own, outside this request's context: Quart's public
     # copy_current_websocket_context gives it a copy of the context, so `websocket` means this socket there.
     outbox = Outbox(outgoing)
@@ -264,11 +334,17 @@ def open_outbox(queue: int) -> Outbox:
     return outbox
 
 
+def _peer() -> Peer:
+    own = _own_socket.get(None)
+    return websocket if own is None else own.peer
+
+
 async def serve_socket(stream: Callable[[Outbox], Awaitable[tuple[int, str]]]) -> None:
     """Accept, run `stream(outbox)` (which does its own checks, raising Refused), then close with the code
     it returns — or 1001 if the server shuts down first, or the refusal's code."""
     registry: SocketRegistry = services().sockets
-    await websocket.accept()
+    peer = _peer()
+    await peer.accept()
     outbox = open_outbox(SEND_QUEUE)
     code, reason = NORMAL, ""
     record = _SocketAuth()
@@ -293,7 +369,7 @@ async def serve_socket(stream: Callable[[Outbox], Awaitable[tuple[int, str]]]) -
                 return GOING_AWAY, "server shutting down"
 
             nursery.start_soon(run, partial(stream, outbox))
-            nursery.start_soon(run, _reject_client_messages)
+            nursery.start_soon(run, partial(_reject_client_messages, peer))
             nursery.start_soon(run, shutdown)
             nursery.start_soon(run, partial(_close_on_revocation, record))
         # Bounded: a peer that stopped reading blocks its sender (and so this hand-over) until

@@ -1,5 +1,6 @@
-"""Issue 19: every WebSocket frame reaches the client whole. Hypercorn's pings, its automatic pongs and
-the close are written between our frames, never inside one, however full the client's socket is."""
+"""Issue 19: every WebSocket frame reaches the client whole. The server's pings, its pongs and the close
+are written between our frames, never inside one, however full the client's socket is — including the
+frames the bus writes straight into a socket that takes only part of them (our own transport)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import random
 from functools import partial
 
 import httpx
+import pytest
 import trio
 from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import RemoteProtocolError
@@ -128,6 +130,7 @@ async def test_pongs_to_client_pings_never_land_inside_a_frame(tmp_path):
     assert seen["pongs"] > 0
 
 
+@pytest.mark.slow
 async def test_slow_readers_pings_and_closes_together_keep_every_frame_whole(tmp_path):
     """Stress (~12 s): eight watchers of one flooding run — slow bursty readers, readers that ping, readers
     that close mid-stream — with server pings every 30 ms. Nobody sees a corrupted frame; every watcher that

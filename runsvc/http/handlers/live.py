@@ -8,13 +8,13 @@ from contextlib import aclosing
 from functools import partial
 
 import trio
-from quart import websocket
 
 from ...events import Subscription
 from ...model import EventBatch, RunGone, RunNotFound
 from ...services import Services
 from ..query import MAX_INT64
 from ..sockets import TooManySockets
+from ..transport import wire_frames
 from ..types import services
 from ..websockets import (
     BAD_REQUEST,
@@ -24,12 +24,13 @@ from ..websockets import (
     Outbox,
     Refused,
     check_origin_and_session,
+    handshake,
     serve_socket,
 )
 
 
 def _after_seq() -> int:
-    raw = websocket.args.get("after_seq", "0")
+    raw = handshake().args.get("after_seq", "0")
     try:
         value = int(raw) if len(raw) <= 40 else MAX_INT64 + 1
     except ValueError:
@@ -64,22 +65,39 @@ def _checked(stream: Stream) -> Stream:
     return checked
 
 
+_EVENTS_PREFIX, _EVENTS_SUFFIX = '{"type":"events","events":[', "]}"
+_WIRE_KEY = ("wire", _EVENTS_PREFIX, _EVENTS_SUFFIX)
+
+
 def _frames(batch: EventBatch) -> list[str]:
     """One `events` frame per JSON fragment of the batch (each at most FRAGMENT_CAP characters); built
     once per batch, shared by every socket that sends it."""
-    return batch.wrapped('{"type":"events","events":[', "]}")
+    return batch.wrapped(_EVENTS_PREFIX, _EVENTS_SUFFIX)
+
+
+def _wire(batch: EventBatch) -> list[bytes]:
+    """The same frames as bytes on the wire, for sockets of our own transport: framed once per batch,
+    the same bytes for every such socket (they are unmasked and uncompressed)."""
+    return batch.derived(_WIRE_KEY, lambda b: [wire_frames(_frames(b))])
+
+
+def _wire_bytes(batch: EventBatch) -> bytes:
+    """All of the batch's frames on the wire, for a direct write."""
+    return _wire(batch)[0]
 
 
 async def _event_frames(
-    svc: Services, run_id: int, after_seq: int, subscription: Subscription
-) -> AsyncGenerator[str, None]:
-    """The run's `events` frames after `after_seq`, then its `end` frame. Read by the socket's sender
-    task itself (Outbox.relay), which closes it; raises Refused(4404) for a missing or deleted run."""
+    svc: Services, run_id: int, after_seq: int, subscription: Subscription, wire: bool
+) -> AsyncGenerator[str | bytes, None]:
+    """The run's `events` frames after `after_seq` (framed bytes if `wire`), then its `end` frame. Read by
+    the socket's sender task itself (Outbox.relay), which closes it; raises Refused(4404) for a missing or
+    deleted run."""
     last_seq = after_seq
+    frames_of = _wire if wire else _frames
     try:
         async with aclosing(svc.runs.watch(run_id, after_seq, subscription)) as batches:
             async for batch in batches:
-                for frame in _frames(batch):
+                for frame in frames_of(batch):
                     yield frame  # noqa: ASYNC119 (Outbox.relay closes this generator with aclosing)
                 last_seq = batch.last_seq
     except RunNotFound:
@@ -102,8 +120,10 @@ async def run_events_ws(run_id: int) -> None:
         svc = services()
         # Taken here, read in the sender task: the request owns it, so it ends with the request even
         # while the sender is stuck writing to a peer that stopped reading (see Outbox.relay).
-        with svc.runs.subscribe(run_id) as subscription:
-            await out.relay(partial(_event_frames, svc, run_id, after_seq, subscription))
+        # A socket of our own transport also takes batches straight from the bus while its sender waits
+        # (a direct sink, events/bus.py): no task wakes for them.
+        with svc.runs.subscribe(run_id, out.direct(_wire_bytes)) as subscription:
+            await out.relay(partial(_event_frames, svc, run_id, after_seq, subscription, out.wire))
         return NORMAL, "run finished"
 
     await serve_socket(_checked(stream))
