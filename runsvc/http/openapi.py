@@ -3,9 +3,10 @@
 `build_document(ROUTES, ...)` walks every route: its method and path come from the table, and so do
 the security requirements (from its `Access`), the CSRF header (state-changing methods), the error
 answers the access checks can give (401, 403), and the request body, made from the very fields its
-handler validates (validation.body_schema). What the table cannot say — response bodies, query
-parameters — is in `OPERATIONS`, keyed by (method, path); a route without an entry there fails the build
-(and so the test suite), and so does an entry without a route.
+handler validates (validation.body_schema). The objects the API answers with are in api_schemas.py.
+What the table cannot say — response bodies, query parameters — is in `OPERATIONS`, keyed by (method,
+path); a route without an entry there fails the build (and so the test suite), and so does an entry
+without a route.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from ..accounts import ROLES
-from ..model import STATUSES, TRIGGERS
+from ..model import STATUSES
 from .access import CSRF_HEADER, SESSION_COOKIE, STATE_CHANGING_METHODS, Access
+from .api_schemas import SCHEMAS, TIMESTAMP, Schema, nullable, ref
 from .validation import Field, body_schema
 
 API = "/api/v1"
@@ -24,7 +25,6 @@ _PATH_PARAM = re.compile(r"<(?:int:)?([a-z_]+)>")
 _MAX_ID = 2**63 - 1  # SQLite INTEGER
 
 JSON = "application/json"
-Schema = dict[str, Any]
 
 
 class RouteLike(Protocol):
@@ -38,228 +38,6 @@ class RouteLike(Protocol):
     def tokens_allowed(self) -> bool: ...
     @property
     def body(self) -> Mapping[str, Field] | None: ...
-
-
-def ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def nullable(schema: Schema) -> Schema:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-TIMESTAMP: Schema = {"type": "string", "description": "RFC 3339 UTC, e.g. 2026-11-27T09:26:22.123456Z"}
-
-SCHEMAS: dict[str, Schema] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "additionalProperties": False,
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "additionalProperties": False,
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-            }
-        },
-    },
-    "User": {
-        "type": "object",
-        "required": ["id", "username", "role", "disabled", "created_at"],
-        "additionalProperties": False,
-        "properties": {
-            "id": {"type": "integer"},
-            "username": {"type": "string"},
-            "role": {"enum": list(ROLES)},
-            "disabled": {"type": "boolean"},
-            "created_at": TIMESTAMP,
-        },
-    },
-    "Run": {
-        "type": "object",
-        "required": ["id", "name", "command", "env", "status", "exit_code", "created_at", "started_at",
-                     "ended_at", "created_by", "last_seq", "timeout_s"],
-        "properties": {
-            "id": {"type": "integer"},
-            "name": nullable({"type": "string"}),
-            "command": {"type": "array", "items": {"type": "string"}},
-            "env": {"type": "object", "additionalProperties": {"type": "string"}},
-            "status": {"enum": list(STATUSES)},
-            "exit_code": nullable({"type": "integer"}),
-            "created_at": TIMESTAMP,
-            "started_at": nullable(TIMESTAMP),
-            "ended_at": nullable(TIMESTAMP),
-            "created_by": nullable({"type": "string"}),
-            "last_seq": {"type": "integer", "minimum": 0},
-            "timeout_s": {"type": "number"},
-            "labels": {"type": "array", "items": {"type": "string"}},
-            "executor": nullable({"type": "string", "description": "local, agent:<name>, or null while queued"}),
-            "attempt": {"type": "integer", "minimum": 0},
-            "job_id": nullable({"type": "integer", "description": "null when not from a job or the job was deleted"}),
-            "job_name": nullable({"type": "string", "description": "kept when the job is deleted"}),
-            "trigger": {"enum": list(TRIGGERS)},
-            "retry_of": nullable({"type": "integer", "description": "the run whose failure this try retries"}),
-            "try": {"type": "integer", "minimum": 1},
-            "not_before": nullable(TIMESTAMP),
-            "scheduled_for": nullable(TIMESTAMP),
-            "params": {"type": "object", "additionalProperties": {"type": "string"}},
-            "retries": nullable({"$ref": "#/components/schemas/Retries"}),
-            "concurrency": nullable({"$ref": "#/components/schemas/Concurrency"}),
-            "waiting_for": nullable(
-                {"type": "string", "description": "what a queued run no connected executor can take waits for"}
-            ),
-        },
-    },
-    "Retries": {
-        "type": "object",
-        "required": ["max", "delay_s", "backoff", "on"],
-        "additionalProperties": False,
-        "properties": {
-            "max": {"type": "integer", "minimum": 0, "maximum": 10},
-            "delay_s": {"type": "number", "minimum": 0, "maximum": 86400},
-            "backoff": {"enum": ["fixed", "exponential"]},
-            "on": {"type": "array", "minItems": 1, "uniqueItems": True,
-                   "items": {"enum": ["failed", "timed_out"]}},
-        },
-    },
-    "Concurrency": {
-        "type": "object",
-        "required": ["key", "limit"],
-        "additionalProperties": False,
-        "properties": {
-            "key": {"type": "string", "minLength": 1, "maxLength": 200},
-            "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
-        },
-    },
-    # What lists and the runs feed carry (SPEC §14): a run without its `env`.
-    "RunSummary": {},  # filled in below from Run
-    "Agent": {
-        "type": "object",
-        "required": ["id", "name", "labels", "connected", "last_seen_at", "running", "created_at"],
-        "additionalProperties": False,
-        "properties": {
-            "id": {"type": "integer"},
-            "name": {"type": "string"},
-            "labels": {"type": "array", "items": {"type": "string"}},
-            "connected": {"type": "boolean"},
-            "last_seen_at": nullable(TIMESTAMP),
-            "running": {"type": "array", "items": {"type": "integer"}},
-            "created_at": TIMESTAMP,
-        },
-    },
-    "EnrollmentToken": {
-        "type": "object",
-        "required": ["id", "labels", "created_at", "expires_at", "used_at"],
-        "additionalProperties": False,
-        "properties": {
-            "id": {"type": "integer"},
-            "labels": {"type": "array", "items": {"type": "string"}},
-            "created_at": TIMESTAMP,
-            "expires_at": TIMESTAMP,
-            "used_at": nullable(TIMESTAMP),
-        },
-    },
-    "Event": {
-        "type": "object",
-        "required": ["seq", "ts", "kind", "data"],
-        "properties": {
-            "seq": {"type": "integer", "minimum": 1},
-            "ts": TIMESTAMP,
-            "kind": {"enum": ["state", "stdout", "stderr", "system"]},
-            "data": {"anyOf": [{"type": "string"}, {"type": "object"}]},
-        },
-    },
-    "ApiToken": {
-        "type": "object",
-        "required": ["id", "name", "username", "role", "created_at", "expires_at", "last_used_at"],
-        "additionalProperties": False,
-        "properties": {
-            "id": {"type": "integer"},
-            "name": {"type": "string"},
-            "username": {"type": "string"},
-            "role": {"enum": list(ROLES)},
-            "created_at": TIMESTAMP,
-            "expires_at": nullable(TIMESTAMP),
-            "last_used_at": nullable(TIMESTAMP),
-        },
-    },
-    # Jobs (SPEC §15): every nested object normalised, each default filled in.
-    "Job": {
-        "type": "object",
-        "required": ["id", "name", "description", "command", "env", "timeout_s", "labels", "params", "retries",
-                     "concurrency", "schedule", "created_at", "created_by", "updated_at", "next_fires", "last_run"],
-        "additionalProperties": False,
-        "properties": {
-            "id": {"type": "integer"},
-            "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,100}$"},
-            "description": {"type": "string"},
-            "command": {"type": "array", "items": {"type": "string"}},
-            "env": {"type": "object", "additionalProperties": {"type": "string"}},
-            "timeout_s": {"type": "number"},
-            "labels": {"type": "array", "items": {"type": "string"}},
-            "params": {"type": "array", "items": {"$ref": "#/components/schemas/JobParam"}},
-            "retries": nullable({"$ref": "#/components/schemas/Retries"}),
-            "concurrency": nullable({"$ref": "#/components/schemas/JobConcurrency"}),
-            "schedule": nullable({"$ref": "#/components/schemas/Schedule"}),
-            "created_at": TIMESTAMP,
-            "created_by": nullable({"type": "string"}),
-            "updated_at": TIMESTAMP,
-            "next_fires": {"type": "array", "items": TIMESTAMP, "description": "[] without an enabled schedule"},
-            "last_run": nullable({"$ref": "#/components/schemas/RunSummary"}),
-        },
-    },
-    "JobParam": {
-        "type": "object",
-        "required": ["name", "description", "default", "required", "choices"],
-        "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$",
-                     "description": "a run gets the value as PARAM_<NAME in upper case>"},
-            "description": {"type": "string"},
-            "default": nullable({"type": "string"}),
-            "required": {"type": "boolean"},
-            "choices": nullable({"type": "array", "items": {"type": "string"}}),
-        },
-    },
-    "JobConcurrency": {
-        "type": "object",
-        "required": ["key", "limit"],
-        "additionalProperties": False,
-        "properties": {
-            "key": nullable({"type": "string", "description": "null: each run of the job takes the job's name"}),
-            "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
-        },
-    },
-    "Schedule": {
-        "type": "object",
-        "required": ["cron", "timezone", "overlap", "enabled", "missed"],
-        "additionalProperties": False,
-        "properties": {
-            "cron": {"type": "string", "description": "five fields, or @hourly, @daily, @weekly, @monthly, @yearly"},
-            "timezone": {"type": "string", "description": "an IANA name"},
-            "overlap": {"enum": ["skip", "allow", "cancel_previous"]},
-            "enabled": {"type": "boolean"},
-            "missed": {"enum": ["run_once", "skip"]},
-        },
-    },
-    "Fire": {
-        "type": "object",
-        "required": ["scheduled_for", "outcome", "run_id"],
-        "additionalProperties": False,
-        "properties": {
-            "scheduled_for": TIMESTAMP,
-            "outcome": {"enum": ["started", "skipped_overlap", "skipped_missed", "cancelled_previous"]},
-            "run_id": nullable({"type": "integer", "description": "the run it started"}),
-        },
-    },
-}
-
-SCHEMAS["RunSummary"] = {
-    **SCHEMAS["Run"],
-    "required": [name for name in SCHEMAS["Run"]["required"] if name != "env"],
-    "properties": {name: value for name, value in SCHEMAS["Run"]["properties"].items() if name != "env"},
-}
 
 
 def obj(properties: dict[str, Schema], required: Iterable[str] = ()) -> Schema:

@@ -9,7 +9,7 @@ import attrs
 import pytest
 import trio
 
-from runsvc.http.openapi import SCHEMAS
+from runsvc.http.api_schemas import SCHEMAS
 from runsvc.http.run_json import run_from_json, run_json
 from runsvc.model import Run
 from tests.helpers import add_user, login
