@@ -252,13 +252,33 @@ def claim_next(
     return attrs.evolve(run, last_seq=events[-1]["seq"]), events
 
 
-def claim_or_next_due(
-    conn: sqlite3.Connection, ts: str, executors: Sequence[tuple[str, Sequence[str]]]
-) -> tuple[tuple[Run, list[Event]] | None, str | None]:
-    """claim_next; when it claims nothing, also the earliest not_before after `ts` of a queued run (when
-    the scheduler must look again), read in the same transaction, so no run can slip between them."""
-    claimed = claim_next(conn, ts, executors)
-    return claimed, None if claimed is not None else next_not_before(conn, ts)
+def claim_batch(
+    conn: sqlite3.Connection, ts: str, slots: Sequence[tuple[str, Sequence[str], int]]
+) -> tuple[list[tuple[Run, list[Event]]], str | None]:
+    """Claim runs for every free slot of `slots` ((name, labels, free slots), in order of preference),
+    in the caller's one transaction: claim_next again and again, each time offering the executors that
+    still have a free slot, until every slot is taken or nothing more is claimable. Returns the runs
+    claimed, in claim order, and, when it stopped because nothing more was claimable, the earliest
+    not_before after `ts` of a queued run (when the scheduler must look again), read in the same
+    transaction, so no run can slip between them (None when the slots ran out first).
+
+    Each claim_next sees the ones before it (same transaction), so the rules hold among the runs claimed
+    together exactly as for runs claimed one per transaction: a concurrency group counts the runs just
+    claimed into it, and the order is the same as that of successive single claims. What is shared is
+    the transaction: one commit (and one thread hop of the store's writer) for all of them."""
+    free = {name: count for name, _, count in slots}
+    claimed: list[tuple[Run, list[Event]]] = []
+    while True:
+        offers = [(name, labels) for name, labels, _ in slots if free[name] > 0]
+        if not offers:
+            return claimed, None
+        one = claim_next(conn, ts, offers)
+        if one is None:
+            return claimed, next_not_before(conn, ts)
+        claimed.append(one)
+        taker = one[0].executor
+        assert taker is not None  # the claim names the executor
+        free[taker] -= 1
 
 
 def finish(
