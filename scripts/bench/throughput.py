@@ -142,7 +142,8 @@ async def end_to_end(args, tmp: Path) -> None:
     rate = args.runs / elapsed
     tail = (args.runs - done_by_then) / max(elapsed - submitted, 1e-9)
     print(f"runsvc end to end: {rate:,.0f} runs/s ({args.runs} runs in {elapsed:.2f} s; submits took "
-          f"{submitted:.2f} s, {done_by_then} runs done by then, the rest at {tail:,.0f} runs/s), server CPU {cpu:.2f} s ({cpu / elapsed:.0%} of a core), "
+          f"{submitted:.2f} s, {done_by_then} runs done by then, the rest at {tail:,.0f} runs/s), "
+          f"server CPU {cpu:.2f} s ({cpu / elapsed:.0%} of a core), "
           f"{statements / args.runs:.1f} SQL statements and {commits / args.runs:.2f} commits per run; "
           f"runs not recorded right: {bad}; bench client CPU {own:.2f} s")
     args.results["e2e"] = rate

@@ -35,8 +35,9 @@ def test_one_transaction_fills_every_free_slot_within_group_limits(conn):
     for run_id, _ in claimed:
         run = run_sql.get_run(conn, run_id)
         assert run is not None and run.status == "running" and run.started_at == at(20)
-        rows = conn.execute("SELECT kind, data FROM run_events WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
-        assert [(kind, json.loads(data)["status"]) for kind, data in rows] == [("state", "queued"), ("state", "running")]
+        rows = conn.execute("SELECT kind, data FROM run_events WHERE run_id = ? ORDER BY seq", (run_id,))
+        states = [(kind, json.loads(data)["status"]) for kind, data in rows]
+        assert states == [("state", "queued"), ("state", "running")]
     assert run_sql.get_run(conn, grouped[2]).status == "queued"
 
 
