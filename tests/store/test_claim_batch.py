@@ -111,3 +111,23 @@ def test_batches_match_successive_single_claims_for_random_queues(conn):
             assert got == expected, (now, slots)
             batches += len(expected) > 1
     assert batches > 20  # batches of several runs were checked, not only single claims
+
+
+def test_a_submit_and_a_claim_cost_two_statements_each(conn):
+    """Issue 22: creating a run is its INSERT and its event's; claiming it is the claim and its event's
+    (each counts its event in last_seq itself: no read or update of the run after); the run and its
+    events agree all the same."""
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    created, _ = run_sql.create_run(conn, command=["x"], env={}, timeout_s=60, name=None, created_by=None, ts=at(0))
+    assert len(statements) == 2
+    statements.clear()
+    claimed = run_sql.claim_next(conn, at(1), [("local", ())])
+    assert len(statements) == 2
+    conn.set_trace_callback(None)
+    assert claimed is not None and created.last_seq == 1 and claimed[0].last_seq == 2
+    assert [event["seq"] for event in claimed[1]] == [2]
+    stored = run_sql.get_run(conn, created.id)
+    assert stored is not None and stored.last_seq == 2
+    seqs = [row[0] for row in conn.execute("SELECT seq FROM run_events WHERE run_id = ? ORDER BY seq", (created.id,))]
+    assert seqs == [1, 2]
