@@ -3,10 +3,15 @@
 When nothing is claimable it sleeps on a wakeup (set by a submit, by a finishing run and by an agent
 connecting) or until the earliest not_before of a queued run (read in the claim's transaction when it
 claims nothing), with a long safety-net timeout: an idle server runs no SQL. The executor pool
-(executors/pool.py) says which executors have a free slot and their labels; a claim takes the oldest
-queued run one of them can take and names the executor, deciding not_before and concurrency groups in
-the same statement (store/runs.py: CLAIM_NEXT). Each run gets a supervisor task: timeout timer, output
-cap, executor, then the terminal status with its event (and, in its transaction, a retry's next try).
+(executors/pool.py) says which executors have free slots, how many, and their labels; ONE claim
+transaction fills them all (store/runs.py: claim_batch): each of its statements takes the oldest queued
+run one of the executors still free can take and names the executor, deciding not_before and
+concurrency groups in that statement (CLAIM_NEXT), counting the runs claimed before it in the same
+transaction. A claim is queued to the store's writer the moment the loop wakes (no waiting: an idle
+server's single run starts at once), and shares its commit with whatever else is pending there (submits,
+other runs' ends). So N free slots cost one commit and one thread hop, not N. Each run gets a
+supervisor task: timeout timer, output cap, executor, then the terminal status with its event (and, in
+its transaction, a retry's next try).
 
 Storage faults never end a task here: claims, appends and terminal statuses are store writes with
 `retry=True`, which wait (with backoff, in the store) until the database takes them; a run's output
@@ -123,13 +128,14 @@ class Scheduler:
             task_status.started()
             while self._accepting:
                 self._wakeup.clear()
-                offers = self.pool.offers()
+                slots = self.pool.slots()
                 next_due: str | None = None
-                if offers:
-                    claimed, next_due = await self._claim(offers)
-                    if claimed is not None:
-                        self._start(supervisors, claimed)
-                        continue
+                if slots:
+                    claimed, next_due = await self._claim(slots)
+                    for run in claimed:
+                        self._start(supervisors, run)
+                    if len(claimed) == sum(free for _, _, free in slots):
+                        continue  # every free slot was filled: look again (one may be free again)
                 self.idle = not self._running
                 with trio.move_on_after(self._sleep_s(next_due)):
                     await self._wakeup.wait()
@@ -137,17 +143,18 @@ class Scheduler:
                 self.idle = False
             await self._wait_all_finished()
 
-    async def _claim(self, offers: list[tuple[str, tuple[str, ...]]]) -> tuple[Run | None, str | None]:
-        """(the run claimed, or None and the earliest not_before of a queued run still to come)."""
+    async def _claim(self, slots: list[tuple[str, tuple[str, ...], int]]) -> tuple[list[Run], str | None]:
+        """Claim a run for each free slot in one transaction: (the runs claimed, and, when fewer than
+        the free slots, the earliest not_before of a queued run still to come or None)."""
         self._claiming = True
         try:
             claimed, next_due = await self._store.write(
-                sql.claim_or_next_due, now_ts(), offers, on_commit=self._on_claim, retry=True
+                sql.claim_batch, now_ts(), slots, on_commit=self._on_claim, retry=True
             )
         finally:
             self._claiming = False
             self._early_stops.clear()
-        return (claimed[0] if claimed else None), next_due
+        return [run for run, _ in claimed], next_due
 
     def _sleep_s(self, next_due: str | None) -> float:
         """How long the claim loop may sleep with nothing claimable: until a wakeup, or until the
@@ -158,17 +165,15 @@ class Scheduler:
             return safety_net
         return max(0.0, min(safety_net, (parse_ts(next_due) - utcnow()).total_seconds()))
 
-    def _on_claim(self, result: tuple[tuple[Run, list[Event]] | None, str | None]) -> None:
-        claimed = result[0]
-        if claimed is None:
-            return
-        run = claimed[0]
-        self.pool.taken(_handed_to(run), _group(run))
-        stop = self._running[run.id] = StopRequest()
-        early = self._early_stops.pop(run.id, None) or self._stopping
-        if early is not None:
-            stop.request(*early)
-        self._recorder.published(claimed)
+    def _on_claim(self, result: tuple[list[tuple[Run, list[Event]]], str | None]) -> None:
+        for claimed in result[0]:
+            run = claimed[0]
+            self.pool.taken(_handed_to(run), _group(run))
+            stop = self._running[run.id] = StopRequest()
+            early = self._early_stops.pop(run.id, None) or self._stopping
+            if early is not None:
+                stop.request(*early)
+            self._recorder.published(claimed)
 
     def _start(self, nursery: trio.Nursery, run: Run) -> None:
         nursery.start_soon(self._supervise, run, self._running[run.id], name=f"run {run.id}")

@@ -100,6 +100,30 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path, onerror=make_writable_and_retry)
 
 
+def _sweep(server_id: str, spec: RunSpec, mark: PidMark) -> tuple[list[int], OSError | None]:
+    """Worker thread, after the run's child exited: (the escaped processes killed, None once the
+    working directory is removed or why it could not be)."""
+    killed = kill_tagged(server_id, spec.id, mark) if server_id else []
+    try:
+        _remove_tree(spec.workdir)
+    except OSError as exc:
+        return killed, exc
+    return killed, None
+
+
+def _report_escaped(run_id: int, killed: list[int]) -> None:
+    if killed:
+        log.warning("killed processes that escaped the run's process group", run_id=run_id, pids=len(killed))
+
+
+def _prepare_spawn(path: Path, run_as: RunAs | None) -> int | None:
+    """Worker thread, before the spawn: the run's fresh working directory, and the fork count its
+    escaped-process sweep starts from (PidMark). Reading /proc/stat costs ~0.1 ms, too long for the Trio
+    thread, so it shares this hop."""
+    _fresh_dir(path, run_as)
+    return PidMark.before_spawn()
+
+
 def _fresh_dir(path: Path, run_as: RunAs | None) -> None:
     _remove_tree(path)  # leftovers of an earlier attempt with the same directory
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +173,7 @@ class LocalExecutor:
     server_id: str = ""  # tags every run's environment (RUNSVC_SERVER_ID); "" = no escaped-process sweep
     run_as: RunAs | None = None
     _groups: set[int] = attrs.field(factory=set, init=False)  # process groups of runs whose child is not reaped yet
+    _removed: set[Path] = attrs.field(factory=set, init=False)  # workdirs the exit's sweep removed already
 
     def kill_all_now(self) -> None:
         """SIGKILL every run's process group and every tagged process, synchronously: the server is
@@ -165,9 +190,8 @@ class LocalExecutor:
             try:
                 if not spec.command:
                     raise ValueError("empty command")
-                await trio.to_thread.run_sync(_fresh_dir, spec.workdir, self.run_as)
+                forks = await trio.to_thread.run_sync(_prepare_spawn, spec.workdir, self.run_as)
                 run_as = self.run_as
-                forks = PidMark.before_spawn()
                 # subprocess does setgroups (initgroups' list), setgid, setuid in the child, in that order.
                 process = await trio.lowlevel.open_process(
                     list(spec.command),
@@ -188,7 +212,7 @@ class LocalExecutor:
             self._groups.add(process.pid)
             mark = PidMark(process.pid, forks)
             try:
-                return await self._supervise(process, emit, stop, spec.id, mark)
+                return await self._supervise(process, emit, stop, spec, mark)
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_S):
                     # Cut short (outside cancellation, a failing emit): kill the group, reap the child.
@@ -203,22 +227,34 @@ class LocalExecutor:
                         if stream is not None:
                             await stream.aclose()
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_S):
-                try:
-                    await trio.to_thread.run_sync(_remove_tree, spec.workdir, abandon_on_cancel=True)
-                except OSError as exc:
-                    log.warning("could not remove workdir", run_id=spec.id, path=spec.workdir, error=exc)
+            if spec.workdir not in self._removed:  # the exit's sweep could not remove it (or never ran)
+                with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_S):
+                    try:
+                        await trio.to_thread.run_sync(_remove_tree, spec.workdir, abandon_on_cancel=True)
+                    except OSError as exc:
+                        log.warning("could not remove workdir", run_id=spec.id, path=spec.workdir, error=exc)
+            self._removed.discard(spec.workdir)
 
     async def _kill_escaped(self, run_id: int, mark: PidMark) -> None:
         if not self.server_id:
             return
         killed = await trio.to_thread.run_sync(kill_tagged, self.server_id, run_id, mark)
-        if killed:
-            log.warning("killed processes that escaped the run's process group", run_id=run_id,
-                        pids=len(killed))
+        _report_escaped(run_id, killed)
+
+    async def _sweep_after_exit(self, spec: RunSpec, mark: PidMark) -> None:
+        """Once the child is reaped and its group killed: kill the run's escaped processes, then remove
+        its working directory, in ONE thread hop (issue 22: each hop costs a short run dearly on a busy
+        machine). The directory goes after the escapees, which may have been writing in it; if it
+        cannot be removed now (a dying process still held it), execute() tries again at the end."""
+        killed, error = await trio.to_thread.run_sync(_sweep, self.server_id, spec, mark)
+        _report_escaped(spec.id, killed)
+        if error is None:
+            self._removed.add(spec.workdir)
+        else:
+            log.info("workdir not removed yet; trying again after the drain", run_id=spec.id, error=error)
 
     async def _supervise(
-        self, process: trio.Process, emit: OutputSink, stop: StopRequest, run_id: int, mark: PidMark
+        self, process: trio.Process, emit: OutputSink, stop: StopRequest, spec: RunSpec, mark: PidMark
     ) -> Outcome:
         pgid = process.pid  # start_new_session: the child leads its own session and process group
         drain = _Drain()
@@ -271,7 +307,7 @@ class LocalExecutor:
             _kill_group(pgid, signal.SIGKILL)  # whatever is left of the group
             self._groups.discard(pgid)
             exited.set()
-            await self._kill_escaped(run_id, mark)  # before the drain: they may hold the pipes open
+            await self._sweep_after_exit(spec, mark)  # before the drain: escapees may hold the pipes open
             wait_scope.cancel()
             drain.start()
 

@@ -1,8 +1,9 @@
 """Routing: which executors exist, their labels and free capacity, and which one runs a claimed run.
 
 The local executor is named "local"; a remote agent is "agent:<name>" (the value of a run's `executor`).
-The scheduler asks `offers()` for the executors with a free slot, in order of preference, and claims the
-oldest queued run one of them can take (store/runs.py: claim_next). A change that may make a queued run
+The scheduler asks `slots()` for the executors with a free slot and how many, in order of preference, and
+claims in one transaction a run for each free slot, each the oldest queued run one of those executors
+can take (store/runs.py: claim_batch). A change that may make a queued run
 claimable (an agent connects, a slot frees) calls `on_change`, which wakes the scheduler: no polling.
 
 It also counts the runs handed out per concurrency group (`taken`/`released` with the run's group key):
@@ -87,12 +88,17 @@ class ExecutorPool:
     def offers(self) -> list[tuple[str, tuple[str, ...]]]:
         """(name, labels) of the executors with a free slot: the local one first, then agents with the
         most free slots."""
+        return [(name, labels) for name, labels, _ in self.slots()]
+
+    def slots(self) -> list[tuple[str, tuple[str, ...], int]]:
+        """(name, labels, free slots) of the executors with a free slot, in the order of `offers`: what
+        one claim transaction fills (store/runs.py: claim_batch)."""
         free = [
-            (name, entry) for name, entry in self._entries.items()
+            (name, entry, entry.capacity - self._busy.get(name, 0)) for name, entry in self._entries.items()
             if entry.capacity > self._busy.get(name, 0)
         ]
-        free.sort(key=lambda item: (item[0] != LOCAL, self._busy.get(item[0], 0) - item[1].capacity))
-        return [(name, tuple(sorted(entry.labels))) for name, entry in free]
+        free.sort(key=lambda item: (item[0] != LOCAL, -item[2]))
+        return [(name, tuple(sorted(entry.labels)), count) for name, entry, count in free]
 
     def executor(self, name: str) -> Executor | None:
         return self._known.get(name)

@@ -122,7 +122,7 @@ WITH RECURSIVE
         FROM takers AS t WHERE t.chosen IS NOT NULL
     )
     UPDATE runs SET status = 'running', started_at = :ts, attempt = attempt + 1, executor = pick.chosen,
-                    agent_chunk = 0
+                    agent_chunk = 0, last_seq = last_seq + 1
     FROM pick
     WHERE runs.id = pick.run_id
     RETURNING """ + ", ".join(f"runs.{column.strip()}" for column in RUN_COLUMNS.split(","))
@@ -171,11 +171,15 @@ def create_run(
 ) -> tuple[Run, list[Event]]:
     """Insert a queued run with its first event (seq 1, `state queued`). `env` is what the child gets
     on top of the server's base environment, parameters included (PARAM_<NAME>); `concurrency` must
-    have its key resolved (a job's default, its name, is filled in by the caller)."""
-    run_id = conn.execute(
+    have its key resolved (a job's default, its name, is filled in by the caller).
+
+    Two statements (issue 22: every submit pays them): the run, inserted with `last_seq` 1 and read
+    back by RETURNING, and its event."""
+    row = conn.execute(
         "INSERT INTO runs (name, command, env, timeout_s, status, created_by, created_at, labels, job_id, "
         "job_name, trigger, retry_of, try_number, not_before, scheduled_for, params, retries, concurrency, "
-        "concurrency_key) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "concurrency_key, last_seq) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
+        f"RETURNING {RUN_COLUMNS}",
         (
             name, json.dumps(list(command)), json.dumps(env), timeout_s, created_by, ts, json.dumps(list(labels)),
             job_id, job_name, trigger, retry_of, try_number, not_before, scheduled_for, json.dumps(params or {}),
@@ -183,11 +187,19 @@ def create_run(
             None if concurrency is None else json.dumps(concurrency),
             None if concurrency is None else concurrency["key"],
         ),
-    ).fetchone()[0]
-    events = event_sql.append_now(conn, run_id, [("state", state_data("queued"))], ts)
-    run = get_run(conn, run_id)
-    assert run is not None  # inserted by this transaction
-    return run, events
+    ).fetchone()
+    run = run_from_row(row)
+    return run, _insert_events(conn, run, [("state", state_data("queued"))], ts)
+
+
+def _insert_events(conn: sqlite3.Connection, run: Run, items: Sequence[tuple[str, Any]], ts: str) -> list[Event]:
+    """The events of a run whose row this transaction has just written with `last_seq` already counting
+    them (inserted, or claimed): numbered up to run.last_seq and inserted, without reading or updating
+    the run again."""
+    rows: list[event_sql.Row] = []
+    events = event_sql.number(run.id, run.last_seq - len(items), items, ts, rows)
+    event_sql.insert_rows(conn, rows)
+    return events
 
 
 def rerun(conn: sqlite3.Connection, run_id: int, *, created_by: str | None, ts: str) -> tuple[Run, list[Event]] | None:
@@ -247,18 +259,37 @@ def claim_next(
     row = conn.execute(CLAIM_NEXT, {"ts": ts, "executors": offer}).fetchone()
     if row is None:
         return None
-    run = run_from_row(row)
-    events = event_sql.append_now(conn, run.id, [("state", state_data("running"))], ts)
-    return attrs.evolve(run, last_seq=events[-1]["seq"]), events
+    run = run_from_row(row)  # the claim counted its `state running` event in last_seq
+    return run, _insert_events(conn, run, [("state", state_data("running"))], ts)
 
 
-def claim_or_next_due(
-    conn: sqlite3.Connection, ts: str, executors: Sequence[tuple[str, Sequence[str]]]
-) -> tuple[tuple[Run, list[Event]] | None, str | None]:
-    """claim_next; when it claims nothing, also the earliest not_before after `ts` of a queued run (when
-    the scheduler must look again), read in the same transaction, so no run can slip between them."""
-    claimed = claim_next(conn, ts, executors)
-    return claimed, None if claimed is not None else next_not_before(conn, ts)
+def claim_batch(
+    conn: sqlite3.Connection, ts: str, slots: Sequence[tuple[str, Sequence[str], int]]
+) -> tuple[list[tuple[Run, list[Event]]], str | None]:
+    """Claim runs for every free slot of `slots` ((name, labels, free slots), in order of preference),
+    in the caller's one transaction: claim_next again and again, each time offering the executors that
+    still have a free slot, until every slot is taken or nothing more is claimable. Returns the runs
+    claimed, in claim order, and, when it stopped because nothing more was claimable, the earliest
+    not_before after `ts` of a queued run (when the scheduler must look again), read in the same
+    transaction, so no run can slip between them (None when the slots ran out first).
+
+    Each claim_next sees the ones before it (same transaction), so the rules hold among the runs claimed
+    together exactly as for runs claimed one per transaction: a concurrency group counts the runs just
+    claimed into it, and the order is the same as that of successive single claims. What is shared is
+    the transaction: one commit (and one thread hop of the store's writer) for all of them."""
+    free = {name: count for name, _, count in slots}
+    claimed: list[tuple[Run, list[Event]]] = []
+    while True:
+        offers = [(name, labels) for name, labels, _ in slots if free[name] > 0]
+        if not offers:
+            return claimed, None
+        one = claim_next(conn, ts, offers)
+        if one is None:
+            return claimed, next_not_before(conn, ts)
+        claimed.append(one)
+        taker = one[0].executor
+        assert taker is not None  # the claim names the executor
+        free[taker] -= 1
 
 
 def finish(

@@ -17,7 +17,7 @@ import trio
 
 from runsvc.executors import Outcome, RunSpec, StopRequest
 from runsvc.executors.local import LocalExecutor
-from runsvc.executors.orphans import PidMark, created_since, fork_count, last_pid, pid_max
+from runsvc.executors.orphans import PidMark, created_since, fork_count, kill_tagged, last_pid, pid_max
 from tests.helpers import alive
 
 DEADLINE_S = 10  # every test finishes well within this
@@ -373,6 +373,28 @@ async def test_workdir_removed_after_failure(workdir: Path) -> None:
     """A failing run's workdir is removed too."""
     outcome, _ = await run(python("open('f', 'w').write('x'); raise SystemExit(1)"), workdir)
     assert outcome.status == "failed"
+    assert not workdir.exists()
+
+
+async def test_a_short_run_costs_two_thread_hops(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22: besides trio's own spawn, a run of `true` hops to a worker thread twice, to make its
+    workdir (and read the fork count, never on the Trio thread) and, after the exit, once to kill escaped
+    processes and remove the workdir (each hop costs a short run dearly on a busy machine); the workdir is
+    gone all the same."""
+    hops: list[str] = []
+    run_sync = trio.to_thread.run_sync
+
+    async def counting(fn, *args, **kwargs):
+        if getattr(fn, "__module__", None) == "runsvc.executors.local" or fn is kill_tagged:
+            hops.append(fn.__name__)
+        return await run_sync(fn, *args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counting)
+    executor = LocalExecutor(server_id="hops-test")
+    with trio.fail_after(DEADLINE_S):
+        outcome = await executor.execute(spec_for(("true",), workdir), Collector(), StopRequest())
+    assert outcome == Outcome("succeeded", 0, None)
+    assert hops == ["_prepare_spawn", "_sweep"]
     assert not workdir.exists()
 
 
