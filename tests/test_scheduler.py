@@ -32,6 +32,22 @@ async def submit(services, command, **kw):
     return await services.runs.submit(command=command, created_by="tester", **kw)
 
 
+async def peak_running(watcher, runs: int) -> int:
+    """Read the runs feed until `runs` runs have ended (then close it); the most that ran at once."""
+    running: set[int] = set()
+    peak = done = 0
+    while done < runs:
+        run = json.loads(await watcher.receive())["run"]
+        if run["status"] == "running":
+            running.add(run["id"])
+        elif run["status"] != "queued":
+            running.discard(run["id"])
+            done += 1
+        peak = max(peak, len(running))
+    watcher.close()
+    return peak
+
+
 async def events_of(services, run_id):
     """Every event of the run until its terminal one (follows it live)."""
     events = []
@@ -180,16 +196,7 @@ async def test_concurrency_limit_and_prompt_start(tmp_path):
             services = server.services
             watcher = services.feed.watch()
             runs = [await submit(services, [PY, "-c", "import time; time.sleep(0.3)"]) for _ in range(5)]
-            running, peak, done = set(), 0, 0
-            while done < 5:
-                run = json.loads(await watcher.receive())["run"]
-                if run["status"] == "running":
-                    running.add(run["id"])
-                elif run["status"] != "queued":
-                    running.discard(run["id"])
-                    done += 1
-                peak = max(peak, len(running))
-            watcher.close()
+            peak = await peak_running(watcher, len(runs))
             statuses = [(await services.runs.get(run.id)).status for run in runs]
     assert peak == 2
     assert statuses == ["succeeded"] * 5

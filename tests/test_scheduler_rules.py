@@ -4,7 +4,6 @@ start when a run of the group ends; `waiting_for` says why, in the pinned order.
 
 from __future__ import annotations
 
-import json
 import sys
 
 import pytest
@@ -13,7 +12,7 @@ import trio
 from runsvc.timeutil import parse_ts, ts_after
 from tests.conftest import make_settings
 from tests.helpers import running_server
-from tests.test_scheduler import events_of, submit
+from tests.test_scheduler import events_of, peak_running, submit
 
 PY = sys.executable
 SLEEP_FOREVER = [PY, "-c", "import time; time.sleep(60)"]
@@ -99,16 +98,6 @@ async def test_group_limit_two_never_exceeded(services):
         watcher = services.feed.watch()
         runs = [await submit(services, [PY, "-c", "import time; time.sleep(0.2)"], concurrency=group)
                 for _ in range(5)]
-        running: set[int] = set()
-        peak = done = 0
-        while done < 5:
-            frame = json.loads(await watcher.receive())["run"]
-            if frame["status"] == "running":
-                running.add(frame["id"])
-            elif frame["status"] != "queued":
-                running.discard(frame["id"])
-                done += 1
-            peak = max(peak, len(running))
-        watcher.close()
+        peak = await peak_running(watcher, len(runs))
         statuses = [(await services.runs.get(run.id)).status for run in runs]
     assert peak == 2 and statuses == ["succeeded"] * 5

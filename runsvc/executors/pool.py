@@ -85,14 +85,9 @@ class ExecutorPool:
 
     # ---- routing --------------------------------------------------------------------------------
 
-    def offers(self) -> list[tuple[str, tuple[str, ...]]]:
-        """(name, labels) of the executors with a free slot: the local one first, then agents with the
-        most free slots."""
-        return [(name, labels) for name, labels, _ in self.slots()]
-
     def slots(self) -> list[tuple[str, tuple[str, ...], int]]:
-        """(name, labels, free slots) of the executors with a free slot, in the order of `offers`: what
-        one claim transaction fills (store/runs.py: claim_batch)."""
+        """(name, labels, free slots) of the executors with a free slot, the local one first, then agents
+        with the most free slots: what one claim transaction fills (store/runs.py: claim_batch)."""
         free = [
             (name, entry, entry.capacity - self._busy.get(name, 0)) for name, entry in self._entries.items()
             if entry.capacity > self._busy.get(name, 0)

@@ -53,11 +53,6 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
         raise ScheduleError(f"unknown time zone {name!r}") from error
 
 
-def check(cron: str, timezone: str) -> None:
-    """Raise ScheduleError if `cron` or `timezone` cannot be used."""
-    fires(cron, timezone, datetime.now(UTC))
-
-
 def fires(cron: str, timezone: str, after: datetime) -> Iterator[datetime]:
     """The fire times of `cron` in `timezone` strictly after `after` (aware), as aware UTC datetimes, in
     order. Raises ScheduleError for a bad expression or zone (at once, not on the first next())."""

@@ -22,13 +22,13 @@ def test_offers_free_executors_local_first_then_most_free_agent():
     pool = ExecutorPool(_Nothing(), ["local"], 1, on_change=lambda: None)
     pool.connect("agent:a", ["gpu"], 1, _Nothing())
     pool.connect("agent:b", ["gpu", "big"], 3, _Nothing())
-    assert [name for name, _ in pool.offers()] == ["local", "agent:b", "agent:a"]
+    assert pool.slots() == [("local", ("local",), 1), ("agent:b", ("big", "gpu"), 3), ("agent:a", ("gpu",), 1)]
     pool.taken("local")
     pool.taken("agent:b")
     pool.taken("agent:b")
-    assert [name for name, _ in pool.offers()] == ["agent:a", "agent:b"]
+    assert [(name, free) for name, _, free in pool.slots()] == [("agent:a", 1), ("agent:b", 1)]
     pool.released("local")
-    assert pool.offers()[0] == ("local", ("local",))
+    assert pool.slots()[0] == ("local", ("local",), 1)
 
 
 def test_waiting_for_names_missing_labels_of_connected_executors():

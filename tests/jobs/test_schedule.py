@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from runsvc.jobs.schedule import ALIASES, ScheduleError, check, expand, explain, next_fires
+from runsvc.jobs.schedule import ALIASES, ScheduleError, expand, explain, fires, next_fires
 
 
 def utc(*args: int) -> datetime:
@@ -36,14 +36,14 @@ def test_aliases_are_crontab5s_and_fire_accordingly():
 def test_bad_expressions_are_refused_with_a_message(cron, message):
     """Anything but five valid fields or an alias is a ScheduleError whose message says what is wrong."""
     with pytest.raises(ScheduleError, match=message):
-        check(cron, "UTC")
+        fires(cron, "UTC", utc(2026, 12, 3))
 
 
 @pytest.mark.parametrize("zone", ["Mars/Olympus", "", "../etc/passwd", "/etc/localtime"])
 def test_unknown_time_zones_are_refused(zone):
     """Only IANA names are time zones; a path is not."""
     with pytest.raises(ScheduleError, match="unknown time zone"):
-        check("* * * * *", zone)
+        fires("* * * * *", zone, utc(2026, 12, 3))
 
 
 def test_fire_times_follow_the_zone():

@@ -5,14 +5,10 @@ executor gets no more runs than it has free slots, and the claim says when to lo
 from __future__ import annotations
 
 import json
-import random
 from typing import Any
 
 from runsvc.store import runs as run_sql
-from tests.store import test_claim_rules as rules
-from tests.store.test_claim_rules import at, end, queue
-
-conn_fixture = rules._conn  # the same database fixture ("conn") as the single-claim rules
+from tests.store.claim_model import RandomQueue, at, conn_fixture, queue  # noqa: F401 (the `conn` fixture)
 
 
 def claim_all(conn, now: float, slots: Any) -> tuple[list[tuple[int, str]], str | None]:
@@ -70,46 +66,26 @@ def test_stops_at_what_is_claimable_and_says_when_to_look_again(conn):
 def test_batches_match_successive_single_claims_for_random_queues(conn):
     """Random queues (labels, groups, delays), random slots, runs ending at random (a fixed seed): each
     batch is exactly what SPEC §11 and §15 give claim after claim, slots used up as they go."""
-    rng = random.Random(22)
-    limits = {"a": 1, "b": 2, "c": 3}
-    queued: dict[int, dict[str, Any]] = {}
-    running: dict[int, str | None] = {}
-    now = 0.0
+    model = RandomQueue(conn, seed=22)
     batches = 0
     for _ in range(400):
-        now += rng.random()
-        roll = rng.random()
-        if roll < 0.5:
-            labels = tuple(rng.sample(["x", "y"], rng.randint(0, 2)))
-            key = rng.choice([None, "a", "b", "c"])
-            not_before = rng.choice([None, None, now + rng.uniform(-5, 8)])
-            run_id = queue(conn, created=now, labels=labels, key=key, limit=limits.get(key or "", 1),
-                           not_before=not_before)
-            queued[run_id] = {"created": now, "labels": set(labels), "key": key,
-                              "limit": limits.get(key or "", 1), "not_before": not_before}
-        elif roll < 0.75 and running:
-            run_id = rng.choice(sorted(running))
-            end(conn, run_id)
-            del running[run_id]
-        else:
-            slots = [(f"e{i}", tuple(sorted(rng.sample(["x", "y"], rng.randint(0, 2)))), rng.randint(1, 3))
-                     for i in range(rng.randint(1, 2))]
-            free = {name: count for name, _, count in slots}
-            expected: list[tuple[int, str]] = []
-            while offers := [(name, labels) for name, labels, _ in slots if free[name]]:
-                counts: dict[str, int] = {}
-                for key in running.values():
-                    if key is not None:
-                        counts[key] = counts.get(key, 0) + 1
-                one = rules.expected_claim(queued, counts, now, offers)
-                if one is None:
-                    break
-                expected.append(one)
-                free[one[1]] -= 1
-                running[one[0]] = queued.pop(one[0])["key"]
-            got, _ = claim_all(conn, now, slots)
-            assert got == expected, (now, slots)
-            batches += len(expected) > 1
+        if model.step(queue_below=0.5, end_below=0.75):
+            continue
+        rng = model.rng
+        slots = [(f"e{i}", tuple(sorted(rng.sample(["x", "y"], rng.randint(0, 2)))), rng.randint(1, 3))
+                 for i in range(rng.randint(1, 2))]
+        free = {name: count for name, _, count in slots}
+        expected: list[tuple[int, str]] = []
+        while offers := [(name, labels) for name, labels, _ in slots if free[name]]:
+            one = model.expected(offers)
+            if one is None:
+                break
+            expected.append(one)
+            free[one[1]] -= 1
+            model.started(one[0])
+        got, _ = claim_all(conn, model.now, slots)
+        assert got == expected, (model.now, slots)
+        batches += len(expected) > 1
     assert batches > 20  # batches of several runs were checked, not only single claims
 
 

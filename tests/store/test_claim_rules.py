@@ -4,62 +4,22 @@ and a claim's cost does not grow with runs that wait for their time or for a ful
 
 from __future__ import annotations
 
-import random
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from runsvc.store import runs as run_sql
 from runsvc.store.migrations import migrate, schema_sql
-from runsvc.timeutil import format_ts, parse_ts
-
-T0 = "2026-06-01T12:00:00.000000Z"
-LOCAL = [("local", ())]
-
-
-def at(seconds: float) -> str:
-    """The timestamp `seconds` after T0."""
-    import datetime as dt
-
-    return format_ts(parse_ts(T0) + dt.timedelta(seconds=seconds))
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode = WAL")  # as the store opens it (connections.py)
-    conn.execute("PRAGMA busy_timeout = 10000")
-    return conn
-
-
-@pytest.fixture(name="conn")
-def _conn(tmp_path: Path):
-    conn = connect(tmp_path / "claim.db")
-    migrate(conn)
-    yield conn
-    conn.close()
-
-
-def queue(conn: sqlite3.Connection, *, created: float = 0, labels: tuple[str, ...] = (),
-          key: str | None = None, limit: int = 1, not_before: float | None = None) -> int:
-    run, _ = run_sql.create_run(
-        conn, command=["x"], env={}, timeout_s=60, name=None, created_by=None, ts=at(created), labels=labels,
-        concurrency=None if key is None else {"key": key, "limit": limit},
-        not_before=None if not_before is None else at(not_before),
-    )
-    return run.id
-
-
-def claim(conn: sqlite3.Connection, now: float, offers: Any = LOCAL) -> int | None:
-    claimed = run_sql.claim_next(conn, at(now), offers)
-    return None if claimed is None else claimed[0].id
-
-
-def end(conn: sqlite3.Connection, run_id: int) -> None:
-    run_sql.finish(conn, run_id, from_status="running", status="succeeded", exit_code=0, ts=at(999))
+from tests.store.claim_model import (  # noqa: F401 (conn_fixture is the `conn` fixture)
+    LOCAL,
+    RandomQueue,
+    at,
+    claim,
+    conn_fixture,
+    connect,
+    end,
+    queue,
+)
 
 
 def test_a_full_group_holds_its_runs_and_lets_others_pass(conn):
@@ -117,64 +77,23 @@ def test_a_group_waits_for_its_head_not_before(conn):
     assert claim(conn, 11) == delayed
 
 
-def expected_claim(queued: dict[int, dict[str, Any]], running: dict[str, int], now: float,
-                   offers: list[tuple[str, tuple[str, ...]]]) -> tuple[int, str] | None:
-    """SPEC §11 and §15 written out: of the queued runs that are due, whose group has room and that an
-    offered executor has all the labels of, the one queued longest (created, or its not_before when
-    later; then lowest id); the first such executor."""
-    def since(run_id: int) -> tuple[float, int]:
-        run = queued[run_id]
-        return max(run["created"], run["not_before"] if run["not_before"] is not None else -1e9), run_id
-
-    for run_id in sorted(queued, key=since):
-        run = queued[run_id]
-        if run["not_before"] is not None and run["not_before"] > now:
-            continue
-        if run["key"] is not None and running.get(run["key"], 0) >= run["limit"]:
-            continue
-        for name, labels in offers:
-            if run["labels"] <= set(labels):
-                return run_id, name
-    return None
-
-
 def test_claims_match_the_rules_for_random_queues(conn):
     """Random queues with labels, groups (one limit each) and delays, random offers, runs ending at
     random (a fixed seed): every claim is the one SPEC §11 and §15 name."""
-    rng = random.Random(21)
-    limits = {"a": 1, "b": 2, "c": 3}
-    queued: dict[int, dict[str, Any]] = {}
-    running: dict[int, str | None] = {}
-    now = 0.0
+    model = RandomQueue(conn, seed=21)
     checked = claimed = 0
     for _ in range(600):
-        now += rng.random()
-        roll = rng.random()
-        if roll < 0.45:
-            labels = tuple(rng.sample(["x", "y"], rng.randint(0, 2)))
-            key = rng.choice([None, "a", "b", "c"])
-            not_before = rng.choice([None, None, now + rng.uniform(-5, 8)])
-            run_id = queue(conn, created=now, labels=labels, key=key, limit=limits.get(key or "", 1),
-                           not_before=not_before)
-            queued[run_id] = {"created": now, "labels": set(labels), "key": key,
-                              "limit": limits.get(key or "", 1), "not_before": not_before}
-        elif roll < 0.65 and running:
-            run_id = rng.choice(sorted(running))
-            end(conn, run_id)
-            del running[run_id]
-        else:
-            offers = [(f"e{i}", tuple(rng.sample(["x", "y"], rng.randint(0, 2)))) for i in range(rng.randint(1, 2))]
-            counts: dict[str, int] = {}
-            for key in running.values():
-                if key is not None:
-                    counts[key] = counts.get(key, 0) + 1
-            expected = expected_claim(queued, counts, now, offers)
-            got = run_sql.claim_next(conn, at(now), offers)
-            assert (None if got is None else (got[0].id, got[0].executor)) == expected, (now, offers)
-            checked += 1
-            if expected is not None:
-                claimed += 1
-                running[expected[0]] = queued.pop(expected[0])["key"]
+        if model.step(queue_below=0.45, end_below=0.65):
+            continue
+        rng = model.rng
+        offers = [(f"e{i}", tuple(rng.sample(["x", "y"], rng.randint(0, 2)))) for i in range(rng.randint(1, 2))]
+        expected = model.expected(offers)
+        got = run_sql.claim_next(conn, at(model.now), offers)
+        assert (None if got is None else (got[0].id, got[0].executor)) == expected, (model.now, offers)
+        checked += 1
+        if expected is not None:
+            claimed += 1
+            model.started(expected[0])
     assert claimed > 40 and checked - claimed > 20  # both kinds of answer were checked
 
 
