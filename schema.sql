@@ -58,7 +58,8 @@ CREATE TABLE jobs (
     schedule_from TEXT,                                   -- fire times are counted from here (set when the schedule changes or is enabled)
     created_at    TEXT    NOT NULL,
     created_by    TEXT,
-    updated_at    TEXT    NOT NULL
+    updated_at    TEXT    NOT NULL,
+    secrets       TEXT    NOT NULL DEFAULT '{}'           -- JSON object: env var -> secret name (schema version 7)
 );
 
 -- Each fire time of a job's schedule, recorded once (the primary key) with what it did.
@@ -101,7 +102,8 @@ CREATE TABLE runs (
     params TEXT NOT NULL DEFAULT '{}',                    -- JSON object of string to string
     retries TEXT,                                         -- JSON {max, delay_s, backoff, on}; NULL: none
     concurrency TEXT,                                     -- JSON {key, limit}; NULL: none
-    concurrency_key TEXT                                  -- concurrency's key, for the claim's index
+    concurrency_key TEXT,                                 -- concurrency's key, for the claim's index
+    secrets TEXT NOT NULL DEFAULT '{}'                    -- JSON object: env var -> secret name (schema version 7)
 );
 CREATE INDEX runs_status_started_at ON runs (status, started_at);   -- startup recovery
 CREATE INDEX runs_ended_at ON runs (ended_at);                      -- retention
@@ -163,3 +165,44 @@ CREATE TABLE api_tokens (
 );
 CREATE INDEX api_tokens_expires_at ON api_tokens (expires_at);
 CREATE INDEX api_tokens_user_id ON api_tokens (user_id);
+
+-- Secrets (SPEC §17, schema version 7): values only encrypted, AES-256-GCM under the key in
+-- secret_key_file: `value` is the 12-byte nonce followed by the ciphertext and its tag.
+CREATE TABLE secrets (
+    name       TEXT    NOT NULL PRIMARY KEY,              -- [A-Za-z_][A-Za-z0-9_]{0,63}, case-sensitive
+    value      BLOB    NOT NULL,
+    created_at TEXT    NOT NULL,
+    updated_at TEXT    NOT NULL,
+    updated_by TEXT
+);
+
+-- Webhooks (SPEC §17, schema version 7). The signing secret is needed in clear to sign, so it is
+-- encrypted like a secret's value, not hashed.
+CREATE TABLE webhooks (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    url        TEXT    NOT NULL,
+    events     TEXT    NOT NULL DEFAULT '["run.finished"]', -- JSON array of event types
+    job        TEXT,                                      -- a job name; NULL: every run
+    statuses   TEXT    NOT NULL,                          -- JSON array of terminal statuses
+    secret     BLOB    NOT NULL,                          -- AES-256-GCM: nonce, then ciphertext and tag
+    created_at TEXT    NOT NULL,
+    created_by TEXT
+);
+
+-- The outbox: one row per (webhook, event), written in the transaction that records the run's end.
+CREATE TABLE webhook_deliveries (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    webhook_id       INTEGER NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    event            TEXT    NOT NULL,                    -- 'run.finished'
+    run_id           INTEGER NOT NULL,                    -- no FK: retention deletes runs
+    body             TEXT    NOT NULL,                    -- the JSON body, fixed when the delivery is written
+    attempts         INTEGER NOT NULL DEFAULT 0,          -- POSTs made, the successful one included
+    last_status_code INTEGER,
+    last_error       TEXT,
+    delivered_at     TEXT,
+    next_try_at      TEXT,                                -- NULL once delivered
+    created_at       TEXT    NOT NULL
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_try_at) WHERE next_try_at IS NOT NULL;
+CREATE INDEX webhook_deliveries_webhook_id ON webhook_deliveries (webhook_id, id);
+CREATE INDEX webhook_deliveries_created_at ON webhook_deliveries (created_at);   -- retention (7 days)

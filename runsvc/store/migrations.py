@@ -10,13 +10,14 @@ idempotent instead: repeated after a crash, it does the same again.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 from importlib import resources
 
 from .errors import SchemaError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def _v1_to_v2(conn: sqlite3.Connection) -> None:
@@ -137,6 +138,22 @@ def _v5_to_v6(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX runs_job_active ON runs (job_id) WHERE status IN ('queued', 'running')")
 
 
+# Where schema.sql's version 7 tables begin: they are the file's last statements, none with a ";" inside.
+_V7_TABLES_START = "-- Secrets (SPEC §17"
+
+
+def _v6_to_v7(conn: sqlite3.Connection) -> None:
+    # Secrets and webhooks (SPEC §17): the tables as in schema.sql, and the `secrets` mapping of runs
+    # and jobs (existing ones use none).
+    conn.execute("ALTER TABLE jobs ADD COLUMN secrets TEXT NOT NULL DEFAULT '{}'")
+    conn.execute("ALTER TABLE runs ADD COLUMN secrets TEXT NOT NULL DEFAULT '{}'")
+    schema = schema_sql()
+    tables = re.sub(r"--[^\n]*", "", schema[schema.index(_V7_TABLES_START):])
+    for statement in tables.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 # MIGRATIONS[n] upgrades a version-n database to version n + 1. A step only runs statements: migrate()
 # wraps it in the transaction that also records the new version.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
@@ -145,6 +162,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     3: _v3_to_v4,
     4: _v4_to_v5,
     5: _v5_to_v6,
+    6: _v6_to_v7,
 }
 # Steps that must run outside a transaction (VACUUM) and are idempotent, so a crash before their
 # version is recorded only means they run again.
