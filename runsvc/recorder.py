@@ -8,7 +8,6 @@ the narrow `Scheduling` interface it is given at construction.
 from __future__ import annotations
 
 import collections
-import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from .events.append import Transition
 from .model import Event, EventBatch, Run, state_data
 from .retries import next_try_fields, retry_delay_s, wants_retry
 from .store import runs as sql
+from .store.dialect import Connection
 from .timeutil import now_ts, parse_ts, ts_after
 
 
@@ -89,7 +89,7 @@ class RunRecorder:
         """
         changed: dict[str, Any] = {}
 
-        def transition(conn: sqlite3.Connection) -> None:
+        def transition(conn: Connection) -> None:
             # This may run again if the write is retried after a storage fault: it starts afresh.
             changed["run"], changed["retry"] = record_end(
                 conn, run_id, from_status=from_status, status=status, exit_code=exit_code, ts=now_ts()
@@ -110,7 +110,7 @@ class RunRecorder:
 
 
 def record_end(
-    conn: sqlite3.Connection, run_id: int, *, from_status: str, status: str, exit_code: int | None, ts: str
+    conn: Connection, run_id: int, *, from_status: str, status: str, exit_code: int | None, ts: str
 ) -> tuple[Run, tuple[Run, list[Event]] | None]:
     """In the caller's transaction: the run's terminal status and, when its `retries` ask for it
     (retries.py), its next try, queued with `not_before` its delay after `ts`. Returns the ended run

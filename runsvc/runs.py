@@ -6,7 +6,6 @@ construction.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from functools import partial
@@ -19,6 +18,7 @@ from .model import TERMINAL_STATUSES, Event, EventBatch, Run, RunGone, RunNotFou
 from .recorder import RunRecorder
 from .store import Store, StoreUnavailable
 from .store import runs as sql
+from .store.dialect import Connection
 from .timeutil import now_ts
 
 LOG_PAGE = 5000  # events read per SQLite query while streaming a log
@@ -76,7 +76,7 @@ class RunService:
             )
         )
 
-    async def create(self, write: Callable[[sqlite3.Connection], tuple[Run, list[Event]]]) -> Run:
+    async def create(self, write: Callable[[Connection], tuple[Run, list[Event]]]) -> Run:
         """Queue a run made by `write`, which runs on the store's writer and creates it with
         store.runs.create_run (perhaps with more in the same transaction: reading its job first).
         Published after the commit, then the scheduler is woken (it may claim the run)."""

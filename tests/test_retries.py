@@ -23,6 +23,7 @@ from runsvc.recorder import RunRecorder, record_end
 from runsvc.retries import retry_delay_s, wants_retry
 from runsvc.store import StoreUnavailable, open_store
 from runsvc.store import runs as run_sql
+from runsvc.store.connections import connect
 from runsvc.store.faults import fault
 from runsvc.store.migrations import migrate
 from runsvc.timeutil import parse_ts
@@ -120,16 +121,15 @@ def test_the_next_try_is_in_the_transaction_that_records_the_end(tmp_path):
     (the run is still running, for recovery); committed, both are there; recording the end again is a
     conflict that adds no second try."""
     path = tmp_path / "crash.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.row_factory = sqlite3.Row
+    conn = connect(path)
     migrate(conn)
     run_id = running_run(conn)
     conn.close()
     script = (
         "import os, signal, sqlite3, sys\n"
         "from runsvc.recorder import record_end\n"
-        "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-        "conn.row_factory = sqlite3.Row\n"
+        "from runsvc.store.connections import connect\n"
+        "conn = connect(sys.argv[1])\n"
         "conn.execute('BEGIN IMMEDIATE')\n"
         f"run, retry = record_end(conn, {run_id}, from_status='running', status='failed', exit_code=1, ts={T0!r})\n"
         "assert retry is not None\n"
@@ -139,8 +139,7 @@ def test_the_next_try_is_in_the_transaction_that_records_the_end(tmp_path):
     assert crashed.returncode == -9, crashed.stderr
     assert runs_table(path) == [(run_id, "running", "api", None, 1)]
 
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.row_factory = sqlite3.Row
+    conn = connect(path)
     conn.execute("BEGIN IMMEDIATE")
     ended, retry = record_end(conn, run_id, from_status="running", status="failed", exit_code=1, ts=T0)
     conn.execute("COMMIT")
@@ -154,8 +153,7 @@ def test_the_next_try_is_in_the_transaction_that_records_the_end(tmp_path):
 def test_the_next_try_keeps_the_spec(tmp_path):
     """The next try has the run's command, env, timeout, name, labels, job, params, retries and
     concurrency, `trigger: "retry"`, and a not_before its delay after the end, with its queued event."""
-    conn = sqlite3.connect(tmp_path / "spec.db", isolation_level=None)
-    conn.row_factory = sqlite3.Row
+    conn = connect(tmp_path / "spec.db")
     migrate(conn)
     conn.execute(JOB)
     run_id = running_run(conn, job_id=1, job_name="j", params={"p": "v"}, concurrency={"key": "k", "limit": 2})
@@ -174,8 +172,7 @@ def test_the_next_try_keeps_the_spec(tmp_path):
 
 def test_a_deleted_jobs_run_is_not_retried(tmp_path):
     """A run whose job was deleted (job_id NULL, job_name kept) ends without a next try."""
-    conn = sqlite3.connect(tmp_path / "deleted.db", isolation_level=None)
-    conn.row_factory = sqlite3.Row
+    conn = connect(tmp_path / "deleted.db")
     migrate(conn)
     conn.execute(JOB)
     run_id = running_run(conn, job_id=1, job_name="j")

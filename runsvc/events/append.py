@@ -32,7 +32,6 @@ whole write, which the store retries: SPEC §14.)
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -43,10 +42,11 @@ import trio
 from ..model import Event, EventBatch, RunNotFound
 from ..store import Store, StoreClosedError, is_transient
 from ..store import events as sql
+from ..store.dialect import Connection
 from ..timeutil import now_ts
 from .bus import RunEventBus
 
-Transition = Callable[[sqlite3.Connection], None]
+Transition = Callable[[Connection], None]
 
 
 @attrs.define(eq=False)
@@ -159,7 +159,7 @@ class EventLog:
         buffer.done.set()
 
 
-def _write_buffer(conn: sqlite3.Connection, buffer: _Buffer, ts: str, watched: frozenset[int]) -> _Buffer:
+def _write_buffer(conn: Connection, buffer: _Buffer, ts: str, watched: frozenset[int]) -> _Buffer:
     """Writer thread, inside the group transaction. `watched`: the runs that had subscribers when the
     writer took the buffer; only their batches are worth serializing here."""
     buffer.batches.clear()  # this may be a retry of a write that met a storage fault at COMMIT
@@ -191,7 +191,7 @@ def _write_buffer(conn: sqlite3.Connection, buffer: _Buffer, ts: str, watched: f
 
 
 def _number_run(
-    conn: sqlite3.Connection,
+    conn: Connection,
     run_id: int,
     appends: list[_Append],
     ts: str,
@@ -222,7 +222,7 @@ def _number_run(
         sql.set_last_seq(conn, run_id, seq)
 
 
-def _transition(conn: sqlite3.Connection, append: _Append) -> bool:
+def _transition(conn: Connection, append: _Append) -> bool:
     """Run the append's transition in a savepoint; if it raises, undo it and keep the error."""
     assert append.transition is not None
     conn.execute("SAVEPOINT transition")
@@ -239,7 +239,7 @@ def _transition(conn: sqlite3.Connection, append: _Append) -> bool:
     return True
 
 
-def _insert_alone(conn: sqlite3.Connection, run_id: int, seq: int, append: _Append, ts: str) -> list[Event]:
+def _insert_alone(conn: Connection, run_id: int, seq: int, append: _Append, ts: str) -> list[Event]:
     """The append's transition and its rows in one savepoint: its events, or [] and its error."""
     conn.execute("SAVEPOINT append")
     try:

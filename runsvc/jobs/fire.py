@@ -13,7 +13,6 @@ change and computes its fire times again).
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +22,7 @@ from ..model import Event, Run, state_data
 from ..store import events as event_sql
 from ..store import fires as fires_sql
 from ..store import runs as runs_sql
+from ..store.dialect import Connection
 from ..store.jobs import get_job
 from ..timeutil import format_ts
 from .params import ParamError
@@ -54,7 +54,7 @@ class FireResult:
 NOTHING = FireResult(outcome=None)
 
 
-def fire(conn: sqlite3.Connection, plan: FirePlan, ts: str) -> FireResult:
+def fire(conn: Connection, plan: FirePlan, ts: str) -> FireResult:
     """Decide, record and carry out one fire (writer thread, inside the write's transaction)."""
     job = get_job(conn, plan.job_id)
     if (
@@ -100,7 +100,7 @@ def fire(conn: sqlite3.Connection, plan: FirePlan, ts: str) -> FireResult:
     return FireResult(outcome, started, tuple(cancelled), tuple(stop), reason)
 
 
-def _unstartable(conn: sqlite3.Connection, fields: dict[str, Any], why: str, ts: str) -> tuple[Run, list[Event]]:
+def _unstartable(conn: Connection, fields: dict[str, Any], why: str, ts: str) -> tuple[Run, list[Event]]:
     """A fire whose run cannot start (its job has a required parameter without default): the fire is
     still recorded, with a run that ends `failed` at once and says why, as a command that cannot be
     spawned does (SPEC §4). The schedule goes on."""

@@ -9,7 +9,6 @@ for `POST /runs`. Every committed create, edit and delete calls `on_change` (the
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
@@ -23,6 +22,7 @@ from ..runs import RunService
 from ..store import Store
 from ..store import jobs as sql
 from ..store import runs as run_sql
+from ..store.dialect import Connection
 from ..store.jobs import Fire, NameTaken
 from ..timeutil import format_ts, now_ts, parse_ts, utcnow
 from .runs import job_run_fields
@@ -155,7 +155,7 @@ class JobService:
         """Queue a run of the job (`trigger: "job"`) with these parameter values. Raises JobNotFound,
         params.ParamError naming a parameter that is unknown, missing or outside its choices."""
 
-        def write(conn: sqlite3.Connection) -> tuple[Run, list[Event]]:
+        def write(conn: Connection) -> tuple[Run, list[Event]]:
             # The job is read in the transaction that creates its run: it cannot be deleted in between.
             job = sql.get_job(conn, job_id)
             if job is None:

@@ -6,16 +6,16 @@ Secrets (enrollment tokens, agent secrets) are stored only as their sha256.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from ..model import StaleReport
+from .dialect import Connection, Row
 
 TOKEN_COLUMNS = "id, labels, created_at, expires_at, used_at"
 AGENT_COLUMNS = "id, name, labels, created_at, last_seen_at"
 
 
-def _with_labels(row: sqlite3.Row) -> dict[str, Any]:
+def _with_labels(row: Row) -> dict[str, Any]:
     item = dict(row)
     item["labels"] = json.loads(item["labels"])
     return item
@@ -25,7 +25,7 @@ def _with_labels(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def create_token(
-    conn: sqlite3.Connection, token_hash: bytes, labels: list[str], created_by: str | None, ts: str,
+    conn: Connection, token_hash: bytes, labels: list[str], created_by: str | None, ts: str,
     expires_at: str,
 ) -> dict[str, Any]:
     row = conn.execute(
@@ -36,12 +36,12 @@ def create_token(
     return _with_labels(row)
 
 
-def list_tokens(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def list_tokens(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(f"SELECT {TOKEN_COLUMNS} FROM enrollment_tokens ORDER BY id").fetchall()
     return [_with_labels(row) for row in rows]
 
 
-def delete_token(conn: sqlite3.Connection, token_id: int) -> bool:
+def delete_token(conn: Connection, token_id: int) -> bool:
     return conn.execute("DELETE FROM enrollment_tokens WHERE id = ?", (token_id,)).rowcount == 1
 
 
@@ -50,7 +50,7 @@ class NameTaken(Exception):
 
 
 def enroll(
-    conn: sqlite3.Connection, token_hash: bytes, name: str, asked_labels: list[str], secret_hash: bytes,
+    conn: Connection, token_hash: bytes, name: str, asked_labels: list[str], secret_hash: bytes,
     now: str,
 ) -> dict[str, Any] | None:
     """Use up a live token and create the agent, in one transaction. None: unknown, used or expired
@@ -76,28 +76,28 @@ def enroll(
 # ---- agents ------------------------------------------------------------------------------------------
 
 
-def list_agents(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def list_agents(conn: Connection) -> list[dict[str, Any]]:
     return [_with_labels(row) for row in conn.execute(f"SELECT {AGENT_COLUMNS} FROM agents ORDER BY id")]
 
 
-def agent_by_secret(conn: sqlite3.Connection, secret_hash: bytes) -> dict[str, Any] | None:
+def agent_by_secret(conn: Connection, secret_hash: bytes) -> dict[str, Any] | None:
     row = conn.execute(f"SELECT {AGENT_COLUMNS} FROM agents WHERE secret_hash = ?", (secret_hash,)).fetchone()
     return _with_labels(row) if row else None
 
 
-def delete_agent(conn: sqlite3.Connection, agent_id: int) -> dict[str, Any] | None:
+def delete_agent(conn: Connection, agent_id: int) -> dict[str, Any] | None:
     row = conn.execute(f"DELETE FROM agents WHERE id = ? RETURNING {AGENT_COLUMNS}", (agent_id,)).fetchone()
     return _with_labels(row) if row else None
 
 
-def touch_agent(conn: sqlite3.Connection, agent_id: int, ts: str) -> None:
+def touch_agent(conn: Connection, agent_id: int, ts: str) -> None:
     conn.execute("UPDATE agents SET last_seen_at = ? WHERE id = ?", (ts, agent_id))
 
 
 # ---- the agent side of runs --------------------------------------------------------------------------
 
 
-def store_chunks(conn: sqlite3.Connection, run_id: int, attempt: int, first_chunk: int, last_chunk: int) -> None:
+def store_chunks(conn: Connection, run_id: int, attempt: int, first_chunk: int, last_chunk: int) -> None:
     """Transition for an append of output chunks first_chunk..last_chunk: only for the run's current
     attempt while it runs (fencing), and only right after the last chunk stored (never twice).
 

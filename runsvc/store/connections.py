@@ -1,17 +1,26 @@
-"""Opening the database: the file made owner-only, WAL mode and migrations on the writer, reader
-connections, and a count of every statement (with those made on the Trio thread, which must stay 0)."""
+"""Opening a SQLite database: the file made owner-only, WAL mode and migrations on the writer, reader
+connections, and a count of every statement (with those made on the Trio thread, which must stay 0).
+`SqliteWriter` and `SqliteReader` are what the store's writer task and reads use of them (postgres.py
+has the same two for PostgreSQL)."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
+from . import faults
+from .dialect import SQLITE, Variants
 from .migrations import migrate
+
+T = TypeVar("T")
+PROGRESS_STEPS = 10_000  # SQLite VM steps between two checks of a read's time limit
 
 
 @attrs.define
@@ -34,14 +43,15 @@ class _CountingConnection(sqlite3.Connection):
     into Python once per row cost a quarter to 40 % of insert throughput.)"""
 
     counter: StatementCounter
+    dialect = SQLITE
 
-    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+    def execute(self, sql: str | Variants, parameters: Any = (), /) -> sqlite3.Cursor:
         self.counter.count()
-        return super().execute(sql, parameters)
+        return super().execute(sql.sqlite if isinstance(sql, Variants) else sql, parameters)
 
-    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+    def executemany(self, sql: str | Variants, parameters: Any, /) -> sqlite3.Cursor:
         self.counter.count()
-        return super().executemany(sql, parameters)
+        return super().executemany(sql.sqlite if isinstance(sql, Variants) else sql, parameters)
 
     def executescript(self, sql_script: str, /) -> sqlite3.Cursor:
         self.counter.count()
@@ -54,11 +64,6 @@ def rollback_quietly(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass  # SQLite rolls back by itself when it cannot (e.g. after an I/O error)
-
-
-def close_all(connections: list[sqlite3.Connection]) -> None:
-    for conn in connections:
-        conn.close()
 
 
 def _connect(path: Path, busy_timeout_ms: int, counter: StatementCounter) -> sqlite3.Connection:
@@ -106,3 +111,89 @@ def owner_only(path: Path) -> None:
             os.chmod(f"{path}{suffix}", 0o600)
         except FileNotFoundError:
             pass
+
+
+class SqliteWriter:
+    """The writer connection as the store's writer task uses it (see writer.py's WriterConnection)."""
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def connection(self) -> sqlite3.Connection:
+        return self.conn
+
+    def rollback_quietly(self) -> None:
+        rollback_quietly(self.conn)
+
+    def probe(self) -> None:
+        """A write transaction that changes nothing visible (it rewrites the schema cookie's neighbour,
+        user_version, with its own value): does the file take writes again?"""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+            conn.execute("COMMIT")
+        finally:
+            rollback_quietly(conn)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return faults.is_transient(exc)
+
+    def describe(self, exc: BaseException) -> str:
+        return faults.describe(exc)
+
+    def interrupt(self) -> None:
+        self.conn.interrupt()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class SqliteReader:
+    """A reader connection whose reads are interrupted past their time limit by SQLite's progress
+    handler, as Datasette does, or at once when the store closes."""
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self._stopped = False  # the store is closing: every read of this connection stops at once
+        self._deadline = float("inf")
+        conn.set_progress_handler(self._over_time, PROGRESS_STEPS)
+
+    def _over_time(self) -> int:
+        return int(self._stopped or time.monotonic() >= self._deadline)
+
+    def run(self, fn: Callable[..., T], args: tuple[Any, ...], timeout_s: float) -> T:
+        """Worker thread: `fn(conn, *args)`; a read transaction it leaves open (an error) is ended."""
+        self._deadline = time.monotonic() + timeout_s
+        try:
+            return fn(self.conn, *args)
+        finally:
+            if self.conn.in_transaction:
+                self.conn.rollback()
+
+    def timed_out(self, exc: BaseException) -> bool:
+        return time.monotonic() >= self._deadline
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return faults.is_transient(exc)
+
+    def describe(self, exc: BaseException) -> str:
+        return faults.describe(exc)
+
+    def interrupt(self) -> None:
+        self._stopped = True
+        self.conn.interrupt()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def connect(path: Path | str, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
+    """One connection configured as the store's are, outside any store (CLI tools, tests): autocommit,
+    rows by name, Variants resolved to their SQLite spelling, statements counted (from any thread)."""
+    return _connect(Path(path), busy_timeout_ms, StatementCounter(trio_thread=-1))

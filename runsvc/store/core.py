@@ -1,45 +1,71 @@
-"""The SQLite store: one writer connection with group commit, a small pool of readers, all in threads.
+"""The store: one writer connection with group commit, a few readers, all in threads; SQLite or PostgreSQL.
 
-Every sqlite3 call runs in a worker thread under the store's own CapacityLimiter, never on the Trio
+Every database call runs in a worker thread under the store's own CapacityLimiter, never on the Trio
 thread. Writes are requests queued to ONE writer task that group-commits them and handles the
-database's faults (writer.py); reads take a free reader connection and run under a time limit enforced
-by SQLite's progress handler, as Datasette does. Opening the file — permissions, WAL, migrations, the
-statement counters — is connections.py.
+database's faults (writer.py); reads take a free read slot and run under a time limit (SQLite's
+progress handler, as Datasette does; PostgreSQL's statement_timeout). The two dialects differ only in
+their connections (connections.py, postgres.py: `Database`) and in the SQL that must differ
+(dialect.py); everything here is written once.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import trio
 
 from ..log import get_logger
-from .connections import StatementCounter, close_all, open_connections, owner_only
+from .connections import SqliteReader, SqliteWriter, StatementCounter, open_connections, owner_only
+from .dialect import SQLITE
 from .errors import StoreClosedError
-from .faults import FaultInjector, ReadTimedOut, StoreUnavailable, describe, is_transient
-from .writer import PROBE_INTERVAL_S, RETRY_FIRST_S, RETRY_MAX_S, GroupCommitWriter, WriteRequest
+from .faults import FaultInjector, ReadTimedOut, StoreUnavailable
+from .writer import PROBE_INTERVAL_S, RETRY_FIRST_S, RETRY_MAX_S, GroupCommitWriter, WriterConnection, WriteRequest
 
-__all__ = ["PROBE_INTERVAL_S", "RETRY_FIRST_S", "RETRY_MAX_S", "Store", "StoreStatistics", "open_store"]
+__all__ = [
+    "PROBE_INTERVAL_S", "RETRY_FIRST_S", "RETRY_MAX_S", "Database", "Store", "StoreStatistics", "open_store",
+]
 
 T = TypeVar("T")
 log = get_logger(__name__)
 
-PROGRESS_STEPS = 10_000  # SQLite VM steps between two checks of a read's time limit
+
+
+class Reader(Protocol):
+    """One read slot of either dialect (connections.SqliteReader, postgres.PgReader)."""
+
+    errors: tuple[type[BaseException], ...]
+
+    def run(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> Any: ...
+    def timed_out(self, exc: BaseException) -> bool: ...
+    def is_transient(self, exc: BaseException) -> bool: ...
+    def describe(self, exc: BaseException) -> str: ...
+    def interrupt(self) -> None: ...
+    def close(self) -> None: ...
+
+
+@attrs.define
+class Database:
+    """An open database: its writer connection, its read slots and their statement counters."""
+
+    dialect: str
+    writer: WriterConnection
+    readers: list[Reader]
+    counters: list[StatementCounter]
+    path: Path | None = None  # SQLite's file
+    url: str | None = None  # PostgreSQL's URL (with its password: never logged)
+    close_rest: Callable[[], None] = lambda: None  # worker thread: what else to close (a pool)
 
 
 @attrs.frozen
 class StoreStatistics:
     statements: int  # execute/executemany/executescript calls, on every connection (not rows)
-    statements_on_trio_thread: int  # must stay 0: sqlite3 never runs on the Trio thread
+    statements_on_trio_thread: int  # must stay 0: the database is never used on the Trio thread
     transactions: int  # write transactions committed
     write_requests: int  # write() calls executed
     write_batches: int  # writer thread hops; requests / batches is the group-commit factor
@@ -53,31 +79,27 @@ class Store:
 
     def __init__(
         self,
-        path: Path,
-        connections: list[sqlite3.Connection],
-        counters: list[StatementCounter],
+        database: Database,
         limiter: trio.CapacityLimiter,
         *,
         read_timeout_s: float = 30.0,
         close_timeout_s: float = 10.0,
     ):
-        self.path = path
-        writer, *readers = connections
-        self._counters = counters
-        self._readers = readers
-        self._free_send, self._free_receive = trio.open_memory_channel[sqlite3.Connection](len(readers))
-        for conn in readers:
-            self._free_send.send_nowait(conn)
-        self._limiter = limiter  # SQLite's own worker threads, apart from trio's default pool
+        self.database = database
+        self.dialect = database.dialect
+        self.path = database.path
+        self._counters = database.counters
+        self._readers = database.readers
+        self._free_send, self._free_receive = trio.open_memory_channel[Reader](len(self._readers))
+        for reader in self._readers:
+            self._free_send.send_nowait(reader)
+        self._limiter = limiter  # the database's own worker threads, apart from trio's default pool
         self.faults = FaultInjector()
-        self._writer = GroupCommitWriter(writer, limiter, self.faults)
+        self._writer = GroupCommitWriter(database.writer, limiter, self.faults)
         self._closing = False
         self._closed = False
         self._read_timeout_s = read_timeout_s
         self._close_timeout_s = close_timeout_s
-        self._read_deadlines: dict[int, float] = {}  # id(conn) -> time.monotonic() deadline
-        for conn in readers:
-            conn.set_progress_handler(partial(self._read_over_time, id(conn)), PROGRESS_STEPS)
 
     @property
     def unavailable(self) -> str | None:
@@ -96,32 +118,25 @@ class Store:
         """Run `fn(conn, *args)` on a reader connection in a worker thread and return its result."""
         if self._closing:
             raise StoreClosedError("store is closed")
-        conn = await self._free_receive.receive()
+        reader = await self._free_receive.receive()
         try:
-            return await trio.to_thread.run_sync(self._timed_read, conn, fn, args, limiter=self._limiter)
+            return await trio.to_thread.run_sync(self._timed_read, reader, fn, args, limiter=self._limiter)
         finally:
-            self._free_send.send_nowait(conn)
+            self._free_send.send_nowait(reader)
 
-    def _timed_read(self, conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _timed_read(self, reader: Reader, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         """Worker thread: `fn` under the read time limit; transient faults become StoreUnavailable."""
-        self._read_deadlines[id(conn)] = time.monotonic() + self._read_timeout_s
         try:
-            return fn(conn, *args)
-        except sqlite3.Error as exc:
+            result: T = reader.run(fn, args, self._read_timeout_s)
+            return result
+        except reader.errors as exc:
             if self._closing:
                 raise StoreClosedError("store closed during the read") from None
-            if not is_transient(exc):
+            if not reader.is_transient(exc):
                 raise
-            if time.monotonic() >= self._read_deadlines[id(conn)]:
+            if reader.timed_out(exc):
                 raise ReadTimedOut(f"a read took longer than {self._read_timeout_s:g} s") from None
-            raise StoreUnavailable(describe(exc)) from None
-        finally:
-            if conn.in_transaction:  # fn left a read transaction open (an error mid-way)
-                conn.rollback()
-
-    def _read_over_time(self, conn_id: int) -> int:
-        """SQLite progress handler of a reader: non-zero interrupts the statement."""
-        return int(self._closing or time.monotonic() >= self._read_deadlines.get(conn_id, float("inf")))
+            raise StoreUnavailable(reader.describe(exc)) from None
 
     # ---- writes ------------------------------------------------------------------------------------
 
@@ -201,15 +216,15 @@ class Store:
         self._writer.begin_close()
         writer_exited = self._writer.exited
         with trio.CancelScope(shield=True):
-            for conn in self._readers:
-                conn.interrupt()
-            free: list[sqlite3.Connection] = []
+            for reader in self._readers:
+                reader.interrupt()
+            free: list[Reader] = []
             with trio.move_on_after(self._close_timeout_s) as waited:
                 await writer_exited.wait()
                 for _ in self._readers:
                     free.append(await self._free_receive.receive())
             if waited.cancelled_caught:
-                self._writer.conn.interrupt()
+                self._writer.link.interrupt()
                 with trio.move_on_after(1.0):
                     await writer_exited.wait()
                 while True:
@@ -219,36 +234,46 @@ class Store:
                         break
                 stuck = len(self._readers) - len(free) + (0 if writer_exited.is_set() else 1)
                 log.warning("database closed with connections still busy", busy=stuck)
+            closers: list[Callable[[], None]] = [reader.close for reader in free]
             if writer_exited.is_set():
-                free.append(self._writer.conn)
+                closers.append(self._writer.link.close)
+            closers.append(self.database.close_rest)
             with trio.move_on_after(self._close_timeout_s):
-                await trio.to_thread.run_sync(close_all, free, limiter=self._limiter, abandon_on_cancel=True)
+                await trio.to_thread.run_sync(_close_all, closers, limiter=self._limiter, abandon_on_cancel=True)
         self._closed = True
 
 
 @asynccontextmanager
 async def open_store(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     *,
+    database_url: str = "",
     readers: int = 4,
     busy_timeout_ms: int = 5000,
     read_timeout_s: float = 30.0,
     close_timeout_s: float = 10.0,
 ) -> AsyncIterator[Store]:
-    """Open (creating or upgrading) the database at `path`; close it when the block exits.
+    """Open (creating or upgrading) the database — PostgreSQL at `database_url` if given, else the SQLite
+    file at `path` — and close it when the block exits.
 
-    A new database file is created mode 0600, and an existing one (with its -wal and -shm files) is
-    narrowed to 0600: it holds password hashes and every run's environment.
+    A new SQLite file is created mode 0600, and an existing one (with its -wal and -shm files) is
+    narrowed to 0600: it holds password hashes and every run's environment. PostgreSQL failures to
+    start are DatabaseSettingError (fix the setting) or DatabaseUnreachable (try again later).
     """
-    path = Path(path)
     limiter = trio.CapacityLimiter(readers + 1)
-    await trio.to_thread.run_sync(owner_only, path, limiter=limiter)
-    conns, counters = await trio.to_thread.run_sync(
-        open_connections, path, readers, busy_timeout_ms, threading.get_ident(), limiter=limiter
-    )
-    store = Store(
-        path, conns, counters, limiter, read_timeout_s=read_timeout_s, close_timeout_s=close_timeout_s
-    )
+    if database_url:
+        from .postgres import open_database  # psycopg only for a PostgreSQL store (importing it costs 0.2 s)
+
+        database = await trio.to_thread.run_sync(
+            open_database, database_url, readers, read_timeout_s, threading.get_ident(), limiter=limiter
+        )
+    else:
+        if path is None:
+            raise ValueError("open_store needs a SQLite path or a database_url")
+        database = await trio.to_thread.run_sync(
+            _open_sqlite, Path(path), readers, busy_timeout_ms, threading.get_ident(), limiter=limiter
+        )
+    store = Store(database, limiter, read_timeout_s=read_timeout_s, close_timeout_s=close_timeout_s)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(store._writer.run)
         try:
@@ -256,5 +281,20 @@ async def open_store(
         finally:
             await store.aclose()
             # The writer has exited, or its statement was interrupted by aclose(); its thread is never
-            # abandoned (writer.py), so only a request stuck outside SQLite could hold this exit.
+            # abandoned (writer.py), so only a request stuck outside the database could hold this exit.
             nursery.cancel_scope.cancel()
+
+
+def _open_sqlite(path: Path, readers: int, busy_timeout_ms: int, trio_thread: int) -> Database:
+    """Worker thread: the file made owner-only, then its writer (WAL, migrated) and readers."""
+    owner_only(path)
+    conns, counters = open_connections(path, readers, busy_timeout_ms, trio_thread)
+    writer, *reader_conns = conns
+    return Database(
+        SQLITE, SqliteWriter(writer), [SqliteReader(conn) for conn in reader_conns], counters, path=path
+    )
+
+
+def _close_all(closers: list[Callable[[], None]]) -> None:
+    for close in closers:
+        close()

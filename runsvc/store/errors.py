@@ -11,3 +11,12 @@ class StoreClosedError(StoreError):
 
 class SchemaError(StoreError):
     """The database file cannot be used by this version of runsvc."""
+
+
+class DatabaseSettingError(StoreError):
+    """The database setting cannot work: a malformed URL, a wrong password, no such database, a server too
+    old. Fixing the setting is the only cure (`serve` exits with status 2)."""
+
+
+class DatabaseUnreachable(StoreError):
+    """The database server did not answer; it may later (`serve` exits with status 1)."""

@@ -7,7 +7,6 @@ what is read is what the API answers. A job's name is unique ignoring case (the 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,6 +15,7 @@ import attrs
 from ..model import Event, Job, Run, state_data
 from . import events as event_sql
 from . import runs as run_sql
+from .dialect import BEGIN_SNAPSHOT, Connection, Row, Variants, database_errors, is_unique_violation
 
 JOB_COLUMNS = ", ".join(field.name for field in attrs.fields(Job))
 _JSON_COLUMNS = ("command", "env", "labels", "params", "retries", "concurrency", "schedule")
@@ -26,6 +26,11 @@ EDITABLE = ("name", "description", "command", "env", "timeout_s", "labels", "par
 
 # The statements whose cost matters are index searches (tests/jobs/test_jobs_store.py checks the plans).
 # A job's newest run: one seek in runs_job_id (job_id, id) per job.
+# Every job by name ignoring case (citext orders so on PostgreSQL).
+LIST_JOBS = Variants(
+    sqlite=f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY name COLLATE NOCASE, id",
+    postgresql=f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY name, id",
+)
 LAST_RUN_IDS = "SELECT (SELECT max(r.id) FROM runs AS r WHERE r.job_id = jobs.id) FROM jobs"
 SELECT_QUEUED_RUNS = "SELECT id FROM runs WHERE job_id = ? AND status = 'queued' ORDER BY id"
 SELECT_FIRES = (
@@ -46,7 +51,7 @@ class Fire:
     run_id: int | None
 
 
-def job_from_row(row: sqlite3.Row) -> Job:
+def job_from_row(row: Row) -> Job:
     values: dict[str, Any] = dict(zip(row.keys(), row, strict=True))
     for key in _JSON_COLUMNS:
         if values[key] is not None:
@@ -66,19 +71,19 @@ def _encoded(values: Mapping[str, Any]) -> dict[str, Any]:
     return encoded
 
 
-def get_job(conn: sqlite3.Connection, job_id: int) -> Job | None:
+def get_job(conn: Connection, job_id: int) -> Job | None:
     row = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return job_from_row(row) if row else None
 
 
-def _name_taken(error: sqlite3.IntegrityError, name: str) -> NameTaken:
-    if "jobs.name" not in str(error):
+def _name_taken(error: BaseException, name: str) -> NameTaken:
+    if not is_unique_violation(error):  # the name is the one unique column a write here can repeat
         raise error
     return NameTaken(f"a job named {name!r} exists already (names are unique ignoring case)")
 
 
 def create_job(
-    conn: sqlite3.Connection, values: Mapping[str, Any], *, created_by: str | None, ts: str
+    conn: Connection, values: Mapping[str, Any], *, created_by: str | None, ts: str
 ) -> Job:
     """Insert a job from `values` (every EDITABLE field, normalised). Its schedule counts fire times
     from now. Raises NameTaken."""
@@ -90,7 +95,7 @@ def create_job(
         job_id = conn.execute(
             f"INSERT INTO jobs ({columns}) VALUES ({', '.join('?' * len(row))}) RETURNING id", tuple(row.values())
         ).fetchone()[0]
-    except sqlite3.IntegrityError as error:
+    except database_errors() as error:
         raise _name_taken(error, values["name"]) from None
     job = get_job(conn, job_id)
     assert job is not None  # inserted by this transaction
@@ -108,7 +113,7 @@ def schedule_from(old: Job, schedule: dict[str, Any] | None, ts: str) -> str | N
 
 
 def update_job(
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: int,
     changes: Mapping[str, Any],
     *,
@@ -127,13 +132,13 @@ def update_job(
     assignments = ", ".join(f"{column} = ?" for column in values)
     try:
         conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*_encoded(values).values(), job_id))
-    except sqlite3.IntegrityError as error:
+    except database_errors() as error:
         raise _name_taken(error, merged.name) from None
     return get_job(conn, job_id)
 
 
 def delete_job(
-    conn: sqlite3.Connection, job_id: int, *, ts: str, reason: str
+    conn: Connection, job_id: int, *, ts: str, reason: str
 ) -> list[tuple[Run, list[Event]]] | None:
     """Delete the job; its runs stay (job_id NULL through the foreign key, job_name kept) and its queued
     ones are cancelled in the same transaction, each with its `state cancelled` event, so none can be
@@ -155,7 +160,7 @@ def delete_job(
     return cancelled
 
 
-def _last_runs(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> dict[int, Run]:
+def _last_runs(conn: Connection, where: str, args: tuple[Any, ...]) -> dict[int, Run]:
     rows = conn.execute(
         f"SELECT {run_sql.SUMMARY_COLUMNS} FROM runs WHERE id IN ({LAST_RUN_IDS} {where})", args
     ).fetchall()
@@ -163,12 +168,12 @@ def _last_runs(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> d
     return {run.job_id: run for run in runs if run.job_id is not None}
 
 
-def list_jobs(conn: sqlite3.Connection) -> list[tuple[Job, Run | None]]:
+def list_jobs(conn: Connection) -> list[tuple[Job, Run | None]]:
     """Every job by name ignoring case, each with the summary of its newest run (or None), read in one
     snapshot."""
-    conn.execute("BEGIN")
+    conn.execute(BEGIN_SNAPSHOT)
     try:
-        rows = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY name COLLATE NOCASE, id").fetchall()
+        rows = conn.execute(LIST_JOBS).fetchall()
         last = _last_runs(conn, "", ())
     finally:
         conn.execute("COMMIT")
@@ -176,9 +181,9 @@ def list_jobs(conn: sqlite3.Connection) -> list[tuple[Job, Run | None]]:
     return [(job, last.get(job.id)) for job in jobs]
 
 
-def get_job_with_last_run(conn: sqlite3.Connection, job_id: int) -> tuple[Job, Run | None] | None:
+def get_job_with_last_run(conn: Connection, job_id: int) -> tuple[Job, Run | None] | None:
     """The job and the summary of its newest run (or None), read in one snapshot; None if no job."""
-    conn.execute("BEGIN")
+    conn.execute(BEGIN_SNAPSHOT)
     try:
         job = get_job(conn, job_id)
         last = _last_runs(conn, "WHERE jobs.id = ?", (job_id,)) if job else {}
@@ -187,9 +192,9 @@ def get_job_with_last_run(conn: sqlite3.Connection, job_id: int) -> tuple[Job, R
     return None if job is None else (job, last.get(job_id))
 
 
-def fires_page(conn: sqlite3.Connection, job_id: int, limit: int) -> list[Fire] | None:
+def fires_page(conn: Connection, job_id: int, limit: int) -> list[Fire] | None:
     """The job's `limit` newest fires, newest first; None if there is no such job."""
-    conn.execute("BEGIN")
+    conn.execute(BEGIN_SNAPSHOT)
     try:
         if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
             return None

@@ -1,6 +1,6 @@
 """SQL for maintenance and retention: expiry of sessions, tokens and throttle rows; run pruning; stats.
 
-Plain functions taking a `sqlite3.Connection`; the store runs them on the writer (deletes) or a reader
+Plain functions taking a `Connection`; the store runs them on the writer (deletes) or a reader
 (counts, stats) in a worker thread. Every delete is bounded by a `limit` so that no single write
 transaction grows with the size of the backlog: callers repeat until a call reports nothing left.
 Timestamps are the fixed-width RFC 3339 text of `runsvc.timeutil`, so `<` on text is `<` on time.
@@ -8,12 +8,12 @@ Timestamps are the fixed-width RFC 3339 text of `runsvc.timeutil`, so `<` on tex
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import attrs
 
 from ..model import TERMINAL_STATUSES
+from .dialect import Connection
 from .tokens import delete_expired_tokens
 
 _TERMINAL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES)) + ")"  # SQL list
@@ -91,7 +91,7 @@ class ExpiryCounts:
 
 
 def delete_expired(
-    conn: sqlite3.Connection, now: str, throttle_cutoff: str, limit: int, fires_cutoff: str | None = None
+    conn: Connection, now: str, throttle_cutoff: str, limit: int, fires_cutoff: str | None = None
 ) -> ExpiryCounts:
     """Delete up to `limit` rows of each kind: sessions, enrollment and API tokens expired at `now`,
     throttle rows whose last failure is before `throttle_cutoff` and that hold no lockout at `now`, and
@@ -124,7 +124,7 @@ class PruneBatch:
 
 
 def prune_batch(
-    conn: sqlite3.Connection, cutoff: str, budget: int, only: frozenset[int] | None = None
+    conn: Connection, cutoff: str, budget: int, only: frozenset[int] | None = None
 ) -> PruneBatch:
     """Delete expired terminal runs (`ended_at < cutoff`), oldest first, with their events.
 
@@ -160,14 +160,14 @@ def prune_batch(
     return PruneBatch(tuple(deleted_runs), events, exhausted, time.perf_counter() - started)
 
 
-def expired_run_ids(conn: sqlite3.Connection, cutoff: str, limit: int) -> list[int]:
+def expired_run_ids(conn: Connection, cutoff: str, limit: int) -> list[int]:
     """The runs the next `prune_batch` with this cutoff and a budget of `limit - 1` may touch, in its
     order: what retention fences before it deletes anything (SPEC §14)."""
     return [row[0] for row in conn.execute(SELECT_EXPIRED_RUNS, {"cutoff": cutoff, "limit": limit})]
 
 
 def prune_batch_alone(
-    conn: sqlite3.Connection, cutoff: str, budget: int, only: frozenset[int] | None = None
+    conn: Connection, cutoff: str, budget: int, only: frozenset[int] | None = None
 ) -> PruneBatch:
     """`prune_batch` in a transaction of its own, for `store.write(..., transaction=False)`.
 
@@ -195,7 +195,7 @@ class PrunePreview:
     events: int
 
 
-def count_expired(conn: sqlite3.Connection, cutoff: str) -> PrunePreview:
+def count_expired(conn: Connection, cutoff: str) -> PrunePreview:
     runs = conn.execute(COUNT_EXPIRED_RUNS, {"cutoff": cutoff}).fetchone()[0]
     events = conn.execute(COUNT_EXPIRED_EVENTS, {"cutoff": cutoff}).fetchone()[0]
     return PrunePreview(runs, events)
@@ -204,11 +204,11 @@ def count_expired(conn: sqlite3.Connection, cutoff: str) -> PrunePreview:
 # ---- reclaiming space --------------------------------------------------------------------------
 
 
-def freelist_count(conn: sqlite3.Connection) -> int:
+def freelist_count(conn: Connection) -> int:
     return conn.execute("PRAGMA freelist_count").fetchone()[0]
 
 
-def incremental_vacuum(conn: sqlite3.Connection, max_pages: int) -> int:
+def incremental_vacuum(conn: Connection, max_pages: int) -> int:
     """Give up to `max_pages` free pages back to the file system; return the free pages left.
 
     Must run outside a transaction (`store.write(..., transaction=False)`): the pragma frees one page
@@ -220,7 +220,7 @@ def incremental_vacuum(conn: sqlite3.Connection, max_pages: int) -> int:
     return freelist_count(conn)
 
 
-def checkpoint_truncate(conn: sqlite3.Connection, busy_timeout_ms: int) -> bool:
+def checkpoint_truncate(conn: Connection, busy_timeout_ms: int) -> bool:
     """Copy the WAL into the database file and truncate the WAL to zero bytes; False if readers held
     it back (then it is simply tried again after the next pass).
 
@@ -255,7 +255,7 @@ class DatabaseStats:
 _AUTO_VACUUM = {0: "none", 1: "full", 2: "incremental"}
 
 
-def database_stats(conn: sqlite3.Connection) -> DatabaseStats:
+def database_stats(conn: Connection) -> DatabaseStats:
     def pragma(name: str) -> int:
         return conn.execute(f"PRAGMA {name}").fetchone()[0]
 

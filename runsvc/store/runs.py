@@ -7,7 +7,6 @@ transition functions below, so the status and its event commit together.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +14,7 @@ import attrs
 
 from ..model import TERMINAL_STATUSES, Event, EventBatch, Run, StatusConflict, state_data
 from . import events as event_sql
+from .dialect import BEGIN_SNAPSHOT, POSTGRESQL, Connection, Row, Variants
 
 # Run fields that are not columns: computed when a run is read or published.
 _COMPUTED_FIELDS = frozenset({"waiting_for"})
@@ -63,7 +63,7 @@ SUMMARY_COLUMNS = RUN_COLUMNS.replace(" env,", "")
 # index an error, not a slow claim. Ids only grow (AUTOINCREMENT), so among runs queued at the same
 # moment the lowest id is the oldest. Cost: about two seeks per claim group of queued runs plus the
 # running runs of the ready heads' groups, not one per queued run.
-CLAIM_NEXT = """
+CLAIM_NEXT_SQLITE = """
 WITH RECURSIVE
     queues(labels, gkey) AS (
         SELECT first.labels, (
@@ -127,15 +127,60 @@ WITH RECURSIVE
     WHERE runs.id = pick.run_id
     RETURNING """ + ", ".join(f"runs.{column.strip()}" for column in RUN_COLUMNS.split(","))
 
+# The same claim on PostgreSQL: the queued runs in the order of runs_queued_claim ("queued since", id),
+# the first one that is due, whose group has room, that is the first in its (labels, concurrency key)
+# claim group (the rule above: a group is a queue) and that one of the executors can take (its labels
+# contain the run's: jsonb @>), locked with SKIP LOCKED so a second claimer passes over it rather than
+# waiting or taking it too. Unlike SQLite's, its cost grows with the queued runs ahead of the first
+# claimable one (PostgreSQL has no loose index scan to skip a claim group at once).
+CLAIM_NEXT_POSTGRESQL = """
+WITH offers AS (
+    SELECT o.offer ->> 'name' AS name, o.offer -> 'labels' AS labels, o.preference
+    FROM jsonb_array_elements(%(executors)s::jsonb) WITH ORDINALITY AS o(offer, preference)
+),
+pick AS (
+    SELECT r.id, taker.name AS chosen
+    FROM runs AS r
+    CROSS JOIN LATERAL (
+        SELECT o.name FROM offers AS o WHERE o.labels @> r.labels::jsonb ORDER BY o.preference LIMIT 1
+    ) AS taker
+    WHERE r.status = 'queued'
+      AND (r.not_before IS NULL OR r.not_before <= %(ts)s)
+      AND (r.concurrency_key IS NULL OR (
+            (SELECT count(*) FROM runs AS c WHERE c.status = 'running' AND c.concurrency_key = r.concurrency_key)
+              < (r.concurrency::jsonb ->> 'limit')::bigint
+            AND NOT EXISTS (
+                SELECT 1 FROM runs AS e
+                WHERE e.status = 'queued' AND e.concurrency_key = r.concurrency_key AND e.labels = r.labels
+                  AND (greatest(e.created_at, coalesce(e.not_before, '')), e.id)
+                      < (greatest(r.created_at, coalesce(r.not_before, '')), r.id)
+            )))
+    ORDER BY greatest(r.created_at, coalesce(r.not_before, '')), r.id
+    LIMIT 1
+    FOR UPDATE OF r SKIP LOCKED
+)
+UPDATE runs SET status = 'running', started_at = %(ts)s, attempt = attempt + 1, executor = pick.chosen,
+                agent_chunk = 0, last_seq = last_seq + 1
+FROM pick
+WHERE runs.id = pick.id
+RETURNING """ + ", ".join(f"runs.{column.strip()}" for column in RUN_COLUMNS.split(","))
+
+CLAIM_NEXT = Variants(sqlite=CLAIM_NEXT_SQLITE, postgresql=CLAIM_NEXT_POSTGRESQL)
+# Claims on PostgreSQL hold this transaction-level advisory lock: several claimers (replicas) then
+# count a concurrency group's running runs one after the other, never both below its limit at once.
+CLAIM_LOCK = 0x636C61696D  # "claim"
+
 # The earliest not_before of a queued run still in the future: when the scheduler must look again
 # (it sleeps until then; no polling). One seek in the partial index runs_queued_not_before.
-NEXT_NOT_BEFORE = (
-    "SELECT min(not_before) FROM runs INDEXED BY runs_queued_not_before "
-    "WHERE status = 'queued' AND not_before IS NOT NULL AND not_before > ?"
+NEXT_NOT_BEFORE = Variants(
+    sqlite="SELECT min(not_before) FROM runs INDEXED BY runs_queued_not_before "
+    "WHERE status = 'queued' AND not_before IS NOT NULL AND not_before > ?",
+    postgresql="SELECT min(not_before) FROM runs "
+    "WHERE status = 'queued' AND not_before IS NOT NULL AND not_before > %s",
 )
 
 
-def run_from_row(row: sqlite3.Row) -> Run:
+def run_from_row(row: Row) -> Run:
     """A Run from a row of RUN_COLUMNS, or of SUMMARY_COLUMNS (then without `env`)."""
     return _run(dict(zip(row.keys(), row, strict=True)))
 
@@ -149,7 +194,7 @@ def _run(values: dict[str, Any]) -> Run:
 
 
 def create_run(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     command: Sequence[str],
     env: dict[str, str],
@@ -192,7 +237,7 @@ def create_run(
     return run, _insert_events(conn, run, [("state", state_data("queued"))], ts)
 
 
-def _insert_events(conn: sqlite3.Connection, run: Run, items: Sequence[tuple[str, Any]], ts: str) -> list[Event]:
+def _insert_events(conn: Connection, run: Run, items: Sequence[tuple[str, Any]], ts: str) -> list[Event]:
     """The events of a run whose row this transaction has just written with `last_seq` already counting
     them (inserted, or claimed): numbered up to run.last_seq and inserted, without reading or updating
     the run again."""
@@ -202,7 +247,7 @@ def _insert_events(conn: sqlite3.Connection, run: Run, items: Sequence[tuple[str
     return events
 
 
-def rerun(conn: sqlite3.Connection, run_id: int, *, created_by: str | None, ts: str) -> tuple[Run, list[Event]] | None:
+def rerun(conn: Connection, run_id: int, *, created_by: str | None, ts: str) -> tuple[Run, list[Event]] | None:
     """Queue a new first try of run `run_id` (SPEC §15 re-run): its command, env, timeout, name, labels,
     job, params, retries and concurrency, `trigger: "rerun"`; None if there is no such run. One
     transaction, so the run read is the run copied."""
@@ -216,13 +261,13 @@ def rerun(conn: sqlite3.Connection, run_id: int, *, created_by: str | None, ts: 
     )
 
 
-def get_run(conn: sqlite3.Connection, run_id: int) -> Run | None:
+def get_run(conn: Connection, run_id: int) -> Run | None:
     row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
     return run_from_row(row) if row else None
 
 
 def list_runs(
-    conn: sqlite3.Connection, statuses: Sequence[str], limit: int, before: int | None,
+    conn: Connection, statuses: Sequence[str], limit: int, before: int | None,
     job_id: int | None = None,
 ) -> tuple[list[Run], int | None]:
     """Run summaries (no env), newest first, keyset-paginated by id, of one job when `job_id` is given
@@ -248,7 +293,7 @@ def list_runs(
 
 
 def claim_next(
-    conn: sqlite3.Connection, ts: str, executors: Sequence[tuple[str, Sequence[str]]]
+    conn: Connection, ts: str, executors: Sequence[tuple[str, Sequence[str]]]
 ) -> tuple[Run, list[Event]] | None:
     """Atomically move the oldest queued run that one of `executors` ((name, labels), in order of
     preference) can take to running, naming the executor and counting the attempt; append its
@@ -264,7 +309,7 @@ def claim_next(
 
 
 def claim_batch(
-    conn: sqlite3.Connection, ts: str, slots: Sequence[tuple[str, Sequence[str], int]]
+    conn: Connection, ts: str, slots: Sequence[tuple[str, Sequence[str], int]]
 ) -> tuple[list[tuple[Run, list[Event]]], str | None]:
     """Claim runs for every free slot of `slots` ((name, labels, free slots), in order of preference),
     in the caller's one transaction: claim_next again and again, each time offering the executors that
@@ -279,6 +324,8 @@ def claim_batch(
     the transaction: one commit (and one thread hop of the store's writer) for all of them."""
     free = {name: count for name, _, count in slots}
     claimed: list[tuple[Run, list[Event]]] = []
+    if conn.dialect == POSTGRESQL:
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (CLAIM_LOCK,))
     while True:
         offers = [(name, labels) for name, labels, _ in slots if free[name] > 0]
         if not offers:
@@ -293,7 +340,7 @@ def claim_batch(
 
 
 def finish(
-    conn: sqlite3.Connection, run_id: int, *, from_status: str, status: str, exit_code: int | None, ts: str
+    conn: Connection, run_id: int, *, from_status: str, status: str, exit_code: int | None, ts: str
 ) -> Run:
     """Transition: from_status -> terminal `status`. Raises StatusConflict if the run is elsewhere."""
     assert status in TERMINAL_STATUSES
@@ -307,12 +354,12 @@ def finish(
     return run_from_row(row)
 
 
-def next_not_before(conn: sqlite3.Connection, ts: str) -> str | None:
+def next_not_before(conn: Connection, ts: str) -> str | None:
     """The earliest not_before after `ts` of a queued run, or None."""
     return conn.execute(NEXT_NOT_BEFORE, (ts,)).fetchone()[0]
 
 
-def running_run_ids(conn: sqlite3.Connection) -> list[int]:
+def running_run_ids(conn: Connection) -> list[int]:
     """Runs a previous server process left running on the local executor (startup recovery); runs on
     agents are left to their agents (see agents/hub.py)."""
     return [
@@ -323,7 +370,7 @@ def running_run_ids(conn: sqlite3.Connection) -> list[int]:
     ]
 
 
-def agent_runs(conn: sqlite3.Connection) -> list[tuple[Run, int]]:
+def agent_runs(conn: Connection) -> list[tuple[Run, int]]:
     """Runs a previous server process left running on agents (startup: the scheduler adopts them), each
     with the last output chunk of its current attempt that is stored."""
     rows = conn.execute(
@@ -339,11 +386,11 @@ def agent_runs(conn: sqlite3.Connection) -> list[tuple[Run, int]]:
 
 
 def events_page(
-    conn: sqlite3.Connection, run_id: int, after_seq: int, limit: int
+    conn: Connection, run_id: int, after_seq: int, limit: int
 ) -> tuple[str, int, EventBatch | None] | None:
     """(status, last_seq, the batch of events after `after_seq` or None) read in one snapshot; None if
     no such run."""
-    conn.execute("BEGIN")
+    conn.execute(BEGIN_SNAPSHOT)
     try:
         row = conn.execute("SELECT status, last_seq FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
@@ -354,7 +401,7 @@ def events_page(
 
 
 def output_lines(
-    conn: sqlite3.Connection, run_id: int, after_seq: int, up_to_seq: int, limit: int
+    conn: Connection, run_id: int, after_seq: int, up_to_seq: int, limit: int
 ) -> list[tuple[int, str | None]]:
     """(seq, line) for the events in (after_seq, up_to_seq], at most `limit`; line is None for events
     that are not stdout/stderr (their seq still moves the caller's position on)."""
@@ -370,5 +417,5 @@ def output_lines(
 COUNT_RUNS_BY_STATUS = "SELECT status, count(*) FROM runs GROUP BY status"
 
 
-def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
+def count_by_status(conn: Connection) -> dict[str, int]:
     return {status: count for status, count in conn.execute(COUNT_RUNS_BY_STATUS)}

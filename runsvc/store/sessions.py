@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
-
+from .dialect import Connection, Row
 from .users import USER_COLUMNS
 
 _USER_COLUMNS_OF_U = ", ".join(f"u.{name.strip()}" for name in USER_COLUMNS.split(","))
 
 
 def insert_session(
-    conn: sqlite3.Connection, token_hash: bytes, user_id: int, created_at: str, expires_at: str
+    conn: Connection, token_hash: bytes, user_id: int, created_at: str, expires_at: str
 ) -> None:
     conn.execute(
         "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
@@ -18,7 +17,7 @@ def insert_session(
     )
 
 
-def get_session_user(conn: sqlite3.Connection, token_hash: bytes, now: str) -> sqlite3.Row | None:
+def get_session_user(conn: Connection, token_hash: bytes, now: str) -> Row | None:
     """The user of a live session: not expired, user not disabled. Columns: the user's, expires_at."""
     return conn.execute(
         f"SELECT {_USER_COLUMNS_OF_U}, s.expires_at FROM sessions AS s JOIN users AS u ON u.id = s.user_id "
@@ -27,9 +26,9 @@ def get_session_user(conn: sqlite3.Connection, token_hash: bytes, now: str) -> s
     ).fetchone()
 
 
-def delete_session(conn: sqlite3.Connection, token_hash: bytes) -> bool:
+def delete_session(conn: Connection, token_hash: bytes) -> bool:
     return conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,)).rowcount == 1
 
 
-def count_user_sessions(conn: sqlite3.Connection, user_id: int) -> int:
+def count_user_sessions(conn: Connection, user_id: int) -> int:
     return conn.execute("SELECT count(*) FROM sessions WHERE user_id = ?", (user_id,)).fetchone()[0]

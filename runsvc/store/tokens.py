@@ -6,8 +6,7 @@ never carries the hash.
 
 from __future__ import annotations
 
-import sqlite3
-
+from .dialect import Connection, Row
 from .users import USER_COLUMNS
 
 # What the API shows of a token, with its owner's username.
@@ -29,30 +28,30 @@ DELETE_EXPIRED_API_TOKENS = (
 
 
 def insert_token(
-    conn: sqlite3.Connection,
+    conn: Connection,
     token_hash: bytes,
     user_id: int,
     name: str,
     role: str,
     created_at: str,
     expires_at: str | None,
-) -> sqlite3.Row:
-    cursor = conn.execute(
+) -> Row:
+    token_id = conn.execute(
         "INSERT INTO api_tokens (token_hash, user_id, name, role, created_at, expires_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
         (token_hash, user_id, name, role, created_at, expires_at),
-    )
-    return conn.execute(f"SELECT {TOKEN_COLUMNS} {_FROM} WHERE t.id = ?", (cursor.lastrowid,)).fetchone()
+    ).fetchone()[0]
+    return conn.execute(f"SELECT {TOKEN_COLUMNS} {_FROM} WHERE t.id = ?", (token_id,)).fetchone()
 
 
-def get_live_token(conn: sqlite3.Connection, token_hash: bytes, now: str) -> sqlite3.Row | None:
+def get_live_token(conn: Connection, token_hash: bytes, now: str) -> Row | None:
     """The token and its user, if the token is not expired and the user not disabled.
     Columns: the user's, then token_id, token_name, token_role, token_created_at, token_expires_at,
     token_last_used_at."""
     return conn.execute(SELECT_LIVE_TOKEN, {"hash": token_hash, "now": now}).fetchone()
 
 
-def list_tokens(conn: sqlite3.Connection, user_id: int | None) -> list[sqlite3.Row]:
+def list_tokens(conn: Connection, user_id: int | None) -> list[Row]:
     """The tokens of `user_id`, or of everybody when None; oldest first."""
     if user_id is None:
         return conn.execute(f"SELECT {TOKEN_COLUMNS} {_FROM} ORDER BY t.id").fetchall()
@@ -61,7 +60,7 @@ def list_tokens(conn: sqlite3.Connection, user_id: int | None) -> list[sqlite3.R
     ).fetchall()
 
 
-def delete_token(conn: sqlite3.Connection, token_id: int, user_id: int | None) -> int | None:
+def delete_token(conn: Connection, token_id: int, user_id: int | None) -> int | None:
     """Delete the token `token_id` (only if it belongs to `user_id`, unless that is None); return its
     owner's user id, or None if no such token was deleted."""
     if user_id is None:
@@ -73,7 +72,7 @@ def delete_token(conn: sqlite3.Connection, token_id: int, user_id: int | None) -
     return None if row is None else row[0]
 
 
-def touch_token(conn: sqlite3.Connection, token_id: int, now: str, not_since: str) -> bool:
+def touch_token(conn: Connection, token_id: int, now: str, not_since: str) -> bool:
     """Set last_used_at = now unless it was already set at or after `not_since`."""
     return conn.execute(
         "UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
@@ -81,5 +80,5 @@ def touch_token(conn: sqlite3.Connection, token_id: int, now: str, not_since: st
     ).rowcount == 1
 
 
-def delete_expired_tokens(conn: sqlite3.Connection, now: str, limit: int) -> int:
+def delete_expired_tokens(conn: Connection, now: str, limit: int) -> int:
     return conn.execute(DELETE_EXPIRED_API_TOKENS, {"now": now, "limit": limit}).rowcount

@@ -6,35 +6,36 @@ with is the case shown.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Literal
+
+from .dialect import Connection, Row
 
 # Everything but the password hash: what the API shows of a user.
 USER_COLUMNS = "id, username, role, disabled, created_at"
 
 
-def get_user(conn: sqlite3.Connection, user_id: int) -> sqlite3.Row | None:
+def get_user(conn: Connection, user_id: int) -> Row | None:
     return conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,)).fetchone()
 
 
-def get_user_with_hash(conn: sqlite3.Connection, username: str) -> sqlite3.Row | None:
+def get_user_with_hash(conn: Connection, username: str) -> Row | None:
     """The user named `username` (any case), with its password_hash; for logins."""
     return conn.execute(
         f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE username = ?", (username,)
     ).fetchone()
 
 
-def list_users(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+def list_users(conn: Connection) -> list[Row]:
     return conn.execute(f"SELECT {USER_COLUMNS} FROM users ORDER BY id").fetchall()
 
 
-def count_users(conn: sqlite3.Connection) -> int:
+def count_users(conn: Connection) -> int:
     return conn.execute("SELECT count(*) FROM users").fetchone()[0]
 
 
 def insert_user(
-    conn: sqlite3.Connection, username: str, password_hash: str, role: str, created_at: str
-) -> sqlite3.Row | None:
+    conn: Connection, username: str, password_hash: str, role: str, created_at: str
+) -> Row | None:
     """Create a user; None if the username (in any case) is taken."""
     return conn.execute(
         f"INSERT INTO users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?) "
@@ -44,8 +45,8 @@ def insert_user(
 
 
 def insert_first_user(
-    conn: sqlite3.Connection, username: str, password_hash: str, role: str, created_at: str
-) -> sqlite3.Row | None:
+    conn: Connection, username: str, password_hash: str, role: str, created_at: str
+) -> Row | None:
     """Create a user only if there are no users at all; None if there are."""
     return conn.execute(
         f"INSERT INTO users (username, password_hash, role, created_at) "
@@ -58,12 +59,12 @@ UpdateOutcome = Literal["ok", "not_found", "last_admin"]
 
 
 def update_user(
-    conn: sqlite3.Connection,
+    conn: Connection,
     user_id: int,
     role: str | None,
     password_hash: str | None,
     disabled: bool | None,
-) -> tuple[UpdateOutcome, sqlite3.Row | None]:
+) -> tuple[UpdateOutcome, Row | None]:
     """Change what is not None. Refuses to demote or disable the last enabled admin.
 
     A new password or disabling deletes the user's sessions in the same transaction.
@@ -88,7 +89,7 @@ def update_user(
     return "ok", row
 
 
-def replace_password_hash(conn: sqlite3.Connection, user_id: int, old_hash: str, new_hash: str) -> bool:
+def replace_password_hash(conn: Connection, user_id: int, old_hash: str, new_hash: str) -> bool:
     """Swap in a rehash of the same password, unless the password changed meanwhile. Sessions stay."""
     cursor = conn.execute(
         "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",

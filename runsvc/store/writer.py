@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
 
 from ..log import get_logger
-from .connections import rollback_quietly
+from . import faults as storage_faults
+from .dialect import BEGIN_WRITE, Connection
 from .errors import StoreClosedError
-from .faults import FaultInjector, StoreUnavailable, describe, is_transient
+from .faults import FaultInjector, StoreUnavailable
 
 log = get_logger("runsvc.store.core")  # the name these log lines have always had
 
@@ -55,11 +56,28 @@ class WriteRequest:
     error: BaseException | None = None
 
 
+class WriterConnection(Protocol):
+    """The writer's database connection, of either dialect (connections.SqliteWriter,
+    postgres.PgWriter). Every method but `interrupt` runs in the writer's worker thread."""
+
+    errors: tuple[type[BaseException], ...]  # the driver's exception classes
+
+    def connection(self) -> Connection: ...  # may reconnect, and fail with a transient error
+    def rollback_quietly(self) -> None: ...
+    def probe(self) -> None: ...  # a write that changes nothing: does the database take writes again?
+    def is_transient(self, exc: BaseException) -> bool: ...
+    def describe(self, exc: BaseException) -> str: ...
+    def interrupt(self) -> None: ...  # Trio thread: stop the statement in progress
+    def close(self) -> None: ...
+
+
 class GroupCommitWriter:
     """The writer connection, its queue of requests and the task (`run`) that commits them."""
 
-    def __init__(self, conn: sqlite3.Connection, limiter: trio.CapacityLimiter, faults: FaultInjector):
-        self.conn = conn
+    def __init__(self, link: WriterConnection, limiter: trio.CapacityLimiter, faults: FaultInjector):
+        self.link = link
+        # Injected faults (faults.FaultInjector) are sqlite3 errors whatever the dialect.
+        self._errors = (sqlite3.Error, *link.errors)
         self._limiter = limiter
         self.faults = faults
         self.pending: list[WriteRequest] = []
@@ -165,14 +183,14 @@ class GroupCommitWriter:
                 again.append(request)
             else:
                 request.executed = True  # it ran, and failed: not "closed before it ran"
-                request.error = StoreUnavailable(describe(fault))
+                request.error = StoreUnavailable(self._describe(fault))
                 failed.append(request)
         self.pending[:0] = again
         self._finish_batch(failed)
 
     def _fault(self, exc: BaseException) -> None:
         self.write_faults += 1
-        reason = describe(exc)
+        reason = self._describe(exc)
         if self.unavailable is None:
             log.warning("database writes failing; retrying with backoff", error=reason)
         self.unavailable = reason
@@ -183,27 +201,25 @@ class GroupCommitWriter:
             self.unavailable = None
 
     async def _probe(self) -> None:
-        """An idle writer's test of an unavailable database: a write transaction that changes nothing
-        visible (it rewrites the schema cookie's neighbour, user_version, with its own value)."""
+        """An idle writer's test of an unavailable database (WriterConnection.probe)."""
         try:
             await trio.to_thread.run_sync(self._probe_sync, limiter=self._limiter)  # never abandoned
-        except sqlite3.Error as exc:
-            if not is_transient(exc):
+        except self._errors as exc:
+            if not self._is_transient(exc):
                 raise
             self._fault(exc)
         else:
             self._writable_again()
 
     def _probe_sync(self) -> None:
-        conn = self.conn
-        try:
-            self.faults.check()
-            conn.execute("BEGIN IMMEDIATE")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            conn.execute(f"PRAGMA user_version = {int(version)}")
-            conn.execute("COMMIT")
-        finally:
-            rollback_quietly(conn)
+        self.faults.check()
+        self.link.probe()
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        return storage_faults.is_transient(exc) or self.link.is_transient(exc)
+
+    def _describe(self, exc: BaseException) -> str:
+        return storage_faults.describe(exc) if isinstance(exc, sqlite3.Error) else self.link.describe(exc)
 
     def _execute_batch(self, batch: list[WriteRequest]) -> tuple[BaseException, int] | None:
         """Worker thread: consecutive transactional requests share one transaction.
@@ -211,10 +227,10 @@ class GroupCommitWriter:
         Returns None, or the transient fault that stopped the batch with the number of requests before
         it that are done (committed, or failed on their own); none of the others committed.
         """
-        conn = self.conn
         done = 0
         try:
             self.faults.check()
+            conn = self.link.connection()
             for group in _groups(batch):
                 if not group[0].transaction:
                     self._execute_one(conn, group[0])
@@ -228,19 +244,19 @@ class GroupCommitWriter:
                         done += 1
                     continue
                 done += len(group)
-        except sqlite3.Error as exc:
-            if not is_transient(exc):
+        except self._errors as exc:
+            if not self._is_transient(exc):
                 raise
-            rollback_quietly(conn)
+            self.link.rollback_quietly()
             return exc, done
         return None
 
-    def _execute_one(self, conn: sqlite3.Connection, request: WriteRequest) -> None:
+    def _execute_one(self, conn: Connection, request: WriteRequest) -> None:
         request.executed, request.committed, request.result, request.error = True, False, None, None
         try:
             request.result = request.fn(conn, *request.args)
-        except sqlite3.Error as exc:
-            if is_transient(exc):
+        except self._errors as exc:
+            if self._is_transient(exc):
                 raise  # the whole batch meets the fault
             request.error = exc
         except Exception as exc:  # delivered to the caller of write()
@@ -249,16 +265,16 @@ class GroupCommitWriter:
             # Alone and outside a transaction: what it did is done. A failed one may have left its own
             # transaction open, which would fail the next group's BEGIN for its neighbours.
             if request.error is not None:
-                rollback_quietly(conn)
+                self.link.rollback_quietly()
             request.committed = request.error is None
 
-    def _execute_group(self, conn: sqlite3.Connection, group: list[WriteRequest]) -> bool:
+    def _execute_group(self, conn: Connection, group: list[WriteRequest]) -> bool:
         """One transaction, each request in its own SAVEPOINT, so a request that raises is undone
         alone. A transient fault propagates (the caller rolls back). Any other failure of BEGIN or
         COMMIT rolls back and returns False, for a group of several requests (the caller runs them
         one by one); a lone request gets it as its error."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(BEGIN_WRITE)
             for request in group:
                 conn.execute("SAVEPOINT request")
                 self._execute_one(conn, request)
@@ -266,10 +282,10 @@ class GroupCommitWriter:
                     conn.execute("ROLLBACK TO request")
                 conn.execute("RELEASE request")
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if is_transient(exc):
+        except self._errors as exc:
+            if self._is_transient(exc):
                 raise
-            rollback_quietly(conn)
+            self.link.rollback_quietly()
             if len(group) > 1:
                 return False
             request = group[0]

@@ -13,6 +13,7 @@ import trio.testing
 from runsvc.jobs import ticker as ticker_module
 from runsvc.store import fires as fires_sql
 from runsvc.store import runs as runs_sql
+from runsvc.store.dialect import Variants
 from runsvc.store.migrations import schema_sql
 from runsvc.timeutil import parse_ts
 from tests.jobs.ticker_helpers import (
@@ -249,6 +250,7 @@ async def test_a_job_with_a_parameter_it_cannot_fill_records_a_failed_run_and_ke
 def test_the_tickers_queries_do_not_grow_with_finished_runs_or_recorded_fires(sql, expected):
     """The overlap check reads only the job's active runs (partial index), a reload one fire per changed
     job."""
+    sql = sql.sqlite if isinstance(sql, Variants) else sql  # these plans are SQLite's
     with closing(sqlite3.connect(":memory:")) as conn:
         conn.executescript(schema_sql())
         params = ("[1]",) if "json_each" in sql else (1,)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from runsvc.store import runs as run_sql
+from runsvc.store.connections import connect as store_connect
 from runsvc.store.migrations import migrate
 from runsvc.timeutil import format_ts, parse_ts
 
@@ -25,10 +26,8 @@ def at(seconds: float) -> str:
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
+    conn = store_connect(path, busy_timeout_ms=10_000)
     conn.execute("PRAGMA journal_mode = WAL")  # as the store opens it (connections.py)
-    conn.execute("PRAGMA busy_timeout = 10000")
     return conn
 
 

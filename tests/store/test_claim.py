@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from runsvc.store import runs as run_sql
+from runsvc.store.connections import connect
 from runsvc.store.migrations import migrate
 
 Offers = list[tuple[str, tuple[str, ...]]]
@@ -18,8 +19,7 @@ Offers = list[tuple[str, tuple[str, ...]]]
 
 @pytest.fixture(name="conn")
 def _conn(tmp_path: Path):
-    conn = sqlite3.connect(tmp_path / "claim.db", isolation_level=None)
-    conn.row_factory = sqlite3.Row
+    conn = connect(tmp_path / "claim.db")
     conn.execute("PRAGMA journal_mode = WAL")  # as the store opens it (connections.py)
     conn.execute("PRAGMA synchronous = NORMAL")
     migrate(conn)

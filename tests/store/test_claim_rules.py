@@ -4,7 +4,6 @@ and a claim's cost does not grow with runs that wait for their time or for a ful
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 
@@ -136,8 +135,7 @@ def test_several_claimers_never_overfill_a_group(tmp_path):
 def claim_steps(tmp_path: Path, waiting: int) -> int:
     """SQLite VM steps of one claim with `waiting` older queued runs that wait for their not_before or
     for a full group (same labels as the run it claims), and one it can take."""
-    conn = sqlite3.connect(tmp_path / f"claim-{waiting}.db", isolation_level=None)
-    conn.row_factory = sqlite3.Row
+    conn = connect(tmp_path / f"claim-{waiting}.db")
     conn.executescript(schema_sql())
     queue(conn, key="full")
     assert claim(conn, 0) is not None

@@ -11,6 +11,8 @@ import pytest
 from runsvc.store import maintenance as m
 from runsvc.store import runs as r
 from runsvc.store import tokens as t
+from runsvc.store.connections import connect
+from runsvc.store.dialect import Variants
 from runsvc.store.migrations import schema_sql
 from runsvc.store.runs import COUNT_RUNS_BY_STATUS
 
@@ -78,7 +80,8 @@ def _conn():
     conn.close()
 
 
-def plan(conn: sqlite3.Connection, sql: str) -> list[str]:
+def plan(conn: sqlite3.Connection, sql: str | Variants) -> list[str]:
+    sql = sql.sqlite if isinstance(sql, Variants) else sql  # these plans are SQLite's
     names = re.findall(r":(\w+)", sql)
     params = {name: None for name in names} if names else (None,) * sql.count("?")
     return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
@@ -112,8 +115,7 @@ def test_metrics_run_count_reads_only_an_index(conn):
 def claim_steps(tmp_path: Path, unclaimable: int) -> int:
     """SQLite VM steps of one claim with `unclaimable` older queued runs no free executor can take
     (they need a gpu), and one it can take."""
-    conn = sqlite3.connect(tmp_path / f"claim-{unclaimable}.db", isolation_level=None)
-    conn.row_factory = sqlite3.Row
+    conn = connect(tmp_path / f"claim-{unclaimable}.db")
     conn.executescript(schema_sql())
     conn.execute("BEGIN")
     conn.executemany(

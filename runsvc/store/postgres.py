@@ -1,0 +1,339 @@
+"""PostgreSQL connections as the store's functions see them: sqlite3's interface over psycopg 3.
+
+`PgConnection` wraps a psycopg connection (autocommit, so the store's own BEGIN/COMMIT delimit
+transactions exactly as on SQLite) and offers what store functions use of sqlite3: execute/executemany
+with `?` and `:name` placeholders (translated once per statement to psycopg's `%s`/`%(name)s`; a
+PostgreSQL `Variants` spelling is psycopg's already), rows readable by position and by name
+(`PgRow`), `in_transaction`. Python booleans are sent as integers, as SQLite stores them.
+
+Opening: `connect()` makes one connection and turns psycopg's failures into the two errors `serve`
+reports in one line — a bad setting (malformed URL, wrong password, no such database or role, a server
+older than 13: exit 2) or an unreachable server (exit 1). Faults while serving are classified by
+`is_transient` like SQLite's (faults.py): a lost connection, a server shutting down or restarting, a
+cancelled (timed out) statement, no free connection slot.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import psycopg
+from psycopg import adapt, pq
+from psycopg.conninfo import conninfo_to_dict
+
+from .connections import StatementCounter
+from .dialect import POSTGRESQL, Variants
+from .errors import DatabaseSettingError, DatabaseUnreachable
+from .migrations_pg import migrate
+
+if TYPE_CHECKING:
+    from .core import Database
+
+MIN_SERVER_VERSION = 130000  # PostgreSQL 13 (SPEC §16)
+CONNECT_TIMEOUT_S = 10
+
+
+class PgRow(tuple):  # type: ignore[type-arg]
+    """A row by position and by column name, like sqlite3.Row. One subclass per column list (cached),
+    holding the name → position map, so a row is a bare tuple."""
+
+    __slots__ = ()
+    _index: ClassVar[dict[str, int]] = {}
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+
+@functools.lru_cache(maxsize=1024)
+def _row_class(names: tuple[str, ...]) -> type[PgRow]:
+    return type("PgRow", (PgRow,), {"__slots__": (), "_index": {name: i for i, name in enumerate(names)}})
+
+
+def _row_factory(cursor: Any) -> Any:
+    """psycopg row factory (its documented protocol): the row maker of this result's columns."""
+    description = cursor.description
+    if description is None:
+        return tuple
+    return _row_class(tuple(column.name for column in description))
+
+
+class _BoolAsInteger(adapt.Dumper):
+    """SQLite has no boolean; flags are INTEGER 0/1 on both, so True is sent as 1 (psycopg would send a
+    boolean, which PostgreSQL refuses to compare with an integer)."""
+
+    oid = psycopg.postgres.types["int4"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return b"1" if obj else b"0"
+
+
+# Outside string literals: `?` → `%s`, `:name` → `%(name)s`, `%` → `%%`; inside them only `%` doubles.
+_TOKENS = re.compile(r"'(?:[^']|'')*'|\?|(?<![:\w]):([A-Za-z_]\w*)|%")
+
+
+def _token(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if text[0] == "'":
+        return text.replace("%", "%%")
+    if text == "?":
+        return "%s"
+    if text == "%":
+        return "%%"
+    return f"%({match.group(1)})s"
+
+
+@functools.lru_cache(maxsize=2048)
+def translate(sql: str) -> str:
+    """SQL written once in SQLite's placeholder style, in psycopg's."""
+    return _TOKENS.sub(_token, sql)
+
+
+def _sql(sql: str | Variants) -> str:
+    return sql.postgresql if isinstance(sql, Variants) else translate(sql)
+
+
+class PgConnection:
+    """The store's view of one psycopg connection (see the module docstring)."""
+
+    dialect = POSTGRESQL
+
+    def __init__(self, raw: psycopg.Connection[Any], counter: StatementCounter):
+        self.raw = raw
+        self._counter = counter
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != pq.TransactionStatus.IDLE
+
+    def execute(self, sql: str | Variants, parameters: Any = (), /) -> psycopg.Cursor[Any]:
+        self._counter.count()
+        return self.raw.execute(_sql(sql), parameters)
+
+    def executemany(self, sql: str | Variants, parameters: Sequence[Any], /) -> psycopg.Cursor[Any]:
+        self._counter.count()
+        cursor = self.raw.cursor()
+        cursor.executemany(_sql(sql), parameters)
+        return cursor
+
+    def rollback_quietly(self) -> None:
+        if self.raw.closed:
+            return
+        try:
+            if self.in_transaction:
+                self.raw.execute("ROLLBACK")
+        except psycopg.Error:
+            pass  # a broken connection: the server has rolled back already
+
+
+def configure(raw: psycopg.Connection[Any]) -> None:
+    """Every connection the store makes: rows by name, booleans as integers, UTC."""
+    raw.row_factory = _row_factory
+    raw.adapters.register_dumper(bool, _BoolAsInteger)
+    raw.execute("SET TIME ZONE 'UTC'")
+
+
+def check_url(url: str) -> None:
+    """DatabaseSettingError unless `url` is a PostgreSQL URL psycopg can parse."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise DatabaseSettingError("database_url must start with postgresql:// (or be empty for SQLite)")
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseSettingError(f"database_url is malformed: {_first_line(exc)}") from None
+
+
+def connect(url: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> psycopg.Connection[Any]:
+    """One configured connection (autocommit), or DatabaseSettingError / DatabaseUnreachable."""
+    check_url(url)
+    try:
+        raw = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout_s)))
+    except psycopg.OperationalError as exc:
+        message = _first_line(exc)
+        # The server answered and refused (wrong password, no such database or role): a setting to fix.
+        # Anything else (refused, timed out, no route, name not resolved) is a server not reachable now.
+        if "FATAL:" in str(exc):
+            raise DatabaseSettingError(f"cannot use database_url: {message}") from None
+        raise DatabaseUnreachable(f"cannot reach PostgreSQL: {message}") from None
+    try:
+        if raw.info.server_version < MIN_SERVER_VERSION:
+            raise DatabaseSettingError(
+                f"PostgreSQL {raw.info.server_version // 10000} is too old; runsvc needs 13 or newer"
+            )
+        configure(raw)
+    except BaseException:
+        raw.close()
+        raise
+    return raw
+
+
+def _first_line(exc: BaseException) -> str:
+    """psycopg's messages carry the server's FATAL line last, after "connection failed: …"."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    fatal = [line for line in lines if "FATAL:" in line]
+    return (fatal[-1].split("FATAL:", 1)[1].strip() if fatal else lines[-1] if lines else type(exc).__name__)
+
+
+# SQLSTATE classes of conditions outside the request (https://www.postgresql.org/docs/current/errcodes-appendix.html):
+# 08 connection exception, 40 transaction rollback (serialization, deadlock), 53 insufficient resources
+# (disk full, too many connections), 57 operator intervention (shutdown, cancelled), 58 system error.
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    if not isinstance(exc, psycopg.Error):
+        return False
+    if isinstance(exc, psycopg.OperationalError):  # lost connection, pool timeout, shutdown, cancel
+        return True
+    state = exc.sqlstate or ""
+    return state[:2] in _TRANSIENT_CLASSES
+
+
+def describe(exc: BaseException) -> str:
+    state = getattr(exc, "sqlstate", None)
+    line = _first_line(exc)
+    return f"{line} ({state})" if state else line
+
+
+def reconnect(url: str) -> psycopg.Connection[Any]:
+    """A fresh configured connection while serving; psycopg's error (transient) if the server is down."""
+    raw = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    try:
+        configure(raw)
+    except BaseException:
+        raw.close()
+        raise
+    return raw
+
+
+class PgWriter:
+    """The writer's one connection (see writer.py's WriterConnection). A connection that broke (the
+    server restarted, a proxy cut it) is replaced on the writer's next attempt; while the server is down
+    that attempt fails as a transient fault, and the writer backs off and probes like on SQLite."""
+
+    errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+
+    def __init__(self, url: str, raw: psycopg.Connection[Any], counter: StatementCounter):
+        self._url = url
+        self._counter = counter
+        self._conn: PgConnection | None = PgConnection(raw, counter)
+
+    def connection(self) -> PgConnection:
+        conn = self._conn
+        if conn is None or conn.raw.closed or conn.raw.broken:
+            if conn is not None:
+                conn.raw.close()
+            self._conn = None
+            conn = self._conn = PgConnection(reconnect(self._url), self._counter)
+        return conn
+
+    def rollback_quietly(self) -> None:
+        if self._conn is not None:
+            self._conn.rollback_quietly()
+
+    def probe(self) -> None:
+        self.connection().execute("SELECT 1").fetchone()
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return is_transient(exc)
+
+    def describe(self, exc: BaseException) -> str:
+        return describe(exc)
+
+    def interrupt(self) -> None:
+        if self._conn is not None and not self._conn.raw.closed:
+            self._conn.raw.cancel_safe(timeout=2.0)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.raw.close()
+
+
+class PgReader:
+    """One of the store's read slots: a connection from the readers' pool (psycopg_pool), checked on the
+    way out of the pool so a connection broken by a restart is replaced, not used. A read's time limit is
+    the server's statement_timeout, set on every reader connection."""
+
+    errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+
+    def __init__(self, pool: Any, counter: StatementCounter, checkout_timeout_s: float):
+        self._pool = pool
+        self._counter = counter
+        self._checkout_timeout_s = checkout_timeout_s
+        self._raw: psycopg.Connection[Any] | None = None
+
+    def run(self, fn: Any, args: tuple[Any, ...], timeout_s: float) -> Any:
+        with self._pool.connection(timeout=self._checkout_timeout_s) as raw:
+            conn = PgConnection(raw, self._counter)
+            self._raw = raw
+            try:
+                return fn(conn, *args)
+            finally:
+                self._raw = None
+                conn.rollback_quietly()
+
+    def timed_out(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.errors.QueryCanceled)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return is_transient(exc)
+
+    def describe(self, exc: BaseException) -> str:
+        return describe(exc)
+
+    def interrupt(self) -> None:
+        raw = self._raw
+        if raw is not None and not raw.closed:
+            raw.cancel_safe(timeout=2.0)
+
+    def close(self) -> None:
+        """The pool is closed once for all readers (PostgresDatabase.close)."""
+
+
+READER_CHECKOUT_TIMEOUT_S = 5.0  # a read waits this long for a working reader connection, then 503s
+
+
+def open_database(url: str, readers: int, read_timeout_s: float, trio_thread: int) -> Database:
+    """Worker thread: connect (one-line errors, see connect()), create or upgrade the schema, then the
+    writer's connection and the readers' pool."""
+    from psycopg_pool import ConnectionPool, PoolTimeout
+
+    from .core import Database
+
+    raw = connect(url)
+    try:
+        migrate(raw)
+        counters = [StatementCounter(trio_thread) for _ in range(readers + 1)]
+        statement_timeout_ms = max(1, int(read_timeout_s * 1000))
+
+        def configure_reader(conn: psycopg.Connection[Any]) -> None:
+            configure(conn)
+            conn.execute(f"SET statement_timeout = {statement_timeout_ms}")
+
+        pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            url, min_size=1, max_size=readers, open=False, name="runsvc-readers",
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            configure=configure_reader, check=ConnectionPool.check_connection,
+            # Never give up reconnecting: an outage of any length ends by itself when the server is back.
+            reconnect_timeout=365 * 86400,
+        )
+        try:
+            pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        except PoolTimeout:
+            pool.close()
+            raise DatabaseUnreachable("cannot open reader connections to PostgreSQL") from None
+    except BaseException:
+        raw.close()
+        raise
+    checkout_s = min(read_timeout_s, READER_CHECKOUT_TIMEOUT_S)
+    return Database(
+        POSTGRESQL, PgWriter(url, raw, counters[0]), [PgReader(pool, c, checkout_s) for c in counters[1:]],
+        counters, url=url, close_rest=pool.close,
+    )
