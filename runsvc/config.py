@@ -137,6 +137,13 @@ def _non_empty(_instance: Any, attribute: attrs.Attribute, value: str) -> None:
         raise SettingsError(f"{attribute.name} must not be empty")
 
 
+def _database_url(_instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    # The URL's syntax is psycopg's to judge, when the store opens it; this catches the wrong kind of URL
+    # before anything starts. Never echo the value: it may hold a password.
+    if value and not value.startswith(("postgresql://", "postgres://")):
+        raise SettingsError(f"{attribute.name} must start with postgresql:// (or be empty for SQLite)")
+
+
 def _setting(default: Any, help: str, parse: Callable[[Any], Any], *validators: Any) -> Any:
     kwargs: dict[str, Any] = {"metadata": {"help": help, "parse": parse}, "validator": list(validators)}
     if callable(default):
@@ -277,6 +284,10 @@ class Settings:
         ("local",), "labels of the local executor, comma-separated", _parse_labels
     )
     local_executor: bool = _setting(True, "run runs on this machine too (false: agents only)", _parse_bool)
+    database_url: str = _setting(
+        "", "PostgreSQL database to use (postgresql://user:password@host:port/dbname, PostgreSQL 13 or newer); "
+        "empty: SQLite in the data dir", _parse_str, _database_url,
+    )
     db_readers: int = _setting(4, "reader connections to the database", _parse_int, _at_least(1))
     db_busy_timeout_s: float = _setting(
         5.0, "seconds a write waits for another process's lock on the database before it counts as a "

@@ -10,7 +10,6 @@ then sleep with `trio.sleep` (tests drive them with a MockClock). Wall-clock tim
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -22,6 +21,7 @@ import trio
 from .config import Settings
 from .log import get_logger
 from .store import Store, StoreUnavailable
+from .store.dialect import SQLITE, database_errors
 from .store.maintenance import (
     ExpiryCounts,
     PruneBatch,
@@ -94,7 +94,7 @@ async def _every(
         started = time.perf_counter()
         try:
             result = await one_pass()
-        except (sqlite3.Error, StoreUnavailable) as exc:
+        except (*database_errors(), StoreUnavailable) as exc:  # type: ignore[misc]
             log.warning(f"{what} failed; retrying at the next interval", error=str(exc))
         else:
             log.info(what, **fields(result), seconds=f"{time.perf_counter() - started:.3f}")
@@ -219,7 +219,8 @@ async def prune_pass(
         store, cutoff, batch_events=settings.prune_batch_events, on_runs_deleted=on_runs_deleted,
         on_fence=on_fence,
     )
-    if result.batches:
+    # SQLite gives the freed pages back here; on PostgreSQL that is autovacuum's job (README).
+    if result.batches and store.dialect == SQLITE:
         reclaimed = await reclaim_space(store)
         result = attrs.evolve(result, pages_freed=reclaimed.pages_freed, checkpointed=reclaimed.checkpointed)
     return result

@@ -105,7 +105,7 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
         run_as = resolve_run_as(settings)
         work_dir = prepare_work_dir(settings)
         async with open_store(
-            settings.database_path, readers=settings.db_readers,
+            settings.database_path, database_url=settings.database_url, readers=settings.db_readers,
             busy_timeout_ms=int(settings.db_busy_timeout_s * 1000), read_timeout_s=settings.db_read_timeout_s,
         ) as store:
             auth = Auth(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sqlite3
 
 import trio
 
 from ..config import SettingsError, prepare_data_dir
 from ..log import configure_logging, get_logger
-from ..store import SchemaError, StoreError
+from ..store import DatabaseSettingError, DatabaseUnreachable, SchemaError, StoreError
+from ..store.dialect import database_errors
 from .common import add_settings_flags, find_exception, settings_from_args, usage_error
 
 log = get_logger("runsvc.cli")
@@ -40,16 +40,20 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         trio.run(run_until_signalled, settings)
     except Exception as exc:
         # Startup failures (and the rare fatal fault after it) are one line, never a traceback.
-        kinds: tuple[tuple[type[Exception], str], ...] = (
-            (StartupError, "cannot start"), (SettingsError, "cannot start"),
-            (SchemaError, "cannot open database"), (sqlite3.Error, f"cannot use database {settings.database_path}"),
-            (StoreError, "cannot use database"), (OSError, "cannot start"),
+        # A setting that cannot work exits 2 (as a bad flag does); a database not reachable now exits 1.
+        database = "PostgreSQL" if settings.database_url else f"database {settings.database_path}"
+        kinds: tuple[tuple[type[BaseException], str, int], ...] = (
+            (StartupError, "cannot start", 1), (SettingsError, "cannot start", 2),
+            (DatabaseSettingError, "cannot start", 2), (DatabaseUnreachable, "cannot start", 1),
+            (SchemaError, "cannot open database", 1),
+            *((kind, f"cannot use {database}", 1) for kind in database_errors()),
+            (StoreError, "cannot use database", 1), (OSError, "cannot start", 1),
         )
-        for kind, what in kinds:
+        for kind, what, status in kinds:
             found = find_exception(exc, kind)
             if found is not None:
                 log.error(f"{what}: {_one_line(found)}")
-                return 1
+                return status
         raise
     return 0
 

@@ -1,12 +1,14 @@
-"""SQLite storage: connections, migrations, and one module per table family."""
+"""Storage on SQLite or PostgreSQL: connections, migrations, and one module per table family."""
 
 from .core import Store, StoreStatistics, open_store
-from .errors import SchemaError, StoreClosedError, StoreError
+from .errors import DatabaseSettingError, DatabaseUnreachable, SchemaError, StoreClosedError, StoreError
 from .faults import ReadTimedOut, StoreUnavailable, is_transient
 from .migrations import SCHEMA_VERSION
 
 __all__ = [
     "SCHEMA_VERSION",
+    "DatabaseSettingError",
+    "DatabaseUnreachable",
     "ReadTimedOut",
     "SchemaError",
     "Store",

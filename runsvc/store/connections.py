@@ -36,7 +36,7 @@ class StatementCounter:
             self.on_trio_thread += 1
 
 
-class _CountingConnection(sqlite3.Connection):
+class SqliteConnection(sqlite3.Connection):
     """A connection that counts its execute/executemany/executescript calls, and those made on the Trio
     thread (which must stay 0). One count per call, not per statement run: an executemany of 10,000
     rows is one. (sqlite3's set_trace_callback counted every row of an executemany, and calling back
@@ -66,15 +66,15 @@ def rollback_quietly(conn: sqlite3.Connection) -> None:
             pass  # SQLite rolls back by itself when it cannot (e.g. after an I/O error)
 
 
-def _connect(path: Path, busy_timeout_ms: int, counter: StatementCounter) -> sqlite3.Connection:
+def _connect(path: Path, busy_timeout_ms: int, counter: StatementCounter) -> SqliteConnection:
     conn = sqlite3.connect(
         path,
         isolation_level=None,
         check_same_thread=False,
         cached_statements=256,
-        factory=_CountingConnection,
+        factory=SqliteConnection,
     )
-    assert isinstance(conn, _CountingConnection)
+    assert isinstance(conn, SqliteConnection)
     conn.counter = counter
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -85,7 +85,7 @@ def _connect(path: Path, busy_timeout_ms: int, counter: StatementCounter) -> sql
 
 def open_connections(
     path: Path, readers: int, busy_timeout_ms: int, trio_thread: int
-) -> tuple[list[sqlite3.Connection], list[StatementCounter]]:
+) -> tuple[list[SqliteConnection], list[StatementCounter]]:
     """Worker thread: the writer (WAL mode, migrated) followed by `readers` reader connections."""
     counters = [StatementCounter(trio_thread) for _ in range(readers + 1)]
     writer = _connect(path, busy_timeout_ms, counters[0])
@@ -118,10 +118,10 @@ class SqliteWriter:
 
     errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: SqliteConnection):
         self.conn = conn
 
-    def connection(self) -> sqlite3.Connection:
+    def connection(self) -> SqliteConnection:
         return self.conn
 
     def rollback_quietly(self) -> None:
@@ -193,7 +193,7 @@ class SqliteReader:
         self.conn.close()
 
 
-def connect(path: Path | str, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
+def connect(path: Path | str, busy_timeout_ms: int = 5000) -> SqliteConnection:
     """One connection configured as the store's are, outside any store (CLI tools, tests): autocommit,
     rows by name, Variants resolved to their SQLite spelling, statements counted (from any thread)."""
     return _connect(Path(path), busy_timeout_ms, StatementCounter(trio_thread=-1))

@@ -15,17 +15,18 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import trio
 
 from ..log import get_logger
-from .connections import SqliteReader, SqliteWriter, StatementCounter, open_connections, owner_only
+from .connections import SqliteReader, SqliteWriter, open_connections, owner_only
+from .database import Database, Reader
 from .dialect import SQLITE
 from .errors import StoreClosedError
 from .faults import FaultInjector, ReadTimedOut, StoreUnavailable
-from .writer import PROBE_INTERVAL_S, RETRY_FIRST_S, RETRY_MAX_S, GroupCommitWriter, WriterConnection, WriteRequest
+from .writer import PROBE_INTERVAL_S, RETRY_FIRST_S, RETRY_MAX_S, GroupCommitWriter, WriteRequest
 
 __all__ = [
     "PROBE_INTERVAL_S", "RETRY_FIRST_S", "RETRY_MAX_S", "Database", "Store", "StoreStatistics", "open_store",
@@ -34,32 +35,6 @@ __all__ = [
 T = TypeVar("T")
 log = get_logger(__name__)
 
-
-
-class Reader(Protocol):
-    """One read slot of either dialect (connections.SqliteReader, postgres.PgReader)."""
-
-    errors: tuple[type[BaseException], ...]
-
-    def run(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> Any: ...
-    def timed_out(self, exc: BaseException) -> bool: ...
-    def is_transient(self, exc: BaseException) -> bool: ...
-    def describe(self, exc: BaseException) -> str: ...
-    def interrupt(self) -> None: ...
-    def close(self) -> None: ...
-
-
-@attrs.define
-class Database:
-    """An open database: its writer connection, its read slots and their statement counters."""
-
-    dialect: str
-    writer: WriterConnection
-    readers: list[Reader]
-    counters: list[StatementCounter]
-    path: Path | None = None  # SQLite's file
-    url: str | None = None  # PostgreSQL's URL (with its password: never logged)
-    close_rest: Callable[[], None] = lambda: None  # worker thread: what else to close (a pool)
 
 
 @attrs.frozen

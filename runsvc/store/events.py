@@ -67,7 +67,8 @@ PAGE_MAX_CHARS = 4 * 2**20  # 4 Mi characters
 
 # SQLite builds each event's JSON itself (in C, on the reader thread): no Python object per field. Key order
 # and separators match json.dumps(..., separators=(",", ":")) of the event dicts.
-# PostgreSQL's json_build_object writes `"key" : value` with spaces: the same JSON, a few more characters.
+# On PostgreSQL, format() writes the same compact JSON (json_build_object would add spaces); `%%s` is
+# format()'s `%s` in psycopg's spelling.
 _PAGE_JSON = Variants(
     sqlite="""
         SELECT seq, json_object(
@@ -77,10 +78,10 @@ _PAGE_JSON = Variants(
         FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?
     """,
     postgresql="""
-        SELECT seq, json_build_object(
-            'seq', seq, 'ts', ts, 'kind', kind,
-            'data', CASE kind WHEN 'state' THEN data::json ELSE to_json(data) END
-        )::text
+        SELECT seq, format(
+            '{"seq":%%s,"ts":%%s,"kind":%%s,"data":%%s}', seq, to_json(ts), to_json(kind),
+            CASE kind WHEN 'state' THEN data ELSE to_json(data)::text END
+        )
         FROM run_events WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s
     """,
 )

@@ -23,7 +23,8 @@ OUTCOMES = ("started", "skipped_overlap", "skipped_missed", "cancelled_previous"
 # compares with what the ticker holds, without decoding a job that did not change.
 SCHEDULE_VERSIONS = Variants(
     sqlite="SELECT id, updated_at FROM jobs WHERE schedule IS NOT NULL AND json_extract(schedule, '$.enabled')",
-    postgresql="SELECT id, updated_at FROM jobs WHERE schedule IS NOT NULL AND (schedule::jsonb ->> 'enabled')::boolean",
+    postgresql="SELECT id, updated_at FROM jobs "
+    "WHERE schedule IS NOT NULL AND (schedule::jsonb ->> 'enabled')::boolean",
 )
 # The newest recorded fire of each of the jobs in a JSON array of ids: one primary-key seek per job.
 NEWEST_FIRES = Variants(

@@ -13,7 +13,8 @@ import time
 import attrs
 
 from ..model import TERMINAL_STATUSES
-from .dialect import Connection
+from .connections import SqliteConnection
+from .dialect import BEGIN_WRITE, Connection, Variants
 from .tokens import delete_expired_tokens
 
 _TERMINAL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES)) + ")"  # SQL list
@@ -31,36 +32,49 @@ DELETE_EXPIRED_ENROLLMENT_TOKENS = (
 # A row whose lockout is still running is kept however old its last failure: deleting it would end
 # the lockout early.
 DELETE_STALE_THROTTLE = (
-    "DELETE FROM login_throttle WHERE rowid IN "
-    "(SELECT rowid FROM login_throttle WHERE last_failed_at < :cutoff "
+    "DELETE FROM login_throttle WHERE (username, client) IN "
+    "(SELECT username, client FROM login_throttle WHERE last_failed_at < :cutoff "
     "AND (locked_until IS NULL OR locked_until <= :now) LIMIT :limit)"
 )
 # A job's fires recorded before the retention cutoff, except its newest one: the schedule ticker counts
 # a job's next fire times from its newest recorded fire, so that one stays however old it is. One seek
 # per job (jobs are few; their fires are many), along the primary key.
-DELETE_EXPIRED_FIRES = (
+_EXPIRED_FIRES = (
     "DELETE FROM job_fires WHERE (job_id, scheduled_for) IN ("
     "SELECT f.job_id, f.scheduled_for FROM jobs AS j JOIN job_fires AS f ON f.job_id = j.id "
-    "AND f.scheduled_for < min(:fires_cutoff, "
+    "AND f.scheduled_for < {least}(:fires_cutoff, "
     "(SELECT max(n.scheduled_for) FROM job_fires AS n WHERE n.job_id = j.id)) LIMIT :limit)"
+)
+DELETE_EXPIRED_FIRES = Variants(  # the two-argument min() is least() on PostgreSQL
+    sqlite=_EXPIRED_FIRES.format(least="min"),
+    postgresql=_EXPIRED_FIRES.format(least="least")
+    .replace(":fires_cutoff", "%(fires_cutoff)s").replace(":limit", "%(limit)s"),
 )
 # Oldest expired runs first. Only terminal runs: a run that is still queued or running is never
 # pruned, whatever its timestamps say. The unary `+` keeps the planner off the status indexes: with
 # them it would walk every finished run ever kept and sort them; runs_ended_at walks only the expired
 # ones, already in order.
-SELECT_EXPIRED_RUNS = (
-    f"SELECT id FROM runs WHERE ended_at < :cutoff AND +status IN {_TERMINAL} "
-    "ORDER BY ended_at, id LIMIT :limit"
+# (PostgreSQL has no unary + on text; its planner, with statistics, needs no such hint.)
+SELECT_EXPIRED_RUNS = Variants(
+    sqlite=f"SELECT id FROM runs WHERE ended_at < :cutoff AND +status IN {_TERMINAL} "
+    "ORDER BY ended_at, id LIMIT :limit",
+    postgresql=f"SELECT id FROM runs WHERE ended_at < %(cutoff)s AND status IN {_TERMINAL} "
+    "ORDER BY ended_at, id LIMIT %(limit)s",
 )
 # The seq of the `:offset + 1`th remaining event of a run: events up to it fit in the batch.
 SELECT_EVENT_BOUND = "SELECT seq FROM run_events WHERE run_id = :run_id ORDER BY seq LIMIT 1 OFFSET :offset"
 DELETE_RUN_EVENTS_UPTO = "DELETE FROM run_events WHERE run_id = :run_id AND seq <= :seq"
 DELETE_RUN_EVENTS = "DELETE FROM run_events WHERE run_id = :run_id"
 DELETE_RUN = f"DELETE FROM runs WHERE id = :run_id AND status IN {_TERMINAL}"
-COUNT_EXPIRED_RUNS = f"SELECT count(*) FROM runs WHERE ended_at < :cutoff AND +status IN {_TERMINAL}"
-COUNT_EXPIRED_EVENTS = (
-    "SELECT count(*) FROM run_events WHERE run_id IN "
-    f"(SELECT id FROM runs WHERE ended_at < :cutoff AND +status IN {_TERMINAL})"
+COUNT_EXPIRED_RUNS = Variants(
+    sqlite=f"SELECT count(*) FROM runs WHERE ended_at < :cutoff AND +status IN {_TERMINAL}",
+    postgresql=f"SELECT count(*) FROM runs WHERE ended_at < %(cutoff)s AND status IN {_TERMINAL}",
+)
+COUNT_EXPIRED_EVENTS = Variants(
+    sqlite="SELECT count(*) FROM run_events WHERE run_id IN "
+    f"(SELECT id FROM runs WHERE ended_at < :cutoff AND +status IN {_TERMINAL})",
+    postgresql="SELECT count(*) FROM run_events WHERE run_id IN "
+    f"(SELECT id FROM runs WHERE ended_at < %(cutoff)s AND status IN {_TERMINAL})",
 )
 
 
@@ -176,7 +190,7 @@ def prune_batch_alone(
     then includes the commit.
     """
     started = time.perf_counter()
-    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(BEGIN_WRITE)
     try:
         batch = prune_batch(conn, cutoff, budget, only)
         conn.execute("COMMIT")
@@ -208,7 +222,7 @@ def freelist_count(conn: Connection) -> int:
     return conn.execute("PRAGMA freelist_count").fetchone()[0]
 
 
-def incremental_vacuum(conn: Connection, max_pages: int) -> int:
+def incremental_vacuum(conn: SqliteConnection, max_pages: int) -> int:
     """Give up to `max_pages` free pages back to the file system; return the free pages left.
 
     Must run outside a transaction (`store.write(..., transaction=False)`): the pragma frees one page

@@ -41,17 +41,15 @@ def migrate(raw: psycopg.Connection[Any]) -> int:
 
 
 def _migrate_locked(raw: psycopg.Connection[Any]) -> int:
-    if raw.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
-        tables = raw.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
-        ).fetchone()[0]
+    if _scalar(raw, "SELECT to_regclass('schema_version')") is None:
+        tables = _scalar(raw, "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()")
         if tables:
             raise SchemaError("database has tables but no runsvc schema version; not a runsvc database")
         with raw.transaction():
             raw.execute(schema_sql().encode())  # several statements: sent as one simple query
             raw.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
         return 0
-    found = raw.execute("SELECT version FROM schema_version").fetchone()[0]
+    found = _scalar(raw, "SELECT version FROM schema_version")
     if found > SCHEMA_VERSION:
         raise SchemaError(
             f"database schema version {found} is newer than this runsvc supports "
@@ -62,3 +60,8 @@ def _migrate_locked(raw: psycopg.Connection[Any]) -> int:
             MIGRATIONS[version](raw)
             raw.execute("UPDATE schema_version SET version = %s", (version + 1,))
     return found
+
+
+def _scalar(raw: psycopg.Connection[Any], sql: str) -> Any:
+    row = raw.execute(sql.encode()).fetchone()
+    return None if row is None else row[0]

@@ -18,25 +18,23 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import psycopg
 from psycopg import adapt, pq
 from psycopg.conninfo import conninfo_to_dict
 
 from .connections import StatementCounter
+from .database import Database
 from .dialect import POSTGRESQL, Variants
 from .errors import DatabaseSettingError, DatabaseUnreachable
 from .migrations_pg import migrate
-
-if TYPE_CHECKING:
-    from .core import Database
 
 MIN_SERVER_VERSION = 130000  # PostgreSQL 13 (SPEC §16)
 CONNECT_TIMEOUT_S = 10
 
 
-class PgRow(tuple):  # type: ignore[type-arg]
+class PgRow(tuple):
     """A row by position and by column name, like sqlite3.Row. One subclass per column list (cached),
     holding the name → position map, so a row is a bare tuple."""
 
@@ -175,10 +173,14 @@ def connect(url: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> psycopg.Connec
 
 
 def _first_line(exc: BaseException) -> str:
-    """psycopg's messages carry the server's FATAL line last, after "connection failed: …"."""
+    """The line of psycopg's message that says what failed: the server's FATAL line if it answered."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     fatal = [line for line in lines if "FATAL:" in line]
-    return (fatal[-1].split("FATAL:", 1)[1].strip() if fatal else lines[-1] if lines else type(exc).__name__)
+    if fatal:
+        return fatal[-1].split("FATAL:", 1)[1].strip()
+    if not lines:
+        return type(exc).__name__
+    return lines[0].removeprefix("connection failed: ")
 
 
 # SQLSTATE classes of conditions outside the request (https://www.postgresql.org/docs/current/errcodes-appendix.html):
@@ -304,8 +306,6 @@ def open_database(url: str, readers: int, read_timeout_s: float, trio_thread: in
     """Worker thread: connect (one-line errors, see connect()), create or upgrade the schema, then the
     writer's connection and the readers' pool."""
     from psycopg_pool import ConnectionPool, PoolTimeout
-
-    from .core import Database
 
     raw = connect(url)
     try:

@@ -77,7 +77,7 @@ class GroupCommitWriter:
     def __init__(self, link: WriterConnection, limiter: trio.CapacityLimiter, faults: FaultInjector):
         self.link = link
         # Injected faults (faults.FaultInjector) are sqlite3 errors whatever the dialect.
-        self._errors = (sqlite3.Error, *link.errors)
+        self._errors: tuple[type[BaseException], ...] = (sqlite3.Error, *link.errors)
         self._limiter = limiter
         self.faults = faults
         self.pending: list[WriteRequest] = []
