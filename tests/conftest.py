@@ -13,6 +13,7 @@ import trio
 from runsvc.config import Settings
 from runsvc.server import Server, serve
 from runsvc.store import open_store
+from tests import pg
 from tests.helpers import FAST_HASHER
 
 E2E_DIR = Path(__file__).parent / "e2e"
@@ -28,9 +29,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
+@pytest.fixture(name="backend", params=["sqlite", "postgresql"])
+def _backend(request: pytest.FixtureRequest):
+    """The database a test runs on, as the setting `database_url`: "" (SQLite in the data dir) or a fresh
+    PostgreSQL database of its own. Tests that use `store`, `settings` or `server` run on both."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    if not pg.ADMIN_URL:
+        pytest.skip(pg.SKIP_REASON)
+    url = pg.create_database()
+    yield url
+    pg.drop_database(url)
+
+
 @pytest.fixture(name="store")
-async def _store(tmp_path: Path):
-    async with open_store(tmp_path / "test.db") as store:
+async def _store(tmp_path: Path, backend: str):
+    async with open_store(tmp_path / "test.db", database_url=backend) as store:
         yield store
 
 
@@ -47,8 +62,8 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
 
 
 @pytest.fixture(name="settings")
-def _settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+def _settings(tmp_path: Path, backend: str) -> Settings:
+    return make_settings(tmp_path, database_url=backend)
 
 
 @pytest.fixture(name="server")

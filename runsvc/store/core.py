@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,9 +22,9 @@ import attrs
 import trio
 
 from ..log import get_logger
-from .connections import SqliteReader, SqliteWriter, open_connections, owner_only
+from .connections import SqliteReader, SqliteWriter, connect, open_connections, owner_only
 from .database import Database, Reader
-from .dialect import SQLITE
+from .dialect import SQLITE, Connection
 from .errors import StoreClosedError
 from .faults import FaultInjector, ReadTimedOut, StoreUnavailable
 from .writer import PROBE_INTERVAL_S, RETRY_FIRST_S, RETRY_MAX_S, GroupCommitWriter, WriteRequest
@@ -75,6 +76,12 @@ class Store:
         self._closed = False
         self._read_timeout_s = read_timeout_s
         self._close_timeout_s = close_timeout_s
+
+    def connect(self) -> Connection:
+        """A new connection outside the store, for tools and tests (the caller closes it; never use it
+        on the Trio thread in the server)."""
+        conn: Connection = self.database.connect()
+        return conn
 
     @property
     def unavailable(self) -> str | None:
@@ -266,7 +273,8 @@ def _open_sqlite(path: Path, readers: int, busy_timeout_ms: int, trio_thread: in
     conns, counters = open_connections(path, readers, busy_timeout_ms, trio_thread)
     writer, *reader_conns = conns
     return Database(
-        SQLITE, SqliteWriter(writer), [SqliteReader(conn) for conn in reader_conns], counters, path=path
+        SQLITE, SqliteWriter(writer), [SqliteReader(conn) for conn in reader_conns], counters, path=path,
+        connect=partial(connect, path, busy_timeout_ms),
     )
 
 

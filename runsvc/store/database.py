@@ -36,3 +36,5 @@ class Database:
     path: Path | None = None  # SQLite's file
     url: str | None = None  # PostgreSQL's URL (with its password: never logged)
     close_rest: Callable[[], None] = lambda: None  # worker thread: what else to close (a pool)
+    # A new connection of its own, outside the store's (tools and tests that must see what is committed).
+    connect: Callable[[], Any] = lambda: None

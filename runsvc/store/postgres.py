@@ -121,6 +121,14 @@ class PgConnection:
         cursor.executemany(_sql(sql), parameters)
         return cursor
 
+    def close(self) -> None:
+        self.raw.close()
+
+    def commit(self) -> None:
+        """sqlite3's commit(): end the transaction in progress, if any."""
+        if self.in_transaction:
+            self.raw.execute("COMMIT")
+
     def rollback_quietly(self) -> None:
         if self.raw.closed:
             return
@@ -336,4 +344,5 @@ def open_database(url: str, readers: int, read_timeout_s: float, trio_thread: in
     return Database(
         POSTGRESQL, PgWriter(url, raw, counters[0]), [PgReader(pool, c, checkout_s) for c in counters[1:]],
         counters, url=url, close_rest=pool.close,
+        connect=lambda: PgConnection(reconnect(url), StatementCounter(trio_thread=-1)),
     )

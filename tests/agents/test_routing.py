@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
+import trio
 
 from runsvc.config import SettingsError, load_settings
 from runsvc.executors.pool import ExecutorPool
 from runsvc.store import runs as sql
-from runsvc.store.migrations import schema_sql
 
 
 class _Nothing:
@@ -43,22 +41,23 @@ def test_waiting_for_names_missing_labels_of_connected_executors():
     assert pool.executors_waiting_for(["gpu"]) == "an agent with labels gpu"
 
 
-def test_claim_takes_oldest_run_some_executor_can_take_and_counts_attempts():
+async def test_claim_takes_oldest_run_some_executor_can_take_and_counts_attempts(store):
     """One statement: the oldest queued run whose labels an offered executor has, named and attempt 1."""
-    conn = sqlite3.connect(":memory:")
-    conn.row_factory = sqlite3.Row
-    conn.executescript(schema_sql())
-    for labels in (["tpu"], ["gpu"], []):
-        sql.create_run(conn, command=["x"], env={}, timeout_s=1, name=None, created_by=None, ts="t",
-                       labels=labels)
-    offers = [("local", ("local",)), ("agent:a", ("gpu",))]
-    first, _ = sql.claim_next(conn, "t2", offers)
-    second, _ = sql.claim_next(conn, "t2", offers)
-    assert (first.id, first.executor, first.attempt) == (2, "agent:a", 1)
-    assert (second.id, second.executor) == (3, "local")
-    assert sql.claim_next(conn, "t2", offers) is None
-    assert sql.claim_next(conn, "t2", []) is None
-    conn.close()
+
+    def check(conn):
+        for labels in (["tpu"], ["gpu"], []):
+            sql.create_run(conn, command=["x"], env={}, timeout_s=1, name=None, created_by=None, ts="t",
+                           labels=labels)
+        offers = [("local", ("local",)), ("agent:a", ("gpu",))]
+        first, _ = sql.claim_next(conn, "t2", offers)
+        second, _ = sql.claim_next(conn, "t2", offers)
+        assert (first.id, first.executor, first.attempt) == (2, "agent:a", 1)
+        assert (second.id, second.executor) == (3, "local")
+        assert sql.claim_next(conn, "t2", offers) is None
+        assert sql.claim_next(conn, "t2", []) is None
+
+    with trio.fail_after(10):
+        await store.write(check)
 
 
 def test_local_labels_and_executor_settings():
