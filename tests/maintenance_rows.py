@@ -4,12 +4,12 @@ mock clock that drives the loops."""
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 
 import pytest
 import trio
 import trio.testing
 
+from runsvc.store.dialect import Connection
 from runsvc.timeutil import format_ts
 
 EPOCH = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
@@ -20,31 +20,31 @@ def ts(seconds: float = 0.0, *, days: float = 0.0) -> str:
     return format_ts(EPOCH + dt.timedelta(days=days, seconds=seconds))
 
 
-def add_user(conn: sqlite3.Connection, username: str = "alice") -> int:
+def add_user(conn: Connection, username: str = "alice") -> int:
     return conn.execute(
-        "INSERT INTO users (username, password_hash, role, created_at) VALUES (?, 'x', 'admin', ?)",
+        "INSERT INTO users (username, password_hash, role, created_at) VALUES (?, 'x', 'admin', ?) RETURNING id",
         (username, ts()),
-    ).lastrowid
+    ).fetchone()[0]
 
 
-def add_session(conn: sqlite3.Connection, user_id: int, expires_at: str) -> int:
+def add_session(conn: Connection, user_id: int, expires_at: str) -> int:
     token = f"token-{expires_at}-{conn.execute('SELECT count(*) FROM sessions').fetchone()[0]}".encode()
     return conn.execute(
-        "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?) RETURNING id",
         (token, user_id, ts(days=-10), expires_at),
-    ).lastrowid
+    ).fetchone()[0]
 
 
-def add_enrollment_token(conn: sqlite3.Connection, expires_at: str) -> int:
+def add_enrollment_token(conn: Connection, expires_at: str) -> int:
     token = f"enroll-{expires_at}-{conn.execute('SELECT count(*) FROM enrollment_tokens').fetchone()[0]}"
     return conn.execute(
-        "INSERT INTO enrollment_tokens (token_hash, created_at, expires_at) VALUES (?, ?, ?)",
+        "INSERT INTO enrollment_tokens (token_hash, created_at, expires_at) VALUES (?, ?, ?) RETURNING id",
         (token.encode(), ts(days=-10), expires_at),
-    ).lastrowid
+    ).fetchone()[0]
 
 
 def add_throttle(
-    conn: sqlite3.Connection, username: str, last_failed_at: str, locked_until: str | None = None
+    conn: Connection, username: str, last_failed_at: str, locked_until: str | None = None
 ) -> None:
     conn.execute(
         "INSERT INTO login_throttle (username, client, failures, first_failed_at, last_failed_at, "
@@ -54,7 +54,7 @@ def add_throttle(
 
 
 def add_run(
-    conn: sqlite3.Connection,
+    conn: Connection,
     status: str,
     *,
     created_at: str,
@@ -64,9 +64,9 @@ def add_run(
 ) -> int:
     run_id = conn.execute(
         "INSERT INTO runs (command, env, timeout_s, status, created_at, started_at, ended_at, last_seq) "
-        "VALUES ('[\"true\"]', '{}', 60, ?, ?, ?, ?, ?)",
+        "VALUES ('[\"true\"]', '{}', 60, ?, ?, ?, ?, ?) RETURNING id",
         (status, created_at, created_at if status != "queued" else None, ended_at, events),
-    ).lastrowid
+    ).fetchone()[0]
     conn.executemany(
         "INSERT INTO run_events (run_id, seq, ts, kind, data) VALUES (?, ?, ?, 'stdout', ?)",
         ((run_id, seq, created_at, line) for seq in range(1, events + 1)),
@@ -74,11 +74,11 @@ def add_run(
     return run_id
 
 
-def ids(conn: sqlite3.Connection, table: str, column: str = "id") -> list:
+def ids(conn: Connection, table: str, column: str = "id") -> list:
     return [row[0] for row in conn.execute(f"SELECT {column} FROM {table} ORDER BY {column}")]
 
 
-def event_counts(conn: sqlite3.Connection) -> dict[int, int]:
+def event_counts(conn: Connection) -> dict[int, int]:
     return dict(conn.execute("SELECT run_id, count(*) FROM run_events GROUP BY run_id").fetchall())
 
 

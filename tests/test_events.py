@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from contextlib import aclosing
 
 import pytest
@@ -30,8 +29,9 @@ async def make_run(store, status="running") -> int:
     return await store.write(_insert_run, status)
 
 
-def _stored_seqs(path, run_id):
-    conn = sqlite3.connect(path)
+def _stored_seqs(store, run_id):
+    """The run's stored seqs, read by a connection of its own (it sees only what is committed)."""
+    conn = store.connect()
     try:
         return [r[0] for r in conn.execute("SELECT seq FROM run_events WHERE run_id = ? ORDER BY seq", (run_id,))]
     finally:
@@ -57,11 +57,11 @@ async def collect(stream, until_seq: int) -> list[int]:
     return seqs
 
 
-async def test_concurrent_appends_get_gapless_seqs(tmp_path):
+async def test_concurrent_appends_get_gapless_seqs(tmp_path, backend):
     """50 tasks over 10 runs: every run's seqs are exactly 1..n, durable after reopening, group-committed."""
     path = tmp_path / "events.db"
     per_task = 40
-    async with open_store(path) as store:
+    async with open_store(path, database_url=backend) as store:
         eventlog = EventLog(store, RunEventBus())
         runs = [await make_run(store) for _ in range(10)]
 
@@ -76,11 +76,11 @@ async def test_concurrent_appends_get_gapless_seqs(tmp_path):
                     nursery.start_soon(producer, task)
         transactions = store.statistics().transactions
     expected_per_run = 5 * sum(1 + i % 3 for i in range(per_task))
-    for run_id in runs:
-        assert _stored_seqs(path, run_id) == list(range(1, expected_per_run + 1))
-    conn = sqlite3.connect(path)
-    assert {r[0] for r in conn.execute("SELECT last_seq FROM runs")} == {expected_per_run}
-    conn.close()
+    async with open_store(path, database_url=backend) as reopened:
+        for run_id in runs:
+            assert _stored_seqs(reopened, run_id) == list(range(1, expected_per_run + 1))
+        last_seqs = await reopened.read(lambda conn: {r[0] for r in conn.execute("SELECT last_seq FROM runs")})
+    assert last_seqs == {expected_per_run}
     stats = eventlog.statistics()
     assert stats.appends == 50 * per_task and stats.waiting_appends == 0
     assert transactions < stats.appends / 5  # many appends share one transaction
@@ -139,7 +139,7 @@ async def test_failed_transition_drops_only_its_append(store, eventlog):
             nursery.start_soon(attempt, [("state", {"status": "failed"})], refuse)
             nursery.start_soon(attempt, [("stdout", "b")])
     assert sum(isinstance(o, ValueError) for o in outcomes) == 1
-    assert _stored_seqs(store.path, run_id) == [1, 2]
+    assert _stored_seqs(store, run_id) == [1, 2]
     status = await store.read(lambda c: c.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()[0])
     assert status == "running"  # the refused transition's UPDATE was rolled back
 
@@ -154,7 +154,7 @@ async def test_publish_happens_after_commit(store, bus, eventlog):
                     nursery.start_soon(eventlog.append, run_id, [("stdout", str(i))])
                 for _ in range(20):
                     batch = await subscription.receive()
-                    assert set(_stored_seqs(store.path, run_id)) >= {e["seq"] for e in batch.events}
+                    assert set(_stored_seqs(store, run_id)) >= {e["seq"] for e in batch.events}
                     if batch.last_seq == 20:
                         break
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from functools import partial
 
 import pytest
@@ -13,6 +12,7 @@ from runsvc import maintenance
 from runsvc.maintenance import prune_expired, prune_pass, run_pruner
 from runsvc.model import TERMINAL_STATUSES, RunGone
 from runsvc.store import open_store
+from runsvc.store.connections import connect
 from runsvc.store.maintenance import freelist_count, incremental_vacuum, prune_batch
 from runsvc.store.migrations import schema_sql
 from tests.conftest import make_settings
@@ -54,7 +54,7 @@ async def test_pruner_deletes_expired_finished_runs_and_keeps_the_rest(store, tm
 
     def on_runs_deleted(run_ids):
         reported.append(list(run_ids))
-        fresh = sqlite3.connect(store.path)  # committed already: a new connection no longer sees them
+        fresh = store.connect()  # committed already: a new connection no longer sees them
         marks = ",".join("?" * len(run_ids))
         left = fresh.execute(f"SELECT count(*) FROM run_events WHERE run_id IN ({marks})", run_ids).fetchone()[0]
         left += fresh.execute(f"SELECT count(*) FROM runs WHERE id IN ({marks})", run_ids).fetchone()[0]
@@ -115,7 +115,7 @@ async def test_retention_zero_keeps_everything(store, tmp_path, clock):
 
 def test_prune_batch_never_exceeds_its_budget():
     """Events and run rows together stay within the budget; a big run is emptied over several batches."""
-    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn = connect(":memory:")
     conn.executescript(schema_sql())
     big = add_run(conn, "succeeded", created_at=ts(days=-50), ended_at=ts(days=-49), events=12)
     small = add_run(conn, "failed", created_at=ts(days=-50), ended_at=ts(days=-48), events=3)
@@ -225,6 +225,7 @@ async def test_prune_hook_failure_does_not_stop_pruning(store, caplog):
     assert "write callback failed" in caplog.text
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # PostgreSQL's VACUUM is autovacuum's job
 async def test_each_vacuum_step_frees_a_whole_step_of_pages(store, monkeypatch):
     """A vacuum step gives back `max_pages` pages in one write (not one page per call), so reclaiming
     takes a handful of writes."""

@@ -166,8 +166,9 @@ WHERE runs.id = pick.id
 RETURNING """ + ", ".join(f"runs.{column.strip()}" for column in RUN_COLUMNS.split(","))
 
 CLAIM_NEXT = Variants(sqlite=CLAIM_NEXT_SQLITE, postgresql=CLAIM_NEXT_POSTGRESQL)
-# Claims on PostgreSQL hold this transaction-level advisory lock: several claimers (replicas) then
-# count a concurrency group's running runs one after the other, never both below its limit at once.
+# Claims on PostgreSQL hold this transaction-level advisory lock (lock_claims): several claimers
+# (replicas) then count a concurrency group's running runs one after the other, never both below its
+# limit at once.
 CLAIM_LOCK = 0x636C61696D  # "claim"
 
 # The earliest not_before of a queued run still in the future: when the scheduler must look again
@@ -293,13 +294,16 @@ def list_runs(
 
 
 def claim_next(
-    conn: Connection, ts: str, executors: Sequence[tuple[str, Sequence[str]]]
+    conn: Connection, ts: str, executors: Sequence[tuple[str, Sequence[str]]], *, locked: bool = False
 ) -> tuple[Run, list[Event]] | None:
     """Atomically move the oldest queued run that one of `executors` ((name, labels), in order of
     preference) can take to running, naming the executor and counting the attempt; append its
-    `state running` event."""
+    `state running` event. On PostgreSQL it first takes the claim lock (`locked`: this transaction
+    holds it already)."""
     if not executors:
         return None
+    if conn.dialect == POSTGRESQL and not locked:
+        lock_claims(conn)
     offer = json.dumps([{"name": name, "labels": list(labels)} for name, labels in executors])
     row = conn.execute(CLAIM_NEXT, {"ts": ts, "executors": offer}).fetchone()
     if row is None:
@@ -325,18 +329,26 @@ def claim_batch(
     free = {name: count for name, _, count in slots}
     claimed: list[tuple[Run, list[Event]]] = []
     if conn.dialect == POSTGRESQL:
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (CLAIM_LOCK,))
+        lock_claims(conn)
     while True:
         offers = [(name, labels) for name, labels, _ in slots if free[name] > 0]
         if not offers:
             return claimed, None
-        one = claim_next(conn, ts, offers)
+        one = claim_next(conn, ts, offers, locked=True)
         if one is None:
             return claimed, next_not_before(conn, ts)
         claimed.append(one)
         taker = one[0].executor
         assert taker is not None  # the claim names the executor
         free[taker] -= 1
+
+
+def lock_claims(conn: Connection) -> None:
+    """PostgreSQL: wait for other claimers' transactions (replicas) to end, so that the claim statement
+    after this one (READ COMMITTED: a snapshot per statement) sees their claims when it counts a
+    concurrency group. A statement of its own: a lock taken inside the claim statement would come
+    after that statement's snapshot."""
+    conn.execute("SELECT pg_advisory_xact_lock(?)", (CLAIM_LOCK,))
 
 
 def finish(

@@ -14,6 +14,7 @@ import pytest
 import trio
 import trio_websocket
 
+from runsvc.store.dialect import SQLITE
 from runsvc.timeutil import utcnow
 from tests.helpers import add_user, assert_error, login, open_websocket, wait_status
 
@@ -67,12 +68,15 @@ async def test_secret_is_stored_only_as_its_sha256(server):
             secret = (await make_token(client, csrf))["secret"]
             assert (await client.get(RUNS, headers=bearer(secret))).status_code == 200
         store = server.services.store
-        hashes = await store.read(lambda conn: [r[0] for r in conn.execute("SELECT token_hash FROM api_tokens")])
-        await store.write(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"), transaction=False)
+        hashes = await store.read(lambda conn: [bytes(r[0]) for r in conn.execute("SELECT token_hash FROM api_tokens")])
+        if store.dialect == SQLITE:
+            await store.write(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"), transaction=False)
+            stored = b"".join(path.read_bytes() for path in store.path.parent.glob(store.path.name + "*"))
+        else:  # every row of every table, as PostgreSQL's text of the row
+            stored = (await store.read(all_rows_as_text)).encode()
     assert hashes == [hashlib.sha256(secret.encode()).digest()]
-    for path in store.path.parent.glob(store.path.name + "*"):
-        assert secret.encode() not in path.read_bytes()
-        assert secret.removeprefix("rsv_").encode() not in path.read_bytes()
+    assert secret.encode() not in stored
+    assert secret.removeprefix("rsv_").encode() not in stored
 
 
 async def test_bearer_submits_without_csrf_and_me_answers_null_csrf(server):
@@ -288,3 +292,10 @@ async def test_websocket_with_a_bearer_token_streams(server):
                 await bad.get_message()
     assert lines == ["one", "two"] and end is not None and code == 1000
     assert refused.value.reason.code == 4401
+
+
+def all_rows_as_text(conn) -> str:
+    tables = [row[0] for row in conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+    )]
+    return "\n".join(row[0] for table in tables for row in conn.execute(f'SELECT t::text FROM "{table}" AS t'))

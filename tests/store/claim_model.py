@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 
+from runsvc.store import postgres
 from runsvc.store import runs as run_sql
+from runsvc.store.connections import StatementCounter
 from runsvc.store.connections import connect as store_connect
 from runsvc.store.migrations import migrate
+from runsvc.store.migrations_pg import migrate as migrate_pg
 from runsvc.timeutil import format_ts, parse_ts
 
 T0 = "2026-06-01T12:00:00.000000Z"
@@ -32,12 +35,22 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 @pytest.fixture(name="conn")
-def conn_fixture(tmp_path: Path):
-    """A migrated claim database (import this into a test module to use `conn`)."""
-    conn = connect(tmp_path / "claim.db")
-    migrate(conn)
+def conn_fixture(tmp_path: Path, backend: str):
+    """A migrated claim database of either backend (import this into a test module to use `conn`)."""
+    conn = connect_backend(tmp_path / "claim.db", backend)
     yield conn
     conn.close()
+
+
+def connect_backend(path: Path, database_url: str) -> Any:
+    """A migrated database's connection: SQLite at `path`, or the PostgreSQL database at `database_url`."""
+    if not database_url:
+        conn = connect(path)
+        migrate(conn)
+        return conn
+    raw = postgres.connect(database_url)
+    migrate_pg(raw)
+    return postgres.PgConnection(raw, StatementCounter(trio_thread=-1))
 
 
 def queue(conn: sqlite3.Connection, *, created: float = 0, labels: tuple[str, ...] = (),

@@ -11,18 +11,14 @@ from pathlib import Path
 import pytest
 
 from runsvc.store import runs as run_sql
-from runsvc.store.connections import connect
-from runsvc.store.migrations import migrate
+from tests.store.claim_model import connect_backend
 
 Offers = list[tuple[str, tuple[str, ...]]]
 
 
 @pytest.fixture(name="conn")
-def _conn(tmp_path: Path):
-    conn = connect(tmp_path / "claim.db")
-    conn.execute("PRAGMA journal_mode = WAL")  # as the store opens it (connections.py)
-    conn.execute("PRAGMA synchronous = NORMAL")
-    migrate(conn)
+def _conn(tmp_path: Path, backend: str):
+    conn = connect_backend(tmp_path / "claim.db", backend)
     yield conn
     conn.close()
 

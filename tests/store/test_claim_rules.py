@@ -8,7 +8,8 @@ import threading
 from pathlib import Path
 
 from runsvc.store import runs as run_sql
-from runsvc.store.migrations import migrate, schema_sql
+from runsvc.store.dialect import BEGIN_WRITE
+from runsvc.store.migrations import schema_sql
 from tests.store.claim_model import (  # noqa: F401 (conn_fixture is the `conn` fixture)
     LOCAL,
     RandomQueue,
@@ -16,6 +17,7 @@ from tests.store.claim_model import (  # noqa: F401 (conn_fixture is the `conn` 
     claim,
     conn_fixture,
     connect,
+    connect_backend,
     end,
     queue,
 )
@@ -96,22 +98,21 @@ def test_claims_match_the_rules_for_random_queues(conn):
     assert claimed > 40 and checked - claimed > 20  # both kinds of answer were checked
 
 
-def test_several_claimers_never_overfill_a_group(tmp_path):
+def test_several_claimers_never_overfill_a_group(tmp_path, backend):
     """Four claimers on their own connections claim at once: a group of limit 2 never has more than 2
     running, every run is claimed exactly once, and the free runs all go."""
     path = tmp_path / "race.db"
-    setup = connect(path)
-    migrate(setup)
+    setup = connect_backend(path, backend)
     grouped = {queue(setup, created=i * 0.001, key="g", limit=2) for i in range(20)}
     free = {queue(setup, created=1 + i * 0.001) for i in range(20)}
     claims: list[int] = []
     lock = threading.Lock()
 
     def claimer() -> None:
-        conn = connect(path)
+        conn = connect_backend(path, backend)
         try:
             for _ in range(40):
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(BEGIN_WRITE)
                 run_id = claim(conn, 5)
                 conn.execute("COMMIT")
                 if run_id is not None:

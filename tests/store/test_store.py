@@ -183,7 +183,7 @@ async def test_on_commit_runs_after_commit(store):
         return "done"
 
     def check(result):
-        fresh = sqlite3.connect(store.path)
+        fresh = store.connect()
         seen.append((result, fresh.execute("SELECT count(*) FROM users").fetchone()[0]))
         fresh.close()
 

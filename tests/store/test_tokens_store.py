@@ -18,9 +18,9 @@ def add_api_token(conn: sqlite3.Connection, user_id: int, expires_at: str | None
     number = conn.execute("SELECT count(*) FROM api_tokens").fetchone()[0]
     return conn.execute(
         "INSERT INTO api_tokens (token_hash, user_id, name, role, created_at, expires_at) "
-        "VALUES (?, ?, 'ci', 'viewer', ?, ?)",
+        "VALUES (?, ?, 'ci', 'viewer', ?, ?) RETURNING id",
         (f"hash-{number}".encode(), user_id, ts(days=-10), expires_at),
-    ).lastrowid
+    ).fetchone()[0]
 
 
 async def test_maintenance_deletes_expired_api_tokens_only(store, tmp_path):
