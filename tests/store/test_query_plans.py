@@ -52,7 +52,8 @@ HOT_QUERIES = {
     ),
     "throttle cleanup": (
         m.DELETE_STALE_THROTTLE,
-        ["USING INDEX sqlite_autoindex_login_throttle_1 (username=? AND client=?)", "USING INDEX login_throttle_last_failed_at (last_failed_at<?)"],
+        ["USING INDEX sqlite_autoindex_login_throttle_1 (username=? AND client=?)",
+         "USING INDEX login_throttle_last_failed_at (last_failed_at<?)"],
     ),
     "claim oldest queued run": (
         r.CLAIM_NEXT,
