@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -45,8 +46,35 @@ class ServerProcess:
         return "\n".join(self.stderr_lines)
 
 
+# The database of the servers start_server() starts: "" (SQLite in their data dir) unless a test module
+# runs on both backends (the `server_backend` fixture of tests/e2e/conftest.py sets it per test).
+SERVER_DATABASE = {"url": ""}
+
+
+def server_db_rows(data_dir: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of `sql` (SQLite's spelling, `?` placeholders) from the database of the servers this test
+    started: their data dir's SQLite file, or SERVER_DATABASE's PostgreSQL database."""
+    if SERVER_DATABASE["url"]:
+        from runsvc.store import postgres
+
+        raw = postgres.connect(SERVER_DATABASE["url"])
+        try:
+            return [tuple(row) for row in raw.execute(postgres.translate(sql), params).fetchall()]
+        finally:
+            raw.close()
+    conn = sqlite3.connect(data_dir / "runsvc.db")
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
 def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a runsvc child process: ours without RUNSVC_* settings, plus `extra`, plus the
+    database of this test (as RUNSVC_DATABASE_URL: a password never on a command line)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSVC_")}
+    if SERVER_DATABASE["url"]:
+        env["RUNSVC_DATABASE_URL"] = SERVER_DATABASE["url"]
     env.update(extra)
     return env
 

@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.e2e.browser import USER_PASSWORD, Api, checked_pages, launch_chromium
+from tests.helpers import SERVER_DATABASE
 
 
 @pytest.fixture(scope="module", name="api")
@@ -44,3 +45,14 @@ def _new_page(browser: Browser) -> Iterator[Callable[..., Page]]:
 @pytest.fixture(name="page")
 def _page(new_page: Callable[..., Page]) -> Page:
     return new_page()
+
+
+@pytest.fixture(name="server_backend")
+def _server_backend(backend: str) -> Iterator[str]:
+    """Servers this test starts (start_server, CLI children) use `backend`'s database: a module that
+    runs on both backends says `pytestmark = pytest.mark.usefixtures("server_backend")`."""
+    SERVER_DATABASE["url"] = backend
+    try:
+        yield backend
+    finally:
+        SERVER_DATABASE["url"] = ""

@@ -8,9 +8,13 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 import trio
 
 from tests.helpers import ADMIN_PASSWORD, child_env, start_server
+
+# Every test here runs on SQLite and on PostgreSQL (tests/e2e/conftest.py: server_backend).
+pytestmark = pytest.mark.usefixtures("server_backend")
 
 LOGIN = "/api/v1/auth/login"
 

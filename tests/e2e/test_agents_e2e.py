@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import stat
 
+import pytest
 import trio
 
 from tests.e2e.agent_helpers import (
@@ -21,7 +21,10 @@ from tests.e2e.agent_helpers import (
     submit,
     wait_status,
 )
-from tests.helpers import TERMINAL, alive, assert_error, child_env, start_server
+from tests.helpers import TERMINAL, alive, assert_error, child_env, server_db_rows, start_server
+
+# Every test here runs on SQLite and on PostgreSQL (tests/e2e/conftest.py: server_backend).
+pytestmark = pytest.mark.usefixtures("server_backend")
 
 
 async def test_enroll_once_route_by_labels_and_restart(tmp_path):
@@ -366,14 +369,10 @@ async def test_server_shutdown_stops_agent_runs_after_the_drain(tmp_path):
             assert not alive(pid)
             agent.process.send_signal(signal.SIGTERM)
             assert await agent.process.wait() == 0
-    conn = sqlite3.connect(data / "runsvc.db")
-    try:
-        status, reason = conn.execute(
-            "SELECT status, json_extract(data, '$.reason') FROM runs JOIN run_events ON run_id = id "
-            "WHERE seq = last_seq").fetchone()
-    finally:
-        conn.close()
-    assert (status, reason) == ("interrupted", "server shutting down")
+    [(status, data)] = server_db_rows(
+        data, "SELECT status, data FROM runs JOIN run_events ON run_id = id WHERE seq = last_seq"
+    )
+    assert (status, json.loads(data)["reason"]) == ("interrupted", "server shutting down")
 
 
 async def test_connecting_agent_wakes_a_waiting_run_and_sigterm_drains(tmp_path):

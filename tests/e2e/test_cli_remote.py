@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 
+import pytest
 import trio
 
-from tests.helpers import ADMIN_PASSWORD, admin_login, child_env, start_server
+from tests.helpers import ADMIN_PASSWORD, admin_login, child_env, server_db_rows, start_server
+
+# Every test here runs on SQLite and on PostgreSQL (tests/e2e/conftest.py: server_backend).
+pytestmark = pytest.mark.usefixtures("server_backend")
 
 PY = sys.executable
 
@@ -30,11 +33,7 @@ async def cli(*args: str, env: dict[str, str], stdin: bytes | None = None) -> su
 
 
 def session_count(data_dir) -> int:
-    conn = sqlite3.connect(data_dir / "runsvc.db")
-    try:
-        return conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
-    finally:
-        conn.close()
+    return server_db_rows(data_dir, "SELECT count(*) FROM sessions")[0][0]
 
 
 async def test_cli_submits_and_follows_with_runsvc_token(tmp_path):

@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import sys
 
+import pytest
 import trio
 
-from tests.helpers import ADMIN_PASSWORD, admin_login, alive, child_env, start_server, wait_status, wait_until
+from tests.helpers import (
+    ADMIN_PASSWORD,
+    SERVER_DATABASE,
+    admin_login,
+    alive,
+    child_env,
+    server_db_rows,
+    start_server,
+    wait_status,
+    wait_until,
+)
+
+# Every test here runs on SQLite and on PostgreSQL (tests/e2e/conftest.py: server_backend).
+pytestmark = pytest.mark.usefixtures("server_backend")
 
 PY = sys.executable
 
 
 def db_rows(data_dir, sql):
-    conn = sqlite3.connect(data_dir / "runsvc.db")
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+    return server_db_rows(data_dir, sql)
 
 
 async def test_crash_recovery_after_kill_9(tmp_path):
@@ -80,7 +89,8 @@ async def test_graceful_shutdown_leaves_nothing_running(tmp_path):
             took = trio.current_time() - start
     assert took < 1 + 1 + 5
     assert db_rows(data, "SELECT status FROM runs") == [("interrupted",)]
-    assert db_rows(data, "PRAGMA integrity_check") == [("ok",)]
+    if not SERVER_DATABASE["url"]:  # the SQLite file the killed server wrote
+        assert db_rows(data, "PRAGMA integrity_check") == [("ok",)]
     seqs = [r[0] for r in db_rows(data, f"SELECT seq FROM run_events WHERE run_id = {run['id']} ORDER BY seq")]
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) > 10
 
