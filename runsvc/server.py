@@ -107,6 +107,7 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
         async with open_store(
             settings.database_path, database_url=settings.database_url, readers=settings.db_readers,
             busy_timeout_ms=int(settings.db_busy_timeout_s * 1000), read_timeout_s=settings.db_read_timeout_s,
+            exclusive=True,
         ) as store:
             auth = Auth(
                 store=store, passwords=Passwords(password_hasher, max_waiting=settings.login_queue),

@@ -234,20 +234,24 @@ async def open_store(
     busy_timeout_ms: int = 5000,
     read_timeout_s: float = 30.0,
     close_timeout_s: float = 10.0,
+    exclusive: bool = False,
 ) -> AsyncIterator[Store]:
     """Open (creating or upgrading) the database — PostgreSQL at `database_url` if given, else the SQLite
     file at `path` — and close it when the block exits.
 
     A new SQLite file is created mode 0600, and an existing one (with its -wal and -shm files) is
     narrowed to 0600: it holds password hashes and every run's environment. PostgreSQL failures to
-    start are DatabaseSettingError (fix the setting) or DatabaseUnreachable (try again later).
+    start are DatabaseSettingError (fix the setting) or DatabaseUnreachable (try again later);
+    `exclusive` (the server) also refuses a PostgreSQL database another server uses (DatabaseInUse).
+    (A SQLite file is the server's through its data dir's lock.)
     """
     limiter = trio.CapacityLimiter(readers + 1)
     if database_url:
         from .postgres import open_database  # psycopg only for a PostgreSQL store (importing it costs 0.2 s)
 
         database = await trio.to_thread.run_sync(
-            open_database, database_url, readers, read_timeout_s, threading.get_ident(), limiter=limiter
+            open_database, database_url, readers, read_timeout_s, threading.get_ident(), exclusive,
+            limiter=limiter,
         )
     else:
         if path is None:

@@ -18,5 +18,9 @@ class DatabaseSettingError(StoreError):
     old. Fixing the setting is the only cure (`serve` exits with status 2)."""
 
 
+class DatabaseInUse(StoreError):
+    """Another runsvc server holds the database (one server per PostgreSQL database until replicas)."""
+
+
 class DatabaseUnreachable(StoreError):
     """The database server did not answer; it may later (`serve` exits with status 1)."""

@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 from .connections import StatementCounter
 from .database import Database
 from .dialect import POSTGRESQL, Variants
-from .errors import DatabaseSettingError, DatabaseUnreachable
+from .errors import DatabaseInUse, DatabaseSettingError, DatabaseUnreachable
 from .migrations_pg import migrate
 
 MIN_SERVER_VERSION = 130000  # PostgreSQL 13 (SPEC §16)
@@ -230,9 +230,10 @@ class PgWriter:
 
     errors: tuple[type[BaseException], ...] = (psycopg.Error,)
 
-    def __init__(self, url: str, raw: psycopg.Connection[Any], counter: StatementCounter):
+    def __init__(self, url: str, raw: psycopg.Connection[Any], counter: StatementCounter, *, exclusive: bool):
         self._url = url
         self._counter = counter
+        self._exclusive = exclusive
         self._conn: PgConnection | None = PgConnection(raw, counter)
 
     def connection(self) -> PgConnection:
@@ -241,7 +242,12 @@ class PgWriter:
             if conn is not None:
                 conn.raw.close()
             self._conn = None
-            conn = self._conn = PgConnection(reconnect(self._url), self._counter)
+            raw = reconnect(self._url)
+            if self._exclusive and not take_server_lock(raw):
+                raw.close()
+                # Transient: the writer stays unavailable and keeps trying, rather than share the database.
+                raise psycopg.OperationalError("another runsvc server took this database while it was unreachable")
+            conn = self._conn = PgConnection(raw, self._counter)
         return conn
 
     def rollback_quietly(self) -> None:
@@ -310,14 +316,27 @@ class PgReader:
 READER_CHECKOUT_TIMEOUT_S = 5.0  # a read waits this long for a working reader connection, then 503s
 
 
-def open_database(url: str, readers: int, read_timeout_s: float, trio_thread: int) -> Database:
+# Held by a server's writer connection (a session-level advisory lock, released when the connection
+# ends, a killed server's too): one server per database, until replicas coordinate through the database.
+SERVER_LOCK = 0x72756E737672  # "runsvr"
+
+
+def take_server_lock(raw: psycopg.Connection[Any]) -> bool:
+    row = raw.execute("SELECT pg_try_advisory_lock(%s)", (SERVER_LOCK,)).fetchone()
+    return bool(row and row[0])
+
+
+def open_database(url: str, readers: int, read_timeout_s: float, trio_thread: int, exclusive: bool) -> Database:
     """Worker thread: connect (one-line errors, see connect()), create or upgrade the schema, then the
-    writer's connection and the readers' pool."""
+    writer's connection and the readers' pool. `exclusive` (a server): refuse a database another server
+    holds, with DatabaseInUse."""
     from psycopg_pool import ConnectionPool, PoolTimeout
 
     raw = connect(url)
     try:
         migrate(raw)
+        if exclusive and not take_server_lock(raw):
+            raise DatabaseInUse("another runsvc server is using this database; run one server per database")
         counters = [StatementCounter(trio_thread) for _ in range(readers + 1)]
         statement_timeout_ms = max(1, int(read_timeout_s * 1000))
 
@@ -342,7 +361,8 @@ def open_database(url: str, readers: int, read_timeout_s: float, trio_thread: in
         raise
     checkout_s = min(read_timeout_s, READER_CHECKOUT_TIMEOUT_S)
     return Database(
-        POSTGRESQL, PgWriter(url, raw, counters[0]), [PgReader(pool, c, checkout_s) for c in counters[1:]],
+        POSTGRESQL, PgWriter(url, raw, counters[0], exclusive=exclusive),
+        [PgReader(pool, c, checkout_s) for c in counters[1:]],
         counters, url=url, close_rest=pool.close,
         connect=lambda: PgConnection(reconnect(url), StatementCounter(trio_thread=-1)),
     )

@@ -9,7 +9,7 @@ import threading
 import pytest
 import trio
 
-from runsvc.store import SCHEMA_VERSION, SchemaError, open_store, postgres
+from runsvc.store import SCHEMA_VERSION, DatabaseInUse, SchemaError, open_store, postgres
 from runsvc.store.migrations_pg import migrate
 from tests import pg
 
@@ -76,3 +76,17 @@ def test_servers_starting_at_once_create_the_schema_once(url):
         thread.join(timeout=60)
     assert errors == []
     assert sorted(found) == [0, SCHEMA_VERSION, SCHEMA_VERSION, SCHEMA_VERSION]
+
+
+async def test_a_second_server_on_one_database_is_refused(url):
+    """While one server's store holds the database, a second server's is refused; tools (exclusive
+    False: `runsvc users`, `db stats`) may still open it, and the lock goes with the first store."""
+    with trio.fail_after(30):
+        async with open_store(database_url=url, exclusive=True):
+            with pytest.raises(DatabaseInUse, match="another runsvc server is using this database"):
+                async with open_store(database_url=url, exclusive=True):
+                    pass
+            async with open_store(database_url=url) as tool:
+                assert await tool.read(lambda conn: conn.execute("SELECT count(*) FROM runs").fetchone()[0]) == 0
+        async with open_store(database_url=url, exclusive=True):
+            pass
