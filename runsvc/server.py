@@ -154,8 +154,12 @@ async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) 
     http_stop = trio.Event()
     async with trio.open_nursery() as root:
         async with trio.open_nursery() as background:
-            # Startup recovery, then adopting agent runs, before the first connection is accepted.
+            # The webhooks before any run can end (their outbox is written with the end), then startup
+            # recovery, then adopting agent runs, before the first connection is accepted. The webhook
+            # sender first looks for deliveries an earlier process left pending.
+            await services.webhooks.load()
             await recover_crashed_runs(settings, services.store, services.recorder)
+            await background.start(services.webhook_sender.run)
             await background.start(services.scheduler.run)
             await background.start(services.ticker.run)
             background.start_soon(services.bus.serve)
