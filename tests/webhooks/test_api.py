@@ -101,7 +101,8 @@ async def test_a_pending_delivery_looks_as_documented(server, admin):
     ({"url": "http://exa mple.com/"}, "url must not contain spaces or control characters"),
     ({"url": "http://x/" + "a" * 2000}, "url must be at most 2000 characters"),
     ({"url": 7}, "url must be a string"),
-    ({"url": "http://x/", "events": ["run.started"]}, "events must hold only event types (run.finished), not 'run.started'"),
+    ({"url": "http://x/", "events": ["run.started"]},
+     "events must hold only event types (run.finished), not 'run.started'"),
     ({"url": "http://x/", "events": []}, "events must not be empty"),
     ({"url": "http://x/", "statuses": ["running"]}, "statuses must hold only terminal statuses"),
     ({"url": "http://x/", "statuses": "failed"}, "statuses must be a list of strings"),
@@ -129,8 +130,10 @@ async def test_bad_queries_are_400(server, admin):
     with trio.fail_after(10):
         webhook, _ = await create_webhook(admin, {"url": "http://x/"})
         path = f"{WEBHOOKS}/{webhook['id']}/deliveries"
-        for params, message in (({"limit": 0}, "limit must be >= 1"), ({"limit": 501}, "limit must be <= 500"),
-                                ({"limit": "x"}, "limit must be an integer"), ({"after": 1}, "unknown query parameter")):
+        for params, message in (
+            ({"limit": 0}, "limit must be >= 1"), ({"limit": 501}, "limit must be <= 500"),
+            ({"limit": "x"}, "limit must be an integer"), ({"after": 1}, "unknown query parameter"),
+        ):
             response = await admin.get(path, params=params)
             assert_error(response, 400, "invalid_request")
             assert response.json()["error"]["message"].startswith(message)
@@ -154,5 +157,7 @@ async def test_every_route_is_admins_only(server, client):
             csrf = await login(client, username)
             for method, rule in WEBHOOK_ROUTES:
                 path = rule.replace("<int:webhook_id>", "1")
-                response = await client.request(method, path, json={"url": "http://x/"}, headers={"X-CSRF-Token": csrf})
+                response = await client.request(
+                    method, path, json={"url": "http://x/"}, headers={"X-CSRF-Token": csrf}
+                )
                 assert_error(response, 403, "forbidden")

@@ -1,0 +1,75 @@
+"""Deliveries are kept 7 days from their creation (maintenance deletes older ones, delivered or not), and
+the key file that seals webhook secrets (created 0600, refused with one line when unusable)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import trio
+
+from runsvc.crypto import CannotUnseal, KeyFileError, load_or_create_key, seal, unseal
+from runsvc.maintenance import maintenance_pass
+from runsvc.timeutil import format_ts, utcnow
+from tests.conftest import make_settings
+
+
+def add_delivery(conn, webhook_id: int, created_at: str, delivered: bool) -> None:
+    conn.execute(
+        "INSERT INTO webhook_deliveries (webhook_id, event, run_id, body, attempts, delivered_at, next_try_at, "
+        "created_at) VALUES (?, 'run.finished', 1, '{}', ?, ?, ?, ?)",
+        (webhook_id, int(delivered), created_at if delivered else None, None if delivered else created_at, created_at),
+    )
+
+
+async def test_maintenance_deletes_deliveries_older_than_seven_days(store, tmp_path):
+    """A pass deletes the deliveries created more than 7 days ago, delivered or still pending, and keeps
+    younger ones."""
+    settings = make_settings(tmp_path)
+    now = utcnow()
+
+    def populate(conn):
+        webhook_id = conn.execute(
+            "INSERT INTO webhooks (url, statuses, secret, created_at) VALUES ('http://x/', '[]', x'00', ?) "
+            "RETURNING id", (format_ts(now),),
+        ).fetchone()[0]
+        add_delivery(conn, webhook_id, format_ts(now - dt.timedelta(days=7, seconds=5)), delivered=True)
+        add_delivery(conn, webhook_id, format_ts(now - dt.timedelta(days=8)), delivered=False)
+        add_delivery(conn, webhook_id, format_ts(now - dt.timedelta(days=6, hours=23)), delivered=False)
+        add_delivery(conn, webhook_id, format_ts(now - dt.timedelta(hours=1)), delivered=True)
+
+    with trio.fail_after(10):
+        await store.write(populate)
+        counts = await maintenance_pass(store, settings, now=lambda: now)
+        left = await store.read(lambda conn: [row[0] for row in conn.execute("SELECT id FROM webhook_deliveries")])
+    assert counts.webhook_deliveries == 2
+    assert left == [3, 4]
+
+
+def test_the_key_file_is_created_0600_and_reused(tmp_path):
+    """The first load creates 32 random bytes with mode 0600; the next load reads the same key."""
+    path = tmp_path / "secret.key"
+    key = load_or_create_key(path)
+    assert len(key) == 32 and path.stat().st_mode & 0o777 == 0o600
+    assert load_or_create_key(path) == key
+
+
+def test_an_unusable_key_file_is_one_line(tmp_path):
+    """A key file of the wrong size is refused with a one-line KeyFileError, never replaced."""
+    path = tmp_path / "secret.key"
+    path.write_bytes(b"short")
+    with pytest.raises(KeyFileError, match=r"must hold exactly 32 bytes, not 5$"):
+        load_or_create_key(path)
+    assert path.read_bytes() == b"short"
+
+
+def test_a_sealed_value_opens_only_with_its_key_and_its_row():
+    """seal/unseal round-trips; another key, another associated row, or a changed byte does not open."""
+    key, other = b"k" * 32, b"o" * 32
+    sealed = seal(key, "webhook:1", b"whsec_abc")
+    assert sealed[12:] != seal(key, "webhook:1", b"whsec_abc")[12:]  # a fresh nonce each time
+    assert unseal(key, "webhook:1", sealed) == b"whsec_abc"
+    for wrong in ((other, "webhook:1", sealed), (key, "webhook:2", sealed),
+                  (key, "webhook:1", sealed[:-1] + bytes([sealed[-1] ^ 1])), (key, "webhook:1", b"")):
+        with pytest.raises(CannotUnseal):
+            unseal(*wrong)
