@@ -32,8 +32,7 @@ function NewSecret({ created, onDone }) {
   return html`
     <section class="card secret-card" aria-labelledby="secret-heading">
       <h2 id="secret-heading">Webhook ${id} created</h2>
-      <p>Copy its signing secret now: it will not be shown again. The receiver checks
-        <code>X-Runsvc-Signature</code> with it (see the README).</p>
+      <p>Copy its signing secret now: it will not be shown again. The receiver checks <code>X-Runsvc-Signature</code> with it (see the README).</p>
       <div class="secret-row">
         <label for="webhook-secret" class="visually-hidden">Secret of webhook ${id}</label>
         <input id="webhook-secret" ref=${input} class="mono" readonly value=${created.secret}
