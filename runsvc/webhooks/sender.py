@@ -85,10 +85,13 @@ class WebhookSender:
             transport=transport, follow_redirects=False, timeout=self.timeout_s,
             headers={"User-Agent": USER_AGENT}, trust_env=False,
         ) as client, trio.open_nursery() as attempts:
-            task_status.started()
+            started = False
             while True:
                 self._wakeup = trio.Event()  # before the look: a wake during it makes the next one
                 next_due = await self._look(client, attempts)
+                if not started:  # ready once the first look (what earlier processes left) is done
+                    task_status.started()
+                    started = True
                 if next_due is None:
                     await self._wakeup.wait()
                     continue

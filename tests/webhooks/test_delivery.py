@@ -158,3 +158,18 @@ async def test_viewers_and_operators_cannot_see_deliveries(server, admin, client
             await login(client, username, PASSWORD)
             response = await client.get(f"/api/v1/webhooks/{webhook['id']}/deliveries")
             assert response.status_code == 403, response.text
+
+
+async def test_the_sender_looks_only_when_deliveries_were_written(server, admin, receiver):
+    """Runs that no webhook matches do not wake the sender (no SQL of its own); a run that one matches
+    wakes it at once (no polling in between)."""
+    sender = server.services.webhook_sender
+    with trio.fail_after(20):
+        await create_webhook(admin, {"url": f"{receiver.url}/failures", "statuses": ["failed"]})
+        looks = sender.looks
+        for _ in range(3):
+            await finished_run(admin)  # succeeded: no match
+        assert sender.looks == looks
+        await finished_run(admin, "raise SystemExit(1)")
+        await receiver.wait_for("/failures")
+    assert sender.looks > looks
