@@ -28,6 +28,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..accounts.first_admin import StartupError
+    from ..crypto import KeyFileError
     from ..server import run_until_signalled
 
     settings = settings_from_args(args, parser)
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except Exception as exc:
         # Startup failures (and the rare fatal fault after it) are one line, never a traceback.
         kinds: tuple[tuple[type[Exception], str], ...] = (
-            (StartupError, "cannot start"), (SettingsError, "cannot start"),
+            (StartupError, "cannot start"), (SettingsError, "cannot start"), (KeyFileError, "cannot start"),
             (SchemaError, "cannot open database"), (sqlite3.Error, f"cannot use database {settings.database_path}"),
             (StoreError, "cannot use database"), (OSError, "cannot start"),
         )

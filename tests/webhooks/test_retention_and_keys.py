@@ -4,6 +4,7 @@ the key file that seals webhook secrets (created 0600, refused with one line whe
 from __future__ import annotations
 
 import datetime as dt
+import sys
 
 import pytest
 import trio
@@ -12,6 +13,7 @@ from runsvc.crypto import CannotUnseal, KeyFileError, load_or_create_key, seal, 
 from runsvc.maintenance import maintenance_pass
 from runsvc.timeutil import format_ts, utcnow
 from tests.conftest import make_settings
+from tests.helpers import child_env
 
 
 def add_delivery(conn, webhook_id: int, created_at: str, delivered: bool) -> None:
@@ -73,3 +75,20 @@ def test_a_sealed_value_opens_only_with_its_key_and_its_row():
                   (key, "webhook:1", sealed[:-1] + bytes([sealed[-1] ^ 1])), (key, "webhook:1", b"")):
         with pytest.raises(CannotUnseal):
             unseal(*wrong)
+
+
+async def test_serve_with_an_unusable_key_file_exits_with_one_line(tmp_path):
+    """`runsvc serve` whose secret_key_file holds the wrong number of bytes exits 1 with one line, no
+    traceback."""
+    key = tmp_path / "bad.key"
+    key.write_bytes(b"x" * 31)
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [sys.executable, "-m", "runsvc", "serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
+             "--secret-key-file", str(key)],
+            capture_stdout=True, capture_stderr=True, check=False, env=child_env(),
+        )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.decode().splitlines() if "cannot start" in line]
+    assert len(errors) == 1 and "must hold exactly 32 bytes, not 31" in errors[0], result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
