@@ -179,3 +179,10 @@ DELETE_OLD_DELIVERIES = (
 def delete_old_deliveries(conn: sqlite3.Connection, cutoff: str, limit: int) -> int:
     """Up to `limit` deliveries created before `cutoff`, delivered or not (SPEC §17: kept 7 days)."""
     return conn.execute(DELETE_OLD_DELIVERIES, {"cutoff": cutoff, "limit": limit}).rowcount
+
+
+def sealed_values_exist(conn: sqlite3.Connection) -> bool:
+    """Whether anything is stored sealed under the key file (a webhook's secret, a secret's value)."""
+    return bool(conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM webhooks) OR EXISTS (SELECT 1 FROM secrets)"
+    ).fetchone()[0])

@@ -13,7 +13,7 @@ from runsvc.crypto import CannotUnseal, KeyFileError, load_or_create_key, seal, 
 from runsvc.maintenance import maintenance_pass
 from runsvc.timeutil import format_ts, utcnow
 from tests.conftest import make_settings
-from tests.helpers import child_env
+from tests.helpers import child_env, running_server
 
 
 def add_delivery(conn, webhook_id: int, created_at: str, delivered: bool) -> None:
@@ -92,3 +92,25 @@ async def test_serve_with_an_unusable_key_file_exits_with_one_line(tmp_path):
     errors = [line for line in result.stderr.decode().splitlines() if "cannot start" in line]
     assert len(errors) == 1 and "must hold exactly 32 bytes, not 31" in errors[0], result.stderr.decode()
     assert "Traceback" not in result.stderr.decode()
+
+
+async def test_a_missing_key_file_with_sealed_secrets_is_refused_at_start(tmp_path):
+    """A data dir whose database holds a webhook (its secret sealed) but whose key file is gone: serve
+    exits 1 with one line and makes no new key; without anything sealed, a missing key is just created."""
+    data = tmp_path / "data"
+    settings = make_settings(tmp_path)
+    with trio.fail_after(60):
+        async with running_server(settings) as server:
+            await server.services.webhooks.create(
+                url="http://x/", events=["run.finished"], job=None, statuses=["failed"], secret=None, created_by=None
+            )
+        (data / "secret.key").unlink()
+        result = await trio.run_process(
+            [sys.executable, "-m", "runsvc", "serve", "--port", "0", "--data-dir", str(data)],
+            capture_stdout=True, capture_stderr=True, check=False, env=child_env(),
+        )
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    errors = [line for line in stderr.splitlines() if "cannot start" in line]
+    assert len(errors) == 1 and "secret.key is missing but the database holds secrets" in errors[0], stderr
+    assert not (data / "secret.key").exists() and "Traceback" not in stderr
