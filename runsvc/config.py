@@ -307,9 +307,18 @@ class Settings:
         "empty: runs run as the server's user", _parse_str,
     )
 
+    secret_key_file: str = _setting(
+        "", "file holding the 32-byte key that encrypts secrets and webhook signing secrets, created with "
+        "mode 0600 on the first start (empty: <data-dir>/secret.key); replicas share one key file", _parse_str,
+    )
+
     @property
     def database_path(self) -> Path:
         return self.data_dir / "runsvc.db"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return Path(self.secret_key_file) if self.secret_key_file else self.data_dir / "secret.key"
 
 
 SETTINGS_FIELDS: tuple[attrs.Attribute, ...] = attrs.fields(Settings)

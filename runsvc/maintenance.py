@@ -43,6 +43,7 @@ RunsFenced = Callable[[Sequence[int]], None]
 
 EXPIRY_BATCH_ROWS = 10_000  # rows of each kind deleted per maintenance transaction
 VACUUM_STEP_PAGES = 2048  # free pages given back per transaction (8 MiB at the default 4 KiB page)
+DELIVERY_RETENTION_S = 7 * 86400  # webhook deliveries are kept 7 days from their creation (SPEC §17)
 CHECKPOINT_BUSY_TIMEOUT_MS = 200  # longest the checkpoint waits for readers (it holds up writers)
 
 
@@ -55,9 +56,12 @@ async def maintenance_pass(store: Store, settings: Settings, *, now: Clock = utc
     now_ts = format_ts(moment)
     throttle_cutoff = format_ts(moment - dt.timedelta(seconds=settings.throttle_retention_s))
     fires_cutoff = retention_cutoff(settings, moment)  # a job's fires are kept as long as runs are
+    deliveries_cutoff = format_ts(moment - dt.timedelta(seconds=DELIVERY_RETENTION_S))
     total = ExpiryCounts()
     while True:
-        counts = await store.write(delete_expired, now_ts, throttle_cutoff, EXPIRY_BATCH_ROWS, fires_cutoff)
+        counts = await store.write(
+            delete_expired, now_ts, throttle_cutoff, EXPIRY_BATCH_ROWS, fires_cutoff, deliveries_cutoff
+        )
         total += counts
         if counts.most < EXPIRY_BATCH_ROWS:
             return total

@@ -30,7 +30,11 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WEBSOCKET_KINDS = ("run_events", "feed", "agent")
 MAINTENANCE_WHATS = (
     "sessions", "enrollment_tokens", "api_tokens", "login_throttle", "job_fires", "runs", "run_events",
+    "webhook_deliveries",
 )
+# runsvc_webhook_deliveries_total: an attempt answered 2xx ("delivered"), or not ("failed": another
+# status, a refused connection, a timeout; it is tried again later).
+WEBHOOK_OUTCOMES = ("delivered", "failed")
 UNMATCHED = "unmatched"  # the route label of a 404 or 405: never the raw path
 # Any other request method is labelled "other": a client must not be able to mint label values.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -61,6 +65,7 @@ class Sources:
     runs_retried: Callable[[], int]  # next tries queued by retries (SPEC §15)
     agents_connected: Callable[[], int]
     schedule_fires: Callable[[], Mapping[str, int]]  # fires recorded by outcome (SPEC §15)
+    webhook_deliveries: Callable[[], Mapping[str, int]]  # webhook POSTs by outcome (SPEC §17)
 
 
 class Metrics:
@@ -169,6 +174,13 @@ class Metrics:
         for outcome in FIRE_OUTCOMES:
             fires.add_metric([outcome], fire_counts.get(outcome, 0))
         yield fires
+        deliveries = CounterMetricFamily(
+            "runsvc_webhook_deliveries", "Webhook delivery attempts (POSTs), by outcome", labels=["outcome"]
+        )
+        delivery_counts = src.webhook_deliveries()
+        for outcome in WEBHOOK_OUTCOMES:
+            deliveries.add_metric([outcome], delivery_counts.get(outcome, 0))
+        yield deliveries
 
 
 class _Collector:

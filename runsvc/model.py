@@ -257,3 +257,47 @@ class RunGone(Exception):
 
 class StaleReport(Exception):
     """An agent reported on an attempt that is not the run's current one (or the run has ended)."""
+
+
+# ---- webhooks (SPEC §17) ---------------------------------------------------------------------------
+
+WEBHOOK_EVENTS = ("run.finished",)  # the event types a webhook can ask for
+
+
+@attrs.frozen(kw_only=True)
+class Webhook:
+    """A webhook as the API shows it; its signing secret stays in the store, sealed."""
+
+    id: int
+    url: str
+    events: tuple[str, ...]
+    job: str | None  # a job name; None: every run
+    statuses: tuple[str, ...]  # terminal statuses
+    created_at: str
+    created_by: str | None
+
+    def matches(self, event: str, run: Run) -> bool:
+        """Whether a run that reached its terminal status should be delivered to this webhook."""
+        return (
+            event in self.events and run.status in self.statuses and (self.job is None or self.job == run.job_name)
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Delivery:
+    """One row of the webhook outbox: what was (or will be) POSTed for one event, and how it went."""
+
+    id: int
+    webhook_id: int
+    event: str
+    run_id: int
+    attempts: int  # POSTs made, the successful one included
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: str | None
+    next_try_at: str | None  # None once delivered
+    created_at: str
+
+
+class WebhookNotFound(Exception):
+    """No webhook with that id."""

@@ -20,6 +20,7 @@ from .retries import next_try_fields, retry_delay_s, wants_retry
 from .store import runs as sql
 from .store.dialect import Connection
 from .timeutil import now_ts, parse_ts, ts_after
+from .webhooks.outbox import Outbox, no_outbox
 
 
 def _waits_for_nothing(run: Run) -> str | None:
@@ -31,7 +32,11 @@ class RunRecorder:
         self, eventlog: EventLog, bus: RunEventBus, feed: RunFeed,
         waiting_for: Callable[[Run], str | None] = _waits_for_nothing,
         output_interval_s: float = 0.0,
+        outbox: Outbox | None = None,
     ):
+        # Told of every run's end inside the transaction that records it (store/runs.py finish), and
+        # after its commit (`committed`, which wakes the webhook sender when deliveries were written).
+        self.outbox = outbox if outbox is not None else Outbox(summary=lambda run: {})
         self._eventlog = eventlog
         self._output_interval_s = output_interval_s
         self._bus = bus
@@ -55,8 +60,9 @@ class RunRecorder:
     def ended(self, result: tuple[Run, list[Event]]) -> None:
         """on_commit for writes that end a run and append its terminal `state` event directly, in a
         transaction of their own making (a deleted job's queued runs, cancelled with it): published and
-        counted like `finish`."""
+        counted like `finish`. Their ends went through `self.outbox` in that transaction."""
         self.finished[result[0].status] += 1
+        self.outbox.committed()
         self.published(result)
 
     async def append_output(
@@ -92,7 +98,8 @@ class RunRecorder:
         def transition(conn: Connection) -> None:
             # This may run again if the write is retried after a storage fault: it starts afresh.
             changed["run"], changed["retry"] = record_end(
-                conn, run_id, from_status=from_status, status=status, exit_code=exit_code, ts=now_ts()
+                conn, run_id, from_status=from_status, status=status, exit_code=exit_code, ts=now_ts(),
+                outbox=self.outbox, appending=len(items),
             )
 
         items: list[tuple[str, Any]] = [("system", message) for message in messages]
@@ -100,6 +107,7 @@ class RunRecorder:
         events = await self._eventlog.append(run_id, items, transition=transition)
         run = attrs.evolve(changed["run"], last_seq=events[-1]["seq"])
         self.finished[status] += 1
+        self.outbox.committed()
         self.feed.publish(self.with_waiting_for(run))
         if changed["retry"] is not None:
             # Published like a submit; the scheduler wakes after every run it finishes, which is where
@@ -110,14 +118,19 @@ class RunRecorder:
 
 
 def record_end(
-    conn: Connection, run_id: int, *, from_status: str, status: str, exit_code: int | None, ts: str
+    conn: Connection, run_id: int, *, from_status: str, status: str, exit_code: int | None, ts: str,
+    outbox: sql.RunEnded = no_outbox, appending: int = 1,
 ) -> tuple[Run, tuple[Run, list[Event]] | None]:
-    """In the caller's transaction: the run's terminal status and, when its `retries` ask for it
-    (retries.py), its next try, queued with `not_before` its delay after `ts`. Returns the ended run
-    and the next try with its first event, or None. One transaction, so a crash keeps both or neither.
+    """In the caller's transaction: the run's terminal status (told to `outbox`, see store/runs.py
+    finish) and, when its `retries` ask for it (retries.py), its next try, queued with `not_before` its
+    delay after `ts`. Returns the ended run and the next try with its first event, or None. One
+    transaction, so a crash keeps both or neither.
 
     Raises StatusConflict if the run is not in `from_status`."""
-    run = sql.finish(conn, run_id, from_status=from_status, status=status, exit_code=exit_code, ts=ts)
+    run = sql.finish(
+        conn, run_id, from_status=from_status, status=status, exit_code=exit_code, ts=ts, outbox=outbox,
+        appending=appending,
+    )
     if not wants_retry(run):
         return run, None
     assert run.retries is not None

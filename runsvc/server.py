@@ -18,6 +18,7 @@ import trio
 
 from .accounts import Auth, Passwords, create_initial_admin
 from .config import Settings, prepare_data_dir, prepare_work_dir
+from .crypto import KeyFileError, load_or_create_key
 from .http import front
 from .http.app import create_app
 from .isolation import (
@@ -32,7 +33,8 @@ from .log import get_logger
 from .maintenance import run_maintenance, run_pruner
 from .recovery import recover_crashed_runs
 from .services import Services, build_services
-from .store import open_store
+from .store import Store, open_store
+from .store import webhooks as webhooks_sql
 
 log = get_logger(__name__)
 
@@ -114,7 +116,8 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
                 session_ttl_s=settings.session_ttl_s, max_logins_per_client=settings.logins_per_client,
             )
             await create_initial_admin(settings, auth, admin_password)
-            services = build_services(settings, store, auth, run_as, clock)
+            key = await _secret_key(settings, store)
+            services = build_services(settings, store, auth, run_as, clock, secret_key=key)
             warn_if_runs_are_root(run_as)
             async with trio.open_nursery() as sockets:
                 # WebSocket senders outlive every request (see http/sockets.py); cancelled once Hypercorn is done.
@@ -126,6 +129,19 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
     finally:
         lock.release()
     log.info("shutdown complete")
+
+
+async def _secret_key(settings: Settings, store: Store) -> bytes:
+    """The key of settings.secret_key_path, created on the first start. A missing key file while the
+    database holds values sealed under it is refused (KeyFileError, one line): a new key would leave them
+    unreadable for good."""
+    path = settings.secret_key_path
+    if not path.exists() and await store.read(webhooks_sql.sealed_values_exist):
+        raise KeyFileError(
+            f"the secret key file {path} is missing but the database holds secrets encrypted with it; "
+            "restore the file (or point secret_key_file at it)"
+        )
+    return await trio.to_thread.run_sync(load_or_create_key, path)
 
 
 def raise_open_file_limit() -> None:
@@ -155,8 +171,12 @@ async def _serve_http(services: Services, task_status: trio.TaskStatus[Server]) 
     http_stop = trio.Event()
     async with trio.open_nursery() as root:
         async with trio.open_nursery() as background:
-            # Startup recovery, then adopting agent runs, before the first connection is accepted.
+            # The webhooks before any run can end (their outbox is written with the end), then startup
+            # recovery, then adopting agent runs, before the first connection is accepted. The webhook
+            # sender first looks for deliveries an earlier process left pending.
+            await services.webhooks.load()
             await recover_crashed_runs(settings, services.store, services.recorder)
+            await background.start(services.webhook_sender.run)
             await background.start(services.scheduler.run)
             await background.start(services.ticker.run)
             background.start_soon(services.bus.serve)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import attrs
 
 from .accounts import ApiTokens, Auth
 from .agents import AgentHub, AgentService
 from .config import Settings, server_id
+from .crypto import load_or_create_key
 from .events import EventLog, RunEventBus, RunFeed
 from .executors import LocalExecutor, RunAs
 from .executors.pool import ExecutorPool
-from .http.run_json import feed_frame
+from .http.run_json import feed_frame, run_json
 from .http.sockets import SocketRegistry, open_file_limit, websocket_cap
 from .jobs.service import JobService
 from .jobs.ticker import ScheduleTicker, WallClock
@@ -19,6 +22,7 @@ from .recorder import RunRecorder
 from .runs import RunService
 from .scheduler import Scheduler, Wakeup
 from .store import Store
+from .webhooks import Outbox, WebhookSender, WebhookService
 
 
 @attrs.define
@@ -38,12 +42,16 @@ class Services:
     agents: AgentService
     jobs: JobService
     ticker: ScheduleTicker
+    webhooks: WebhookService
+    webhook_sender: WebhookSender
 
 
 def build_services(
-    settings: Settings, store: Store, auth: Auth, run_as: RunAs | None = None, clock: WallClock | None = None
+    settings: Settings, store: Store, auth: Auth, run_as: RunAs | None = None, clock: WallClock | None = None,
+    secret_key: bytes | None = None,
 ) -> Services:
-    """`clock` is the schedule ticker's wall clock (tests give one that follows a MockClock)."""
+    """`clock` is the schedule ticker's wall clock (tests give one that follows a MockClock);
+    `secret_key` defaults to the one in settings.secret_key_path (created if missing)."""
     bus = RunEventBus(
         capacity=settings.bus_capacity, max_events=settings.bus_max_events, idle_ttl_s=settings.bus_idle_ttl_s,
         tick_s=settings.bus_tick_s, tick_max_s=settings.bus_tick_max_s, frames_per_s=settings.bus_frames_per_s,
@@ -58,8 +66,14 @@ def build_services(
     wakeup = Wakeup()
     pool = ExecutorPool(local, settings.local_labels, settings.max_concurrent_runs, on_change=wakeup.set)
     feed = RunFeed(feed_frame)
+    key = secret_key if secret_key is not None else load_or_create_key(settings.secret_key_path)
+    webhook_sender = WebhookSender(store, key)
+    # Every run's end is told to the outbox in its transaction; a commit that wrote deliveries wakes
+    # the sender.
+    outbox = Outbox(partial(run_json, summary=True), on_written=webhook_sender.wake)
     recorder = RunRecorder(
-        eventlog, bus, feed, waiting_for=pool.waiting_for, output_interval_s=settings.output_interval_s
+        eventlog, bus, feed, waiting_for=pool.waiting_for, output_interval_s=settings.output_interval_s,
+        outbox=outbox,
     )
     hub = AgentHub(settings, store, pool)
     scheduler = Scheduler(settings, store, recorder, pool, wakeup, adopter=hub.adopt)
@@ -78,6 +92,7 @@ def build_services(
         runs_retried=lambda: recorder.retried,
         agents_connected=hub.connected_count,
         schedule_fires=lambda: ticker.fires,
+        webhook_deliveries=lambda: webhook_sender.outcomes,
     ))
     return Services(
         settings=settings, store=store, auth=auth, tokens=ApiTokens(store, revocations=auth.revocations),
@@ -87,4 +102,5 @@ def build_services(
             max_per_user=settings.max_websockets_per_user,
         ),
         metrics=metrics, agents=AgentService(store, hub), jobs=jobs, ticker=ticker,
+        webhooks=WebhookService(store, key, outbox), webhook_sender=webhook_sender,
     )

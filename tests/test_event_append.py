@@ -15,6 +15,7 @@ from runsvc.model import state_data
 from runsvc.store import StoreUnavailable, open_store
 from runsvc.store import runs as run_sql
 from runsvc.store.faults import fault
+from runsvc.webhooks.outbox import no_outbox
 
 DEADLINE_S = 20
 
@@ -42,7 +43,10 @@ async def test_one_bad_append_fails_alone_and_its_neighbours_publish(tmp_path):
         good, surrogate, huge_exit, huge_data, finishing = [await store.write(insert_running_run) for _ in range(5)]
 
         def finish(run_id: int, exit_code: int, conn: sqlite3.Connection) -> None:
-            run_sql.finish(conn, run_id, from_status="running", status="failed", exit_code=exit_code, ts="t")
+            run_sql.finish(
+                conn, run_id, from_status="running", status="failed", exit_code=exit_code, ts="t",
+                outbox=no_outbox, appending=1,
+            )
 
         appends: dict[int, tuple[list[tuple[str, Any]], Any]] = {
             good: ([("stdout", "fine")], None),
@@ -138,7 +142,10 @@ async def test_a_storage_fault_in_a_transition_is_retried_not_the_appends_error(
             attempts.append(1)
             if len(attempts) == 1:
                 raise fault("full")
-            run_sql.finish(conn, run_id, from_status="running", status="succeeded", exit_code=0, ts="t")
+            run_sql.finish(
+                conn, run_id, from_status="running", status="succeeded", exit_code=0, ts="t",
+                outbox=no_outbox, appending=1,
+            )
 
         with trio.fail_after(DEADLINE_S):
             events = await eventlog.append(

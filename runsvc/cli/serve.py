@@ -28,6 +28,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..accounts.first_admin import StartupError
+    from ..crypto import KeyFileError
     from ..server import run_until_signalled
 
     settings = settings_from_args(args, parser)
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         # A setting that cannot work exits 2 (as a bad flag does); a database not reachable now exits 1.
         database = "PostgreSQL" if settings.database_url else f"database {settings.database_path}"
         kinds: tuple[tuple[type[BaseException], str, int], ...] = (
-            (StartupError, "cannot start", 1), (SettingsError, "cannot start", 2),
+            (StartupError, "cannot start", 1), (SettingsError, "cannot start", 2), (KeyFileError, "cannot start", 1),
             (DatabaseSettingError, "cannot start", 2), (DatabaseUnreachable, "cannot start", 1),
             (SchemaError, "cannot open database", 1),
             *((kind, f"cannot use {database}", 1) for kind in database_errors()),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..accounts import ROLES
-from ..model import STATUSES, TRIGGERS
+from ..model import STATUSES, TERMINAL_STATUSES, TRIGGERS, WEBHOOK_EVENTS
 
 Schema = dict[str, Any]
 
@@ -223,6 +223,35 @@ SCHEMAS: dict[str, Schema] = {
             "scheduled_for": TIMESTAMP,
             "outcome": {"enum": ["started", "skipped_overlap", "skipped_missed", "cancelled_previous"]},
             "run_id": nullable({"type": "integer", "description": "the run it started"}),
+        },
+    },
+    "Webhook": {
+        "type": "object",
+        "required": ["id", "url", "events", "job", "statuses", "created_at"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "integer"},
+            "url": {"type": "string"},
+            "events": {"type": "array", "items": {"enum": list(WEBHOOK_EVENTS)}},
+            "job": nullable({"type": "string", "description": "a job name; null: every run"}),
+            "statuses": {"type": "array", "items": {"enum": [s for s in STATUSES if s in TERMINAL_STATUSES]}},
+            "created_at": TIMESTAMP,
+        },
+    },
+    "WebhookDelivery": {
+        "type": "object",
+        "required": ["id", "event", "run_id", "attempts", "last_status_code", "last_error", "delivered_at",
+                     "next_try_at"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "integer", "description": "also the X-Runsvc-Delivery header"},
+            "event": {"enum": list(WEBHOOK_EVENTS)},
+            "run_id": {"type": "integer"},
+            "attempts": {"type": "integer", "description": "POSTs made, the successful one included"},
+            "last_status_code": nullable({"type": "integer"}),
+            "last_error": nullable({"type": "string"}),
+            "delivered_at": nullable(TIMESTAMP),
+            "next_try_at": nullable({**TIMESTAMP, "description": "null once delivered"}),
         },
     },
 }

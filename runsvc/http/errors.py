@@ -10,7 +10,7 @@ from .. import accounts as auth
 from .. import agents
 from ..jobs import service as jobs
 from ..jobs.params import ParamError
-from ..model import RunNotFound, StatusConflict
+from ..model import RunNotFound, StatusConflict, WebhookNotFound
 from ..store import StoreClosedError, StoreUnavailable
 
 RETRY_AFTER_S = 5  # what a 503 tells clients to wait before trying again
@@ -93,6 +93,7 @@ DOMAIN_ERRORS: tuple[tuple[type[Exception], type[ApiError]], ...] = (
     (jobs.JobNameTaken, Conflict),
     (jobs.InvalidJobInput, InvalidRequest),
     (ParamError, InvalidRequest),
+    (WebhookNotFound, NotFound),
 )
 
 

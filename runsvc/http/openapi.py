@@ -189,6 +189,28 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "parameters": [query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "how many, default 50")],
         "responses": {200: obj({"fires": {"type": "array", "items": ref("Fire")}}, ["fires"]), 404: "error"},
     },
+    ("POST", f"{API}/webhooks"): {
+        "summary": "Create a webhook; its signing secret (given, or a new whsec_…) is in this answer only",
+        "responses": {201: obj({"webhook": ref("Webhook"), "secret": {"type": "string"}}, ["webhook", "secret"])},
+    },
+    ("GET", f"{API}/webhooks"): {
+        "summary": "List webhooks",
+        "responses": {200: obj({"webhooks": {"type": "array", "items": ref("Webhook")}}, ["webhooks"])},
+    },
+    ("PATCH", f"{API}/webhooks/<int:webhook_id>"): {
+        "summary": "Change a webhook's url, events, job or statuses (its secret cannot change)",
+        "responses": {200: obj({"webhook": ref("Webhook")}, ["webhook"]), 404: "error"},
+    },
+    ("DELETE", f"{API}/webhooks/<int:webhook_id>"): {
+        "summary": "Delete a webhook and its deliveries, pending ones included",
+        "responses": {204: NO_CONTENT, 404: "error"},
+    },
+    ("GET", f"{API}/webhooks/<int:webhook_id>/deliveries"): {
+        "summary": "The webhook's deliveries, newest first",
+        "parameters": [query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "how many, default 50")],
+        "responses": {200: obj({"deliveries": {"type": "array", "items": ref("WebhookDelivery")}}, ["deliveries"]),
+                      404: "error"},
+    },
     ("GET", f"{API}/schedule/preview"): {
         "summary": "What a cron text means: the library's reading of it and its next 3 fire times",
         "parameters": [

@@ -11,7 +11,7 @@ import attrs
 from quart_trio import QuartTrio
 
 from .access import Access, guard
-from .handlers import agents, auth, health, jobs, live, metrics, openapi, runs, tokens, ui, users
+from .handlers import agents, auth, health, jobs, live, metrics, openapi, runs, tokens, ui, users, webhooks
 from .openapi import build_document
 from .query import check_path_ints
 from .sockets import TooManySockets
@@ -68,6 +68,12 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{API}/agents/enroll", agents.enroll, Access.PUBLIC, body=agents.ENROLL_FIELDS),
     Route("GET", f"{API}/agents", agents.list_agents, Access.ADMIN),
     Route("DELETE", f"{API}/agents/<int:agent_id>", agents.delete_agent, Access.ADMIN),
+    Route("POST", f"{API}/webhooks", webhooks.create_webhook, Access.ADMIN, body=webhooks.CREATE_FIELDS),
+    Route("GET", f"{API}/webhooks", webhooks.list_webhooks, Access.ADMIN),
+    Route("PATCH", f"{API}/webhooks/<int:webhook_id>", webhooks.update_webhook, Access.ADMIN,
+          body=webhooks.UPDATE_FIELDS),
+    Route("DELETE", f"{API}/webhooks/<int:webhook_id>", webhooks.delete_webhook, Access.ADMIN),
+    Route("GET", f"{API}/webhooks/<int:webhook_id>/deliveries", webhooks.webhook_deliveries, Access.ADMIN),
 )
 
 # The web UI (SPEC §9): the page itself is public; its scripts ask /auth/me who is there. Not part of

@@ -54,7 +54,7 @@ class FireResult:
 NOTHING = FireResult(outcome=None)
 
 
-def fire(conn: Connection, plan: FirePlan, ts: str) -> FireResult:
+def fire(conn: Connection, plan: FirePlan, ts: str, *, outbox: runs_sql.RunEnded) -> FireResult:
     """Decide, record and carry out one fire (writer thread, inside the write's transaction)."""
     job = get_job(conn, plan.job_id)
     if (
@@ -85,7 +85,10 @@ def fire(conn: Connection, plan: FirePlan, ts: str) -> FireResult:
             if status == "running":
                 stop.append(run_id)  # the scheduler stops it after the commit, as POST /runs/{id}/cancel does
                 continue
-            run = runs_sql.finish(conn, run_id, from_status="queued", status="cancelled", exit_code=None, ts=ts)
+            run = runs_sql.finish(
+                conn, run_id, from_status="queued", status="cancelled", exit_code=None, ts=ts, outbox=outbox,
+                appending=1,
+            )
             events = event_sql.append_now(conn, run_id, [("state", state_data("cancelled", None, reason))], ts)
             cancelled.append((attrs.evolve(run, last_seq=events[-1]["seq"]), events))
     try:
@@ -93,19 +96,23 @@ def fire(conn: Connection, plan: FirePlan, ts: str) -> FireResult:
     except ParamError as error:
         started = _unstartable(conn, job_run_fields(
             attrs.evolve(job, params=()), given={}, trigger="schedule", created_by=None, scheduled_for=scheduled_for,
-        ), str(error), ts)
+        ), str(error), ts, outbox)
     else:
         started = runs_sql.create_run(conn, **fields, ts=ts)
     fires_sql.set_fire_run(conn, job.id, scheduled_for, started[0].id)
     return FireResult(outcome, started, tuple(cancelled), tuple(stop), reason)
 
 
-def _unstartable(conn: Connection, fields: dict[str, Any], why: str, ts: str) -> tuple[Run, list[Event]]:
+def _unstartable(
+    conn: Connection, fields: dict[str, Any], why: str, ts: str, outbox: runs_sql.RunEnded
+) -> tuple[Run, list[Event]]:
     """A fire whose run cannot start (its job has a required parameter without default): the fire is
     still recorded, with a run that ends `failed` at once and says why, as a command that cannot be
     spawned does (SPEC §4). The schedule goes on."""
     run, events = runs_sql.create_run(conn, **fields, ts=ts)
-    run = runs_sql.finish(conn, run.id, from_status="queued", status="failed", exit_code=None, ts=ts)
+    run = runs_sql.finish(
+        conn, run.id, from_status="queued", status="failed", exit_code=None, ts=ts, outbox=outbox, appending=2
+    )
     events = events + event_sql.append_now(conn, run.id, [
         ("system", f"the schedule could not start this run: {why}"),
         ("state", state_data("failed", None, "could not start")),

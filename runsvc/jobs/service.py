@@ -139,7 +139,8 @@ class JobService:
         go on. Raises JobNotFound."""
         reason = f"job deleted by {by}" if by else "job deleted"
         cancelled = await self._store.write(
-            partial(sql.delete_job, ts=now_ts(), reason=reason), job_id, on_commit=self._cancelled
+            partial(sql.delete_job, ts=now_ts(), reason=reason, outbox=self._recorder.outbox), job_id,
+            on_commit=self._cancelled,
         )
         if cancelled is None:
             raise JobNotFound(f"no job {job_id}")

@@ -32,6 +32,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import attrs
 import trio
@@ -237,7 +238,7 @@ class ScheduleTicker:
         requests: list[tuple[FirePlan, WriteRequest]] = []
         for plan in plans:
             requests.append((plan, self._store.submit_write(
-                fire, plan, ts, on_commit=self._fired, retry=True,
+                partial(fire, outbox=self._recorder.outbox), plan, ts, on_commit=self._fired, retry=True,
             )))
         for plan, request in requests:
             await request.done.wait()

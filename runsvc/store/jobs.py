@@ -138,7 +138,7 @@ def update_job(
 
 
 def delete_job(
-    conn: Connection, job_id: int, *, ts: str, reason: str
+    conn: Connection, job_id: int, *, ts: str, reason: str, outbox: run_sql.RunEnded
 ) -> list[tuple[Run, list[Event]]] | None:
     """Delete the job; its runs stay (job_id NULL through the foreign key, job_name kept) and its queued
     ones are cancelled in the same transaction, each with its `state cancelled` event, so none can be
@@ -149,7 +149,10 @@ def delete_job(
     queued = [row[0] for row in conn.execute(SELECT_QUEUED_RUNS, (job_id,))]
     appended: dict[int, list[Event]] = {}
     for run_id in queued:
-        run_sql.finish(conn, run_id, from_status="queued", status="cancelled", exit_code=None, ts=ts)
+        run_sql.finish(
+            conn, run_id, from_status="queued", status="cancelled", exit_code=None, ts=ts, outbox=outbox,
+            appending=1,
+        )
         appended[run_id] = event_sql.append_now(conn, run_id, [("state", state_data("cancelled", None, reason))], ts)
     conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
     cancelled = []

@@ -16,6 +16,7 @@ from ..model import TERMINAL_STATUSES
 from .connections import SqliteConnection
 from .dialect import BEGIN_WRITE, Connection, Variants
 from .tokens import delete_expired_tokens
+from .webhooks import delete_old_deliveries
 
 _TERMINAL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES)) + ")"  # SQL list
 
@@ -90,6 +91,7 @@ class ExpiryCounts:
     login_throttle: int = 0
     api_tokens: int = 0
     job_fires: int = 0
+    webhook_deliveries: int = 0
 
     @property
     def total(self) -> int:
@@ -105,11 +107,13 @@ class ExpiryCounts:
 
 
 def delete_expired(
-    conn: Connection, now: str, throttle_cutoff: str, limit: int, fires_cutoff: str | None = None
+    conn: Connection, now: str, throttle_cutoff: str, limit: int, fires_cutoff: str | None = None,
+    deliveries_cutoff: str | None = None,
 ) -> ExpiryCounts:
     """Delete up to `limit` rows of each kind: sessions, enrollment and API tokens expired at `now`,
-    throttle rows whose last failure is before `throttle_cutoff` and that hold no lockout at `now`, and
-    (with a `fires_cutoff`, the retention cutoff) job fires recorded before it but each job's newest.
+    throttle rows whose last failure is before `throttle_cutoff` and that hold no lockout at `now`,
+    (with a `fires_cutoff`, the retention cutoff) job fires recorded before it but each job's newest, and
+    (with a `deliveries_cutoff`) webhook deliveries created before it, delivered or not.
 
     Fewer than `limit` of every kind means nothing of that kind is left.
     """
@@ -121,7 +125,10 @@ def delete_expired(
     fires = 0
     if fires_cutoff is not None:
         fires = conn.execute(DELETE_EXPIRED_FIRES, {"fires_cutoff": fires_cutoff, "limit": limit}).rowcount
-    return ExpiryCounts(sessions, tokens, throttle, api_tokens, fires)
+    deliveries = 0
+    if deliveries_cutoff is not None:
+        deliveries = delete_old_deliveries(conn, deliveries_cutoff, limit)
+    return ExpiryCounts(sessions, tokens, throttle, api_tokens, fires, deliveries)
 
 
 # ---- retention ---------------------------------------------------------------------------------

@@ -351,10 +351,20 @@ def lock_claims(conn: Connection) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(?)", (CLAIM_LOCK,))
 
 
+# Told of every run that reaches a terminal status, in the transaction that records it (the webhooks'
+# outbox, webhooks/outbox.py): every terminal transition goes through `finish`, so none is missed.
+RunEnded = Callable[[Connection, Run], None]
+
+
 def finish(
-    conn: Connection, run_id: int, *, from_status: str, status: str, exit_code: int | None, ts: str
+    conn: Connection, run_id: int, *, from_status: str, status: str, exit_code: int | None, ts: str,
+    outbox: RunEnded, appending: int,
 ) -> Run:
-    """Transition: from_status -> terminal `status`. Raises StatusConflict if the run is elsewhere."""
+    """Transition: from_status -> terminal `status`. Raises StatusConflict if the run is elsewhere.
+
+    `appending`: the events the caller appends after this in the same transaction (the terminal `state`
+    event and any `system` messages before it); `outbox` is told of the run as it will be committed,
+    `last_seq` counting them. The Run returned has the `last_seq` before them."""
     assert status in TERMINAL_STATUSES
     row = conn.execute(
         f"UPDATE runs SET status = ?, exit_code = ?, ended_at = ? WHERE id = ? AND status = ? "
@@ -363,7 +373,9 @@ def finish(
     ).fetchone()
     if row is None:
         raise StatusConflict(f"run {run_id} is not {from_status}")
-    return run_from_row(row)
+    run = run_from_row(row)
+    outbox(conn, attrs.evolve(run, last_seq=run.last_seq + appending))
+    return run
 
 
 def next_not_before(conn: Connection, ts: str) -> str | None:

@@ -14,6 +14,7 @@ import { AgentsPage } from './pages/agents.js';
 import { JobsPage } from './pages/jobs.js';
 import { JobPage } from './pages/jobs-detail.js';
 import { JobFormPage } from './pages/jobs-form.js';
+import { WebhooksPage } from './pages/webhooks.js';
 import { AdminOnlyPage, NotFoundPage } from './pages/common.js';
 
 function loginUrl() {
@@ -51,6 +52,7 @@ function Header({ me, onLogout }) {
         ${link('/tokens', 'Tokens', path === '/tokens')}
         ${hasRole(me.user, 'admin') && link('/users', 'Users', path === '/users')}
         ${hasRole(me.user, 'admin') && link('/agents', 'Agents', path === '/agents')}
+        ${hasRole(me.user, 'admin') && link('/webhooks', 'Webhooks', path === '/webhooks')}
       </nav>
       <div class="account">
         <span class="username" title=${`role: ${me.user.role}`}>${me.user.username}</span>
@@ -75,6 +77,7 @@ function Page({ me, where, goToLogin }) {
   const admin = hasRole(me.user, 'admin');
   if (path === '/users') return admin ? html`<${UsersPage} />` : html`<${AdminOnlyPage} what="Users" />`;
   if (path === '/agents') return admin ? html`<${AgentsPage} />` : html`<${AdminOnlyPage} what="Agents" />`;
+  if (path === '/webhooks') return admin ? html`<${WebhooksPage} />` : html`<${AdminOnlyPage} what="Webhooks" />`;
   return html`<${NotFoundPage} />`;
 }
 

@@ -28,6 +28,7 @@ SPEC_METRICS = {
     "runsvc_maintenance_deleted": ("counter", {"what"}),
     "runsvc_login_failures": ("counter", set()),
     "runsvc_agents_connected": ("gauge", set()),
+    "runsvc_webhook_deliveries": ("counter", {"outcome"}),
     "runsvc_http_request_duration_seconds": ("histogram", {"method", "route", "status"}),
 }
 
@@ -65,7 +66,10 @@ async def test_every_spec_metric_is_present_with_its_type_and_labels(client):
     kinds = {s[1]["kind"] for s in families["runsvc_websocket_connections"]["samples"]}
     assert kinds == {"run_events", "feed", "agent"}
     whats = {s[1]["what"] for s in families["runsvc_maintenance_deleted"]["samples"]}
-    assert whats == {"sessions", "enrollment_tokens", "api_tokens", "login_throttle", "job_fires", "runs", "run_events"}
+    assert whats == {"sessions", "enrollment_tokens", "api_tokens", "login_throttle", "job_fires", "runs", "run_events",
+                     "webhook_deliveries"}
+    outcomes = {s[1]["outcome"] for s in families["runsvc_webhook_deliveries"]["samples"]}
+    assert outcomes == {"delivered", "failed"}
     assert value(families, "runsvc_agents_connected") == 0
 
 

@@ -4,6 +4,7 @@ schedule's start, and a restart in the middle of a fire neither doubling nor los
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import pytest
 import trio
@@ -116,7 +117,8 @@ async def test_a_fire_handled_again_by_a_process_that_missed_the_commit_is_not_d
             # And once more, by hand, with the plan a stale process would have.
             stored = await h.read(get_job, job)
             plan = FirePlan(job, at("2026-01-05 12:00"), stored.schedule, stored.schedule_from, missed=False)
-            assert (await store.write(fire, plan, ts("2026-01-05 12:00"))).outcome is None
+            stale_fire = partial(fire, outbox=h.recorder.outbox)
+            assert (await store.write(stale_fire, plan, ts("2026-01-05 12:00"))).outcome is None
             assert len(await h.read(runs_of, job)) == 1
 
 
@@ -125,9 +127,9 @@ async def test_a_fire_that_died_before_its_commit_is_fired_by_the_restart(store,
     savepoint rolls back the fire and the run) is not lost: the restarted ticker handles it, once."""
     calls = []
 
-    def dying_fire(conn, plan, ts_):
+    def dying_fire(conn, plan, ts_, *, outbox):
         calls.append(plan.scheduled_for)
-        fire(conn, plan, ts_)  # everything done…
+        fire(conn, plan, ts_, outbox=outbox)  # everything done…
         raise RuntimeError("killed before the commit")  # …and rolled back
 
     with deadline(EPOCH, at("2026-01-05 12:00:03")):

@@ -18,6 +18,7 @@ from runsvc.store.connections import connect as store_connect
 from runsvc.store.migrations import migrate
 from runsvc.store.migrations_pg import migrate as migrate_pg
 from runsvc.timeutil import format_ts, parse_ts
+from runsvc.webhooks.outbox import no_outbox
 
 T0 = "2026-06-01T12:00:00.000000Z"
 LOCAL = [("local", ())]
@@ -69,7 +70,10 @@ def claim(conn: sqlite3.Connection, now: float, offers: Any = LOCAL) -> int | No
 
 
 def end(conn: sqlite3.Connection, run_id: int) -> None:
-    run_sql.finish(conn, run_id, from_status="running", status="succeeded", exit_code=0, ts=at(999))
+    run_sql.finish(
+        conn, run_id, from_status="running", status="succeeded", exit_code=0, ts=at(999), outbox=no_outbox,
+        appending=1,
+    )
 
 
 def expected_claim(queued: dict[int, dict[str, Any]], running: dict[str, int], now: float,

@@ -11,6 +11,7 @@ import pytest
 from runsvc.store import maintenance as m
 from runsvc.store import runs as r
 from runsvc.store import tokens as t
+from runsvc.store import webhooks as w
 from runsvc.store.connections import connect
 from runsvc.store.dialect import Variants
 from runsvc.store.migrations import schema_sql
@@ -67,6 +68,16 @@ HOT_QUERIES = {
     ),
     "earliest not_before": (r.NEXT_NOT_BEFORE, ["USING INDEX runs_queued_not_before (not_before>?)"]),
     "startup recovery": (SELECT_RUNNING_RUNS, ["USING COVERING INDEX"]),
+    "webhook claim": (
+        w.CLAIM_DUE,
+        ["USING COVERING INDEX webhook_deliveries_due (next_try_at>? AND next_try_at<?)",
+         "USING INTEGER PRIMARY KEY (rowid=?)"],
+    ),
+    "webhook next due": (w.NEXT_DUE, ["USING COVERING INDEX webhook_deliveries_due"]),
+    "webhook delivery retention": (
+        w.DELETE_OLD_DELIVERIES,
+        ["USING COVERING INDEX webhook_deliveries_created_at (created_at<?)"],
+    ),
 }
 
 
