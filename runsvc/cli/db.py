@@ -23,7 +23,15 @@ from ..store.maintenance import PrunePreview, count_expired
 from ..store.stats import DatabaseStats, PgDatabaseStats, database_stats
 from ..timeutil import utcnow
 from . import db_copy
-from .common import CliError, add_settings_flags, find_exception, settings_from_args
+from .common import (
+    CliError,
+    add_settings_flags,
+    database_name,
+    find_exception,
+    one_line,
+    require_database,
+    settings_from_args,
+)
 
 _DB_SETTINGS = ["data_dir", "database_url"]
 _PRUNE_SETTINGS = ["data_dir", "database_url", "retention_days", "prune_batch_events"]
@@ -74,38 +82,6 @@ def human(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _database_name(settings: Settings) -> str:
-    if settings.database_url:
-        from ..store.pg_admin import display_url
-
-        return display_url(settings.database_url)
-    return str(settings.database_path)
-
-
-def require_database(settings: Settings, missing: str) -> None:
-    """CliError unless the settings' database exists: the SQLite file, or runsvc's schema in the
-    PostgreSQL database (`missing` names the flag to check). PostgreSQL's one-line errors become
-    CliError with exit status 2 (a setting to fix) or 1 (not reachable now)."""
-    if not settings.database_url:
-        if not settings.database_path.is_file():
-            raise CliError(f"no database at {settings.database_path} ({missing})")
-        return
-    from ..store.pg_admin import has_schema
-
-    try:
-        found = has_schema(settings.database_url)
-    except (DatabaseSettingError, DatabaseUnreachable) as exc:
-        raise CliError(str(exc), status=2 if isinstance(exc, DatabaseSettingError) else 1) from None
-    except database_errors() as exc:
-        raise CliError(f"cannot use database {_database_name(settings)}: {_one_line(exc)}") from None
-    if not found:
-        raise CliError(f"no runsvc database at {_database_name(settings)} (is --database-url right?)")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _run_db(settings: Settings, fn, *args):
     """trio.run `fn(store, *args)` on the settings' database; errors become one-line CliErrors."""
     require_database(settings, "is --data-dir right?")
@@ -121,13 +97,13 @@ def _run_db(settings: Settings, fn, *args):
         for kind, status in statuses:
             found = find_exception(exc, kind)
             if found is not None:
-                raise CliError(_one_line(found), status=status) from None
+                raise CliError(one_line(found), status=status) from None
         failures: tuple[type[BaseException], ...] = (SchemaError, *database_errors(), OSError)
         for failure in failures:
             cause = find_exception(exc, failure)
             if cause is not None:
-                text = _one_line(cause) if settings.database_url else str(cause)  # SQLite's, as it always was
-                raise CliError(f"cannot use database {_database_name(settings)}: {text}") from None
+                text = one_line(cause) if settings.database_url else str(cause)  # SQLite's, as it always was
+                raise CliError(f"cannot use database {database_name(settings)}: {text}") from None
         raise
 
 
@@ -139,7 +115,7 @@ def _run_stats(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     file_size, wal_size = _sizes(path) if not settings.database_url and path.is_file() else (0, 0)
     stats = _run_db(settings, _read_stats)
     if isinstance(stats, PgDatabaseStats):
-        _print_pg_stats(_database_name(settings), stats)
+        _print_pg_stats(database_name(settings), stats)
     else:
         _print_stats(path, file_size, wal_size, stats)
     return 0
