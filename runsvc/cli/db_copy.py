@@ -10,6 +10,7 @@ sides, are printed.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sqlite3
 import sys
 from typing import Any
@@ -48,8 +49,11 @@ class _Bars:
         from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hints
 
         self.close()
-        self._bar = tqdm(total=rows, desc=f"{name:>18}", unit=" rows", unit_scale=True, disable=None,
-                         file=sys.stderr, dynamic_ncols=True)
+        # The size from shutil: it falls back to $COLUMNS/$LINES or 80 x 24 where the terminal reports 0 x 0
+        # (a pseudo-terminal nobody sized), where tqdm would draw nothing.
+        size = shutil.get_terminal_size()
+        self._bar = tqdm(total=rows, desc=f"{name:>18}", unit=" rows", disable=None,
+                         file=sys.stderr, ncols=size.columns, nrows=size.lines)
 
     def advance(self, rows: int) -> None:
         self._bar.update(rows)

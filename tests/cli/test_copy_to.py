@@ -4,6 +4,9 @@ copied into a fresh PostgreSQL database, then served from there by a real server
 from __future__ import annotations
 
 import functools
+import re
+import shlex
+import shutil
 import sqlite3
 import sys
 from pathlib import Path
@@ -270,3 +273,24 @@ async def test_nul_characters_in_output_become_replacement_characters(tmp_path, 
         assert "1 text values held NUL characters, which PostgreSQL cannot store" in result.stdout.decode()
         events = (await trio.to_thread.run_sync(pg_rows, pg_url))["run_events"]
         assert [event[4] for event in events] == ["a\ufffdb\ufffd", "output line"]
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
+async def test_progress_bars_on_a_terminal(tmp_path, pg_url):
+    """On a terminal each table gets a progress bar that reaches its row count (12,000 events: three
+    batches), and the counts table follows."""
+    from runsvc.store import open_store
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with trio.fail_after(60):
+        async with open_store(data_dir / "runsvc.db") as store:
+            await store.write(lambda conn: add_run(conn, "succeeded", created_at=ts(), ended_at=ts(), events=12_000))
+        command = shlex.join([sys.executable, "-m", "runsvc", "db", "copy-to", pg_url, "--data-dir", str(data_dir)])
+        result = await trio.run_process(["script", "-qec", command, "/dev/null"], capture_stdout=True,
+                                        stdin=b"", check=False, env=child_env(COLUMNS="120"))
+    out = result.stdout.decode()
+    assert result.returncode == 0, out
+    assert re.search(r"run_events: 100%\|[^\n]*\| 12000/12000 ", out), out
+    assert re.search(r"runs: 100%\|[^\n]*\| 1/1 ", out), out
+    assert "copied 12001 rows from " in out
