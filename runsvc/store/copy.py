@@ -95,7 +95,8 @@ def copy_database(source: sqlite3.Connection, target: psycopg.Connection[Any], p
         with target.transaction():
             return _copy_locked(source, target, progress)
     finally:
-        source.execute("ROLLBACK")
+        if source.in_transaction:  # SQLite may have ended it itself after an error
+            source.execute("ROLLBACK")
 
 
 def _copy_locked(source: sqlite3.Connection, target: psycopg.Connection[Any], progress: Progress) -> CopyResult:
