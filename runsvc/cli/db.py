@@ -17,7 +17,7 @@ import trio
 from ..config import Settings
 from ..log import configure_logging
 from ..maintenance import PruneResult, prune_pass, retention_cutoff
-from ..store import DatabaseSettingError, DatabaseUnreachable, SchemaError, open_store
+from ..store import DatabaseSettingError, DatabaseUnreachable, SchemaError, StoreError, open_store
 from ..store.dialect import database_errors
 from ..store.maintenance import PrunePreview, count_expired
 from ..store.stats import DatabaseStats, PgDatabaseStats, database_stats
@@ -98,7 +98,8 @@ def _run_db(settings: Settings, fn, *args):
             found = find_exception(exc, kind)
             if found is not None:
                 raise CliError(one_line(found), status=status) from None
-        failures: tuple[type[BaseException], ...] = (SchemaError, *database_errors(), OSError)
+        # StoreError last: a read past the time limit, the database unavailable (all one line too).
+        failures: tuple[type[BaseException], ...] = (SchemaError, *database_errors(), OSError, StoreError)
         for failure in failures:
             cause = find_exception(exc, failure)
             if cause is not None:

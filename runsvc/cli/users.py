@@ -28,7 +28,7 @@ from ..accounts import (
     check_username,
 )
 from ..config import Settings, SettingsError, prepare_data_dir
-from ..store import DatabaseSettingError, DatabaseUnreachable, SchemaError, open_store
+from ..store import DatabaseSettingError, DatabaseUnreachable, SchemaError, StoreError, open_store
 from ..store.dialect import database_errors
 from .common import CliError, add_settings_flags, find_exception, one_line, require_database, settings_from_args
 
@@ -203,6 +203,7 @@ def _run(settings: Settings, action: Callable[[Auth], Awaitable[T]]) -> T:
             (AccountError, "", 1), (DatabaseSettingError, "", 2), (DatabaseUnreachable, "", 1),
             (SchemaError, "cannot open database: ", 1),
             *((kind, "database error: ", 1) for kind in database_errors()), (OSError, "cannot open database: ", 1),
+            (StoreError, "database error: ", 1),  # unavailable, or a read past the time limit
         )
         for kind, prefix, status in kinds:
             found: Any = find_exception(exc, kind)
