@@ -17,6 +17,8 @@ from ..config import (
     flag_name,
     load_settings,
 )
+from ..store import DatabaseSettingError, DatabaseUnreachable
+from ..store.dialect import database_errors
 
 E = TypeVar("E", bound=BaseException)
 
@@ -83,3 +85,36 @@ def find_exception(error: BaseException, kind: type[E]) -> E | None:
             if found is not None:
                 return found
     return None
+
+
+def database_name(settings: Settings) -> str:
+    """The database the settings name, for messages: the SQLite file, or the URL without its password."""
+    if settings.database_url:
+        from ..store.pg_admin import display_url
+
+        return display_url(settings.database_url)
+    return str(settings.database_path)
+
+
+def require_database(settings: Settings, hint: str) -> None:
+    """CliError unless the settings' database exists: the SQLite file (else "no database at PATH (hint)"),
+    or runsvc's schema in the PostgreSQL database. PostgreSQL's one-line errors become
+    CliError with exit status 2 (a setting to fix) or 1 (not reachable now)."""
+    if not settings.database_url:
+        if not settings.database_path.is_file():
+            raise CliError(f"no database at {settings.database_path} ({hint})")
+        return
+    from ..store.pg_admin import has_schema
+
+    try:
+        found = has_schema(settings.database_url)
+    except (DatabaseSettingError, DatabaseUnreachable) as exc:
+        raise CliError(str(exc), status=2 if isinstance(exc, DatabaseSettingError) else 1) from None
+    except database_errors() as exc:
+        raise CliError(f"cannot use database {database_name(settings)}: {one_line(exc)}") from None
+    if not found:
+        raise CliError(f"no runsvc database at {database_name(settings)} (is --database-url right?)")
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

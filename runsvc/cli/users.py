@@ -1,15 +1,16 @@
 """`runsvc user add|passwd|list|disable|enable|set-role`: manage accounts directly in the data dir's
 database.
 
-These work with or without a running server (SQLite in WAL mode lets both use the file); a server sees
-the changes on its next request, so `user passwd` ends that user's sessions at once.
+They work on the database the settings name — the data dir's SQLite file, or PostgreSQL with
+`database_url` — with or without a running server (SQLite in WAL mode lets both use the file); a server
+sees the changes on its next request, so `user passwd` ends that user's sessions at once. Only `user add`
+creates a database (or runsvc's schema in an empty PostgreSQL database) where there is none.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
-import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -27,10 +28,12 @@ from ..accounts import (
     check_username,
 )
 from ..config import Settings, SettingsError, prepare_data_dir
-from ..store import SchemaError, open_store
-from .common import CliError, add_settings_flags, find_exception, settings_from_args
+from ..store import DatabaseSettingError, DatabaseUnreachable, SchemaError, StoreError, open_store
+from ..store.dialect import database_errors
+from .common import CliError, add_settings_flags, find_exception, one_line, require_database, settings_from_args
 
 T = TypeVar("T")
+_SETTINGS = ["data_dir", "database_url"]
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -41,7 +44,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add.add_argument("name", metavar="NAME", help="1-64 characters of A-Z a-z 0-9 _ . -")
     add.add_argument("--role", required=True, choices=ROLES, help="what the user may do")
     _add_password_flag(add)
-    add_settings_flags(add, ["data_dir"])
+    add_settings_flags(add, _SETTINGS)
     add.set_defaults(run=run_add)
 
     passwd = actions.add_parser(
@@ -49,11 +52,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     passwd.add_argument("name", metavar="NAME")
     _add_password_flag(passwd)
-    add_settings_flags(passwd, ["data_dir"])
+    add_settings_flags(passwd, _SETTINGS)
     passwd.set_defaults(run=run_passwd)
 
     listing = actions.add_parser("list", help="list users", description="List users.")
-    add_settings_flags(listing, ["data_dir"])
+    add_settings_flags(listing, _SETTINGS)
     listing.set_defaults(run=run_list)
 
     disable = actions.add_parser(
@@ -61,7 +64,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Disable a user: their sessions end and their API tokens stop working at once.",
     )
     disable.add_argument("name", metavar="NAME")
-    add_settings_flags(disable, ["data_dir"])
+    add_settings_flags(disable, _SETTINGS)
     disable.set_defaults(run=run_change, change={"disabled": True}, done="disabled")
 
     enable = actions.add_parser(
@@ -69,7 +72,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Enable a disabled user (their unexpired API tokens work again).",
     )
     enable.add_argument("name", metavar="NAME")
-    add_settings_flags(enable, ["data_dir"])
+    add_settings_flags(enable, _SETTINGS)
     enable.set_defaults(run=run_change, change={"disabled": False}, done="enabled")
 
     set_role = actions.add_parser(
@@ -78,7 +81,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     set_role.add_argument("name", metavar="NAME")
     set_role.add_argument("role", choices=ROLES, metavar="ROLE", help=" | ".join(ROLES))
-    add_settings_flags(set_role, ["data_dir"])
+    add_settings_flags(set_role, _SETTINGS)
     set_role.set_defaults(run=run_change, change=None, done="changed the role of")
 
 
@@ -96,10 +99,11 @@ def run_add(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except AccountError as exc:
         raise CliError(str(exc), status=2) from None
     password = read_password(args.name, from_stdin=args.password_stdin)
-    try:
-        prepare_data_dir(settings)
-    except SettingsError as exc:
-        raise CliError(str(exc), status=2) from None
+    if not settings.database_url:  # SQLite's file lives in the data dir; PostgreSQL needs none
+        try:
+            prepare_data_dir(settings)
+        except SettingsError as exc:
+            raise CliError(str(exc), status=2) from None
 
     async def add(auth: Auth) -> User:
         return await auth.create_user(args.name, password, args.role)
@@ -181,27 +185,28 @@ def read_password(name: str, *, from_stdin: bool) -> str:
 
 
 def _require_database(settings: Settings) -> None:
-    if not settings.database_path.is_file():
-        raise CliError(f"no database at {settings.database_path} (wrong --data-dir?)")
+    require_database(settings, "wrong --data-dir?")
 
 
 def _run(settings: Settings, action: Callable[[Auth], Awaitable[T]]) -> T:
     """Open the store, run `action` with an accounts service on it, close the store."""
 
     async def main() -> T:
-        async with open_store(settings.database_path, readers=1) as store:
+        async with open_store(settings.database_path, database_url=settings.database_url, readers=1) as store:
             auth = Auth(store=store, passwords=Passwords(), session_ttl_s=settings.session_ttl_s)
             return await action(auth)
 
     try:
         return trio.run(main)
     except Exception as exc:
-        kinds: tuple[tuple[type[BaseException], str], ...] = (
-            (AccountError, ""), (SchemaError, "cannot open database: "),
-            (sqlite3.Error, "database error: "), (OSError, "cannot open database: "),
+        kinds: tuple[tuple[type[BaseException], str, int], ...] = (
+            (AccountError, "", 1), (DatabaseSettingError, "", 2), (DatabaseUnreachable, "", 1),
+            (SchemaError, "cannot open database: ", 1),
+            *((kind, "database error: ", 1) for kind in database_errors()), (OSError, "cannot open database: ", 1),
+            (StoreError, "database error: ", 1),  # unavailable, or a read past the time limit
         )
-        for kind, prefix in kinds:
+        for kind, prefix, status in kinds:
             found: Any = find_exception(exc, kind)
             if found is not None:
-                raise CliError(prefix + str(found)) from None
+                raise CliError(prefix + one_line(found), status=status) from None
         raise

@@ -6,12 +6,14 @@ import datetime as dt
 import sqlite3
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import trio
 
 from runsvc.store import SCHEMA_VERSION
 from runsvc.store.migrations import schema_sql
+from runsvc.store.pg_admin import display_url
 from runsvc.timeutil import format_ts, utcnow
 from tests.helpers import child_env
 from tests.maintenance_rows import add_run, event_counts, ids
@@ -40,11 +42,11 @@ def make_database(data_dir: Path) -> dict[str, int]:
     return runs
 
 
-async def runsvc(*args: str) -> trio.CompletedProcess:
+async def runsvc(*args: str, **env: str) -> trio.CompletedProcess:
     with trio.fail_after(30):
         return await trio.run_process(
             [sys.executable, "-m", "runsvc", *args], capture_stdout=True, capture_stderr=True, check=False,
-            env=child_env(),
+            env=child_env(**env),
         )
 
 
@@ -135,3 +137,88 @@ async def test_db_stats_on_a_file_that_is_not_a_database(tmp_path):
     err = result.stderr.decode()
     assert err.startswith("runsvc: error: cannot use database ") and err.count("\n") == 1, err
     assert "Traceback" not in err
+
+
+async def on_postgresql(tmp_path: Path, url: str) -> dict[str, int]:
+    """make_database's runs, moved into the PostgreSQL database at `url` with `db copy-to`."""
+    runs = make_database(tmp_path / "sqlite")
+    copied = await runsvc("db", "copy-to", url, "--data-dir", str(tmp_path / "sqlite"))
+    assert copied.returncode == 0, copied.stderr
+    return runs
+
+
+def pg_rows(url: str) -> tuple[list[int], dict[int, int]]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return ids(conn, "runs"), event_counts(conn)
+
+
+@pytest.mark.slow
+async def test_db_stats_on_postgresql(tmp_path, pg_url):
+    """On PostgreSQL (RUNSVC_DATABASE_URL): the database named without its password, the server, its size, schema
+    version, exact rows and size of each table, runs by status, oldest and newest run, and what
+    autovacuum has done on runs and run_events."""
+    runs = await on_postgresql(tmp_path, pg_url)
+    parts = urlsplit(pg_url)
+    if parts.username and parts.password is None:  # the test cluster trusts its clients: any password works
+        pg_url = urlunsplit(parts._replace(netloc=parts.netloc.replace("@", ":not-shown-1@", 1)))
+    result = await runsvc("db", "stats", RUNSVC_DATABASE_URL=pg_url)
+    out = result.stdout.decode()
+    assert "not-shown-1" not in out
+    assert result.returncode == 0, result.stderr
+    lines = out.splitlines()
+    assert lines[0] == f"database: {display_url(pg_url)}" and (parts.password or "not-shown-1") not in lines[0]
+    assert lines[1].startswith("server: PostgreSQL ")
+    assert lines[2].startswith("database size: ") and lines[2].endswith(" bytes)")
+    assert f"schema version: {SCHEMA_VERSION}" in lines
+    assert "rows (exact) and size with indexes:" in lines
+    for table, count in [("runs", 4), ("run_events", 806), ("sessions", 0), ("users", 0),
+                         ("webhook_deliveries", 0)]:
+        assert any(line.startswith(f"  {table}: {count} rows, ") for line in lines), out
+    assert not any("schema_version" in line for line in lines), out
+    assert "runs by status: failed=1, queued=1, succeeded=2" in lines
+    assert any(line.startswith(f"oldest run: #{runs['expired-1']} created ") for line in lines), out
+    assert any(line.startswith(f"newest run: #{runs['queued']} created ") for line in lines), out
+    vacuum = lines[lines.index("vacuum (PostgreSQL's autovacuum makes deleted rows' space reusable):") + 1:]
+    assert [line.split(":")[0] for line in vacuum] == ["  run_events", "  runs"], out
+    assert all(" dead rows, last autovacuum " in line for line in vacuum), out
+    assert result.stderr == b""
+
+
+@pytest.mark.slow
+async def test_db_prune_on_postgresql(tmp_path, pg_url):
+    """On PostgreSQL --dry-run counts and changes nothing; prune deletes the expired runs and their events
+    in bounded batches and leaves the space to autovacuum."""
+    runs = await on_postgresql(tmp_path, pg_url)
+    before = await trio.to_thread.run_sync(pg_rows, pg_url)
+    dry = await runsvc("db", "prune", "--dry-run", "--database-url", pg_url)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.decode().startswith("dry run: would delete 2 runs and 800 events: ")
+    assert await trio.to_thread.run_sync(pg_rows, pg_url) == before
+    result = await runsvc("db", "prune", "--prune-batch-events", "100", RUNSVC_DATABASE_URL=pg_url)
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr
+    assert out.startswith("deleted 2 runs and 800 events in 9 batches: "), out
+    assert out.splitlines()[1] == "PostgreSQL's autovacuum makes their space reusable (see `runsvc db stats`)"
+    kept = sorted([runs["recent"], runs["queued"]])
+    assert await trio.to_thread.run_sync(pg_rows, pg_url) == (kept, {runs["recent"]: 5, runs["queued"]: 1})
+
+
+async def test_db_commands_on_a_postgresql_database_without_runsvc(pg_url):
+    """An empty PostgreSQL database is not made a runsvc one by `db stats` or `db prune`: one line, exit 1;
+    a server that does not answer is one line too."""
+    for args in (["db", "stats"], ["db", "prune", "--dry-run"], ["db", "prune", "--retention-days", "0"]):
+        result = await runsvc(*args, RUNSVC_DATABASE_URL=pg_url)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.decode() == (
+            f"runsvc: error: no runsvc database at {pg_url} (is --database-url right?)\n"
+        )
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None
+    down = await runsvc("db", "stats", RUNSVC_DATABASE_URL="postgresql://runsvc@127.0.0.1:1/runsvc")
+    assert down.returncode == 1
+    err = down.stderr.decode()
+    assert err.startswith("runsvc: error: cannot reach PostgreSQL: ") and err.count("\n") == 1, err

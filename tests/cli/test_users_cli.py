@@ -33,8 +33,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, status: int, text
     assert len(error_lines) == 1, result.stderr
 
 
-async def login_works(data_dir, username: str, password: str) -> bool:
-    async with open_store(data_dir / "runsvc.db") as store:
+async def login_works(data_dir, username: str, password: str, database_url: str = "") -> bool:
+    async with open_store(data_dir / "runsvc.db", database_url=database_url) as store:
         auth = Auth(store=store, passwords=Passwords(), session_ttl_s=60)
         try:
             await auth.login(username, password, "cli-test")
@@ -235,3 +235,35 @@ def test_disable_enable_and_set_role(tmp_path):
     assert_one_line_error(runsvc("user", "disable", "nobody", "--data-dir", data), 1, "no user named nobody")
     bad_role = runsvc("user", "set-role", "alice", "king", "--data-dir", data)
     assert bad_role.returncode == 2 and "invalid choice" in bad_role.stderr
+
+
+def test_user_commands_on_either_database(tmp_path, backend):
+    """Every user command works the same on the data dir's SQLite file and on PostgreSQL
+    (RUNSVC_DATABASE_URL); on PostgreSQL nothing is written to the data dir, and a store on that
+    database sees the result."""
+    data = tmp_path / "data"
+    env = {"RUNSVC_DATA_DIR": str(data), "RUNSVC_DATABASE_URL": backend}
+    if backend:
+        missing = runsvc("user", "list", **env)
+        assert_one_line_error(missing, 1, f"runsvc: error: no runsvc database at {backend} (is --database-url right?)")
+    for name, role in (("alice", "operator"), ("root", "admin")):
+        added = runsvc("user", "add", name, "--role", role, "--password-stdin", stdin="pass-word-1\n", **env)
+        assert added.returncode == 0, added.stderr
+    assert runsvc("user", "passwd", "alice", "--password-stdin", stdin="pass-word-2\n", **env).returncode == 0
+    assert runsvc("user", "disable", "alice", **env).stdout == "disabled alice\n"
+    assert runsvc("user", "enable", "alice", **env).stdout == "enabled alice\n"
+    assert runsvc("user", "set-role", "alice", "viewer", **env).returncode == 0
+    listed = runsvc("user", "list", **env).stdout.splitlines()
+    assert [line.split()[:4] for line in listed[1:]] == [["1", "alice", "viewer", "no"], ["2", "root", "admin", "no"]]
+    assert trio.run(login_works, data, "alice", "pass-word-2", backend) is True
+    assert data.exists() is not bool(backend)
+
+
+def test_unreachable_postgresql_is_one_line(tmp_path):
+    """A PostgreSQL server that does not answer: one line, exit 1, for every user command."""
+    env = {"RUNSVC_DATABASE_URL": "postgresql://runsvc@127.0.0.1:1/runsvc", "RUNSVC_DATA_DIR": str(tmp_path)}
+    assert_one_line_error(runsvc("user", "list", **env), 1, "runsvc: error: cannot reach PostgreSQL: ")
+    assert_one_line_error(
+        runsvc("user", "add", "alice", "--role", "viewer", "--password-stdin", stdin="pass-word-1\n", **env),
+        1, "runsvc: error: cannot reach PostgreSQL: ",
+    )
