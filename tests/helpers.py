@@ -8,10 +8,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import argon2
 import attrs
@@ -65,6 +66,21 @@ def server_db_rows(data_dir: Path, sql: str, params: tuple = ()) -> list[tuple]:
     conn = sqlite3.connect(data_dir / "runsvc.db")
     try:
         return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+@contextmanager
+def database_of(settings) -> Iterator[Any]:
+    """A connection of its own (autocommit) to the database of `settings`: SQLite or PostgreSQL."""
+    from runsvc.store import connections, postgres
+
+    if settings.database_url:
+        conn: Any = postgres.PgConnection(postgres.connect(settings.database_url), connections.StatementCounter(-1))
+    else:
+        conn = connections.connect(settings.database_path)
+    try:
+        yield conn
     finally:
         conn.close()
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import attrs
 
-from .dialect import Connection
 from ..model import Delivery, Webhook
+from .dialect import Connection
 
 WEBHOOK_COLUMNS = "id, url, events, job, statuses, created_at, created_by"
 DELIVERY_COLUMNS = (

@@ -3,13 +3,11 @@ DELETE, every refusal naming its field, and who may do what on every route."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 import trio
 
 from runsvc.http.routes import ROUTES
-from tests.helpers import add_user, assert_error, login
+from tests.helpers import add_user, assert_error, database_of, login
 from tests.webhooks.helpers import WEBHOOKS, create_webhook, deliveries
 
 WEBHOOK_KEYS = {"id", "url", "events", "job", "statuses", "created_at"}
@@ -27,7 +25,7 @@ async def test_create_fills_defaults_and_shows_the_secret_once(server, admin, se
     assert secret.startswith("whsec_") and len(secret) > 30
     assert listed == {"webhooks": [webhook]}
     assert secret not in str(listed)
-    with sqlite3.connect(settings.database_path) as conn:
+    with database_of(settings) as conn:
         (stored,) = conn.execute("SELECT secret FROM webhooks WHERE id = ?", (webhook["id"],)).fetchone()
     assert secret.encode() not in stored and len(stored) == 12 + len(secret) + 16  # nonce, ciphertext, tag
     assert (settings.data_dir / "secret.key").stat().st_mode & 0o777 == 0o600
@@ -67,8 +65,8 @@ async def test_delete_drops_the_webhook_and_its_deliveries(server, admin, settin
         assert (await admin.get(WEBHOOKS)).json() == {"webhooks": []}
         assert_error(await admin.delete(f"{WEBHOOKS}/{webhook['id']}"), 404, "not_found")
         assert_error(await admin.get(f"{WEBHOOKS}/{webhook['id']}/deliveries"), 404, "not_found")
-    with sqlite3.connect(settings.database_path) as conn:
-        assert conn.execute("SELECT count(*) FROM webhook_deliveries").fetchone() == (0,)
+    with database_of(settings) as conn:
+        assert conn.execute("SELECT count(*) FROM webhook_deliveries").fetchone()[0] == 0
 
 
 async def test_a_pending_delivery_looks_as_documented(server, admin):

@@ -32,8 +32,8 @@ async def test_maintenance_deletes_deliveries_older_than_seven_days(store, tmp_p
 
     def populate(conn):
         webhook_id = conn.execute(
-            "INSERT INTO webhooks (url, statuses, secret, created_at) VALUES ('http://x/', '[]', x'00', ?) "
-            "RETURNING id", (format_ts(now),),
+            "INSERT INTO webhooks (url, statuses, secret, created_at) VALUES ('http://x/', '[]', ?, ?) "
+            "RETURNING id", (b"\0", format_ts(now)),
         ).fetchone()[0]
         add_delivery(conn, webhook_id, format_ts(now - dt.timedelta(days=7, seconds=5)), delivered=True)
         add_delivery(conn, webhook_id, format_ts(now - dt.timedelta(days=8)), delivered=False)
@@ -43,7 +43,9 @@ async def test_maintenance_deletes_deliveries_older_than_seven_days(store, tmp_p
     with trio.fail_after(10):
         await store.write(populate)
         counts = await maintenance_pass(store, settings, now=lambda: now)
-        left = await store.read(lambda conn: [row[0] for row in conn.execute("SELECT id FROM webhook_deliveries")])
+        left = await store.read(
+            lambda conn: [row[0] for row in conn.execute("SELECT id FROM webhook_deliveries ORDER BY id")]
+        )
     assert counts.webhook_deliveries == 2
     assert left == [3, 4]
 

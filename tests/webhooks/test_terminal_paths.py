@@ -5,7 +5,6 @@ left pending by a stopped server go out when the next one starts (at least once 
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import httpx
 import trio
@@ -13,7 +12,7 @@ import trio
 from runsvc.timeutil import ts_after
 from tests.conftest import make_settings
 from tests.e2e.agent_helpers import enrolled_agent
-from tests.helpers import add_user, login, running_server, wait_status
+from tests.helpers import add_user, database_of, login, running_server, wait_status
 from tests.webhooks.helpers import PY, create_webhook, deliveries, wait_deliveries
 
 
@@ -45,7 +44,7 @@ async def test_pending_deliveries_and_recovered_runs_go_out_after_a_restart(tmp_
                     await trio.sleep(0.02)
         assert receiver.at("/hook") == []
         # As a crashed server leaves it: a run still `running` on the local executor.
-        with sqlite3.connect(settings.database_path) as conn:
+        with database_of(settings) as conn:
             conn.execute("UPDATE runs SET status = 'running', ended_at = NULL, exit_code = NULL WHERE id = ?",
                          (run["id"],))
             conn.execute("DELETE FROM run_events WHERE run_id = ? AND seq > 2", (run["id"],))
