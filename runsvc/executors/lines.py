@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 MAX_LINE_BYTES = 16 * 1024  # 16 KiB: a longer line becomes several events of at most this many bytes
+# A NUL in output becomes U+FFFD, as undecodable bytes do: PostgreSQL's text cannot hold NUL, and the
+# stored line must be the line watchers saw, on either database.
+REPLACEMENT = "\ufffd".encode()
 
 
 def _is_continuation(byte: int) -> bool:
@@ -38,6 +41,8 @@ class LineSplitter:
 
     def feed(self, data: bytes) -> list[str]:
         """The lines completed by `data`, in order (pieces of an over-long line count as lines)."""
+        if b"\0" in data:
+            data = data.replace(b"\0", REPLACEMENT)
         if self._pending:
             data = self._pending + data
         parts = data.split(b"\n")
@@ -85,6 +90,8 @@ def split_text(text: str, max_bytes: int = MAX_LINE_BYTES) -> list[str]:
 
     For lines that arrive as text (an agent's output): a line is a line whichever executor ran the run.
     """
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
     fits = len(text) * 4 <= max_bytes or len(text.encode()) <= max_bytes  # UTF-8: at most 4 bytes a character
     if fits and "\n" not in text and not text.endswith("\r"):
         return [text]  # the common case: already one line of local shape

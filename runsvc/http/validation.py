@@ -300,6 +300,17 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _holds_nul(value: Any) -> bool:
+    """A NUL character anywhere in `value`'s strings (keys of objects included), at any depth."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
 def validate_object(body: Any, fields: Mapping[str, Field]) -> dict[str, Any]:
     """Check a parsed body against `fields`; return the fields given (plus defaults) or raise 400."""
     if not isinstance(body, dict):
@@ -321,6 +332,10 @@ def validate_object(body: Any, fields: Mapping[str, Field]) -> dict[str, Any]:
                 raise InvalidRequest(f"{name} must be {field.kind}")
             result[name] = None
             continue
+        if _holds_nul(value):
+            # No text a runsvc field holds can carry NUL: a process cannot take it in an argument or the
+            # environment, and PostgreSQL's text refuses it.
+            raise InvalidRequest(f"{name} must not contain NUL characters")
         for check in (field.accepts, *field.checks):
             message = check(name, value)
             if message is not None:

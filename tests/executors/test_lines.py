@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runsvc.executors.lines import MAX_LINE_BYTES, LineSplitter
+from runsvc.executors.lines import MAX_LINE_BYTES, LineSplitter, split_text
 
 
 def split(data: bytes, chunk: int | None = None, max_bytes: int = MAX_LINE_BYTES) -> list[str]:
@@ -56,3 +56,11 @@ def test_tiny_limit_rejected() -> None:
     """A limit too small for one UTF-8 character is refused."""
     with pytest.raises(ValueError, match="max_bytes must be >= 4"):
         LineSplitter(3)
+
+
+def test_nul_becomes_the_replacement_character_whatever_the_chunks():
+    """NUL bytes become U+FFFD (PostgreSQL's text cannot hold them), split across chunks or not; an
+    agent's text lines get the same."""
+    data = b"a\x00b\n\x00\x00\nend"
+    assert split(data) == split(data, chunk=1) == ["a\ufffdb", "\ufffd\ufffd", "end"]
+    assert split_text("x\x00y") == ["x\ufffdy"]
