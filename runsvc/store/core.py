@@ -103,6 +103,13 @@ class Store:
         reader = await self._free_receive.receive()
         try:
             return await trio.to_thread.run_sync(self._timed_read, reader, fn, args, limiter=self._limiter)
+        except ReadTimedOut:
+            raise  # a slow read says nothing about the database
+        except StoreUnavailable:
+            # The database may be gone (PostgreSQL stopped) with no write to notice: the writer finds out
+            # and watches it until it is back, so /healthz says degraded meanwhile (writer.py).
+            self._writer.suspect()
+            raise
         finally:
             self._free_send.send_nowait(reader)
 

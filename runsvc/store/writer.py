@@ -16,6 +16,10 @@ past the busy timeout, a full disk, an I/O error) is rolled back as a whole. Req
 `retry=True` go back to the queue and the writer tries again after a backoff, for as long as it takes;
 the others fail with `StoreUnavailable`. Meanwhile the writer reports `unavailable` (for /healthz), new
 non-retrying writes fail at once, and an idle writer probes the database until a write works again.
+
+A read that meets a fault of the database's (not a time limit) asks the writer to probe at once
+(`suspect`): a server that went away while nothing was written is then reported (`unavailable`, hence
+/healthz) and watched until it is back, as if a write had failed. A healthy database is never polled.
 """
 
 from __future__ import annotations
@@ -90,9 +94,16 @@ class GroupCommitWriter:
         self.write_batches = 0
         self.write_faults = 0
         self.unavailable: str | None = None  # why writes fail right now; None when the database is writable
+        self._probe_requested = False  # a read met a fault: probe now, even if no write is pending
 
     def wake(self) -> None:
         self._wakeup.set()
+
+    def suspect(self) -> None:
+        """A read met a fault that may be the database's: probe it now (see the module docstring)."""
+        if self.unavailable is None and not self._closing:
+            self._probe_requested = True
+            self._wakeup.set()
 
     def begin_close(self) -> None:
         """Finish what is pending (retrying requests stop retrying), then `run` returns."""
@@ -132,6 +143,10 @@ class GroupCommitWriter:
                 if not self.pending:
                     if self._closing:
                         return
+                    if self._probe_requested:
+                        self._probe_requested = False
+                        await self._probe()
+                        continue
                     self._wakeup = trio.Event()
                     if self.unavailable is None:
                         await self._wakeup.wait()
