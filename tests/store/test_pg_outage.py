@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pytest
 import trio
 
@@ -113,3 +114,20 @@ async def test_reads_resume_soon_after_a_long_outage(cluster: PrivateCluster, ur
             assert await store.read(usernames) == []
             # The pool's next attempt would have come about 15 s into the outage, 2-3 s from here.
             assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize(("fatal", "refused"), [
+    ('password authentication failed for user "runsvc"', True),
+    ('database "runsvc" does not exist', True),
+    ("the database system is starting up", False),
+    ("the database system is shutting down", False),
+    ("sorry, too many clients already", False),
+])
+def test_a_server_that_cannot_take_connections_yet_is_not_a_bad_setting(fatal: str, refused: bool) -> None:
+    """A FATAL answer at connect is a bad setting (exit 2) only when the server refuses the URL itself;
+    a server starting, stopping or full is one not reachable now (exit 1). (libpq's message for each, as
+    psycopg raises it; a cluster cannot be caught starting up on demand.)"""
+    error = psycopg.OperationalError(
+        f'connection failed: connection to server at "127.0.0.1", port 5432 failed: FATAL:  {fatal}'
+    )
+    assert pg_store.refused_by_server(error) is refused
