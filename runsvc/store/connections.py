@@ -151,6 +151,13 @@ class SqliteWriter:
     def close(self) -> None:
         self.conn.close()
 
+    def commit_token(self, conn: SqliteConnection) -> None:
+        """None: a COMMIT is a call into this process, it either returns or raises (writer.py)."""
+        return None
+
+    def committed(self, token: Any) -> bool:
+        raise AssertionError("SQLite has no transactions in doubt")
+
 
 class SqliteReader:
     """A reader connection whose reads are interrupted past their time limit by SQLite's progress

@@ -94,6 +94,11 @@ class Store:
         self.faults.arm(count, kind)
         self._writer.wake()
 
+    def inject_lost_commit_answers(self, count: int) -> None:
+        """Test hook: the next `count` COMMITs succeed but fail afterwards, as if the connection broke
+        before the server's answer (see faults.FaultInjector.lose_commit_answers)."""
+        self.faults.lose_commit_answers(count)
+
     # ---- reads -------------------------------------------------------------------------------------
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:

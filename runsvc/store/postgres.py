@@ -302,6 +302,27 @@ class PgWriter:
     def describe(self, exc: BaseException) -> str:
         return describe(exc)
 
+    def commit_token(self, conn: PgConnection) -> str:
+        """The transaction's id (it has one already if it wrote), to ask about it if its COMMIT gets no
+        answer (writer.py)."""
+        token: str = conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
+        return token
+
+    def committed(self, token: str) -> bool:
+        """Whether the transaction `token` committed, asked on a working connection (a new one if the
+        old broke); psycopg's error, transient, while the server cannot answer."""
+        try:
+            status = self.connection().execute("SELECT pg_xact_status(?::xid8)", (token,)).fetchone()[0]
+        except psycopg.errors.InvalidParameterValue:
+            # "transaction ID … is in the future": the server restarted from a log that never got as far
+            # as this transaction (killed before its first record was flushed), so it did not commit.
+            return False
+        if status == "in progress":
+            # Its COMMIT is still running in the old backend (a proxy cut the connection, not a restart).
+            raise psycopg.OperationalError("an interrupted COMMIT is still in progress")
+        # "aborted", or None for a transaction too old to know, which one asked about at once never is.
+        return bool(status == "committed")
+
     def interrupt(self) -> None:
         if self._conn is not None and not self._conn.raw.closed:
             self._conn.raw.cancel_safe(timeout=2.0)

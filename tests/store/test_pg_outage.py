@@ -131,3 +131,50 @@ def test_a_server_that_cannot_take_connections_yet_is_not_a_bad_setting(fatal: s
         f'connection failed: connection to server at "127.0.0.1", port 5432 failed: FATAL:  {fatal}'
     )
     assert pg_store.refused_by_server(error) is refused
+
+
+def create_counter(conn) -> None:
+    conn.execute("CREATE TABLE counter (n INTEGER NOT NULL)")
+    conn.execute("INSERT INTO counter (n) VALUES (0)")
+
+
+def increment(conn) -> int:
+    return conn.execute("UPDATE counter SET n = n + 1 RETURNING n").fetchone()[0]
+
+
+def counter(conn) -> int:
+    return conn.execute("SELECT n FROM counter").fetchone()[0]
+
+
+async def test_a_commit_whose_answer_was_lost_is_not_written_again(url: str) -> None:
+    """A retrying write whose COMMIT succeeded but whose answer never came (the connection broke right
+    after: the injection hook) is not run a second time: the writer asks the server whether that
+    transaction committed, and delivers the first result."""
+    with trio.fail_after(DEADLINE_S):
+        async with open_store(database_url=url) as store:
+            await store.write(create_counter)
+            store.inject_lost_commit_answers(1)
+            published: list[int] = []
+            assert await store.write(increment, retry=True, on_commit=published.append) == 1
+            assert published == [1]
+            assert await store.read(counter) == 1
+            assert store.statistics().write_faults == 1
+            assert await store.write(increment) == 2
+
+
+def test_the_writer_asks_whether_a_transaction_committed(url: str) -> None:
+    """PgWriter.committed: true for a committed transaction, false for one rolled back and for one the
+    server never got as far as (an id in its future, as after a crash that lost it)."""
+    link = pg_store.PgWriter(url, pg_store.reconnect(url), pg_store.StatementCounter(trio_thread=-1))
+    try:
+        conn = link.connection()
+        tokens = {}
+        for outcome in ("COMMIT", "ROLLBACK"):
+            conn.execute("BEGIN")
+            tokens[outcome] = link.commit_token(conn)
+            conn.execute(outcome)
+        assert link.committed(tokens["COMMIT"]) is True
+        assert link.committed(tokens["ROLLBACK"]) is False
+        assert link.committed(str(int(tokens["COMMIT"]) + 1_000_000)) is False
+    finally:
+        link.close()
