@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import attrs
 
 from . import faults
-from .dialect import SQLITE, Variants
+from .dialect import SQLITE, Connection, Variants
 from .migrations import migrate
 
 T = TypeVar("T")
@@ -151,7 +151,7 @@ class SqliteWriter:
     def close(self) -> None:
         self.conn.close()
 
-    def commit_token(self, conn: SqliteConnection) -> None:
+    def commit_token(self, conn: Connection) -> None:
         """None: a COMMIT is a call into this process, it either returns or raises (writer.py)."""
         return None
 

@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from .connections import StatementCounter
 from .database import Database
-from .dialect import POSTGRESQL, Variants
+from .dialect import POSTGRESQL, Connection, Variants
 from .errors import DatabaseSettingError, DatabaseUnreachable
 from .migrations_pg import migrate
 
@@ -302,7 +302,7 @@ class PgWriter:
     def describe(self, exc: BaseException) -> str:
         return describe(exc)
 
-    def commit_token(self, conn: PgConnection) -> str:
+    def commit_token(self, conn: Connection) -> str:
         """The transaction's id (it has one already if it wrote), to ask about it if its COMMIT gets no
         answer (writer.py)."""
         token: str = conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
@@ -312,11 +312,12 @@ class PgWriter:
         """Whether the transaction `token` committed, asked on a working connection (a new one if the
         old broke); psycopg's error, transient, while the server cannot answer."""
         try:
-            status = self.connection().execute("SELECT pg_xact_status(?::xid8)", (token,)).fetchone()[0]
+            row = self.connection().execute("SELECT pg_xact_status(?::xid8)", (token,)).fetchone()
         except psycopg.errors.InvalidParameterValue:
             # "transaction ID … is in the future": the server restarted from a log that never got as far
             # as this transaction (killed before its first record was flushed), so it did not commit.
             return False
+        status = row[0] if row is not None else None
         if status == "in progress":
             # Its COMMIT is still running in the old backend (a proxy cut the connection, not a restart).
             raise psycopg.OperationalError("an interrupted COMMIT is still in progress")
