@@ -36,6 +36,7 @@ async def _in_thread(fn, *args) -> None:
         await trio.to_thread.run_sync(fn, *args)
 
 
+@pytest.mark.slow
 async def test_a_failed_read_makes_an_idle_store_unavailable_until_the_server_is_back(
     cluster: PrivateCluster, url: str
 ) -> None:
