@@ -302,10 +302,11 @@ class PgWriter:
     def describe(self, exc: BaseException) -> str:
         return describe(exc)
 
-    def commit_token(self, conn: Connection) -> str:
-        """The transaction's id (it has one already if it wrote), to ask about it if its COMMIT gets no
-        answer (writer.py)."""
-        token: str = conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
+    def commit_token(self, conn: Connection) -> str | None:
+        """The transaction's id, to ask about it if its COMMIT gets no answer (writer.py); None if it wrote
+        nothing (PostgreSQL gives an id only to a transaction that writes, and running such a one again
+        changes nothing)."""
+        token: str | None = conn.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()[0]
         return token
 
     def committed(self, token: str) -> bool:

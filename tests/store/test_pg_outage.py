@@ -165,13 +165,18 @@ async def test_a_commit_whose_answer_was_lost_is_not_written_again(url: str) -> 
 
 def test_the_writer_asks_whether_a_transaction_committed(url: str) -> None:
     """PgWriter.committed: true for a committed transaction, false for one rolled back and for one the
-    server never got as far as (an id in its future, as after a crash that lost it)."""
+    server never got as far as (an id in its future, as after a crash that lost it); a transaction that
+    wrote nothing has no id to ask about."""
     link = pg_store.PgWriter(url, pg_store.reconnect(url), pg_store.StatementCounter(trio_thread=-1))
     try:
         conn = link.connection()
         tokens = {}
+        conn.execute("BEGIN")
+        assert link.commit_token(conn) is None  # nothing written: no id, and no doubt to resolve
+        conn.execute("ROLLBACK")
         for outcome in ("COMMIT", "ROLLBACK"):
             conn.execute("BEGIN")
+            conn.execute(f"CREATE TABLE scratch_{outcome.lower()} (x INTEGER)")
             tokens[outcome] = link.commit_token(conn)
             conn.execute(outcome)
         assert link.committed(tokens["COMMIT"]) is True
