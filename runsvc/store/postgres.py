@@ -185,7 +185,8 @@ def connect(url: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> psycopg.Connec
     try:
         if raw.info.server_version < MIN_SERVER_VERSION:
             raise DatabaseSettingError(
-                f"PostgreSQL {raw.info.server_version // 10000} is too old; runsvc needs 13 or newer"
+                f"PostgreSQL {raw.info.server_version // 10000} is too old; runsvc needs "
+                f"{MIN_SERVER_VERSION // 10000} or newer"
             )
         configure(raw)
     except BaseException:
