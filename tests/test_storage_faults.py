@@ -121,9 +121,9 @@ async def test_write_lock_held_past_the_busy_timeout(tmp_path: Path, caplog) -> 
     await _run_through_a_fault(settings, caplog, hold, release, "locked")
 
 
-async def test_injected_io_errors(tmp_path: Path, caplog) -> None:
-    """The fault hook: every write attempt fails with an I/O error until cleared."""
-    settings = make_settings(tmp_path)
+async def test_injected_io_errors(settings, caplog) -> None:
+    """The fault hook: every write attempt fails with an I/O error until cleared (on both backends;
+    PostgreSQL really going away: test_pg_outage.py)."""
     await _run_through_a_fault(
         settings, caplog,
         lambda server: server.services.store.inject_write_faults(10**9, "ioerr"),

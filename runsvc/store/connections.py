@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import attrs
 
 from . import faults
-from .dialect import SQLITE, Variants
+from .dialect import SQLITE, Connection, Variants
 from .migrations import migrate
 
 T = TypeVar("T")
@@ -150,6 +150,13 @@ class SqliteWriter:
 
     def close(self) -> None:
         self.conn.close()
+
+    def commit_token(self, conn: Connection) -> None:
+        """None: a COMMIT is a call into this process, it either returns or raises (writer.py)."""
+        return None
+
+    def committed(self, token: Any) -> bool:
+        raise AssertionError("SQLite has no transactions in doubt")
 
 
 class SqliteReader:

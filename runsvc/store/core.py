@@ -94,6 +94,11 @@ class Store:
         self.faults.arm(count, kind)
         self._writer.wake()
 
+    def inject_lost_commit_answers(self, count: int) -> None:
+        """Test hook: the next `count` COMMITs succeed but fail afterwards, as if the connection broke
+        before the server's answer (see faults.FaultInjector.lose_commit_answers)."""
+        self.faults.lose_commit_answers(count)
+
     # ---- reads -------------------------------------------------------------------------------------
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
@@ -103,6 +108,13 @@ class Store:
         reader = await self._free_receive.receive()
         try:
             return await trio.to_thread.run_sync(self._timed_read, reader, fn, args, limiter=self._limiter)
+        except ReadTimedOut:
+            raise  # a slow read says nothing about the database
+        except StoreUnavailable:
+            # The database may be gone (PostgreSQL stopped) with no write to notice: the writer finds out
+            # and watches it until it is back, so /healthz says degraded meanwhile (writer.py).
+            self._writer.suspect()
+            raise
         finally:
             self._free_send.send_nowait(reader)
 

@@ -79,6 +79,7 @@ class FaultInjector:
 
     count: int = 0
     kind: str = "locked"
+    lost_commit_answers: int = 0
 
     def arm(self, count: int, kind: str) -> None:
         if kind not in FAULT_KINDS:
@@ -90,3 +91,18 @@ class FaultInjector:
         if self.count > 0:
             self.count -= 1
             raise fault(self.kind)
+
+    def lose_commit_answers(self, count: int) -> None:
+        """The next `count` COMMITs that succeed fail afterwards, as if the connection broke before the
+        server's answer arrived (the server killed right after committing): the writer cannot tell from
+        the error whether they committed."""
+        self.lost_commit_answers = count
+
+    def check_commit_answer(self) -> None:
+        """Writer thread, right after a COMMIT succeeded."""
+        if self.lost_commit_answers > 0:
+            self.lost_commit_answers -= 1
+            exc = sqlite3.OperationalError("the connection broke before the answer to COMMIT (injected)")
+            exc.sqlite_errorcode = SQLITE_IOERR
+            exc.sqlite_errorname = "injected lost answer"
+            raise exc

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -26,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from .connections import StatementCounter
 from .database import Database
-from .dialect import POSTGRESQL, Variants
+from .dialect import POSTGRESQL, Connection, Variants
 from .errors import DatabaseInUse, DatabaseSettingError, DatabaseUnreachable
 from .migrations_pg import migrate
 
@@ -147,13 +148,28 @@ def configure(raw: psycopg.Connection[Any]) -> None:
 
 
 def check_url(url: str) -> None:
-    """DatabaseSettingError unless `url` is a PostgreSQL URL psycopg can parse."""
+    """DatabaseSettingError unless `url` is a PostgreSQL URL psycopg can parse, with valid port numbers.
+    The message never holds the URL: libpq quotes the whole URL in some of its parse errors, password
+    and all."""
     if not url.startswith(("postgresql://", "postgres://")):
         raise DatabaseSettingError("database_url must start with postgresql:// (or be empty for SQLite)")
     try:
-        conninfo_to_dict(url)
+        params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        raise DatabaseSettingError(f"database_url is malformed: {_first_line(exc)}") from None
+        raise DatabaseSettingError(f"database_url is malformed: {redact(_first_line(exc), url)}") from None
+    # libpq checks ports only when it connects, and says so like an unreachable server ("connection is
+    # bad"), which would make a typo look like an outage (exit 1 instead of 2).
+    for port in str(params.get("port") or "").split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise DatabaseSettingError(f"database_url has an invalid port: {port[:20]!r}")
+
+
+_USERINFO = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
+
+
+def redact(message: str, url: str) -> str:
+    """`message` without the URL or its password (user:password@ → user:***@)."""
+    return _USERINFO.sub(r"\1:***@", message.replace(url, "<database_url>"))
 
 
 def connect(url: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> psycopg.Connection[Any]:
@@ -162,22 +178,35 @@ def connect(url: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> psycopg.Connec
     try:
         raw = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout_s)))
     except psycopg.OperationalError as exc:
-        message = _first_line(exc)
-        # The server answered and refused (wrong password, no such database or role): a setting to fix.
-        # Anything else (refused, timed out, no route, name not resolved) is a server not reachable now.
-        if "FATAL:" in str(exc):
+        message = redact(_first_line(exc), url)
+        if refused_by_server(exc):
             raise DatabaseSettingError(f"cannot use database_url: {message}") from None
         raise DatabaseUnreachable(f"cannot reach PostgreSQL: {message}") from None
     try:
         if raw.info.server_version < MIN_SERVER_VERSION:
             raise DatabaseSettingError(
-                f"PostgreSQL {raw.info.server_version // 10000} is too old; runsvc needs 13 or newer"
+                f"PostgreSQL {raw.info.server_version // 10000} is too old; runsvc needs "
+                f"{MIN_SERVER_VERSION // 10000} or newer"
             )
         configure(raw)
     except BaseException:
         raw.close()
         raise
     return raw
+
+
+# FATAL answers of a server that is there but cannot take connections yet or now (starting, shutting down,
+# in recovery, out of connection slots). psycopg gives connection errors no SQLSTATE, so they are told apart
+# by PostgreSQL's own (untranslated: lc_messages defaults to C in a cluster made for a service) messages.
+_NOT_NOW = ("the database system is", "too many clients", "connection slots are reserved")
+
+
+def refused_by_server(exc: BaseException) -> bool:
+    """The server answered and refused (wrong password, no such database or role): a setting to fix.
+    Anything else (refused, timed out, no route, name not resolved, a server starting or shutting down
+    or full) is a server not reachable now."""
+    text = str(exc)
+    return "FATAL:" in text and not any(marker in text for marker in _NOT_NOW)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -223,10 +252,19 @@ def reconnect(url: str) -> psycopg.Connection[Any]:
     return raw
 
 
+IDLE_CHECK_S = 1.0  # the writer checks a connection unused for this long before a batch uses it
+
+
 class PgWriter:
     """The writer's one connection (see writer.py's WriterConnection). A connection that broke (the
     server restarted, a proxy cut it) is replaced on the writer's next attempt; while the server is down
-    that attempt fails as a transient fault, and the writer backs off and probes like on SQLite."""
+    that attempt fails as a transient fault, and the writer backs off and probes like on SQLite.
+
+    psycopg learns that a connection broke only when it next uses it, so a server restarted while the
+    writer was idle would fail the next batch, and a write that does not retry (creating a run) would
+    answer 503 although the server is back. So a connection idle for IDLE_CHECK_S is checked with an
+    empty query first (as the readers' pool checks each connection it hands out, and as HikariCP does
+    past its 500 ms alive-bypass window); a busy writer never pays for it."""
 
     errors: tuple[type[BaseException], ...] = (psycopg.Error,)
 
@@ -235,9 +273,17 @@ class PgWriter:
         self._counter = counter
         self._exclusive = exclusive
         self._conn: PgConnection | None = PgConnection(raw, counter)
+        self._used_at = time.monotonic()
 
     def connection(self) -> PgConnection:
         conn = self._conn
+        now = time.monotonic()
+        if conn is not None and not (conn.raw.closed or conn.raw.broken) and now - self._used_at > IDLE_CHECK_S:
+            try:
+                conn.raw.execute("")
+            except psycopg.Error:
+                pass  # broken now: replaced below
+        self._used_at = now
         if conn is None or conn.raw.closed or conn.raw.broken:
             if conn is not None:
                 conn.raw.close()
@@ -262,6 +308,29 @@ class PgWriter:
 
     def describe(self, exc: BaseException) -> str:
         return describe(exc)
+
+    def commit_token(self, conn: Connection) -> str | None:
+        """The transaction's id, to ask about it if its COMMIT gets no answer (writer.py); None if it wrote
+        nothing (PostgreSQL gives an id only to a transaction that writes, and running such a one again
+        changes nothing)."""
+        token: str | None = conn.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()[0]
+        return token
+
+    def committed(self, token: str) -> bool:
+        """Whether the transaction `token` committed, asked on a working connection (a new one if the
+        old broke); psycopg's error, transient, while the server cannot answer."""
+        try:
+            row = self.connection().execute("SELECT pg_xact_status(?::xid8)", (token,)).fetchone()
+        except psycopg.errors.InvalidParameterValue:
+            # "transaction ID … is in the future": the server restarted from a log that never got as far
+            # as this transaction (killed before its first record was flushed), so it did not commit.
+            return False
+        status = row[0] if row is not None else None
+        if status == "in progress":
+            # Its COMMIT is still running in the old backend (a proxy cut the connection, not a restart).
+            raise psycopg.OperationalError("an interrupted COMMIT is still in progress")
+        # "aborted", or None for a transaction too old to know, which one asked about at once never is.
+        return bool(status == "committed")
 
     def interrupt(self) -> None:
         if self._conn is not None and not self._conn.raw.closed:
@@ -314,6 +383,9 @@ class PgReader:
 
 
 READER_CHECKOUT_TIMEOUT_S = 5.0  # a read waits this long for a working reader connection, then 503s
+# How long the pool keeps trying to replace a connection before it gives up until the next read asks
+# (see open_database).
+READER_RECONNECT_S = READER_CHECKOUT_TIMEOUT_S
 
 
 # Held by a server's writer connection (a session-level advisory lock, released when the connection
@@ -348,8 +420,12 @@ def open_database(url: str, readers: int, read_timeout_s: float, trio_thread: in
             url, min_size=1, max_size=readers, open=False, name="runsvc-readers",
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
             configure=configure_reader, check=ConnectionPool.check_connection,
-            # Never give up reconnecting: an outage of any length ends by itself when the server is back.
-            reconnect_timeout=365 * 86400,
+            # The pool waits between its attempts to replace a lost connection 1 s, then 2, 4, 8, …
+            # without a limit, until reconnect_timeout: with a long timeout, an outage of a few minutes
+            # left reads failing for minutes more after the server was back. So it gives up soon, and
+            # the next read that finds no connection starts again at once (the pool grows on demand):
+            # reads work again within about a second of the server's return, whatever the outage's length.
+            reconnect_timeout=READER_RECONNECT_S,
         )
         try:
             pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)

@@ -16,6 +16,18 @@ past the busy timeout, a full disk, an I/O error) is rolled back as a whole. Req
 `retry=True` go back to the queue and the writer tries again after a backoff, for as long as it takes;
 the others fail with `StoreUnavailable`. Meanwhile the writer reports `unavailable` (for /healthz), new
 non-retrying writes fail at once, and an idle writer probes the database until a write works again.
+
+A COMMIT whose answer never came (the connection broke, the server was killed) may have committed or
+not. Where the database can say which afterwards (PostgreSQL: the transaction's id, taken before the
+COMMIT, and `pg_xact_status` on the next connection), the batch's retrying requests keep that id and the
+writer asks before running them again: committed, they are done (on_commit with their first result) and
+are not written twice, which would store a run's lines twice; not committed, they run again. SQLite has
+no such doubt: its COMMIT is a call into the same process. A non-retrying request in such a batch fails
+with StoreUnavailable, as after any fault (it may have committed).
+
+A read that meets a fault of the database's (not a time limit) asks the writer to probe at once
+(`suspect`): a server that went away while nothing was written is then reported (`unavailable`, hence
+/healthz) and watched until it is back, as if a write had failed. A healthy database is never polled.
 """
 
 from __future__ import annotations
@@ -52,6 +64,7 @@ class WriteRequest:
     done: trio.Event = attrs.Factory(trio.Event)
     executed: bool = False
     committed: bool = False  # set in the writer thread once the request's work is durable
+    in_doubt: Any = None  # its COMMIT got no answer: the token to ask whether it committed (module docstring)
     result: Any = None
     error: BaseException | None = None
 
@@ -69,6 +82,17 @@ class WriterConnection(Protocol):
     def describe(self, exc: BaseException) -> str: ...
     def interrupt(self) -> None: ...  # Trio thread: stop the statement in progress
     def close(self) -> None: ...
+    # In a write transaction, before its COMMIT: what identifies it later, or None (no doubt possible).
+    def commit_token(self, conn: Connection) -> Any: ...
+    def committed(self, token: Any) -> bool: ...  # did the transaction of `token` commit? May fail transiently
+
+
+class _CommitInDoubt(Exception):
+    """A transient fault at COMMIT of a transaction that may have committed (see the module docstring)."""
+
+    def __init__(self, fault: BaseException, token: Any, group: list[WriteRequest]):
+        super().__init__(str(fault))
+        self.fault, self.token, self.group = fault, token, group
 
 
 class GroupCommitWriter:
@@ -90,9 +114,16 @@ class GroupCommitWriter:
         self.write_batches = 0
         self.write_faults = 0
         self.unavailable: str | None = None  # why writes fail right now; None when the database is writable
+        self._probe_requested = False  # a read met a fault: probe now, even if no write is pending
 
     def wake(self) -> None:
         self._wakeup.set()
+
+    def suspect(self) -> None:
+        """A read met a fault that may be the database's: probe it now (see the module docstring)."""
+        if self.unavailable is None and not self._closing:
+            self._probe_requested = True
+            self._wakeup.set()
 
     def begin_close(self) -> None:
         """Finish what is pending (retrying requests stop retrying), then `run` returns."""
@@ -132,6 +163,10 @@ class GroupCommitWriter:
                 if not self.pending:
                     if self._closing:
                         return
+                    if self._probe_requested:
+                        self._probe_requested = False
+                        await self._probe()
+                        continue
                     self._wakeup = trio.Event()
                     if self.unavailable is None:
                         await self._wakeup.wait()
@@ -178,7 +213,9 @@ class GroupCommitWriter:
         again: list[WriteRequest] = []
         failed: list[WriteRequest] = []
         for request in batch:
-            request.executed, request.committed, request.result, request.error = False, False, None, None
+            request.executed, request.committed = False, False
+            if request.in_doubt is None:  # else its result stands if its transaction did commit
+                request.result, request.error = None, None
             if request.retry and not self._closing:
                 again.append(request)
             else:
@@ -231,7 +268,8 @@ class GroupCommitWriter:
         try:
             self.faults.check()
             conn = self.link.connection()
-            for group in _groups(batch):
+            done = self._resolve_doubt(batch)
+            for group in _groups(batch[done:]):
                 if not group[0].transaction:
                     self._execute_one(conn, group[0])
                 elif not self._execute_group(conn, group):
@@ -244,12 +282,35 @@ class GroupCommitWriter:
                         done += 1
                     continue
                 done += len(group)
+        except _CommitInDoubt as doubt:
+            for request in doubt.group:
+                request.in_doubt = doubt.token
+            self.link.rollback_quietly()
+            return doubt.fault, done
         except self._errors as exc:
             if not self._is_transient(exc):
                 raise
             self.link.rollback_quietly()
             return exc, done
         return None
+
+    def _resolve_doubt(self, batch: list[WriteRequest]) -> int:
+        """Worker thread: the requests at the head of `batch` whose COMMIT got no answer are done if their
+        transaction committed (returns how many), else they run again (returns 0)."""
+        doubtful = 0
+        while doubtful < len(batch) and batch[doubtful].in_doubt is not None:
+            doubtful += 1
+        if not doubtful:
+            return 0
+        committed = self.link.committed(batch[0].in_doubt)  # a transient fault: still in doubt, retried
+        for request in batch[:doubtful]:
+            request.in_doubt = None
+            request.executed = committed
+            request.committed = committed and request.error is None
+        if committed:
+            self.transactions += 1
+            return doubtful
+        return 0
 
     def _execute_one(self, conn: Connection, request: WriteRequest) -> None:
         request.executed, request.committed, request.result, request.error = True, False, None, None
@@ -281,7 +342,14 @@ class GroupCommitWriter:
                 if request.error is not None:
                     conn.execute("ROLLBACK TO request")
                 conn.execute("RELEASE request")
-            conn.execute("COMMIT")
+            token = self.link.commit_token(conn)
+            try:
+                conn.execute("COMMIT")
+                self.faults.check_commit_answer()
+            except self._errors as exc:
+                if token is not None and self._is_transient(exc):
+                    raise _CommitInDoubt(exc, token, group) from exc
+                raise
         except self._errors as exc:
             if self._is_transient(exc):
                 raise

@@ -1,6 +1,7 @@
 """The store under storage faults: retried writes, fast 503-able failures, the probe, read time limits
 and a bounded close. Real faults (another connection holding the write lock) beside the injection
-hook, which stands in where a fault cannot be produced on demand (an I/O error)."""
+hook, which stands in where a fault cannot be produced on demand (an I/O error). Every test that is not
+about SQLite's file runs on both backends (`backend`); PostgreSQL's own outages: test_pg_outage.py."""
 
 from __future__ import annotations
 
@@ -48,11 +49,11 @@ class HeldLock:
         self._conn.close()
 
 
-async def test_injected_faults_are_retried_for_retrying_writes(tmp_path: Path) -> None:
+async def test_injected_faults_are_retried_for_retrying_writes(tmp_path: Path, backend: str) -> None:
     """A retrying write waits through the faults and commits once; meanwhile the store says why it is
     unavailable and refuses non-retrying writes at once; afterwards it is writable again."""
     with trio.fail_after(DEADLINE_S):
-        async with open_store(tmp_path / "t.db") as store:
+        async with open_store(tmp_path / "t.db", database_url=backend) as store:
             store.inject_write_faults(3, "full")
             result: list[int] = []
             async with trio.open_nursery() as nursery:
@@ -72,9 +73,9 @@ async def _append(into: list, awaitable) -> None:
     into.append(await awaitable)
 
 
-async def test_non_retrying_write_fails_with_store_unavailable(tmp_path: Path) -> None:
+async def test_non_retrying_write_fails_with_store_unavailable(tmp_path: Path, backend: str) -> None:
     with trio.fail_after(DEADLINE_S):
-        async with open_store(tmp_path / "t.db") as store:
+        async with open_store(tmp_path / "t.db", database_url=backend) as store:
             store.inject_write_faults(1, "ioerr")
             with pytest.raises(StoreUnavailable, match="disk I/O error"):
                 await store.write(insert_user, "alice")
@@ -123,11 +124,11 @@ async def test_idle_store_probes_until_the_lock_is_gone(tmp_path: Path) -> None:
             await wait_until(lambda: store.unavailable is None)
 
 
-async def test_batch_mates_of_a_retrying_write_fail_without_duplicates(tmp_path: Path) -> None:
+async def test_batch_mates_of_a_retrying_write_fail_without_duplicates(tmp_path: Path, backend: str) -> None:
     """In one group-commit batch that meets a fault, the retrying request commits once later and the
     other fails; nothing of the batch is half-committed."""
     with trio.fail_after(DEADLINE_S):
-        async with open_store(tmp_path / "t.db") as store:
+        async with open_store(tmp_path / "t.db", database_url=backend) as store:
             store.inject_write_faults(1, "locked")
             retried = store.submit_write(insert_user, "alice", retry=True)
             plain = store.submit_write(insert_user, "bob")
@@ -139,22 +140,23 @@ async def test_batch_mates_of_a_retrying_write_fail_without_duplicates(tmp_path:
 
 
 def endless(conn: sqlite3.Connection) -> int:
+    """A query that never ends on either database."""
     return conn.execute(
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
     ).fetchone()[0]
 
 
-async def test_reads_have_a_time_limit(tmp_path: Path) -> None:
-    """A read that runs away is interrupted by the progress handler (503-able), and the reader
-    connection stays usable."""
+async def test_reads_have_a_time_limit(tmp_path: Path, backend: str) -> None:
+    """A read that runs away is interrupted (SQLite's progress handler, PostgreSQL's statement_timeout),
+    503-able, and the reader connection stays usable."""
     with trio.fail_after(DEADLINE_S):
-        async with open_store(tmp_path / "t.db", readers=1, read_timeout_s=0.2) as store:
+        async with open_store(tmp_path / "t.db", database_url=backend, readers=1, read_timeout_s=0.2) as store:
             with pytest.raises(ReadTimedOut):
                 await store.read(endless)
             assert await store.read(usernames) == []
 
 
-async def test_close_is_bounded_with_a_reader_wedged_in_sql(tmp_path: Path) -> None:
+async def test_close_is_bounded_with_a_reader_wedged_in_sql(tmp_path: Path, backend: str) -> None:
     """aclose() interrupts a read in flight instead of waiting for it (here: forever)."""
     with trio.fail_after(DEADLINE_S):
         outcome: list[BaseException] = []
@@ -164,7 +166,7 @@ async def test_close_is_bounded_with_a_reader_wedged_in_sql(tmp_path: Path) -> N
             entered.set()
             return endless(conn)
 
-        async with open_store(tmp_path / "t.db", read_timeout_s=3600) as store:
+        async with open_store(tmp_path / "t.db", database_url=backend, read_timeout_s=3600) as store:
 
             async def wedged() -> None:
                 try:
@@ -180,8 +182,8 @@ async def test_close_is_bounded_with_a_reader_wedged_in_sql(tmp_path: Path) -> N
         assert len(outcome) == 1
 
 
-async def test_close_is_bounded_with_a_reader_wedged_outside_sql(tmp_path: Path) -> None:
-    """A reader thread stuck outside SQLite (no progress handler can reach it) holds up the close only
+async def test_close_is_bounded_with_a_reader_wedged_outside_sql(tmp_path: Path, backend: str) -> None:
+    """A reader thread stuck outside the database (no interrupt can reach it) holds up the close only
     for close_timeout_s; the store closes anyway and leaves that one connection alone."""
     release, entered = threading.Event(), threading.Event()
 
@@ -191,7 +193,7 @@ async def test_close_is_bounded_with_a_reader_wedged_outside_sql(tmp_path: Path)
 
     try:
         with trio.fail_after(DEADLINE_S):
-            async with open_store(tmp_path / "t.db", close_timeout_s=0.5) as store:
+            async with open_store(tmp_path / "t.db", database_url=backend, close_timeout_s=0.5) as store:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(store.read, stuck)
                     await trio.to_thread.run_sync(entered.wait)

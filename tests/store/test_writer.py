@@ -1,4 +1,5 @@
-"""The group-commit writer: what a cancelled writer reports, and one bad request in a batch."""
+"""The group-commit writer: what a cancelled writer reports, and one bad request in a batch. On both
+backends (`backend`: "" for SQLite, else a PostgreSQL database's URL)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import trio
 import trio.testing
 
 from runsvc.store import StoreClosedError, StoreUnavailable, open_store
+from runsvc.store.dialect import SQLITE
 
 DEADLINE_S = 20
 
@@ -22,8 +24,13 @@ def insert_user(conn: sqlite3.Connection, name: str) -> str:
     return name
 
 
-def committed_users(path: Path) -> list[str]:
+def committed_users(path: Path, backend: str) -> list[str]:
     """Read by a connection of its own: only what was committed."""
+    if backend:
+        import psycopg
+
+        with psycopg.connect(backend) as pg:
+            return [row[0] for row in pg.execute("SELECT username FROM users ORDER BY id")]
     conn = sqlite3.connect(path)
     try:
         return [row[0] for row in conn.execute("SELECT username FROM users ORDER BY id")]
@@ -31,7 +38,7 @@ def committed_users(path: Path) -> list[str]:
         conn.close()
 
 
-async def test_cancelled_writer_publishes_only_what_committed(tmp_path: Path) -> None:
+async def test_cancelled_writer_publishes_only_what_committed(tmp_path: Path, backend: str) -> None:
     """Cancelling the writer while its thread is mid-batch neither abandons the thread nor runs
     on_commit early: on_commit runs after the transaction committed, with the real result."""
     path = tmp_path / "t.db"
@@ -45,11 +52,11 @@ async def test_cancelled_writer_publishes_only_what_committed(tmp_path: Path) ->
         return "alice"
 
     def record(kind: str, value: Any) -> None:
-        outcomes.append((kind, value, committed_users(path)))
+        outcomes.append((kind, value, committed_users(path, backend)))
 
     async def use_store(scope: trio.CancelScope, task_status: trio.TaskStatus[None]) -> None:
         with scope:
-            async with open_store(path) as store:
+            async with open_store(path, database_url=backend) as store:
                 store.submit_write(
                     slow_insert, on_commit=lambda v: record("commit", v), on_error=lambda e: record("error", e)
                 )
@@ -70,7 +77,7 @@ async def test_cancelled_writer_publishes_only_what_committed(tmp_path: Path) ->
     assert outcomes == [("commit", "alice", ["alice"])]
 
 
-async def test_cancelled_writer_fails_the_batch_it_interrupts(tmp_path: Path) -> None:
+async def test_cancelled_writer_fails_the_batch_it_interrupts(tmp_path: Path, backend: str) -> None:
     """A cancelled writer whose batch is still running SQL waits for it; the close interrupts the
     statement, the batch rolls back, and its requests fail (on_error, never on_commit)."""
     path = tmp_path / "t.db"
@@ -86,7 +93,7 @@ async def test_cancelled_writer_fails_the_batch_it_interrupts(tmp_path: Path) ->
 
     async def use_store(scope: trio.CancelScope, task_status: trio.TaskStatus[None]) -> None:
         with scope:
-            async with open_store(path, close_timeout_s=0.2) as store:
+            async with open_store(path, database_url=backend, close_timeout_s=0.2) as store:
                 for fn, args in ((insert_user, ("bob",)), (insert_then_spin, ())):
                     store.submit_write(
                         fn, *args, on_commit=lambda v: outcomes.append(("commit", v)),
@@ -102,10 +109,10 @@ async def test_cancelled_writer_fails_the_batch_it_interrupts(tmp_path: Path) ->
             await trio.to_thread.run_sync(entered.wait)
             scope.cancel()
     assert outcomes == [("error", StoreUnavailable), ("error", StoreUnavailable)]
-    assert committed_users(path) == []
+    assert committed_users(path, backend) == []
 
 
-async def test_requests_queued_behind_a_cancelled_batch_fail_as_closed(tmp_path: Path) -> None:
+async def test_requests_queued_behind_a_cancelled_batch_fail_as_closed(tmp_path: Path, backend: str) -> None:
     """Requests the cancelled writer never took fail with StoreClosedError; none of them committed."""
     path = tmp_path / "t.db"
     entered, release = threading.Event(), threading.Event()
@@ -117,7 +124,7 @@ async def test_requests_queued_behind_a_cancelled_batch_fail_as_closed(tmp_path:
 
     async def use_store(scope: trio.CancelScope, task_status: trio.TaskStatus[None]) -> None:
         with scope:
-            async with open_store(path) as store:
+            async with open_store(path, database_url=backend) as store:
                 store.submit_write(blocking)
                 await trio.to_thread.run_sync(entered.wait)  # the writer's thread holds that batch
                 store.submit_write(insert_user, "bob", on_error=errors.append)
@@ -135,23 +142,44 @@ async def test_requests_queued_behind_a_cancelled_batch_fail_as_closed(tmp_path:
     finally:
         release.set()
     assert [type(e) for e in errors] == [StoreClosedError]
-    assert committed_users(path) == []
+    assert committed_users(path, backend) == []
+
+
+def deferred_check(conn: sqlite3.Connection) -> None:
+    """PostgreSQL: a table whose constraint is checked at COMMIT (the schema's foreign keys are not
+    deferrable there)."""
+    conn.execute("CREATE TABLE deferred_check (x INTEGER UNIQUE DEFERRABLE INITIALLY DEFERRED)")
 
 
 def orphan_session(conn: sqlite3.Connection) -> None:
-    """Breaks a deferred foreign key: the statement succeeds, the COMMIT of its transaction fails."""
+    """Breaks a deferred constraint: the statement succeeds, the COMMIT of its transaction fails."""
+    if conn.dialect != SQLITE:
+        conn.execute("INSERT INTO deferred_check (x) VALUES (1), (1)")
+        return
     conn.execute("PRAGMA defer_foreign_keys = ON")
     conn.execute(
         "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (x'00', 999, 'now', 'later')"
     )
 
 
-async def test_a_request_that_fails_the_commit_fails_alone(tmp_path: Path) -> None:
+def is_integrity_error(error: BaseException | None) -> bool:
+    """A constraint's refusal, from either driver."""
+    if isinstance(error, sqlite3.IntegrityError):
+        return True
+    import psycopg
+
+    return isinstance(error, psycopg.IntegrityError)
+
+
+async def test_a_request_that_fails_the_commit_fails_alone(tmp_path: Path, backend: str) -> None:
     """A request that makes its group's COMMIT fail (not a storage fault) gets the error; the requests
     batched with it commit and run on_commit."""
     path = tmp_path / "t.db"
     with trio.fail_after(DEADLINE_S):
-        async with open_store(path) as store:
+        async with open_store(path, database_url=backend) as store:
+            if store.dialect != SQLITE:
+                await store.write(deferred_check)
+            batches = store.statistics().write_batches
             published: list[str] = []
             requests = [
                 store.submit_write(insert_user, "alice", on_commit=published.append),
@@ -160,14 +188,14 @@ async def test_a_request_that_fails_the_commit_fails_alone(tmp_path: Path) -> No
             ]
             for request in requests:
                 await request.done.wait()
-            assert store.statistics().write_batches == 1  # one batch: they shared a transaction at first
+            assert store.statistics().write_batches == batches + 1  # one batch: they shared a transaction at first
     assert [r.error for r in requests[::2]] == [None, None]
-    assert isinstance(requests[1].error, sqlite3.IntegrityError)
+    assert is_integrity_error(requests[1].error)
     assert published == ["alice", "bob"]
-    assert committed_users(path) == ["alice", "bob"]
+    assert committed_users(path, backend) == ["alice", "bob"]
 
 
-async def test_a_failed_request_outside_a_transaction_leaves_none_open(tmp_path: Path) -> None:
+async def test_a_failed_request_outside_a_transaction_leaves_none_open(tmp_path: Path, backend: str) -> None:
     """A `transaction=False` request that fails with its own transaction open is rolled back, so the
     writes after it still begin, commit, and do not carry its rows."""
     path = tmp_path / "t.db"
@@ -178,11 +206,11 @@ async def test_a_failed_request_outside_a_transaction_leaves_none_open(tmp_path:
         raise ValueError("failed half-way")
 
     with trio.fail_after(DEADLINE_S):
-        async with open_store(path) as store:
+        async with open_store(path, database_url=backend) as store:
             failing = store.submit_write(begin_then_fail, transaction=False)
             after = store.submit_write(insert_user, "bob")
             await failing.done.wait()
             await after.done.wait()
     assert isinstance(failing.error, ValueError)
     assert after.error is None
-    assert committed_users(path) == ["bob"]
+    assert committed_users(path, backend) == ["bob"]
