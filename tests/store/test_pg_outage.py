@@ -167,7 +167,7 @@ def test_the_writer_asks_whether_a_transaction_committed(url: str) -> None:
     """PgWriter.committed: true for a committed transaction, false for one rolled back and for one the
     server never got as far as (an id in its future, as after a crash that lost it); a transaction that
     wrote nothing has no id to ask about."""
-    link = pg_store.PgWriter(url, pg_store.reconnect(url), pg_store.StatementCounter(trio_thread=-1))
+    link = pg_store.PgWriter(url, pg_store.reconnect(url), pg_store.StatementCounter(trio_thread=-1), exclusive=False)
     try:
         conn = link.connection()
         tokens = {}
