@@ -291,6 +291,10 @@ class Settings:
         "directory under which runs get their working directories (<system temp dir>/runsvc-work-<uid> "
         "by default); never inside the data dir", _parse_path,
     )
+    secret_key_file: str = _setting(
+        "", "file holding the 32-byte key that encrypts secrets (made 0600 on the first start; back it up "
+        "apart from the database; replicas share one) (default: <data-dir>/secret.key)", _parse_str,
+    )
     run_as_user: str = _setting(
         "", "run every local run as this user and its groups (the server must run as root); "
         "empty: runs run as the server's user", _parse_str,
@@ -299,6 +303,10 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "runsvc.db"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return Path(self.secret_key_file) if self.secret_key_file else self.data_dir / "secret.key"
 
 
 SETTINGS_FIELDS: tuple[attrs.Attribute, ...] = attrs.fields(Settings)

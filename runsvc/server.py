@@ -31,8 +31,10 @@ from .jobs.ticker import WallClock
 from .log import get_logger
 from .maintenance import run_maintenance, run_pruner
 from .recovery import recover_crashed_runs
+from .secrets.keyfile import load_key
 from .services import Services, build_services
 from .store import open_store
+from .store.secrets import count_sealed
 
 log = get_logger(__name__)
 
@@ -91,6 +93,8 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
     `clock` is the schedule ticker's wall clock, time.time() by default (tests pass one that follows a
     MockClock).
 
+    The secret key is read from `secret_key_file`, or made there on a first start (secrets/keyfile.py).
+
     Before anything touches the data dir, the server takes its lock (a second server exits here,
     having changed nothing), makes itself non-dumpable and takes $RUNSVC_ADMIN_PASSWORD out of its
     environment. Raises StartupError / SettingsError (one line each) when it cannot start.
@@ -113,7 +117,10 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
                 session_ttl_s=settings.session_ttl_s, max_logins_per_client=settings.logins_per_client,
             )
             await create_initial_admin(settings, auth, admin_password)
-            services = build_services(settings, store, auth, run_as, clock)
+            # The key file, or a new one on a first start (never while sealed values exist: keyfile.py).
+            sealed = await store.read(count_sealed)
+            secret_key = await trio.to_thread.run_sync(load_key, settings.secret_key_path, sealed)
+            services = build_services(settings, store, auth, run_as, clock, secret_key)
             warn_if_runs_are_root(run_as)
             async with trio.open_nursery() as sockets:
                 # WebSocket senders outlive every request (see http/sockets.py); cancelled once Hypercorn is done.

@@ -7,6 +7,7 @@ import attrs
 from .accounts import ApiTokens, Auth
 from .agents import AgentHub, AgentService
 from .config import Settings, server_id
+from .crypto import new_key
 from .events import EventLog, RunEventBus, RunFeed
 from .executors import LocalExecutor, RunAs
 from .executors.pool import ExecutorPool
@@ -18,6 +19,7 @@ from .metrics import Metrics, Sources
 from .recorder import RunRecorder
 from .runs import RunService
 from .scheduler import Scheduler, Wakeup
+from .secrets.service import SecretService
 from .store import Store
 
 
@@ -38,12 +40,24 @@ class Services:
     agents: AgentService
     jobs: JobService
     ticker: ScheduleTicker
+    secrets: SecretService
+    secret_key: bytes  # seals values at rest (crypto.seal); from the key file (secrets/keyfile.py)
 
 
 def build_services(
-    settings: Settings, store: Store, auth: Auth, run_as: RunAs | None = None, clock: WallClock | None = None
+    settings: Settings,
+    store: Store,
+    auth: Auth,
+    run_as: RunAs | None = None,
+    clock: WallClock | None = None,
+    secret_key: bytes | None = None,
 ) -> Services:
-    """`clock` is the schedule ticker's wall clock (tests give one that follows a MockClock)."""
+    """`clock` is the schedule ticker's wall clock (tests give one that follows a MockClock);
+    `secret_key` the key of the key file (the server loads it), or None for a throwaway one (tests and
+    benchmarks that build services on a database of their own)."""
+    if secret_key is None:
+        secret_key = new_key()
+    secrets = SecretService(store, secret_key)
     bus = RunEventBus(
         capacity=settings.bus_capacity, max_events=settings.bus_max_events, idle_ttl_s=settings.bus_idle_ttl_s,
         tick_s=settings.bus_tick_s, tick_max_s=settings.bus_tick_max_s, frames_per_s=settings.bus_frames_per_s,
@@ -62,7 +76,9 @@ def build_services(
         eventlog, bus, feed, waiting_for=pool.waiting_for, output_interval_s=settings.output_interval_s
     )
     hub = AgentHub(settings, store, pool)
-    scheduler = Scheduler(settings, store, recorder, pool, wakeup, adopter=hub.adopt)
+    scheduler = Scheduler(
+        settings, store, recorder, pool, wakeup, adopter=hub.adopt, secret_values=secrets.values_for
+    )
     runs = RunService(store, recorder, bus, scheduler)
     ticker = ScheduleTicker(store, recorder, scheduler, clock)
     # Every committed change of a job wakes the ticker, which reads the schedules again.
@@ -86,5 +102,6 @@ def build_services(
             max_total=websocket_cap(settings.max_websockets, settings.fd_reserve, open_file_limit()),
             max_per_user=settings.max_websockets_per_user,
         ),
-        metrics=metrics, agents=AgentService(store, hub), jobs=jobs, ticker=ticker,
+        metrics=metrics, agents=AgentService(store, hub), jobs=jobs, ticker=ticker, secrets=secrets,
+        secret_key=secret_key,
     )

@@ -28,6 +28,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..accounts.first_admin import StartupError
+    from ..secrets.keyfile import MissingKeyFile, read_key_file
     from ..server import run_until_signalled
 
     settings = settings_from_args(args, parser)
@@ -37,11 +38,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         usage_error(parser, str(exc))
     configure_logging(settings.log_level)
     try:
+        read_key_file(settings.secret_key_path)  # a key file that exists but is unusable: a bad setting
+    except SettingsError as exc:
+        log.error(f"cannot start: {exc}")
+        return 2
+    try:
         trio.run(run_until_signalled, settings)
     except Exception as exc:
         # Startup failures (and the rare fatal fault after it) are one line, never a traceback.
         kinds: tuple[tuple[type[Exception], str], ...] = (
-            (StartupError, "cannot start"), (SettingsError, "cannot start"),
+            (StartupError, "cannot start"), (SettingsError, "cannot start"), (MissingKeyFile, "cannot start"),
             (SchemaError, "cannot open database"), (sqlite3.Error, f"cannot use database {settings.database_path}"),
             (StoreError, "cannot use database"), (OSError, "cannot start"),
         )
