@@ -80,8 +80,8 @@ def _name_taken(error: sqlite3.IntegrityError, name: str) -> NameTaken:
 def create_job(
     conn: sqlite3.Connection, values: Mapping[str, Any], *, created_by: str | None, ts: str
 ) -> Job:
-    """Insert a job from `values` (every EDITABLE field, normalised; `secrets` may be left out: none). Its schedule counts fire times
-    from now. Raises NameTaken."""
+    """Insert a job from `values` (every EDITABLE field, normalised; `secrets` may be left out: none).
+    Its schedule counts fire times from now. Raises NameTaken."""
     row = _encoded({key: values[key] if key != "secrets" else values.get(key, {}) for key in EDITABLE})
     row.update(schedule_from=ts if values["schedule"] is not None else None, created_at=ts,
                created_by=created_by, updated_at=ts)
