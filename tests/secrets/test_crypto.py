@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import trio
 
 from runsvc.config import SettingsError
 from runsvc.crypto import KEY_BYTES, SealBroken, new_key, open_sealed, seal
@@ -42,3 +43,15 @@ def test_key_file_refusals(tmp_path) -> None:
     with pytest.raises(MissingKeyFile, match="is missing but the database holds 2 encrypted value"):
         load_key(path, sealed_rows=2)
     assert not path.exists()
+
+
+async def test_a_value_that_does_not_open_is_an_error_naming_the_secret(store) -> None:
+    """Read under another key (a wrong key file), a value is refused for the run, never handed out as
+    garbage; the message names the secret and its variable, not the value."""
+    from runsvc.secrets.service import SecretService, SecretUnavailable
+
+    with trio.fail_after(10):
+        await SecretService(store, new_key()).create("db", "the-value", by="ada")
+        with pytest.raises(SecretUnavailable) as refused:
+            await SecretService(store, new_key()).values_for({"PGPASSWORD": "db"})
+    assert str(refused.value) == "secret 'db' (for PGPASSWORD) cannot be decrypted with this server's secret key"
