@@ -39,11 +39,11 @@ async def test_agent_run_gets_the_values_and_the_server_stores_only_masked_outpu
     assert leaky.VALUE.encode() not in raw and leaky.VALUE not in server.log_text()
 
 
-def _serve(data_dir, *args: str) -> subprocess.CompletedProcess[str]:
+def _serve(data_dir, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`serve` expected to refuse to start (it would otherwise run until the timeout)."""
     return subprocess.run(
         [sys.executable, "-m", "runsvc", "serve", "--port", "0", "--data-dir", str(data_dir), *args],
-        env=child_env(RUNSVC_ADMIN_PASSWORD=ADMIN_PASSWORD), capture_output=True, text=True, timeout=30,
+        env=child_env(RUNSVC_ADMIN_PASSWORD=ADMIN_PASSWORD, **env), capture_output=True, text=True, timeout=30,
     )
 
 
@@ -54,15 +54,16 @@ def _one_line(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_a_key_file_of_the_wrong_size_or_unreadable_is_a_bad_setting(tmp_path):
-    """Exit status 2 and one line naming the file, for a short key, a directory, and via the setting's
-    environment variable too."""
+    """Exit status 2 and one line naming the file, for a short key (flag) and a directory (environment
+    variable); the database is never opened."""
     short = tmp_path / "short.key"
     short.write_bytes(b"x" * 31)
     result = _serve(tmp_path / "a", "--secret-key-file", str(short))
     assert result.returncode == 2
     assert f"secret key file {short} must hold exactly 32 bytes, not 31" in _one_line(result)
-    result = _serve(tmp_path / "b", "--secret-key-file", str(tmp_path))
+    result = _serve(tmp_path / "b", RUNSVC_SECRET_KEY_FILE=str(tmp_path))
     assert result.returncode == 2 and f"secret key file {tmp_path} is a directory" in _one_line(result)
+    assert not (tmp_path / "a" / "runsvc.db").exists()  # refused before the database is opened
 
 
 async def test_a_missing_key_file_with_encrypted_secrets_stored_is_refused(tmp_path):

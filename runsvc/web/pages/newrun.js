@@ -42,8 +42,8 @@ export function SecretsField({ id, value, onInput, rows = 2 }) {
     <label for=${id}>Secrets</label>
     <textarea id=${id} name="secrets" class="mono" rows=${rows} placeholder="ENV_NAME=secret_name, one per line"
       value=${value} onInput=${onInput} aria-describedby=${`${id}-help`} spellcheck="false"></textarea>
-    <p id=${`${id}-help`} class="help">The run gets each secret's value in that variable; the value is masked as
-      <code>***</code> in its output. Secrets are listed on the <a href="/secrets">Secrets</a> page.</p>`;
+    <p id=${`${id}-help`} class="help">The run gets each secret's value in that variable; the value is
+      masked as <code>***</code> in its output. The header's Secrets page lists their names.</p>`;
 }
 
 export function NewRunPage() {

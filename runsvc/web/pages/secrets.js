@@ -143,8 +143,8 @@ export function SecretsPage({ me }) {
             <label for="secret-name">Secret name</label>
             <input id="secret-name" name="secret_name" class="mono" required maxlength="64" pattern=${NAME_PATTERN}
               placeholder="e.g. prod_db" autocomplete="off" spellcheck="false" aria-describedby="secret-name-help" />
-            <p id="secret-name-help" class="help">A letter or <code>_</code>, then letters, digits and <code>_</code>
-              (at most 64).</p>
+            <p id="secret-name-help" class="help">A letter or <code>_</code>, then letters, digits and <code>_</code> (at
+              most 64).</p>
             <label for="secret-value">Value</label>
             <textarea id="secret-value" name="secret_value" class="mono" rows="3" required autocomplete="off"
               spellcheck="false" aria-describedby="secret-value-help"></textarea>
