@@ -112,12 +112,12 @@ class LineSplitter:
             return []
         parts = [self._ready]
         position = 0
-        for match in masker.find_bytes(raw):
-            if match.start() >= boundary:
+        for start, end in masker.find_bytes(raw):
+            if start >= boundary:
                 break
-            parts.append(raw[position : match.start()])
+            parts.append(raw[position:start])
             parts.append(b"***")
-            position = match.end()
+            position = end
         cut = max(position, boundary)
         parts.append(raw[position:cut])
         self._raw = raw[cut:]

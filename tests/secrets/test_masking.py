@@ -73,3 +73,23 @@ def test_without_secrets_nothing_changes() -> None:
     """An empty masker keeps the splitter's plain path: the same lines as before."""
     data = b"one\r\ntwo\n" + b"x" * 40 + b"\npartial"
     assert _lines(Masker([]), data, [3, 7], 16) == _lines(None, data, [3, 7], 16)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_found_occurrences_are_exactly_the_alternations_matches(seed: int) -> None:
+    """Masking finds values one by one, then takes them leftmost first, longest first at a position: the
+    same result as one regex alternation of the values, longest first — also with overlapping values,
+    values inside others, and past FIND_LIMIT (where it switches to that alternation)."""
+    import re
+
+    from runsvc.secrets import masking
+
+    rng = random.Random(seed)
+    values = ["".join(rng.choice("abé") for _ in range(rng.randint(3, 7))) for _ in range(rng.randint(1, 6))]
+    lines = masking.value_lines(values)
+    pattern = re.compile("|".join(re.escape(line) for line in lines))
+    masker = Masker(values)
+    for size in (10, 200, 5000):  # the last holds far more than FIND_LIMIT occurrences
+        text = "".join(rng.choice("abéx") for _ in range(size))
+        assert masker.mask_text(text) == pattern.sub("***", text)
+        assert masker.mask_bytes(text.encode()) == pattern.sub("***", text).encode()
