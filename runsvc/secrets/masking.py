@@ -9,7 +9,7 @@ alternation of the values, longest first, does (Python's `re` takes the first al
 
 How: each value is found with `bytes.find`/`str.find` (C, a fast substring search), and the occurrences
 are then taken left to right, longest first at a position. Measured (BENCHMARKS.md, "Secrets: masking")
-that is about 4× the throughput of the compiled alternation, which `re` tries position by position.
+that is 1.5–4× the throughput of the compiled alternation, which `re` tries position by position.
 Output that holds a value very often (a hostile `aaaa…` against a value `aaa`) would make that list of
 occurrences long: past FIND_LIMIT in one piece of data the compiled alternation does it in one pass,
 linear in the data whatever it holds.
