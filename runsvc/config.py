@@ -302,14 +302,14 @@ class Settings:
         "directory under which runs get their working directories (<system temp dir>/runsvc-work-<uid> "
         "by default); never inside the data dir", _parse_path,
     )
+    secret_key_file: str = _setting(
+        "", "file holding the 32-byte key that encrypts secrets and webhook signing secrets (made 0600 on the "
+        "first start; back it up "
+        "apart from the database; replicas share one) (default: <data-dir>/secret.key)", _parse_str,
+    )
     run_as_user: str = _setting(
         "", "run every local run as this user and its groups (the server must run as root); "
         "empty: runs run as the server's user", _parse_str,
-    )
-
-    secret_key_file: str = _setting(
-        "", "file holding the 32-byte key that encrypts secrets and webhook signing secrets, created with "
-        "mode 0600 on the first start (empty: <data-dir>/secret.key); replicas share one key file", _parse_str,
     )
 
     @property

@@ -1,69 +1,55 @@
-"""Sealing small secrets at rest: AES-256-GCM (the `cryptography` library) under one key file.
+"""Sealing small values at rest: AES-256-GCM (the `cryptography` library) under one 32-byte key.
 
-A sealed value is the 12-byte random nonce followed by the ciphertext and its 16-byte tag. The
-`associated` text (e.g. "webhook:7") is authenticated but not stored: a sealed value copied into
-another row, or another kind of row, does not open there.
+    sealed = seal(key, "secret:prod_db", "hunter2")        # bytes: 12-byte nonce + ciphertext + tag
+    open_sealed(key, "secret:prod_db", sealed)              # b"hunter2"
 
-The key is 32 random bytes in `secret_key_file` (default `<data-dir>/secret.key`), created with mode
-0600 on the first start; replicas share one key file. A missing key file is created only where nothing
-sealed exists yet; a key file of the wrong length is refused with one line (KeyFileError).
+`context` is the associated data: authenticated, not encrypted. A sealed value opens only under the
+context it was sealed with, so a row copied to another name (or another table) does not open there.
+Each caller picks its own context prefix ("secret:<name>", "webhook:<id>"), which keeps the values of
+different features apart under one key. Nothing here knows what the values are.
+
+The key comes from the key file (secrets/keyfile.py); a nonce is 96 random bits per seal, which is safe
+for far more values than a runsvc database holds (NIST SP 800-38D: up to 2^32 seals per key).
 """
 
 from __future__ import annotations
 
 import os
-import secrets
-from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 KEY_BYTES = 32  # AES-256
-NONCE_BYTES = 12  # GCM's standard nonce; random per seal (2^-32 collision bound far beyond our volumes)
+NONCE_BYTES = 12  # GCM's standard nonce
+TAG_BYTES = 16
+
+__all__ = ["KEY_BYTES", "NONCE_BYTES", "SealBroken", "new_key", "open_sealed", "seal"]
 
 
-class KeyFileError(Exception):
-    """The key file cannot be used (unreadable, wrong size). The message is one line for the user."""
+class SealBroken(Exception):
+    """A sealed value does not open: another key, another context, or altered bytes."""
 
 
-class CannotUnseal(Exception):
-    """A sealed value does not open under this key (another key, tampered, or another row's value)."""
+def new_key() -> bytes:
+    """A fresh random key."""
+    return AESGCM.generate_key(bit_length=KEY_BYTES * 8)
 
 
-def seal(key: bytes, associated: str, plaintext: bytes) -> bytes:
-    """Nonce + AES-256-GCM ciphertext and tag of `plaintext`, bound to `associated`."""
-    nonce = secrets.token_bytes(NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, associated.encode())
+def _text(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
 
 
-def unseal(key: bytes, associated: str, sealed: bytes) -> bytes:
-    """The plaintext of `seal(key, associated, plaintext)`. Raises CannotUnseal."""
-    if len(sealed) < NONCE_BYTES + 16:
-        raise CannotUnseal("sealed value is too short")
+def seal(key: bytes, context: str | bytes, value: str | bytes) -> bytes:
+    """`value` encrypted and authenticated together with `context`: nonce + ciphertext + tag."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, _text(value), _text(context))
+
+
+def open_sealed(key: bytes, context: str | bytes, sealed: bytes) -> bytes:
+    """The value `seal(key, context, value)` sealed. Raises SealBroken when it does not open."""
+    if len(sealed) < NONCE_BYTES + TAG_BYTES:
+        raise SealBroken("sealed value is too short")
     try:
-        return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated.encode())
+        return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], _text(context))
     except InvalidTag:
-        raise CannotUnseal("sealed value does not open with this key") from None
-
-
-def load_or_create_key(path: Path) -> bytes:
-    """The key in `path`, created (32 random bytes, mode 0600) if the file does not exist.
-    Raises KeyFileError (one line) when it exists but cannot be used."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise KeyFileError(f"cannot create the secret key file {path}: {exc.strerror}") from None
-    else:
-        with os.fdopen(fd, "wb") as file:
-            file.write(secrets.token_bytes(KEY_BYTES))
-            file.flush()
-            os.fsync(file.fileno())
-    try:
-        key = path.read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"cannot read the secret key file {path}: {exc.strerror}") from None
-    if len(key) != KEY_BYTES:
-        raise KeyFileError(f"the secret key file {path} must hold exactly {KEY_BYTES} bytes, not {len(key)}")
-    return key
+        raise SealBroken("sealed value does not open with this key and context") from None

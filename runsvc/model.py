@@ -55,6 +55,8 @@ class Run:
     params: dict[str, str] = attrs.field(factory=dict)  # the job's parameter values
     retries: dict[str, Any] | None = None  # {max, delay_s, backoff, on}, normalised
     concurrency: dict[str, Any] | None = None  # {key, limit}
+    # Environment variable -> secret name (SPEC §17); the values are read when the run starts, never here.
+    secrets: dict[str, str] = attrs.field(factory=dict)
     # For a queued run that no connected executor can take, what it waits for. Computed when the run is
     # read or published (it depends on which agents are connected then), never stored.
     waiting_for: str | None = None
@@ -77,12 +79,23 @@ class Job:
     retries: dict[str, Any] | None  # {max, delay_s, backoff, on}
     concurrency: dict[str, Any] | None  # {key, limit}; key None means "the job's name"
     schedule: dict[str, Any] | None  # {cron, timezone, overlap, enabled, missed}
+    secrets: dict[str, str] = attrs.field(factory=dict)  # environment variable -> secret name (SPEC §17)
     # Fire times are counted from here: set when a schedule is created, changed or re-enabled, so
     # nothing before it counts as missed (SPEC §15). None without a schedule. Not in the API.
     schedule_from: str | None
     created_at: str
     created_by: str | None
     updated_at: str
+
+
+@attrs.frozen(kw_only=True)
+class Secret:
+    """A secret as the API shows it (SPEC §17): never its value."""
+
+    name: str
+    created_at: str
+    updated_at: str
+    updated_by: str | None
 
 
 Event = dict[str, Any]  # {"seq": int, "ts": str, "kind": str, "data": str | dict}
@@ -253,6 +266,10 @@ class StatusConflict(Exception):
 
 class RunGone(Exception):
     """The run was deleted while subscribed."""
+
+
+class UnknownSecret(Exception):
+    """A run or job names a secret that does not exist (400; the message names it)."""
 
 
 class StaleReport(Exception):

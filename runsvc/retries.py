@@ -58,4 +58,5 @@ def next_try_fields(run: Run, *, not_before: str) -> dict[str, Any]:
         "params": dict(run.params),
         "retries": run.retries,
         "concurrency": run.concurrency,
+        "secrets": dict(run.secrets),
     }

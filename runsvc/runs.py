@@ -19,6 +19,7 @@ from .recorder import RunRecorder
 from .store import Store, StoreUnavailable
 from .store import runs as sql
 from .store.dialect import Connection
+from .store.secrets import check_secrets_exist
 from .timeutil import now_ts
 
 LOG_PAGE = 5000  # events read per SQLite query while streaming a log
@@ -65,16 +66,22 @@ class RunService:
         retries: dict[str, Any] | None = None,
         concurrency: dict[str, Any] | None = None,
         not_before: str | None = None,
+        secrets: dict[str, str] | None = None,
     ) -> Run:
         """Queue a plain run (`trigger: "api"`); `retries` and `concurrency` normalised, `concurrency`
-        with its key, `not_before` as timeutil's text."""
-        return await self.create(
-            partial(
-                sql.create_run, command=command, env=env, timeout_s=timeout_s, name=name,
-                created_by=created_by, ts=now_ts(), labels=labels, retries=retries, concurrency=concurrency,
-                not_before=not_before,
-            )
+        with its key, `not_before` as timeutil's text. Raises UnknownSecret for a secret of `secrets`
+        that does not exist (checked in the transaction that creates the run)."""
+        create = partial(
+            sql.create_run, command=command, env=env, timeout_s=timeout_s, name=name,
+            created_by=created_by, ts=now_ts(), labels=labels, retries=retries, concurrency=concurrency,
+            not_before=not_before, secrets=secrets or {},
         )
+
+        def write(conn: Connection) -> tuple[Run, list[Event]]:
+            check_secrets_exist(conn, (secrets or {}).values())
+            return create(conn)
+
+        return await self.create(write)
 
     async def create(self, write: Callable[[Connection], tuple[Run, list[Event]]]) -> Run:
         """Queue a run made by `write`, which runs on the store's writer and creates it with

@@ -28,7 +28,7 @@ supervisors share the nursery, carry on.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -40,6 +40,7 @@ from .executors.pool import ExecutorPool
 from .log import get_logger
 from .model import Event, Run, RunNotFound, StatusConflict
 from .recorder import RunRecorder
+from .secrets.service import SecretUnavailable
 from .store import Store, StoreClosedError, StoreUnavailable
 from .store import runs as sql
 from .timeutil import now_ts, parse_ts, utcnow
@@ -81,9 +82,13 @@ class Scheduler:
         pool: ExecutorPool,
         wakeup: Wakeup,
         adopter: Callable[[str], Executor | None],
+        secret_values: Callable[[Mapping[str, str]], Awaitable[dict[str, str]]] | None = None,
     ):
         """`wakeup` is the one given to `pool` as its `on_change`; `adopter` gives the executor of a run
-        an earlier server process handed out, by executor name (the agent hub's links), or None."""
+        an earlier server process handed out, by executor name (the agent hub's links), or None;
+        `secret_values` reads a run's secrets when it starts (SecretService.values_for; raises
+        SecretUnavailable)."""
+        self._secret_values = secret_values
         self._settings = settings
         self._store = store
         self._recorder = recorder
@@ -214,17 +219,27 @@ class Scheduler:
         name = _handed_to(run)
         log.info("run started", run_id=run_id, command=list(run.command), executor=name, attempt=run.attempt)
         assert run.env is not None  # claims and adoptions read whole runs, not summaries
+        sink = _CappedSink(self._recorder, run_id, self._settings.output_cap_bytes)
+        try:
+            secrets = await self._read_secrets(run, adopted=adopted_chunk is not None)
+        except SecretUnavailable as exc:
+            log.warning("run failed: a secret is unavailable", run_id=run_id, error=str(exc))
+            await sink.emit([("system", str(exc))])
+            return Outcome("failed", None, str(exc))
+        except (StoreClosedError, StoreUnavailable) as exc:
+            log.warning("run cut short: its secrets could not be read", run_id=run_id, error=str(exc))
+            return Outcome("interrupted", None, "the server could not read the run's secrets")
         spec = RunSpec(
             id=run_id,
             command=run.command,
-            env=dict(run.env),
+            env={**run.env, **secrets},
+            masked=tuple(sorted(secrets)),
             timeout_s=run.timeout_s,
             workdir=self.workdirs / str(run_id),
             attempt=run.attempt,
             kill_grace_s=self._settings.kill_grace_s,
             adopted_chunk=adopted_chunk,
         )
-        sink = _CappedSink(self._recorder, run_id, self._settings.output_cap_bytes)
         executor = self.pool.executor(name)
         outcome: Outcome
         try:
@@ -241,6 +256,23 @@ class Scheduler:
             log.warning("run cut short by a storage error", run_id=run_id, error=str(group.exceptions[0]))
             outcome = Outcome("interrupted", None, "the server could not store the run's output")
         return outcome
+
+    async def _read_secrets(self, run: Run, *, adopted: bool) -> dict[str, str]:
+        """The values of the run's secrets, read as it starts (SPEC §17). A run adopted from an earlier
+        server process is on its agent already with its environment: the values only serve masking its
+        output here, so a secret gone since is logged and left unmasked rather than failing the run."""
+        if not run.secrets or self._secret_values is None:
+            return {}
+        if not adopted:
+            return await self._secret_values(run.secrets)
+        values: dict[str, str] = {}
+        for variable, name in run.secrets.items():
+            try:
+                values.update(await self._secret_values({variable: name}))
+            except SecretUnavailable as exc:
+                log.warning("adopted run: a secret is unavailable, its value is not masked", run_id=run.id,
+                            error=str(exc))
+        return values
 
     async def _finish(self, run_id: int, outcome: Outcome, messages: Sequence[str] = ()) -> None:
         # Shielded so that a shutdown does not lose a status that is being recorded; bounded by

@@ -18,7 +18,6 @@ import trio
 
 from .accounts import Auth, Passwords, create_initial_admin
 from .config import Settings, prepare_data_dir, prepare_work_dir
-from .crypto import KeyFileError, load_or_create_key
 from .http import front
 from .http.app import create_app
 from .isolation import (
@@ -32,9 +31,10 @@ from .jobs.ticker import WallClock
 from .log import get_logger
 from .maintenance import run_maintenance, run_pruner
 from .recovery import recover_crashed_runs
+from .secrets.keyfile import load_key
 from .services import Services, build_services
-from .store import Store, open_store
-from .store import webhooks as webhooks_sql
+from .store import open_store
+from .store.secrets import count_sealed
 
 log = get_logger(__name__)
 
@@ -93,6 +93,8 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
     `clock` is the schedule ticker's wall clock, time.time() by default (tests pass one that follows a
     MockClock).
 
+    The secret key is read from `secret_key_file`, or made there on a first start (secrets/keyfile.py).
+
     Before anything touches the data dir, the server takes its lock (a second server exits here,
     having changed nothing), makes itself non-dumpable and takes $RUNSVC_ADMIN_PASSWORD out of its
     environment. Raises StartupError / SettingsError (one line each) when it cannot start.
@@ -116,8 +118,10 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
                 session_ttl_s=settings.session_ttl_s, max_logins_per_client=settings.logins_per_client,
             )
             await create_initial_admin(settings, auth, admin_password)
-            key = await _secret_key(settings, store)
-            services = build_services(settings, store, auth, run_as, clock, secret_key=key)
+            # The key file, or a new one on a first start (never while sealed values exist: keyfile.py).
+            sealed = await store.read(count_sealed)
+            secret_key = await trio.to_thread.run_sync(load_key, settings.secret_key_path, sealed)
+            services = build_services(settings, store, auth, run_as, clock, secret_key)
             warn_if_runs_are_root(run_as)
             async with trio.open_nursery() as sockets:
                 # WebSocket senders outlive every request (see http/sockets.py); cancelled once Hypercorn is done.
@@ -129,19 +133,6 @@ async def serve(  # noqa: ASYNC128 (_serve_http calls task_status.started())
     finally:
         lock.release()
     log.info("shutdown complete")
-
-
-async def _secret_key(settings: Settings, store: Store) -> bytes:
-    """The key of settings.secret_key_path, created on the first start. A missing key file while the
-    database holds values sealed under it is refused (KeyFileError, one line): a new key would leave them
-    unreadable for good."""
-    path = settings.secret_key_path
-    if not path.exists() and await store.read(webhooks_sql.sealed_values_exist):
-        raise KeyFileError(
-            f"the secret key file {path} is missing but the database holds secrets encrypted with it; "
-            "restore the file (or point secret_key_file at it)"
-        )
-    return await trio.to_thread.run_sync(load_or_create_key, path)
 
 
 def raise_open_file_limit() -> None:

@@ -9,7 +9,7 @@ import attrs
 from .accounts import ApiTokens, Auth
 from .agents import AgentHub, AgentService
 from .config import Settings, server_id
-from .crypto import load_or_create_key
+from .crypto import new_key
 from .events import EventLog, RunEventBus, RunFeed
 from .executors import LocalExecutor, RunAs
 from .executors.pool import ExecutorPool
@@ -21,6 +21,7 @@ from .metrics import Metrics, Sources
 from .recorder import RunRecorder
 from .runs import RunService
 from .scheduler import Scheduler, Wakeup
+from .secrets.service import SecretService
 from .store import Store
 from .webhooks import Outbox, WebhookSender, WebhookService
 
@@ -44,14 +45,24 @@ class Services:
     ticker: ScheduleTicker
     webhooks: WebhookService
     webhook_sender: WebhookSender
+    secrets: SecretService
+    secret_key: bytes  # seals values at rest (crypto.seal); from the key file (secrets/keyfile.py)
 
 
 def build_services(
-    settings: Settings, store: Store, auth: Auth, run_as: RunAs | None = None, clock: WallClock | None = None,
+    settings: Settings,
+    store: Store,
+    auth: Auth,
+    run_as: RunAs | None = None,
+    clock: WallClock | None = None,
     secret_key: bytes | None = None,
 ) -> Services:
     """`clock` is the schedule ticker's wall clock (tests give one that follows a MockClock);
-    `secret_key` defaults to the one in settings.secret_key_path (created if missing)."""
+    `secret_key` the key of the key file (the server loads it), or None for a throwaway one (tests and
+    benchmarks that build services on a database of their own)."""
+    if secret_key is None:
+        secret_key = new_key()
+    secrets = SecretService(store, secret_key)
     bus = RunEventBus(
         capacity=settings.bus_capacity, max_events=settings.bus_max_events, idle_ttl_s=settings.bus_idle_ttl_s,
         tick_s=settings.bus_tick_s, tick_max_s=settings.bus_tick_max_s, frames_per_s=settings.bus_frames_per_s,
@@ -66,8 +77,7 @@ def build_services(
     wakeup = Wakeup()
     pool = ExecutorPool(local, settings.local_labels, settings.max_concurrent_runs, on_change=wakeup.set)
     feed = RunFeed(feed_frame)
-    key = secret_key if secret_key is not None else load_or_create_key(settings.secret_key_path)
-    webhook_sender = WebhookSender(store, key)
+    webhook_sender = WebhookSender(store, secret_key)
     # Every run's end is told to the outbox in its transaction; a commit that wrote deliveries wakes
     # the sender.
     outbox = Outbox(partial(run_json, summary=True), on_written=webhook_sender.wake)
@@ -76,7 +86,9 @@ def build_services(
         outbox=outbox,
     )
     hub = AgentHub(settings, store, pool)
-    scheduler = Scheduler(settings, store, recorder, pool, wakeup, adopter=hub.adopt)
+    scheduler = Scheduler(
+        settings, store, recorder, pool, wakeup, adopter=hub.adopt, secret_values=secrets.values_for
+    )
     runs = RunService(store, recorder, bus, scheduler)
     ticker = ScheduleTicker(store, recorder, scheduler, clock)
     # Every committed change of a job wakes the ticker, which reads the schedules again.
@@ -101,6 +113,6 @@ def build_services(
             max_total=websocket_cap(settings.max_websockets, settings.fd_reserve, open_file_limit()),
             max_per_user=settings.max_websockets_per_user,
         ),
-        metrics=metrics, agents=AgentService(store, hub), jobs=jobs, ticker=ticker,
-        webhooks=WebhookService(store, key, outbox), webhook_sender=webhook_sender,
+        metrics=metrics, agents=AgentService(store, hub), jobs=jobs, ticker=ticker, secrets=secrets,
+        secret_key=secret_key, webhooks=WebhookService(store, secret_key, outbox), webhook_sender=webhook_sender,
     )

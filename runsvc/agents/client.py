@@ -226,6 +226,8 @@ class Agent:
             id=run_id, command=tuple(message["command"]), env=dict(message["env"]),
             timeout_s=float(message["timeout_s"]), workdir=self._workdirs / str(run_id), attempt=attempt,
             kill_grace_s=run.kill_grace_s,
+            # Variables holding secrets: masked as lines are assembled here (the server masks again).
+            masked=tuple(name for name in message.get("masked", ()) if isinstance(name, str)),
         )
         if self._draining:
             run.stop.request("interrupted", "agent shutting down")

@@ -12,6 +12,11 @@ server is not listening. SPEC §14: a storage outage never ends a run.
 An agent's output is hostile input shaped like local output: `system` lines are the server's own (an
 agent's are dropped), and each line is split exactly as the local executor's splitter would (`\n`, and
 16 KiB pieces), so the output cap, /log and watchers see the same kind of lines from both executors.
+
+Secrets (SPEC §17): the server masks their values in every line an agent sends, whole, before it is
+split, stored or sent anywhere — whatever the agent did. The assignment also names the variables that
+hold secrets (`masked`), so the agent masks them as it assembles lines too: that is what catches a value
+cut by the agent's own 16 KiB split of a longer line, which the server no longer sees whole.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from ..executors.lines import split_text
 from ..executors.pool import ExecutorPool, agent_executor_name
 from ..log import get_logger
 from ..model import RunNotFound, StaleReport
+from ..secrets.masking import Masker
 from ..store import agents as sql
 from ..timeutil import now_ts
 from .protocol import dumps
@@ -82,6 +88,7 @@ class _HeldRun:
     queued_frames: int = 0
     room: trio.Event = attrs.Factory(trio.Event)
     stash: list[tuple[str, Any]] = attrs.Factory(list)
+    masker: Masker = attrs.Factory(lambda self: self.spec.masker(), takes_self=True)
 
     def notify(self, kind: str, payload: Any = None) -> None:
         try:
@@ -143,6 +150,7 @@ class AgentLink:
         await connection.send({
             "type": "assign", "run_id": spec.id, "attempt": spec.attempt, "command": list(spec.command),
             "env": spec.env, "timeout_s": spec.timeout_s, "kill_grace_s": spec.kill_grace_s,
+            "masked": list(spec.masked),
         })
 
     async def _watch_lease(self, held: _HeldRun) -> None:
@@ -227,8 +235,9 @@ class AgentLink:
         if first != held.stored_chunk + 1:
             log.warning("output chunk out of order ignored", run_id=spec.id, chunk=first, stored=held.stored_chunk)
             return
+        masker = held.masker
         items = [(kind, line) for frame in fresh for kind, text in frame["lines"] if kind != "system"
-                 for line in split_text(text)]
+                 for line in split_text(text, masker=masker)]
 
         def fence(conn: Any) -> None:
             sql.store_chunks(conn, spec.id, spec.attempt, first, last)

@@ -10,6 +10,7 @@ from . import db as db_cmd
 from . import jobs as jobs_cmd
 from . import remote as remote_cmd
 from . import runs as runs_cmd
+from . import secrets as secrets_cmd
 from . import serve as serve_cmd
 from . import users as users_cmd
 from .common import CliError
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent_cmd.add_parser(commands)
     runs_cmd.add_parsers(commands)
     jobs_cmd.add_parser(commands)
+    secrets_cmd.add_parser(commands)
     return parser
 
 

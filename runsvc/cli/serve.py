@@ -28,7 +28,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..accounts.first_admin import StartupError
-    from ..crypto import KeyFileError
+    from ..secrets.keyfile import MissingKeyFile, read_key_file
     from ..server import run_until_signalled
 
     settings = settings_from_args(args, parser)
@@ -38,13 +38,18 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         usage_error(parser, str(exc))
     configure_logging(settings.log_level)
     try:
+        read_key_file(settings.secret_key_path)  # a key file that exists but is unusable: a bad setting
+    except SettingsError as exc:
+        log.error(f"cannot start: {exc}")
+        return 2
+    try:
         trio.run(run_until_signalled, settings)
     except Exception as exc:
         # Startup failures (and the rare fatal fault after it) are one line, never a traceback.
         # A setting that cannot work exits 2 (as a bad flag does); a database not reachable now exits 1.
         database = "PostgreSQL" if settings.database_url else f"database {settings.database_path}"
         kinds: tuple[tuple[type[BaseException], str, int], ...] = (
-            (StartupError, "cannot start", 1), (SettingsError, "cannot start", 2), (KeyFileError, "cannot start", 1),
+            (StartupError, "cannot start", 1), (SettingsError, "cannot start", 2), (MissingKeyFile, "cannot start", 1),
             (DatabaseSettingError, "cannot start", 2), (DatabaseUnreachable, "cannot start", 1),
             (SchemaError, "cannot open database", 1),
             *((kind, f"cannot use {database}", 1) for kind in database_errors()),

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from ..secrets.masking import Masker
+
 
 class OutputSink(Protocol):
     """Receives output events in order: ("stdout" | "stderr" | "system", one line of text). Lines read
@@ -27,12 +29,17 @@ class OutputSink(Protocol):
 class RunSpec:
     id: int
     command: tuple[str, ...]
-    env: dict[str, str]
+    env: dict[str, str]  # the run's env with its secrets' values
     timeout_s: float
     workdir: Path  # fresh per-run directory; the executor creates it and removes it afterwards
     attempt: int = 1  # the hand-out this execution is (agents fence their reports by it)
     kill_grace_s: float = 10.0  # between SIGTERM and SIGKILL (told to agents with the assignment)
     adopted_chunk: int | None = None  # set when a restarted server takes over an agent run in flight
+    masked: tuple[str, ...] = ()  # variables of `env` holding secrets: their values are masked in the output
+
+    def masker(self) -> Masker:
+        """What masks this run's secrets in its output (SPEC §17)."""
+        return Masker(self.env[name] for name in self.masked if name in self.env)
 
 
 @attrs.frozen

@@ -260,8 +260,10 @@ class LocalExecutor:
         drain = _Drain()
         stopping = False
 
+        masker = spec.masker()  # one compiled pattern for both pipes
+
         async def pump(stream: trio.abc.ReceiveStream, kind: str) -> None:
-            splitter = LineSplitter()
+            splitter = LineSplitter(masker=masker)
             while True:
                 data = await drain.receive(stream)
                 if not data:

@@ -22,6 +22,11 @@ def nullable(schema: Schema) -> Schema:
 
 TIMESTAMP: Schema = {"type": "string", "description": "RFC 3339 UTC, e.g. 2026-11-27T09:26:22.123456Z"}
 
+SECRET_MAP: Schema = {
+    "type": "object", "additionalProperties": {"type": "string"},
+    "description": "environment variable -> secret name; the values are never shown",
+}
+
 SCHEMAS: dict[str, Schema] = {
     "Error": {
         "type": "object",
@@ -78,6 +83,7 @@ SCHEMAS: dict[str, Schema] = {
             "params": {"type": "object", "additionalProperties": {"type": "string"}},
             "retries": nullable({"$ref": "#/components/schemas/Retries"}),
             "concurrency": nullable({"$ref": "#/components/schemas/Concurrency"}),
+            "secrets": SECRET_MAP,
             "waiting_for": nullable(
                 {"type": "string", "description": "what a queued run no connected executor can take waits for"}
             ),
@@ -156,11 +162,23 @@ SCHEMAS: dict[str, Schema] = {
             "last_used_at": nullable(TIMESTAMP),
         },
     },
+    "Secret": {
+        "type": "object",
+        "required": ["name", "created_at", "updated_at", "updated_by"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+            "created_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
+            "updated_by": nullable({"type": "string"}),
+        },
+    },
     # Jobs (SPEC §15): every nested object normalised, each default filled in.
     "Job": {
         "type": "object",
         "required": ["id", "name", "description", "command", "env", "timeout_s", "labels", "params", "retries",
-                     "concurrency", "schedule", "created_at", "created_by", "updated_at", "next_fires", "last_run"],
+                     "concurrency", "schedule", "secrets", "created_at", "created_by", "updated_at", "next_fires",
+                     "last_run"],
         "additionalProperties": False,
         "properties": {
             "id": {"type": "integer"},
@@ -174,6 +192,7 @@ SCHEMAS: dict[str, Schema] = {
             "retries": nullable({"$ref": "#/components/schemas/Retries"}),
             "concurrency": nullable({"$ref": "#/components/schemas/JobConcurrency"}),
             "schedule": nullable({"$ref": "#/components/schemas/Schedule"}),
+            "secrets": SECRET_MAP,
             "created_at": TIMESTAMP,
             "created_by": nullable({"type": "string"}),
             "updated_at": TIMESTAMP,

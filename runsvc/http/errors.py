@@ -10,7 +10,8 @@ from .. import accounts as auth
 from .. import agents
 from ..jobs import service as jobs
 from ..jobs.params import ParamError
-from ..model import RunNotFound, StatusConflict, WebhookNotFound
+from ..model import RunNotFound, StatusConflict, UnknownSecret, WebhookNotFound
+from ..secrets import service as secrets
 from ..store import StoreClosedError, StoreUnavailable
 
 RETRY_AFTER_S = 5  # what a 503 tells clients to wait before trying again
@@ -94,6 +95,10 @@ DOMAIN_ERRORS: tuple[tuple[type[Exception], type[ApiError]], ...] = (
     (jobs.InvalidJobInput, InvalidRequest),
     (ParamError, InvalidRequest),
     (WebhookNotFound, NotFound),
+    (UnknownSecret, InvalidRequest),
+    (secrets.SecretNotFound, NotFound),
+    (secrets.SecretExists, Conflict),
+    (secrets.InvalidSecretInput, InvalidRequest),
 )
 
 

@@ -17,7 +17,8 @@ from ..agents import AgentError
 from ..jobs.params import ParamError
 from ..jobs.service import JobError
 from ..log import get_logger
-from ..model import RunNotFound, StatusConflict, WebhookNotFound
+from ..model import RunNotFound, StatusConflict, UnknownSecret, WebhookNotFound
+from ..secrets.service import SecretError
 from ..store import StoreClosedError, StoreUnavailable
 from .access import host_allowed
 from .errors import ApiError, InvalidRequest, api_error_for, error_response
@@ -55,7 +56,7 @@ def install(app: QuartTrio) -> None:
 
     domain_errors = (
         AccountError, HashingBusy, AgentError, RunNotFound, StatusConflict, StoreUnavailable, StoreClosedError,
-        JobError, ParamError, WebhookNotFound,
+        JobError, ParamError, SecretError, UnknownSecret, WebhookNotFound,
     )
     for domain_error in domain_errors:
         app.register_error_handler(domain_error, _domain_error)

@@ -22,6 +22,7 @@ from .validation import Field, body_schema
 
 API = "/api/v1"
 _PATH_PARAM = re.compile(r"<(?:int:)?([a-z_]+)>")
+_INT_PARAM = re.compile(r"<int:([a-z_]+)>")
 _MAX_ID = 2**63 - 1  # SQLite INTEGER
 
 JSON = "application/json"
@@ -51,6 +52,8 @@ def query(name: str, schema: Schema, description: str) -> dict[str, Any]:
 USER_AND_CSRF = obj({"user": ref("User"), "csrf_token": nullable({"type": "string"})}, ["user", "csrf_token"])
 RUN = obj({"run": ref("Run")}, ["run"])
 JOB = obj({"job": ref("Job")}, ["job"])
+SECRET = obj({"secret": ref("Secret")}, ["secret"])
+SECRET_NAME: Schema = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"}
 NO_CONTENT = None  # a 204
 
 # (method, path) -> summary, parameters, requestBody schema, {status: response schema or a media type}
@@ -136,6 +139,24 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                       "complete": {"type": "boolean"}}, ["events", "last_seq", "complete"]),
             404: "error",
         },
+    },
+    ("GET", f"{API}/secrets"): {
+        "summary": "List secrets by name (never their values)",
+        "responses": {200: obj({"secrets": {"type": "array", "items": ref("Secret")}}, ["secrets"])},
+    },
+    ("POST", f"{API}/secrets"): {
+        "summary": "Create a secret (its value is stored encrypted and never shown again)",
+        "responses": {201: SECRET, 409: "error"},
+    },
+    ("PUT", f"{API}/secrets/<name>"): {
+        "summary": "Replace a secret's value (an unknown name is 404: PUT does not create)",
+        "path_schemas": {"name": SECRET_NAME},
+        "responses": {200: SECRET, 404: "error"},
+    },
+    ("DELETE", f"{API}/secrets/<name>"): {
+        "summary": "Delete a secret (runs that name it and start later fail)",
+        "path_schemas": {"name": SECRET_NAME},
+        "responses": {204: NO_CONTENT, 404: "error"},
     },
     ("POST", f"{API}/enrollment-tokens"): {
         "summary": "Create a one-time agent enrollment token; the secret is in this answer only",
@@ -253,8 +274,11 @@ def _tag(path: str) -> str:
 
 def _operation(route: RouteLike, spec: dict[str, Any]) -> dict[str, Any]:
     method = route.method.upper()
+    integers = set(_INT_PARAM.findall(route.path))
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0, "maximum": _MAX_ID}}
+        {"name": name, "in": "path", "required": True,
+         "schema": {"type": "integer", "minimum": 0, "maximum": _MAX_ID} if name in integers else
+         spec.get("path_schemas", {}).get(name, {"type": "string"})}
         for name in _PATH_PARAM.findall(route.path)
     ]
     parameters += spec.get("parameters", [])

@@ -11,7 +11,7 @@ import attrs
 from quart_trio import QuartTrio
 
 from .access import Access, guard
-from .handlers import agents, auth, health, jobs, live, metrics, openapi, runs, tokens, ui, users, webhooks
+from .handlers import agents, auth, health, jobs, live, metrics, openapi, runs, secrets, tokens, ui, users, webhooks
 from .openapi import build_document
 from .query import check_path_ints
 from .sockets import TooManySockets
@@ -61,6 +61,10 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{API}/jobs/<int:job_id>/runs", jobs.start_job, Access.OPERATOR, body=jobs.START_FIELDS),
     Route("GET", f"{API}/jobs/<int:job_id>/fires", jobs.job_fires, Access.VIEWER),
     Route("GET", f"{API}/schedule/preview", jobs.schedule_preview, Access.SESSION),
+    Route("GET", f"{API}/secrets", secrets.list_secrets, Access.OPERATOR),
+    Route("POST", f"{API}/secrets", secrets.create_secret, Access.ADMIN, body=secrets.CREATE_FIELDS),
+    Route("PUT", f"{API}/secrets/<name>", secrets.replace_secret, Access.ADMIN, body=secrets.REPLACE_FIELDS),
+    Route("DELETE", f"{API}/secrets/<name>", secrets.delete_secret, Access.ADMIN),
     Route("POST", f"{API}/enrollment-tokens", agents.create_enrollment_token, Access.ADMIN,
           body=agents.TOKEN_FIELDS),
     Route("GET", f"{API}/enrollment-tokens", agents.list_enrollment_tokens, Access.ADMIN),

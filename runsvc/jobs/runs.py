@@ -42,4 +42,5 @@ def job_run_fields(
         "params": values,
         "retries": job.retries,
         "concurrency": concurrency,
+        "secrets": dict(job.secrets),
     }

@@ -24,6 +24,7 @@ from ..store import jobs as sql
 from ..store import runs as run_sql
 from ..store.dialect import Connection
 from ..store.jobs import Fire, NameTaken
+from ..store.secrets import check_secrets_exist
 from ..timeutil import format_ts, now_ts, parse_ts, utcnow
 from .runs import job_run_fields
 from .schedule import ScheduleError, next_fires
@@ -73,8 +74,12 @@ def check_rules(schedule: Mapping[str, Any] | None, params: Sequence[Mapping[str
 
 
 def check_job(job: Job) -> None:
-    """check_rules on a stored job merged with an edit (in the edit's transaction)."""
+    """check_rules on a stored job merged with an edit (in the edit's transaction), and no variable both
+    in `env` and in `secrets` (an edit may change either alone)."""
     check_rules(job.schedule, job.params)
+    for key in job.secrets:
+        if key in job.env:
+            raise InvalidJobInput(f"secrets.{key}: {key} is set in env too; a variable comes from one of them")
 
 
 def upcoming_fires(job: Job, now: datetime, count: int = NEXT_FIRES) -> tuple[str, ...]:
@@ -106,8 +111,15 @@ class JobService:
         """A new job from `values` (every editable field, normalised). Raises JobNameTaken,
         InvalidJobInput."""
         check_rules(values["schedule"], values["params"])
+        values = {"secrets": {}, **values}  # callers before secrets existed leave it out
+        create = partial(sql.create_job, created_by=created_by, ts=now_ts())
+
+        def write(conn: Connection) -> Job:
+            check_secrets_exist(conn, values["secrets"].values())
+            return create(conn, values)
+
         try:
-            job = await self._store.write(partial(sql.create_job, created_by=created_by, ts=now_ts()), values)
+            job = await self._store.write(write)
         except NameTaken as taken:
             raise JobNameTaken(str(taken)) from None
         self._on_change()
@@ -121,11 +133,16 @@ class JobService:
 
     async def update(self, job_id: int, changes: Mapping[str, Any]) -> JobView:
         """Change the fields in `changes` (normalised; a nested object replaces the old one whole).
-        Raises JobNotFound, JobNameTaken, InvalidJobInput."""
+        Raises JobNotFound, JobNameTaken, InvalidJobInput, UnknownSecret (for a secret `changes` names)."""
+        ts = now_ts()
+
+        def write(conn: Connection) -> Job | None:
+            if "secrets" in changes:
+                check_secrets_exist(conn, changes["secrets"].values())
+            return sql.update_job(conn, job_id, changes, ts=ts, check=check_job)
+
         try:
-            job = await self._store.write(
-                partial(sql.update_job, ts=now_ts(), check=check_job), job_id, changes
-            )
+            job = await self._store.write(write)
         except NameTaken as taken:
             raise JobNameTaken(str(taken)) from None
         if job is None:
@@ -154,13 +171,15 @@ class JobService:
         self, job_id: int, *, params: Mapping[str, str], not_before: str | None, created_by: str | None
     ) -> Run:
         """Queue a run of the job (`trigger: "job"`) with these parameter values. Raises JobNotFound,
-        params.ParamError naming a parameter that is unknown, missing or outside its choices."""
+        params.ParamError naming a parameter that is unknown, missing or outside its choices,
+        UnknownSecret naming a secret of the job deleted since."""
 
         def write(conn: Connection) -> tuple[Run, list[Event]]:
             # The job is read in the transaction that creates its run: it cannot be deleted in between.
             job = sql.get_job(conn, job_id)
             if job is None:
                 raise JobNotFound(f"no job {job_id}")
+            check_secrets_exist(conn, job.secrets.values())  # a secret deleted since the job was saved: 400
             fields = job_run_fields(job, given=params, trigger="job", created_by=created_by, not_before=not_before)
             return run_sql.create_run(conn, **fields, ts=now_ts())
 

@@ -18,11 +18,11 @@ from . import runs as run_sql
 from .dialect import BEGIN_SNAPSHOT, Connection, Row, Variants, database_errors, is_unique_violation
 
 JOB_COLUMNS = ", ".join(field.name for field in attrs.fields(Job))
-_JSON_COLUMNS = ("command", "env", "labels", "params", "retries", "concurrency", "schedule")
+_JSON_COLUMNS = ("command", "env", "labels", "params", "retries", "concurrency", "schedule", "secrets")
 _TUPLES = ("command", "labels", "params")
 # What a client may set; the rest (id, schedule_from, timestamps, created_by) the store keeps.
 EDITABLE = ("name", "description", "command", "env", "timeout_s", "labels", "params", "retries",
-            "concurrency", "schedule")
+            "concurrency", "schedule", "secrets")
 
 # The statements whose cost matters are index searches (tests/jobs/test_jobs_store.py checks the plans).
 # A job's newest run: one seek in runs_job_id (job_id, id) per job.
@@ -85,9 +85,9 @@ def _name_taken(error: BaseException, name: str) -> NameTaken:
 def create_job(
     conn: Connection, values: Mapping[str, Any], *, created_by: str | None, ts: str
 ) -> Job:
-    """Insert a job from `values` (every EDITABLE field, normalised). Its schedule counts fire times
-    from now. Raises NameTaken."""
-    row = _encoded({key: values[key] for key in EDITABLE})
+    """Insert a job from `values` (every EDITABLE field, normalised; `secrets` may be left out: none).
+    Its schedule counts fire times from now. Raises NameTaken."""
+    row = _encoded({key: values[key] if key != "secrets" else values.get(key, {}) for key in EDITABLE})
     row.update(schedule_from=ts if values["schedule"] is not None else None, created_at=ts,
                created_by=created_by, updated_at=ts)
     columns = ", ".join(row)

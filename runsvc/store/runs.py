@@ -21,6 +21,7 @@ _COMPUTED_FIELDS = frozenset({"waiting_for"})
 # Columns stored as JSON text, with what the decoded value becomes in a Run.
 _JSON_COLUMNS: dict[str, Callable[[Any], Any]] = {
     "command": tuple, "env": dict, "labels": tuple, "params": dict, "retries": dict, "concurrency": dict,
+    "secrets": dict,
 }
 
 # The columns a Run is read from, in the order of its fields.
@@ -214,17 +215,21 @@ def create_run(
     params: dict[str, str] | None = None,
     retries: dict[str, Any] | None = None,
     concurrency: dict[str, Any] | None = None,
+    secrets: dict[str, str] | None = None,
 ) -> tuple[Run, list[Event]]:
     """Insert a queued run with its first event (seq 1, `state queued`). `env` is what the child gets
     on top of the server's base environment, parameters included (PARAM_<NAME>); `concurrency` must
-    have its key resolved (a job's default, its name, is filled in by the caller).
+    have its key resolved (a job's default, its name, is filled in by the caller). `secrets` maps
+environment variables to secret names; whether those exist is the caller's check (a run of a job whose
+secret was deleted is still created, and fails when it starts).
 
     Two statements (issue 22: every submit pays them): the run, inserted with `last_seq` 1 and read
     back by RETURNING, and its event."""
     row = conn.execute(
         "INSERT INTO runs (name, command, env, timeout_s, status, created_by, created_at, labels, job_id, "
         "job_name, trigger, retry_of, try_number, not_before, scheduled_for, params, retries, concurrency, "
-        "concurrency_key, last_seq) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
+        "concurrency_key, secrets, last_seq) "
+        "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
         f"RETURNING {RUN_COLUMNS}",
         (
             name, json.dumps(list(command)), json.dumps(env), timeout_s, created_by, ts, json.dumps(list(labels)),
@@ -232,6 +237,7 @@ def create_run(
             None if retries is None else json.dumps(retries),
             None if concurrency is None else json.dumps(concurrency),
             None if concurrency is None else concurrency["key"],
+            json.dumps(secrets or {}),
         ),
     ).fetchone()
     run = run_from_row(row)
@@ -250,7 +256,7 @@ def _insert_events(conn: Connection, run: Run, items: Sequence[tuple[str, Any]],
 
 def rerun(conn: Connection, run_id: int, *, created_by: str | None, ts: str) -> tuple[Run, list[Event]] | None:
     """Queue a new first try of run `run_id` (SPEC §15 re-run): its command, env, timeout, name, labels,
-    job, params, retries and concurrency, `trigger: "rerun"`; None if there is no such run. One
+    job, params, retries, concurrency and secrets, `trigger: "rerun"`; None if there is no such run. One
     transaction, so the run read is the run copied."""
     run = get_run(conn, run_id)
     if run is None:
@@ -259,6 +265,7 @@ def rerun(conn: Connection, run_id: int, *, created_by: str | None, ts: str) -> 
         conn, command=run.command, env=dict(run.env or {}), timeout_s=run.timeout_s, name=run.name,
         created_by=created_by, ts=ts, labels=run.labels, job_id=run.job_id, job_name=run.job_name,
         trigger="rerun", params=dict(run.params), retries=run.retries, concurrency=run.concurrency,
+        secrets=dict(run.secrets),
     )
 
 

@@ -11,11 +11,12 @@ import { NewRunPage } from './pages/newrun.js';
 import { UsersPage } from './pages/users.js';
 import { TokensPage } from './pages/tokens.js';
 import { AgentsPage } from './pages/agents.js';
+import { SecretsPage } from './pages/secrets.js';
 import { JobsPage } from './pages/jobs.js';
 import { JobPage } from './pages/jobs-detail.js';
 import { JobFormPage } from './pages/jobs-form.js';
 import { WebhooksPage } from './pages/webhooks.js';
-import { AdminOnlyPage, NotFoundPage } from './pages/common.js';
+import { AdminOnlyPage, NotFoundPage, OperatorsOnlyPage } from './pages/common.js';
 
 function loginUrl() {
   const { path, search, hash } = currentLocation();
@@ -50,6 +51,7 @@ function Header({ me, onLogout }) {
         ${hasRole(me.user, 'operator') && link('/runs/new', 'New run', path === '/runs/new')}
         ${link('/jobs', 'Jobs', path === '/jobs' || path.startsWith('/jobs/'))}
         ${link('/tokens', 'Tokens', path === '/tokens')}
+        ${hasRole(me.user, 'operator') && link('/secrets', 'Secrets', path === '/secrets')}
         ${hasRole(me.user, 'admin') && link('/users', 'Users', path === '/users')}
         ${hasRole(me.user, 'admin') && link('/agents', 'Agents', path === '/agents')}
         ${hasRole(me.user, 'admin') && link('/webhooks', 'Webhooks', path === '/webhooks')}
@@ -68,6 +70,9 @@ function Page({ me, where, goToLogin }) {
   if (path === '/runs/new' && hasRole(me.user, 'operator')) return html`<${NewRunPage} />`;
   if (runMatch) return html`<${RunPage} key=${runMatch[1]} runId=${Number(runMatch[1])} me=${me} goToLogin=${goToLogin} />`;
   if (path === '/tokens') return html`<${TokensPage} me=${me} />`;
+  if (path === '/secrets') {
+    return hasRole(me.user, 'operator') ? html`<${SecretsPage} me=${me} />` : html`<${OperatorsOnlyPage} what="Secrets" />`;
+  }
   const jobMatch = /^\/jobs\/(\d+)(\/edit)?$/.exec(path);
   const operator = hasRole(me.user, 'operator');
   if (path === '/jobs') return html`<${JobsPage} me=${me} />`;

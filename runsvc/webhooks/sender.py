@@ -27,7 +27,7 @@ import attrs
 import httpx  # noqa: ASYNC127 (flake8-async suggests its fork httpx2; the issue asks for httpx, pinned)
 import trio
 
-from ..crypto import CannotUnseal, unseal
+from ..crypto import SealBroken, open_sealed
 from ..log import get_logger
 from ..store import Store, StoreClosedError
 from ..store import webhooks as sql
@@ -148,8 +148,8 @@ class WebhookSender:
     async def _post(self, client: httpx.AsyncClient, delivery: sql.Claimed) -> tuple[int | None, str | None]:
         """One POST: (status code or None, error or None for a 2xx)."""
         try:
-            secret = unseal(self._key, secret_associated(delivery.webhook_id), delivery.secret).decode()
-        except (CannotUnseal, UnicodeDecodeError) as exc:
+            secret = open_sealed(self._key, secret_associated(delivery.webhook_id), delivery.secret).decode()
+        except (SealBroken, UnicodeDecodeError) as exc:
             return None, f"the webhook's secret cannot be decrypted with this server's key ({exc})"
         body = delivery.body.encode()
         headers = {

@@ -15,7 +15,7 @@ from tests.helpers import add_user, assert_error, login
 JOBS = "/api/v1/jobs"
 PY = sys.executable
 JOB_KEYS = {"id", "name", "description", "command", "env", "timeout_s", "labels", "params", "retries",
-            "concurrency", "schedule", "created_at", "created_by", "updated_at", "next_fires", "last_run"}
+            "concurrency", "schedule", "secrets", "created_at", "created_by", "updated_at", "next_fires", "last_run"}
 
 
 @pytest.fixture(name="operator")

@@ -18,7 +18,8 @@ from tests.http.test_live import open_ws
 RUNS = "/api/v1/runs"
 KEYS = ["id", "name", "command", "env", "status", "exit_code", "created_at", "started_at", "ended_at",
         "created_by", "last_seq", "timeout_s", "labels", "executor", "attempt", "job_id", "job_name", "trigger",
-        "retry_of", "try", "not_before", "scheduled_for", "params", "retries", "concurrency", "waiting_for"]
+        "retry_of", "try", "not_before", "scheduled_for", "params", "retries", "concurrency", "secrets",
+        "waiting_for"]
 SUMMARY_KEYS = [key for key in KEYS if key != "env"]
 
 RUN = Run(

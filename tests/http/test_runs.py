@@ -38,7 +38,7 @@ async def test_submit_run_and_read_everything_back(client, operator):
                             "started_at", "ended_at", "created_by", "last_seq", "timeout_s",
                             "labels", "executor", "attempt", "job_id", "job_name", "trigger", "retry_of",
                             "try", "not_before", "scheduled_for", "params", "retries", "concurrency",
-                            "waiting_for"}
+                            "secrets", "waiting_for"}
         assert run["trigger"] == "api" and run["try"] == 1 and run["params"] == {}
         finished = await wait_status(client, run["id"])
         assert finished["status"] == "succeeded" and finished["exit_code"] == 0

@@ -25,6 +25,9 @@ ADMIN_REQUESTS = [
     ("DELETE", "/api/v1/enrollment-tokens/1", None),
     ("GET", "/api/v1/agents", None),
     ("DELETE", "/api/v1/agents/1", None),
+    ("POST", "/api/v1/secrets", {"name": "db", "value": "v"}),
+    ("PUT", "/api/v1/secrets/db", {"value": "v"}),
+    ("DELETE", "/api/v1/secrets/db", None),
 ]
 
 
@@ -35,7 +38,8 @@ def test_admin_requests_cover_every_admin_route():
         ("GET", USERS), ("POST", USERS), ("PATCH", f"{USERS}/<int:user_id>"),
         ("POST", "/api/v1/enrollment-tokens"), ("GET", "/api/v1/enrollment-tokens"),
         ("DELETE", "/api/v1/enrollment-tokens/<int:token_id>"), ("GET", "/api/v1/agents"),
-        ("DELETE", "/api/v1/agents/<int:agent_id>"),
+        ("DELETE", "/api/v1/agents/<int:agent_id>"), ("POST", "/api/v1/secrets"),
+        ("PUT", "/api/v1/secrets/<name>"), ("DELETE", "/api/v1/secrets/<name>"),
     }
 
 

@@ -48,7 +48,7 @@ CREATE_FIELDS: dict[str, Field] = {
     "name": string(pattern=JOB_NAME_PATTERN, rule=JOB_NAME_RULE),
     "description": string(required=False, default="", max_length=MAX_DESCRIPTION),
     # A run's own fields follow the run rules (SPEC §15): the very fields POST /runs validates.
-    **{key: runs.SUBMIT_FIELDS[key] for key in ("command", "env", "timeout_s", "labels")},
+    **{key: runs.SUBMIT_FIELDS[key] for key in ("command", "env", "timeout_s", "labels", "secrets")},
     "params": PARAMS,
     "retries": RETRIES,
     "concurrency": concurrency(key_required=False),  # a job's runs take its name as the key

@@ -10,6 +10,8 @@ from quart import Response
 
 from ...model import STATUSES
 from ...names import MAX_LABELS, NAME_PATTERN, NAME_RULE
+from ...secrets.service import NAME_RULE as SECRET_NAME_RULE
+from ...secrets.service import is_secret_name
 from ..access import current_user
 from ..errors import InvalidRequest
 from ..query import choice_list_param, int_param, refuse_unknown_params
@@ -42,13 +44,15 @@ SUBMIT_FIELDS = {
     "retries": RETRIES,
     "concurrency": concurrency(key_required=True),
     "not_before": NOT_BEFORE,
+    # Environment variable -> secret name (SPEC §17); the values are read when the run starts.
+    "secrets": string_map(required=False, default={}),
 }
 
 
 def check_submission(body: Mapping[str, Any]) -> None:
     """Rules the field types cannot say: things exec() would refuse or runsvc reserves, and sizes. Checks
     the `command` and `env` that `body` holds (a job's PATCH may hold either or neither)."""
-    for name in ("command", "env"):
+    for name in ("command", "env", "secrets"):
         if name not in body:
             continue
         size = len(json.dumps(body[name], ensure_ascii=False).encode())
@@ -66,6 +70,25 @@ def check_submission(body: Mapping[str, Any]) -> None:
             raise InvalidRequest(f"env key {key!r} must be non-empty without '=' or NUL")
         if "\0" in value:
             raise InvalidRequest(f"env.{key} must not contain a NUL character")
+    for key, secret in body.get("secrets", {}).items():
+        if key == RESERVED_ENV:
+            raise InvalidRequest(f"secrets cannot set {RESERVED_ENV}")
+        if not key or "=" in key or "\0" in key:
+            raise InvalidRequest(f"secrets key {key!r} must be non-empty without '=' or NUL")
+        if not is_secret_name(secret):
+            raise InvalidRequest(f"secrets.{key} must be a secret name: {SECRET_NAME_RULE}")
+    both = env_and_secrets(body.get("env", {}), body.get("secrets", {}))
+    if both is not None:
+        raise InvalidRequest(both)
+
+
+def env_and_secrets(env: Mapping[str, str], secrets: Mapping[str, str]) -> str | None:
+    """The complaint about a variable set both in `env` and in `secrets` (which would win is nobody's
+    guess), or None."""
+    for key in secrets:
+        if key in env:
+            return f"secrets.{key}: {key} is set in env too; a variable comes from one of them"
+    return None
 
 
 async def submit_run() -> Response:
@@ -81,6 +104,7 @@ async def submit_run() -> Response:
         retries=normalise_retries(body["retries"]),
         concurrency=normalise_concurrency(body["concurrency"]),
         not_before=normalise_not_before(body["not_before"]),
+        secrets=body["secrets"],
     )
     return json_response({"run": run_json(run)}, status=201)
 

@@ -30,7 +30,7 @@ CONTENT_TYPES = {
 
 # Every path the browser-side router knows; each answers the same page.
 PAGE_PATHS = (
-    "/", "/login", "/runs/new", "/runs/<int:run_id>", "/users", "/tokens", "/agents", "/webhooks",
+    "/", "/login", "/runs/new", "/runs/<int:run_id>", "/users", "/tokens", "/agents", "/secrets", "/webhooks",
     "/jobs", "/jobs/new", "/jobs/<int:job_id>", "/jobs/<int:job_id>/edit",
 )
 

@@ -29,6 +29,15 @@ export function NotFoundPage() {
     </main>`;
 }
 
+// A page a viewer does not reach (the API would refuse its calls, so none is made).
+export function OperatorsOnlyPage({ what }) {
+  return html`
+    <main class="page narrow">
+      <h1>Operators and admins only</h1>
+      <p>${what} are for operators and admins; your role cannot open this page. <a href="/">Back to the runs</a>.</p>
+    </main>`;
+}
+
 // A page the user's role does not reach (the API would refuse its calls, so none is made).
 export function AdminOnlyPage({ what }) {
   return html`

@@ -8,7 +8,7 @@ import { html, useEffect, useRef, useState } from '../lib.js';
 import { api } from '../api.js';
 import { navigate } from '../router.js';
 import { localDateTime, parseLabels } from '../format.js';
-import { parseEnvironment } from './newrun.js';
+import { SecretsField, parseEnvironment, parseSecrets, secretsText } from './newrun.js';
 import { ErrorAlert } from './common.js';
 
 const PREVIEW_DELAY_MS = 300; // after the last keystroke: one request per pause in typing, not per key
@@ -32,6 +32,7 @@ function formValues(job) {
     description: job ? job.description : '',
     command: job ? shellLine(job.command) : '',
     env: job ? Object.entries(job.env).map(([key, value]) => `${key}=${value}`).join('\n') : '',
+    secrets: job ? secretsText(job.secrets) : '',
     timeout: job ? String(job.timeout_s) : '',
     labels: job ? job.labels.join(', ') : '',
     cron: schedule ? schedule.cron : '',
@@ -61,6 +62,7 @@ function jobBody(values, job) {
     // An unchanged line keeps the job's argv as it was (one made through the API need not be sh -c).
     command: job && values.command === shellLine(job.command) ? job.command : ['sh', '-c', values.command],
     env: parseEnvironment(values.env),
+    secrets: parseSecrets(values.secrets),
     labels: parseLabels(values.labels),
     schedule: null,
     retries: null,
@@ -249,6 +251,7 @@ export function JobFormPage({ jobId }) {
           <label for="job-env">Environment</label>
           <textarea id="job-env" class="mono" rows="3" placeholder="KEY=VALUE, one per line" value=${values.env}
             onInput=${set('env')}></textarea>
+          <${SecretsField} id="job-secrets" value=${values.secrets} onInput=${set('secrets')} />
           <div class="field-row">
             <div class="field">
               <label for="job-timeout">Timeout (s)</label>

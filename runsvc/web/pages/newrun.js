@@ -1,5 +1,5 @@
-// New run: a shell line run as ["sh", "-c", line], a name, a timeout, KEY=VALUE environment lines and
-// the labels an executor must have.
+// New run: a shell line run as ["sh", "-c", line], a name, a timeout, KEY=VALUE environment lines,
+// ENV_NAME=secret_name secrets lines and the labels an executor must have.
 
 import { html, useState } from '../lib.js';
 import { api } from '../api.js';
@@ -8,17 +8,42 @@ import { parseLabels } from '../format.js';
 import { ErrorAlert } from './common.js';
 
 // KEY=VALUE per line; blank lines and lines starting with # are skipped.
-export function parseEnvironment(text) {
+function parseAssignments(text, what, shape) {
   const env = {};
   const lines = text.split('\n');
   for (let n = 0; n < lines.length; n += 1) {
     const line = lines[n].replace(/\r$/, '');
     if (!line.trim() || line.trimStart().startsWith('#')) continue;
     const eq = line.indexOf('=');
-    if (eq <= 0) throw new Error(`Environment line ${n + 1} is not KEY=VALUE: ${line}`);
+    if (eq <= 0) throw new Error(`${what} line ${n + 1} is not ${shape}: ${line}`);
     env[line.slice(0, eq).trim()] = line.slice(eq + 1);
   }
   return env;
+}
+
+export function parseEnvironment(text) {
+  return parseAssignments(text, 'Environment', 'KEY=VALUE');
+}
+
+// ENV_NAME=secret_name per line (SPEC §17): the variable the run gets and the secret whose value it holds.
+export function parseSecrets(text) {
+  const secrets = parseAssignments(text, 'Secrets', 'ENV_NAME=secret_name');
+  for (const key of Object.keys(secrets)) secrets[key] = secrets[key].trim();
+  return secrets;
+}
+
+export function secretsText(secrets) {
+  return Object.entries(secrets || {}).map(([key, name]) => `${key}=${name}`).join('\n');
+}
+
+// The Secrets field of the new-run and job forms (its label is what tests and screen readers find).
+export function SecretsField({ id, value, onInput, rows = 2 }) {
+  return html`
+    <label for=${id}>Secrets</label>
+    <textarea id=${id} name="secrets" class="mono" rows=${rows} placeholder="ENV_NAME=secret_name, one per line"
+      value=${value} onInput=${onInput} aria-describedby=${`${id}-help`} spellcheck="false"></textarea>
+    <p id=${`${id}-help`} class="help">The run gets each secret's value in that variable; the value is
+      masked as <code>***</code> in its output. The header's Secrets page lists their names.</p>`;
 }
 
 export function NewRunPage() {
@@ -32,6 +57,8 @@ export function NewRunPage() {
     let body;
     try {
       body = { command: ['sh', '-c', form.command.value], env: parseEnvironment(form.env.value) };
+      const secrets = parseSecrets(form.secrets.value);
+      if (Object.keys(secrets).length) body.secrets = secrets;
     } catch (e) {
       setError(e.message);
       return;
@@ -69,6 +96,7 @@ export function NewRunPage() {
         <textarea id="run-env" name="env" class="mono" rows="4" placeholder="KEY=VALUE, one per line"
           aria-describedby="run-env-help"></textarea>
         <p id="run-env-help" class="help">The run also gets PATH, HOME, LANG and RUNSVC_RUN_ID.</p>
+        <${SecretsField} id="run-secrets" />
         <label for="run-labels">Labels</label>
         <input id="run-labels" name="labels" placeholder="optional, e.g. gpu, linux" autocomplete="off"
           aria-describedby="run-labels-help" />
