@@ -105,7 +105,8 @@ async def test_enrollment_refused_by_the_first_server_that_answers_is_final(tmp_
             server = await start_server(nursery, tmp_path / "data", "--local-executor", "false")
             async with admin_client(server.url) as client:
                 token = await new_token(client)
-                assert (await client.post("/api/v1/agents/enroll", json={"token": token, "name": "x"})).status_code == 201
+                used = await client.post("/api/v1/agents/enroll", json={"token": token, "name": "x"})
+                assert used.status_code == 201
                 refused = await start_agent(nursery, [dead, server.url, dead + "/other"], tmp_path / "r",
                                             "--enroll", "-", stdin=f"{token}\n".encode())
                 assert await refused.process.wait() == 1
