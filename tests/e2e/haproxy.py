@@ -76,12 +76,14 @@ class Haproxy:
         for row in rows:
             fields = dict(zip(names, row.split(","), strict=False))
             if fields["pxname"] == "servers" and fields["svname"] not in ("BACKEND", "FRONTEND"):
-                states[fields["svname"]] = (fields["status"], fields["check_status"])
+                # "* " marks a check in progress; the status shown is the last one's.
+                states[fields["svname"]] = (fields["status"], fields["check_status"].removeprefix("* "))
         return states
 
     async def wait_server(self, name: str, status: str) -> tuple[str, str]:
-        """Until haproxy's health checks have put backend server `name` in `status` ("UP", "DOWN")."""
-        while (state := (await self.server_states())[name])[0] != status:
+        """Until haproxy's health checks have put backend server `name` in `status` ("UP", "DOWN"), after
+        at least one check (a server starts UP before its first check, "INI")."""
+        while (state := (await self.server_states())[name])[0] != status or state[1] in ("", "INI", "UNK"):
             await trio.sleep(0.05)
         return state
 
