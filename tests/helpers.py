@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -156,6 +158,22 @@ async def start_server(
         if match:
             return ServerProcess(process, match.group(1), lines)
     raise AssertionError("server exited before listening:\n" + "\n".join(lines))
+
+
+def unused_port() -> int:
+    """A port of 127.0.0.1 nothing listens on, below the kernel's ephemeral range: no socket the kernel
+    numbers itself (port 0, outgoing connections) takes it meanwhile. For a URL that must refuse
+    connections, or a server that must come back on the port it had (`start_server(..., "--port", N)`)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(min(10_000, low // 2), low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no unused port below the ephemeral range")
 
 
 # ---- accounts ---------------------------------------------------------------------------------------

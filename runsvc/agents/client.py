@@ -1,6 +1,11 @@
 """The agent process (`python -m runsvc agent`): holds a WebSocket to the server and runs what it is
 assigned with the local executor — the same process rules as the server's own runs.
 
+It may be given several servers (replicas of one service on one database): it holds one connection at a
+time, to the first it reaches, and moves on to the next whenever a connection is refused or lost
+(servers.py). A switch is a reconnect like any other: `hello` names the runs held here, and whatever the
+server has not acknowledged is sent again on the new connection.
+
 Output goes out in numbered chunks (one per read of the child's pipes) and stays in memory until the
 server acknowledges it; after a reconnect every unacknowledged chunk is sent again, in order, and the
 server stores each chunk once. The buffer is bounded: when it is full, `emit` waits, the executor stops
@@ -15,10 +20,10 @@ output: they go to the server in `finished.reason` instead.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import signal
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +36,18 @@ from ..executors.orphans import kill_orphans
 from ..log import get_logger
 from ..wsclient import open_websocket
 from .protocol import dumps
+from .servers import BACKOFF_MAX_S, ServerRotation
 
 log = get_logger("runsvc.agent")
 
 UNACKED_BYTES = 8 * 1024 * 1024  # 8 MiB of output per run waiting for the server's ack
-BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 30.0  # reconnect attempts are at most this far apart
 FINISH_WAIT_S = 10.0  # on SIGTERM, after stopping the runs: wait this long for the server's acks
 MAX_MESSAGE = 64 * 1024 * 1024  # 64 MiB: an assignment carries command and env of at most 64 KiB each
 
 
 class AgentRefused(Exception):
-    """The server refused the agent's secret (revoked): exit 1 with one line."""
+    """The server refused the agent's secret (revoked): exit 1 with one line. Replicas share one
+    database, so a secret one of them refuses is refused by all: the agent does not try the others."""
 
 
 @attrs.define(eq=False)
@@ -69,16 +74,16 @@ class _HeldRun:
 
 
 class Agent:
-    """`workdirs`: where runs get their directories (outside the state dir, see cli/agent.py);
+    """`servers`: base URLs (http or https), tried in turn; `workdirs`: where runs get their directories
+    (outside the state dir, see cli/agent.py);
     `legacy_workdirs`: where earlier versions put them (inside the state dir), swept at start; `run_as`:
     the user runs run as (--run-as-user)."""
 
     def __init__(
-        self, *, server: str, secret: str, workdirs: Path, max_runs: int, drain_s: float = 10.0,
+        self, *, servers: Sequence[str], secret: str, workdirs: Path, max_runs: int, drain_s: float = 10.0,
         run_as: RunAs | None = None, legacy_workdirs: Path | None = None,
     ):
-        self._ws_url = server.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-        self._ws_url += "/api/v1/agents/ws"
+        self._servers = ServerRotation([server.rstrip("/") for server in servers])
         self._secret = secret
         self._workdirs = workdirs
         self._legacy_workdirs = legacy_workdirs
@@ -130,40 +135,41 @@ class Agent:
         return killed
 
     async def _hold_connection(self) -> None:
-        backoff = BACKOFF_FIRST_S
         while True:
+            server = self._servers.current
             try:
                 async with open_websocket(
-                    self._ws_url, extra_headers=[(b"Authorization", f"Bearer {self._secret}".encode())],
+                    _agent_socket_url(server),
+                    extra_headers=[(b"Authorization", f"Bearer {self._secret}".encode())],
                     max_message_size=MAX_MESSAGE,
                     # A handshake that hangs (a half-open path) must not outlast the reconnect budget.
                     connect_timeout=max(1.0, min(10.0, self._lease_s / 4)),
                 ) as ws:
-                    await self._serve(ws)
+                    await self._serve(ws, server)
             except trio_websocket.ConnectionClosed as exc:
                 if exc.reason is not None and exc.reason.code == 4401:
                     raise AgentRefused(f"the server refused this agent's secret ({exc.reason.reason})") from None
                 if self._welcomed:
-                    backoff = BACKOFF_FIRST_S
-                log.info("connection closed", code=exc.reason.code if exc.reason else None)
+                    self._servers.welcomed()
+                log.info("connection closed", server=server, code=exc.reason.code if exc.reason else None)
             except (trio_websocket.HandshakeError, OSError) as exc:
-                log.info("cannot reach the server", error=str(exc) or type(exc).__name__)
+                log.info("cannot reach the server", server=server, error=str(exc) or type(exc).__name__)
             finally:
                 self._ws = None
-            await trio.sleep(backoff * random.uniform(0.5, 1.0))
-            # Within a quarter of the lease, so a server restart does not cost the runs held here.
-            backoff = min(backoff * 2, BACKOFF_MAX_S, self._lease_s / 4)
+            # Within a quarter of the lease, so a server restart (or a dead replica) does not cost the runs
+            # held here.
+            await trio.sleep(self._servers.next_attempt(cap_s=self._lease_s / 4))
 
     _welcomed = False
     _lease_s = 4 * BACKOFF_MAX_S  # until a welcome says otherwise
 
-    async def _serve(self, ws: trio_websocket.WebSocketConnection) -> None:
+    async def _serve(self, ws: trio_websocket.WebSocketConnection, server: str) -> None:
         self._welcomed = False
         while True:
             message = json.loads(await ws.get_message())
             kind = message.get("type")
             if kind == "welcome":
-                await self._on_welcome(ws, message)
+                await self._on_welcome(ws, message, server)
             elif kind == "assign":
                 self._on_assign(message)
             elif kind == "ack":
@@ -171,7 +177,7 @@ class Agent:
             elif kind == "cancel":
                 self._on_cancel(message)
 
-    async def _on_welcome(self, ws: trio_websocket.WebSocketConnection, welcome: dict[str, Any]) -> None:
+    async def _on_welcome(self, ws: trio_websocket.WebSocketConnection, welcome: dict[str, Any], server: str) -> None:
         """Say hello (capacity, the runs held), then send again whatever the server has not acknowledged."""
         self._welcomed = True
         self._lease_s = float(welcome.get("lease_s", self._lease_s))
@@ -187,7 +193,7 @@ class Agent:
                     await self._send_chunk(chunk)
         assert self._nursery is not None
         self._nursery.start_soon(self._ping, ws, float(welcome.get("ping_interval_s", 15.0)))
-        log.info("connected", agent=welcome.get("agent", {}).get("name"))
+        log.info("connected", agent=welcome.get("agent", {}).get("name"), server=server)
         self.connected.set()
 
     def _capacity(self) -> int:
@@ -322,6 +328,11 @@ class Agent:
         while self._runs:
             self._changed = trio.Event()
             await self._changed.wait()
+
+
+def _agent_socket_url(server: str) -> str:
+    """The agent socket's ws:// or wss:// URL on the server at base URL `server`."""
+    return server.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/api/v1/agents/ws"
 
 
 def _reason(reason: str | None, notes: list[str]) -> str | None:

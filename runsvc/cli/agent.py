@@ -5,6 +5,10 @@ non-dumpable, keeps its state dir 0700 and agent.json 0600, gives runs directori
 (never inside the state dir) and, with --run-as-user, runs them as another user. The enrollment token
 is read from stdin (`--enroll -`) or a file (`--enroll-token-file`): a token in argv is visible to every
 process of the machine (`ps`), so `--enroll TOKEN` still works but warns.
+
+`--server` may be given several times (replicas of one service): the agent enrolls with the first that
+answers and connects to the first it reaches, then to the others in turn when a connection is lost
+(agents/servers.py). agent.json keeps the list (agent_state.py); a start with `--server` flags replaces it.
 """
 
 from __future__ import annotations
@@ -12,26 +16,22 @@ from __future__ import annotations
 import argparse
 import getpass
 import hashlib
-import json
 import os
 import socket
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
+import attrs
 import trio
 
 from ..accounts.first_admin import StartupError
 from ..config import SettingsError, default_value, prepare_run_root
 from ..isolation import make_non_dumpable, resolve_user, warn_if_runs_are_root
 from ..log import configure_logging, get_logger
+from .agent_state import STATE_FILE, AgentState, enroll, read_state, server_url, write_state
 from .common import CliError, find_exception
 
 log = get_logger("runsvc.agent")
-
-STATE_FILE = "agent.json"
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -40,12 +40,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="run a remote agent that executes runs for a server",
         description="Run a remote agent. The first start enrolls with --server URL and a one-time token read "
         "from stdin (--enroll -) or a file (--enroll-token-file PATH), and keeps the agent's id, secret and "
-        "server in STATE_DIR/agent.json (mode 0600, in a 0700 directory); later starts reuse it and ignore the "
-        "token. Runs get directories under --work-dir, outside the state dir.",
+        "servers in STATE_DIR/agent.json (mode 0600, in a 0700 directory); later starts reuse it and ignore the "
+        "token. --server may be given several times (replicas of one service): the agent enrolls with the "
+        "first server that answers, connects to the first it reaches and, when a connection is refused or "
+        "lost, tries the others in turn. Runs get directories under --work-dir, outside the state dir.",
     )
-    parser.add_argument("--server", metavar="URL",
-                        help="the server, e.g. http://runs.example:8080 (needed on the first start; later "
-                        "starts default to the one saved in agent.json)")
+    parser.add_argument("--server", metavar="URL", action="append", type=server_url,
+                        help="a server, e.g. http://runs.example:8080; repeat it for several replicas, tried in "
+                        "this order (needed on the first start; later starts default to the servers saved in "
+                        "agent.json, and --server flags given replace those saved)")
     token = parser.add_mutually_exclusive_group()
     token.add_argument("--enroll", metavar="-", help="'-': read the one-time enrollment token from stdin (first "
                        "start only). A token written here instead still works but is visible to every process "
@@ -79,39 +82,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
     return value
-
-
-def _post_json(url: str, body: dict[str, Any]) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json", "Accept": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.loads(exc.read())
-        except ValueError:
-            return exc.code, None
-    except (urllib.error.URLError, OSError) as exc:
-        raise CliError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
-
-
-def _enroll(server: str, token: str, name: str, labels: list[str]) -> dict[str, Any]:
-    status, body = _post_json(server.rstrip("/") + "/api/v1/agents/enroll",
-                              {"token": token, "name": name, "labels": labels})
-    if status != 201:
-        message = (body or {}).get("error", {}).get("message", f"HTTP {status}") if isinstance(body, dict) else status
-        raise CliError(f"enrollment refused: {message}")
-    return {"id": body["agent"]["id"], "name": body["agent"]["name"], "secret": body["secret"], "server": server}
-
-
-def _write_state(path: Path, state: dict[str, Any]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        json.dump(state, f)
 
 
 def _enroll_token(args: argparse.Namespace) -> str | None:
@@ -157,32 +127,44 @@ def prepare_workdirs(work_dir: Path, state_dir: Path) -> Path:
         raise CliError(str(exc)) from None
 
 
-def load_or_enroll(args: argparse.Namespace) -> dict[str, Any]:
+def load_or_enroll(args: argparse.Namespace) -> AgentState:
+    """agent.json (rewritten when it is in the old one-server form or --server flags change the list),
+    or a new enrollment with the servers given."""
     state_dir: Path = args.state_dir
     prepare_state_dir(state_dir)
     path = state_dir / STATE_FILE
+    given = tuple(dict.fromkeys(args.server or ()))  # in the order given, each once
     if path.exists():
         if args.enroll not in (None, "-"):
             _enroll_token(args)  # ignored, but the token in argv still deserves the warning
         try:
             os.chmod(path, 0o600)
-            state = json.loads(path.read_text())
-            _ = state["id"], state["secret"], state["name"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise CliError(f"{path} is not a valid agent state file; remove it and enroll again") from None
-        if not (args.server or state.get("server")):
+        except OSError as exc:
+            raise CliError(f"cannot make {path} private: {exc.strerror}") from None
+        state, migrated = read_state(path)
+        replaced = bool(given) and given != state.servers
+        if replaced:
+            log.info("the servers given replace those saved in agent.json", saved=",".join(state.servers) or "none",
+                     servers=",".join(given), state_file=str(path))
+            state = attrs.evolve(state, servers=given)
+        if not state.servers:
             raise CliError(f"{path} names no server: give --server URL", status=2)
+        if migrated or replaced:
+            write_state(path, state)
+        if migrated:
+            log.info("agent.json named one server (an earlier version's form): rewritten with a list of servers",
+                     state_file=str(path))
         return state
-    if not args.server:
+    if not given:
         raise CliError(f"no {path}: the first start needs --server URL --enroll -", status=2)
     token = _enroll_token(args)
     if token is None:
         raise CliError(f"no {path}: enroll this agent first with --enroll - (the token on stdin) or "
                        "--enroll-token-file PATH")
     labels = [label.strip() for label in args.labels.split(",") if label.strip()]
-    state = _enroll(args.server, token, args.name, labels)
-    _write_state(path, state)
-    log.info("enrolled", agent=state["name"], id=state["id"], state_file=str(path))
+    state = enroll(given, token, args.name, labels)
+    write_state(path, state)
+    log.info("enrolled", agent=state.name, id=state.id, state_file=str(path))
     return state
 
 
@@ -200,8 +182,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         state = load_or_enroll(args)
         warn_if_runs_are_root(run_as, setting="--run-as-user", process="agent")
-        # --server wins for this start (a server that moved); agent.json keeps the one it enrolled with.
-        agent = Agent(server=args.server or state["server"], secret=state["secret"], workdirs=workdirs,
+        agent = Agent(servers=state.servers, secret=state.secret, workdirs=workdirs,
                       max_runs=args.max_runs, drain_s=args.drain_s, run_as=run_as,
                       legacy_workdirs=args.state_dir / "work")
         trio.run(agent.run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -66,11 +67,12 @@ async def _reap(process: trio.Process) -> None:
 
 
 async def start_agent(
-    nursery: trio.Nursery, url: str | None, state_dir: Path, *args: str, stdin: bytes | None = None
+    nursery: trio.Nursery, url: str | Sequence[str] | None, state_dir: Path, *args: str, stdin: bytes | None = None
 ) -> AgentProcess:
-    """`python -m runsvc agent`; `url` None leaves out --server (the one saved in agent.json is used);
-    `stdin` is written to its stdin, which is then closed (`--enroll -`)."""
-    server = ["--server", url] if url is not None else []
+    """`python -m runsvc agent`; `url` None leaves out --server (the servers saved in agent.json are used),
+    a list gives one --server per URL; `stdin` is written to its stdin, which is then closed (`--enroll -`)."""
+    urls = [] if url is None else [url] if isinstance(url, str) else list(url)
+    server = [flag for each in urls for flag in ("--server", each)]
     command = [PY, "-m", "runsvc", "agent", *server, "--state-dir", str(state_dir), *args]
     process = await trio.lowlevel.open_process(
         command, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -86,10 +88,10 @@ async def start_agent(
 
 
 async def enrolled_agent(
-    nursery: trio.Nursery, client, url: str, state_dir: Path, name: str, *args: str
+    nursery: trio.Nursery, client, url: str | Sequence[str], state_dir: Path, name: str, *args: str
 ) -> AgentProcess:
     """A new agent named `name`, enrolled with a fresh token (no labels, given on stdin) and connected to
-    `url`."""
+    `url` (or to one of a list of URLs)."""
     token = await new_token(client)
     agent = await start_agent(nursery, url, state_dir, "--enroll", "-", "--name", name, *args,
                               stdin=f"{token}\n".encode())

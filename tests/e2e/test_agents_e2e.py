@@ -40,7 +40,8 @@ async def test_enroll_once_route_by_labels_and_restart(tmp_path):
                 state_file = tmp_path / "a1" / "agent.json"
                 assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
                 state = json.loads(state_file.read_text())
-                assert set(state) == {"id", "name", "secret", "server"} and state["name"] == "a1"
+                assert set(state) == {"id", "name", "secret", "servers"} and state["name"] == "a1"
+                assert state["servers"] == [server.url]
 
                 reused = await client.post("/api/v1/agents/enroll", json={"token": token, "name": "a2"})
                 short = await new_token(client, ttl_s=1)
@@ -288,9 +289,9 @@ async def test_state_dir_file_is_private(tmp_path):
     """agent.json is created 0600 even under a permissive umask."""
     old = os.umask(0)
     try:
-        from runsvc.cli.agent import _write_state
+        from runsvc.cli.agent_state import AgentState, write_state
 
-        _write_state(tmp_path / "agent.json", {"id": 1, "name": "n", "secret": "s", "server": "u"})
+        write_state(tmp_path / "agent.json", AgentState(1, "n", "s", ("http://u",)))
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "agent.json").stat().st_mode) == 0o600
