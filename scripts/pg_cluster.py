@@ -203,7 +203,11 @@ class Cluster:
         """initdb into a new temporary directory, with the test settings and client authentication."""
         self.directory = Path(tempfile.mkdtemp(prefix="runsvc-pg-", dir=cluster_parent()))
         if self._user:
-            entry = pwd.getpwnam(self._user)
+            try:
+                entry = pwd.getpwnam(self._user)
+            except KeyError:
+                raise ClusterError("running as root needs the user 'postgres' to run PostgreSQL as (Debian's "
+                                   "postgresql-common creates it)") from None
             os.chown(self.directory, entry.pw_uid, entry.pw_gid)
         done = self._run_as_owner(
             [str(self.bindir / "initdb"), "--pgdata", str(self.data_dir), "--username", "postgres",
@@ -240,7 +244,7 @@ class Cluster:
             if self._wait_ready():
                 return
             self.process = None
-        raise ClusterError(f"PostgreSQL did not start; its log {self.log_path}:\n{self._log_tail()}")
+        raise ClusterError(f"PostgreSQL did not start; its log {self.log_path}:\n{self.log_tail()}")
 
     def _wait_ready(self) -> bool:
         assert self.process is not None
@@ -256,7 +260,7 @@ class Cluster:
         self.stop()
         return False
 
-    def _log_tail(self) -> str:
+    def log_tail(self) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
         except OSError:
@@ -334,6 +338,9 @@ def hold() -> int:
         print(f"export RUNSVC_TEST_DATABASE_URL='{cluster.url}'", flush=True)
         while not stop and cluster.process is not None and cluster.process.poll() is None:
             time.sleep(0.2)
+        if not stop:
+            print(f"pg-cluster: PostgreSQL exited by itself; its log:\n{cluster.log_tail()}", file=sys.stderr)
+            return 1
     return 0
 
 
