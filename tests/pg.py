@@ -64,6 +64,14 @@ def _admin_connection(url: str) -> psycopg.Connection:
     return _admin
 
 
+def close_admin_connection() -> None:
+    """Close this process's connection to the cluster, if it made one (at the end of the session)."""
+    global _admin
+    if _admin is not None:
+        _admin.close()
+        _admin = None
+
+
 def create_database(url: str) -> str:
     """A new empty database on the cluster of `url`; returns its name."""
     name = f"{NAME_PREFIX}_{os.getpid()}_{next(_names)}_{secrets.token_hex(2)}"
