@@ -49,7 +49,8 @@ def _uses_postgresql(item: pytest.Item) -> bool:
 def _postgresql_url() -> Iterator[str]:
     """The URL of a new empty PostgreSQL database on the test cluster, dropped after the test (its
     connections closed); the test is skipped when RUNSVC_TEST_DATABASE_URL is not set."""
-    with pg.fresh_database(pg.require_cluster_url()) as url:
+    pg.require_cluster_url()
+    with pg.fresh_database() as url:
         yield url
 
 

@@ -27,7 +27,7 @@ def user_tables(url: str) -> list[str]:
 
 
 def database_exists(name: str) -> bool:
-    with connect(pg.cluster_url()) as conn:
+    with connect(pg.ADMIN_URL) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
@@ -36,7 +36,7 @@ def test_fresh_databases_are_empty_distinct_and_dropped(postgresql_url: str) -> 
     assert user_tables(postgresql_url) == []
     with connect(postgresql_url) as conn:
         conn.execute("CREATE TABLE kept_apart (id integer)")
-    with pg.fresh_database(pg.cluster_url()) as other_url:
+    with pg.fresh_database() as other_url:
         other = urlsplit(other_url).path.lstrip("/")
         assert other != urlsplit(postgresql_url).path.lstrip("/")
         assert user_tables(other_url) == []
@@ -99,6 +99,6 @@ def test_backend_gives_each_backend_its_database_url(backend: str, request: pyte
 
 def test_postgresql_tests_are_skipped_without_a_cluster_url(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without RUNSVC_TEST_DATABASE_URL a PostgreSQL test is skipped with a reason that says how to run it."""
-    monkeypatch.delenv(pg.URL_VARIABLE, raising=False)
-    with pytest.raises(pytest.skip.Exception, match="scripts/test starts a throwaway PostgreSQL cluster"):
+    monkeypatch.setattr(pg, "ADMIN_URL", "")
+    with pytest.raises(pytest.skip.Exception, match="scripts/test starts a throwaway cluster"):
         pg.require_cluster_url()
