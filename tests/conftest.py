@@ -1,8 +1,10 @@
-"""Fixtures shared by every test: a real store in tmp_path, a real in-process server on port 0; the test
+"""Fixtures shared by every test: a real store in tmp_path, a real in-process server on port 0; the
+database backends (SQLite, and PostgreSQL when RUNSVC_TEST_DATABASE_URL names a test cluster); the test
 tiers' markers."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import trio
 from runsvc.config import Settings
 from runsvc.server import Server, serve
 from runsvc.store import open_store
+from scripts import pg_cluster
 from tests import pg
 from tests.helpers import FAST_HASHER
 
@@ -27,20 +30,51 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
         if "browser" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.browser)
+        if _uses_postgresql(item):
+            item.add_marker(pytest.mark.postgresql)
+
+
+def pytest_sessionfinish() -> None:
+    pg.close_admin_connection()
+
+
+def _uses_postgresql(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("backend") == "postgresql":
+        return True
+    return bool({"postgresql_url", "pg_cluster"} & set(getattr(item, "fixturenames", ())))
+
+
+@pytest.fixture(name="postgresql_url")
+def _postgresql_url() -> Iterator[str]:
+    """The URL of a new empty PostgreSQL database on the test cluster, dropped after the test (its
+    connections closed); the test is skipped when RUNSVC_TEST_DATABASE_URL is not set."""
+    pg.require_cluster_url()
+    with pg.fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(name="backend", params=["sqlite", "postgresql"])
-def _backend(request: pytest.FixtureRequest):
-    """The database a test runs on, as the setting `database_url`: "" (SQLite in the data dir) or a fresh
-    PostgreSQL database of its own. Tests that use `store`, `settings` or `server` run on both."""
+def _backend(request: pytest.FixtureRequest) -> str:
+    """The `database_url` setting for each backend in turn: "" (SQLite in the data dir, the default) and
+    the URL of a fresh PostgreSQL database (skipped without RUNSVC_TEST_DATABASE_URL). Tests that use
+    `store`, `settings` or `server` run on both."""
     if request.param == "sqlite":
-        yield ""
-        return
-    if not pg.ADMIN_URL:
-        pytest.skip(pg.SKIP_REASON)
-    url = pg.create_database()
-    yield url
-    pg.drop_database(url)
+        return ""
+    return request.getfixturevalue("postgresql_url")
+
+
+@pytest.fixture(name="pg_cluster")
+def _pg_cluster() -> Iterator[pg_cluster.Cluster]:
+    """A private throwaway PostgreSQL cluster (scripts/pg_cluster.py) for a test that stops and starts
+    PostgreSQL: `.url` (role runsvc, its database runsvc), `.stop()`, `.start()` (same port). Blocking calls:
+    from a Trio test, through trio.to_thread.run_sync. Skipped when RUNSVC_TEST_DATABASE_URL is not set or
+    there are no PostgreSQL binaries here (a remote test database)."""
+    pg.require_cluster_url()
+    if pg_cluster.newest_bindir() is None:
+        pytest.skip("no PostgreSQL binaries under /usr/lib/postgresql to start a private cluster with")
+    with pg_cluster.Cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(name="store")
