@@ -87,6 +87,14 @@ def database_of(settings) -> Iterator[Any]:
         conn.close()
 
 
+def all_rows_as_text(conn) -> str:
+    """PostgreSQL: every row of every table of the current schema, as the text of the row."""
+    tables = [row[0] for row in conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+    )]
+    return "\n".join(row[0] for table in tables for row in conn.execute(f'SELECT t::text FROM "{table}" AS t'))
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a runsvc child process: ours without RUNSVC_* settings, plus `extra`, plus the
     database of this test (as RUNSVC_DATABASE_URL: a password never on a command line)."""

@@ -300,15 +300,24 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _holds_nul(value: Any) -> bool:
-    """A NUL character anywhere in `value`'s strings (keys of objects included), at any depth."""
+def nul_place(name: str, value: Any) -> str | None:
+    """Where the first NUL character in `value`'s strings is, as a field path (`command[1]`, `env.HOME`,
+    `env key 'A\\x00'`), or None. Any depth."""
     if isinstance(value, str):
-        return "\x00" in value
+        return name if "\x00" in value else None
     if isinstance(value, dict):
-        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+        for key, item in value.items():
+            if "\x00" in str(key):
+                return f"{name} key {key!r}"
+            place = nul_place(f"{name}.{key}", item)
+            if place is not None:
+                return place
     if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
+        for index, item in enumerate(value):
+            place = nul_place(f"{name}[{index}]", item)
+            if place is not None:
+                return place
+    return None
 
 
 def validate_object(body: Any, fields: Mapping[str, Field]) -> dict[str, Any]:
@@ -332,14 +341,15 @@ def validate_object(body: Any, fields: Mapping[str, Field]) -> dict[str, Any]:
                 raise InvalidRequest(f"{name} must be {field.kind}")
             result[name] = None
             continue
-        if _holds_nul(value):
-            # No text a runsvc field holds can carry NUL: a process cannot take it in an argument or the
-            # environment, and PostgreSQL's text refuses it.
-            raise InvalidRequest(f"{name} must not contain NUL characters")
         for check in (field.accepts, *field.checks):
             message = check(name, value)
             if message is not None:
                 raise InvalidRequest(message)
+        place = nul_place(name, value)
+        if place is not None:
+            # After the field's own checks, which may say more. No text a runsvc field holds can carry NUL: a
+            # process cannot take it in an argument or its environment, and PostgreSQL's text refuses it.
+            raise InvalidRequest(f"{place} must not contain a NUL character")
         result[name] = value
     return result
 

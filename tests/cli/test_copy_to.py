@@ -18,6 +18,7 @@ import trio
 
 from runsvc.store.copy import TABLES
 from runsvc.store.migrations import schema_sql
+from runsvc.store.pg_admin import display_url
 from tests.conftest import make_settings
 from tests.helpers import PASSWORD, add_user, child_env, login, running_server, wait_status
 from tests.maintenance_rows import add_run, ts
@@ -158,7 +159,7 @@ async def test_copy_to_moves_every_row_and_a_server_on_postgresql_carries_on(tmp
             [table, str(len(before[table])), str(len(before[table]))] for table in TABLES
         ]
         total = sum(len(table) for table in before.values())
-        assert lines[14].startswith(f"copied {total} rows from {data_dir / 'runsvc.db'} to {pg_url};"), out
+        assert lines[14].startswith(f"copied {total} rows from {data_dir / 'runsvc.db'} to {display_url(pg_url)};"), out
         assert result.stderr == b""  # no progress bar where stderr is not a terminal
         assert await trio.to_thread.run_sync(pg_rows, pg_url) == before
 
@@ -255,7 +256,7 @@ async def test_a_copy_that_fails_half_way_leaves_the_target_empty(tmp_path, pg_u
                      (ts(),))
         conn.close()
         result = await runsvc("db", "copy-to", pg_url, "--data-dir", str(data_dir))
-        assert_one_line(result, 1, f"copy failed, nothing was committed to {pg_url}: ")
+        assert_one_line(result, 1, f"copy failed, nothing was committed to {display_url(pg_url)}: ")
         assert "run_events" in result.stderr.decode()
         assert all(not table for table in (await trio.to_thread.run_sync(pg_rows, pg_url)).values())
 

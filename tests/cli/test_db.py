@@ -212,7 +212,7 @@ async def test_db_commands_on_a_postgresql_database_without_runsvc(pg_url):
         result = await runsvc(*args, RUNSVC_DATABASE_URL=pg_url)
         assert result.returncode == 1, result.stderr
         assert result.stderr.decode() == (
-            f"runsvc: error: no runsvc database at {pg_url} (is --database-url right?)\n"
+            f"runsvc: error: no runsvc database at {display_url(pg_url)} (is --database-url right?)\n"
         )
     import psycopg
 

@@ -15,6 +15,7 @@ import trio
 
 from runsvc.accounts import Auth, LoginFailed, Passwords
 from runsvc.store import open_store
+from runsvc.store.pg_admin import display_url
 from tests.helpers import child_env
 
 
@@ -245,7 +246,9 @@ def test_user_commands_on_either_database(tmp_path, backend):
     env = {"RUNSVC_DATA_DIR": str(data), "RUNSVC_DATABASE_URL": backend}
     if backend:
         missing = runsvc("user", "list", **env)
-        assert_one_line_error(missing, 1, f"runsvc: error: no runsvc database at {backend} (is --database-url right?)")
+        assert_one_line_error(
+            missing, 1, f"runsvc: error: no runsvc database at {display_url(backend)} (is --database-url right?)"
+        )
     for name, role in (("alice", "operator"), ("root", "admin")):
         added = runsvc("user", "add", name, "--role", role, "--password-stdin", stdin="pass-word-1\n", **env)
         assert added.returncode == 0, added.stderr

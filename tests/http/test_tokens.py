@@ -16,7 +16,7 @@ import trio_websocket
 
 from runsvc.store.dialect import SQLITE
 from runsvc.timeutil import utcnow
-from tests.helpers import add_user, assert_error, login, open_websocket, wait_status
+from tests.helpers import add_user, all_rows_as_text, assert_error, login, open_websocket, wait_status
 
 TOKENS = "/api/v1/tokens"
 RUNS = "/api/v1/runs"
@@ -293,9 +293,3 @@ async def test_websocket_with_a_bearer_token_streams(server):
     assert lines == ["one", "two"] and end is not None and code == 1000
     assert refused.value.reason.code == 4401
 
-
-def all_rows_as_text(conn) -> str:
-    tables = [row[0] for row in conn.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
-    )]
-    return "\n".join(row[0] for table in tables for row in conn.execute(f'SELECT t::text FROM "{table}" AS t'))

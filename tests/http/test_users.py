@@ -28,6 +28,11 @@ ADMIN_REQUESTS = [
     ("POST", "/api/v1/secrets", {"name": "db", "value": "v"}),
     ("PUT", "/api/v1/secrets/db", {"value": "v"}),
     ("DELETE", "/api/v1/secrets/db", None),
+    ("POST", "/api/v1/webhooks", {"url": "http://127.0.0.1:9/hook"}),
+    ("GET", "/api/v1/webhooks", None),
+    ("PATCH", "/api/v1/webhooks/1", {"url": "http://127.0.0.1:9/other"}),
+    ("DELETE", "/api/v1/webhooks/1", None),
+    ("GET", "/api/v1/webhooks/1/deliveries", None),
 ]
 
 
@@ -40,6 +45,8 @@ def test_admin_requests_cover_every_admin_route():
         ("DELETE", "/api/v1/enrollment-tokens/<int:token_id>"), ("GET", "/api/v1/agents"),
         ("DELETE", "/api/v1/agents/<int:agent_id>"), ("POST", "/api/v1/secrets"),
         ("PUT", "/api/v1/secrets/<name>"), ("DELETE", "/api/v1/secrets/<name>"),
+        ("POST", "/api/v1/webhooks"), ("GET", "/api/v1/webhooks"), ("PATCH", "/api/v1/webhooks/<int:webhook_id>"),
+        ("DELETE", "/api/v1/webhooks/<int:webhook_id>"), ("GET", "/api/v1/webhooks/<int:webhook_id>/deliveries"),
     }
 
 

@@ -3,13 +3,11 @@ or in the database in clear."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 import trio
 
 from runsvc.crypto import SealBroken, open_sealed
-from tests.helpers import add_user, assert_error, login
+from tests.helpers import add_user, all_rows_as_text, assert_error, database_of, login
 
 SECRETS = "/api/v1/secrets"
 VALUE = "s3cr3t-Value-Nobody-Sees"
@@ -98,12 +96,15 @@ async def test_the_database_holds_only_sealed_values_bound_to_their_name(server,
     with trio.fail_after(10):
         await client.post(SECRETS, json={"name": "db", "value": VALUE}, headers={"X-CSRF-Token": admin})
         await client.post(SECRETS, json={"name": "other", "value": "x"}, headers={"X-CSRF-Token": admin})
-    raw = b"".join(path.read_bytes() for path in settings.data_dir.glob("runsvc.db*"))
-    assert VALUE.encode() not in raw
+    with database_of(settings) as conn:
+        sealed = bytes(conn.execute("SELECT value FROM secrets WHERE name = 'db'").fetchone()[0])
+        if settings.database_url:  # every row of every table, as PostgreSQL's text of the row
+            raw = all_rows_as_text(conn).encode()
+        else:
+            raw = b"".join(path.read_bytes() for path in settings.data_dir.glob("runsvc.db*"))
+    assert VALUE.encode() not in raw and VALUE.encode().hex() not in raw.decode("latin-1")
     key = settings.secret_key_path.read_bytes()
     assert len(key) == 32 and settings.secret_key_path.stat().st_mode & 0o777 == 0o600
-    with sqlite3.connect(settings.database_path) as conn:
-        sealed = conn.execute("SELECT value FROM secrets WHERE name = 'db'").fetchone()[0]
     assert open_sealed(key, "secret:db", sealed) == VALUE.encode()
     with pytest.raises(SealBroken):
         open_sealed(key, "secret:other", sealed)
