@@ -170,8 +170,7 @@ def _write_buffer(conn: Connection, buffer: _Buffer, ts: str, watched: frozenset
         seqs = sql.last_seqs(conn, list(buffer.by_run))
         for run_id, appends in buffer.by_run.items():
             _number_run(run_id, seqs, conn, appends, ts, rows)
-        sql.insert_rows(conn, rows)
-        sql.set_last_seqs(conn, seqs)
+        sql.insert_rows_and_set_last_seqs(conn, rows, seqs)
     except Exception as exc:
         if is_transient(exc):
             raise  # the store retries the whole write

@@ -106,6 +106,24 @@ def insert_rows(conn: Connection, rows: list[Row]) -> None:
         conn.execute(_INSERT, [list(column) for column in zip(*rows, strict=True)])
 
 
+# PostgreSQL: the rows and the new last seqs in one statement (a data-modifying WITH), one round trip.
+# SQLite has no such statement and runs the two (in process, no round trip to save).
+_INSERT_AND_SET_LAST_SEQS = Variants(
+    sqlite="", postgresql=f"WITH inserted AS ({_INSERT.postgresql}) {_SET_LAST_SEQS.postgresql}"
+)
+
+
+def insert_rows_and_set_last_seqs(conn: Connection, rows: list[Row], seqs: dict[int, int]) -> None:
+    """insert_rows, then set_last_seqs: a group commit's writes after numbering. On PostgreSQL one
+    statement when there are both."""
+    if conn.dialect == SQLITE or not rows or not seqs:
+        insert_rows(conn, rows)
+        set_last_seqs(conn, seqs)
+        return
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    conn.execute(_INSERT_AND_SET_LAST_SEQS, (*columns, list(seqs.values()), list(seqs)))
+
+
 # A page holds at most this many characters of event JSON (and always at least one event): a run's output
 # is hostile input, and a line of control characters is six times its size in JSON (`\u0001`), so 10,000
 # long lines would otherwise be a page of about a gigabyte (issue 20). Characters of JSON are bytes but for
