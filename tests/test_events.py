@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import aclosing
-from pathlib import Path
 
 import pytest
 import trio
@@ -31,10 +30,8 @@ async def make_run(store, status="running") -> int:
     return await store.write(_insert_run, status)
 
 
-def _stored_seqs(path_or_store, run_id):
-    """The run's committed seqs, read on a fresh connection: to the SQLite file at a path, or the store's
-    database of either dialect (Store.connect())."""
-    conn = sqlite3.connect(path_or_store) if isinstance(path_or_store, Path) else path_or_store.connect()
+def _stored_seqs(path, run_id):
+    conn = sqlite3.connect(path)
     try:
         return [r[0] for r in conn.execute("SELECT seq FROM run_events WHERE run_id = ? ORDER BY seq", (run_id,))]
     finally:
@@ -142,7 +139,7 @@ async def test_failed_transition_drops_only_its_append(store, eventlog):
             nursery.start_soon(attempt, [("state", {"status": "failed"})], refuse)
             nursery.start_soon(attempt, [("stdout", "b")])
     assert sum(isinstance(o, ValueError) for o in outcomes) == 1
-    assert _stored_seqs(store, run_id) == [1, 2]
+    assert _stored_seqs(store.path, run_id) == [1, 2]
     status = await store.read(lambda c: c.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()[0])
     assert status == "running"  # the refused transition's UPDATE was rolled back
 
@@ -157,7 +154,7 @@ async def test_publish_happens_after_commit(store, bus, eventlog):
                     nursery.start_soon(eventlog.append, run_id, [("stdout", str(i))])
                 for _ in range(20):
                     batch = await subscription.receive()
-                    assert set(_stored_seqs(store, run_id)) >= {e["seq"] for e in batch.events}
+                    assert set(_stored_seqs(store.path, run_id)) >= {e["seq"] for e in batch.events}
                     if batch.last_seq == 20:
                         break
 
