@@ -10,7 +10,6 @@ import trio
 
 from runsvc.events import EventLog, RunEventBus
 from runsvc.model import state_data
-from runsvc.store import runs as run_sql
 from runsvc.store.dialect import SQLITE
 from tests.test_event_append import insert_running_run, stored
 
@@ -46,7 +45,7 @@ async def test_lines_the_database_refuses_fail_alone_in_a_group_commit(store):
     good, surrogate, nul, finishing = [await store.write(insert_running_run) for _ in range(4)]
 
     def finish(conn: Any) -> None:
-        run_sql.finish(conn, finishing, from_status="running", status="failed", exit_code=3, ts="t")
+        conn.execute("UPDATE runs SET status = 'failed', exit_code = 3, ended_at = 't' WHERE id = ?", (finishing,))
 
     appends: dict[int, tuple[list[tuple[str, Any]], Any]] = {
         good: ([("stdout", "fine"), ("stderr", "also fine")], None),
