@@ -2,9 +2,10 @@
 
 Every append from every run lands in one pending buffer. The first append into an empty buffer queues
 ONE write request with the store; until the writer takes that request into a batch, later appends join
-the same buffer. The writer then assigns seqs (per run: 1, 2, 3, … from `runs.last_seq`), inserts all
-rows with one executemany, commits, and on the Trio thread publishes one batch per run to the bus and
-wakes every appender. So N concurrent appends cost one transaction and one thread hop, not N.
+the same buffer. The writer then assigns seqs (per run: 1, 2, 3, … from `runs.last_seq`, read and written
+for all the buffer's runs in one statement each), inserts all rows in one call (store/events.py),
+commits, and on the Trio thread publishes one batch per run to the bus and wakes every appender. So N
+concurrent appends cost one transaction and one thread hop, not N.
 
 Group commits are at least `commit_interval_s` apart: an append that opens a buffer within that time of
 the previous buffer's write request waits for the rest of it before queueing the request (others join
@@ -21,12 +22,12 @@ An append can carry a `transition`: a function run in the same transaction befor
 numbered (e.g. "UPDATE runs SET status = 'succeeded' …"). If it raises, that append is dropped and the
 exception goes to its caller; the other appends commit.
 
-Likewise an append SQLite refuses (a string with a lone surrogate, an integer past 2^63): the buffer's
-rows go in with one executemany, so such an append would fail every run's appends in the buffer, and a
-run that was finishing then had nothing to record its end with. When that insert fails with anything
-but a storage fault, the buffer is undone and written again one append per savepoint: the bad append's
-caller gets the exception, every other append commits. (A storage fault — locked, full, I/O — fails the
-whole write, which the store retries: SPEC §14.)
+Likewise an append the database refuses (a string with a lone surrogate, an integer past 2^63; on
+PostgreSQL a NUL character too): the buffer's rows go in with one insert, so such an append would fail
+every run's appends in the buffer, and a run that was finishing then had nothing to record its end with.
+When that insert fails with anything but a storage fault, the buffer is undone and written again one
+append per savepoint: the bad append's caller gets the exception, every other append commits. (A storage
+fault — locked, full, I/O — fails the whole write, which the store retries: SPEC §14.)
 """
 
 from __future__ import annotations
@@ -166,16 +167,19 @@ def _write_buffer(conn: Connection, buffer: _Buffer, ts: str, watched: frozenset
     conn.execute("SAVEPOINT buffer")
     try:
         rows: list[sql.Row] = []
+        seqs = sql.last_seqs(conn, list(buffer.by_run))
         for run_id, appends in buffer.by_run.items():
-            _number_run(conn, run_id, appends, ts, rows)
-        sql.insert_rows(conn, rows)
+            _number_run(run_id, seqs, conn, appends, ts, rows)
+        sql.insert_rows_and_set_last_seqs(conn, rows, seqs)
     except Exception as exc:
         if is_transient(exc):
             raise  # the store retries the whole write
         conn.execute("ROLLBACK TO buffer")
         conn.execute("RELEASE buffer")
+        seqs = sql.last_seqs(conn, list(buffer.by_run))
         for run_id, appends in buffer.by_run.items():
-            _number_run(conn, run_id, appends, ts, None)
+            _number_run(run_id, seqs, conn, appends, ts, None)
+        sql.set_last_seqs(conn, seqs)
     else:
         conn.execute("RELEASE buffer")
     # The JSON of watched runs' batches is built here too, not on the Trio thread (≈ 30 ms for 10,000
@@ -191,23 +195,24 @@ def _write_buffer(conn: Connection, buffer: _Buffer, ts: str, watched: frozenset
 
 
 def _number_run(
-    conn: Connection,
     run_id: int,
+    seqs: dict[int, int],
+    conn: Connection,
     appends: list[_Append],
     ts: str,
     rows: list[sql.Row] | None,
 ) -> None:
-    """Run the transitions and number the events of one run's appends, adding their rows to `rows`
-    for the caller's one insert; with `rows` None, each append is inserted alone in a savepoint of its
-    own, so an append that fails is dropped alone."""
-    try:
-        seq = sql.last_seq(conn, run_id)
-    except RunNotFound as exc:
+    """Run the transitions and number the events of one run's appends, from its last seq in `seqs`
+    (read for the whole buffer at once), adding their rows to `rows` for the caller's one insert and
+    leaving the run's new last seq in `seqs` (the caller writes them all at once); with `rows` None,
+    each append is inserted alone in a savepoint of its own, so an append that fails is dropped alone.
+    A run missing from `seqs` does not exist: its appends fail with RunNotFound."""
+    if run_id not in seqs:
         for append in appends:
             append.events = []
-            append.error = exc
+            append.error = RunNotFound(f"no run {run_id}")
         return
-    start = seq
+    start = seq = seqs.pop(run_id)
     for append in appends:
         append.events, append.error = [], None  # this may be a retry of a batch that met a fault
         if rows is None:
@@ -219,7 +224,7 @@ def _number_run(
         append.events = events
         seq += len(events)
     if seq != start:
-        sql.set_last_seq(conn, run_id, seq)
+        seqs[run_id] = seq
 
 
 def _transition(conn: Connection, append: _Append) -> bool:

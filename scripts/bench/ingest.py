@@ -5,7 +5,14 @@ Prints committed events/s and transactions/s for each append size (events per ap
 same workload done the naive way (one transaction and one thread hop per event) for comparison.
 Every run has one live subscriber draining the bus, so "committed" here means committed and published.
 
+With `--database-url postgresql://…` (a role that may create databases) each size is measured on SQLite
+and then on PostgreSQL (a scratch database of its own on that server, dropped afterwards: pg_scratch.py),
+printed side by side with PostgreSQL's ratio to its SPEC §10 target (50,000 events/s at 100 events per
+append, fsync and synchronous_commit on; the server's settings are printed first). `--repeat N` measures
+everything N times and prints every measurement.
+
     .venv/bin/python scripts/bench/ingest.py [--producers 10] [--events 200000] [--sizes 1,10,100]
+                                             [--database-url URL] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -28,8 +35,13 @@ from runsvc.events import (
 )
 from runsvc.store import open_store  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pg_scratch import describe_server, scratch_database  # noqa: E402
 
-def _insert_run(conn: sqlite3.Connection) -> int:
+PG_TARGET = 50_000  # events/s at 100 events per append on PostgreSQL (SPEC §10)
+
+
+def _insert_run(conn) -> int:
     return conn.execute(
         "INSERT INTO runs (command, env, timeout_s, status, created_at) "
         "VALUES ('[\"bench\"]', '{}', 60, 'running', '2026-01-01T00:00:00.000000Z') RETURNING id"
@@ -45,10 +57,12 @@ async def _drain(subscription, expected_last: int) -> None:
 
 
 async def group_commit(
-    path: Path, producers: int, events: int, size: int, commit_interval_s: float
+    producers: int, events: int, size: int, commit_interval_s: float, *, path: Path | None = None,
+    database_url: str = "",
 ) -> tuple[float, int]:
+    """(events/s, transactions/s) through the EventLog on the SQLite file `path` or at `database_url`."""
     per_producer = events // producers // size * size
-    async with open_store(path) as store:
+    async with open_store(path, database_url=database_url) as store:
         bus = RunEventBus(capacity=1_000_000)
         eventlog = EventLog(store, bus, commit_interval_s=commit_interval_s)
         runs = [await store.write(_insert_run) for _ in range(producers)]
@@ -116,19 +130,35 @@ async def main() -> None:
         "--commit-interval-s", type=float, default=default_value("commit_interval_s"),
         help="least time between group commits (default: the server's default)",
     )
+    parser.add_argument("--database-url", default="", help="also measure on this PostgreSQL server (CREATEDB)")
+    parser.add_argument("--repeat", type=int, default=1, help="measure everything this many times")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        print(f"producers={args.producers} events={args.events} commit_interval_s={args.commit_interval_s}")
-        best = 0.0
-        for size in (int(s) for s in args.sizes.split(",")):
-            rate, tps = await group_commit(
-                Path(tmp) / f"group-{size}.db", args.producers, args.events, size, args.commit_interval_s
-            )
-            best = max(best, rate)
-            print(f"group commit, {size:>3} events/append: {rate:>10,.0f} events/s  {tps:>7,} transactions/s")
-        naive = await one_transaction_per_event(Path(tmp) / "naive.db", args.producers, args.naive_events)
-        print(f"one transaction per event:        {naive:>10,.0f} events/s")
-        print(f"ratio, best group commit / one transaction per event: {best / naive:.1f}x")
+    print(f"producers={args.producers} events={args.events} commit_interval_s={args.commit_interval_s}")
+    if args.database_url:
+        print(describe_server(args.database_url))
+    for repetition in range(1, args.repeat + 1):
+        if args.repeat > 1:
+            print(f"-- repetition {repetition}/{args.repeat}", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            best = 0.0
+            for size in (int(s) for s in args.sizes.split(",")):
+                rate, tps = await group_commit(
+                    args.producers, args.events, size, args.commit_interval_s, path=Path(tmp) / f"group-{size}.db"
+                )
+                best = max(best, rate)
+                line = f"group commit, {size:>3} events/append: SQLite {rate:>10,.0f} events/s {tps:>7,} tx/s"
+                if args.database_url:
+                    with scratch_database(args.database_url) as url:
+                        pg_rate, pg_tps = await group_commit(
+                            args.producers, args.events, size, args.commit_interval_s, database_url=url
+                        )
+                    line += (f" | PostgreSQL {pg_rate:>10,.0f} events/s {pg_tps:>7,} tx/s "
+                             f"(PostgreSQL/SQLite {pg_rate / rate:.2f}")
+                    line += f", /target {pg_rate / PG_TARGET:.2f})" if size == 100 else ")"
+                print(line, flush=True)
+            naive = await one_transaction_per_event(Path(tmp) / "naive.db", args.producers, args.naive_events)
+            print(f"SQLite, one transaction per event:  {naive:>10,.0f} events/s")
+            print(f"ratio, best SQLite group commit / one transaction per event: {best / naive:.1f}x", flush=True)
 
 
 if __name__ == "__main__":
