@@ -163,7 +163,8 @@ async def test_copy_to_moves_every_row_and_a_server_on_postgresql_carries_on(tmp
         assert result.stderr == b""  # no progress bar where stderr is not a terminal
         assert await trio.to_thread.run_sync(pg_rows, pg_url) == before
 
-        settings = make_settings(tmp_path / "pg", database_url=pg_url)
+        # The copy's sealed values open only under the SQLite server's key: the new server is given that file.
+        settings = make_settings(tmp_path / "pg", database_url=pg_url, secret_key_file=str(data_dir / "secret.key"))
         async with running_server(settings) as server, httpx.AsyncClient(base_url=server.url, timeout=10) as client:
             async with httpx.AsyncClient(base_url=server.url, timeout=10, cookies=seen["cookies"]) as old_session:
                 assert (await old_session.get("/api/v1/auth/me")).json()["user"]["username"] == "alice"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 from functools import partial
 
 import pytest
@@ -16,6 +15,7 @@ from runsvc.jobs.fire import FirePlan, fire
 from runsvc.model import Webhook
 from runsvc.store import runs as run_sql
 from runsvc.store import webhooks as sql
+from runsvc.store.connections import connect
 from runsvc.store.jobs import delete_job, get_job
 from runsvc.store.migrations import migrate
 from runsvc.timeutil import format_ts
@@ -27,9 +27,7 @@ TS = "2026-01-05T12:00:00.000000Z"
 
 @pytest.fixture(name="conn")
 def _conn(tmp_path):
-    conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA foreign_keys = ON")
+    conn = connect(tmp_path / "t.db")  # as the store's: foreign keys on, Variants resolved
     migrate(conn)
     yield conn
     conn.close()
