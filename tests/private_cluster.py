@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import trio
 
 ROLE = "runsvc"
 # A password with characters a URL must percent-encode, so the code under test meets an encoded one.
@@ -131,3 +132,22 @@ def private_cluster():
         yield cluster
     finally:
         cluster.remove()
+
+
+# Shared by the modules whose tests stop and start PostgreSQL (import them into the module).
+@pytest.fixture(name="cluster", scope="module")
+def cluster_fixture():
+    yield from private_cluster()
+
+
+@pytest.fixture(name="url")
+def url_fixture(cluster: PrivateCluster) -> str:
+    """A new database on the module's private cluster, which is started first if a test left it stopped."""
+    cluster.ensure_running()
+    return cluster.create_database()
+
+
+async def in_thread(fn, *args) -> None:
+    """A blocking cluster operation (pg_ctl), off the Trio thread; finished even if the test is failing."""
+    with trio.CancelScope(shield=True):
+        await trio.to_thread.run_sync(fn, *args)

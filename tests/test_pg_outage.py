@@ -15,7 +15,12 @@ from runsvc.store import postgres as pg_store
 from tests.agents.test_agent_storage_faults import paced_printer
 from tests.conftest import make_settings
 from tests.helpers import add_user, login, running_server, wait_status, wait_until
-from tests.private_cluster import PrivateCluster, private_cluster
+from tests.private_cluster import (  # noqa: F401 (cluster_fixture, url_fixture: the `cluster`, `url` fixtures)
+    PrivateCluster,
+    cluster_fixture,
+    in_thread,
+    url_fixture,
+)
 from tests.test_storage_faults import (
     FIRST,
     assert_every_line,
@@ -28,22 +33,6 @@ from tests.test_storage_faults import (
 # A request that meets the outage waits up to the readers' checkout timeout (5 s) before its 503.
 CLIENT_TIMEOUT_S = 30
 
-
-@pytest.fixture(name="cluster", scope="module")
-def _cluster():
-    yield from private_cluster()
-
-
-@pytest.fixture(name="url")
-def _url(cluster: PrivateCluster) -> str:
-    cluster.ensure_running()
-    return cluster.create_database()
-
-
-async def _in_thread(fn, *args) -> None:
-    """A blocking cluster operation (pg_ctl), off the Trio thread; finished even if the test is failing."""
-    with trio.CancelScope(shield=True):
-        await trio.to_thread.run_sync(fn, *args)
 
 
 def assert_unavailable(answer: httpx.Response) -> None:
@@ -74,7 +63,7 @@ async def test_run_prints_through_a_stopped_and_restarted_cluster(
             await wait_for_lines(client, run_id, FIRST + 100)  # printing steadily when the server goes
 
             store = server.services.store
-            await _in_thread(cluster.stop, mode)
+            await in_thread(cluster.stop, mode)
             try:
                 degraded = await wait_health(client, 503)
                 assert degraded["status"] == "degraded" and degraded["reason"], degraded
@@ -85,7 +74,7 @@ async def test_run_prints_through_a_stopped_and_restarted_cluster(
                 await wait_until(lambda: store.statistics().write_faults >= faults + 3)
                 assert store.unavailable is not None
             finally:
-                await _in_thread(cluster.start)
+                await in_thread(cluster.start)
 
             run = await wait_status(client, run_id)
             assert run["status"] == "succeeded", run
@@ -112,7 +101,7 @@ async def test_requests_after_a_restart_while_idle_all_work(
             csrf = {"X-CSRF-Token": await login(client, "olga")}
             assert (await client.get("/api/v1/runs")).status_code == 200
 
-            await _in_thread(cluster.restart, "fast")
+            await in_thread(cluster.restart, "fast")
 
             assert (await client.get("/api/v1/runs")).status_code == 200
             created = await client.post("/api/v1/runs", json={"command": ["true"]}, headers=csrf)

@@ -13,27 +13,16 @@ from runsvc.store import StoreUnavailable, open_store
 from runsvc.store import postgres as pg_store
 from runsvc.store.writer import PROBE_INTERVAL_S
 from tests.helpers import wait_until
-from tests.private_cluster import PrivateCluster, private_cluster
+from tests.private_cluster import (  # noqa: F401 (cluster_fixture, url_fixture: the `cluster`, `url` fixtures)
+    PrivateCluster,
+    cluster_fixture,
+    in_thread,
+    url_fixture,
+)
 from tests.store.test_faults import insert_user, usernames
 
 DEADLINE_S = 60
 
-
-@pytest.fixture(name="cluster", scope="module")
-def _cluster():
-    yield from private_cluster()
-
-
-@pytest.fixture(name="url")
-def _url(cluster: PrivateCluster) -> str:
-    cluster.ensure_running()
-    return cluster.create_database()
-
-
-async def _in_thread(fn, *args) -> None:
-    """A blocking cluster operation (pg_ctl), off the Trio thread; finished even if the test is failing."""
-    with trio.CancelScope(shield=True):
-        await trio.to_thread.run_sync(fn, *args)
 
 
 @pytest.mark.slow
@@ -46,13 +35,13 @@ async def test_a_failed_read_makes_an_idle_store_unavailable_until_the_server_is
     with trio.fail_after(DEADLINE_S):
         async with open_store(database_url=url, readers=1) as store:
             await store.write(insert_user, "alice")
-            await _in_thread(cluster.stop, "fast")
+            await in_thread(cluster.stop, "fast")
             try:
                 with pytest.raises(StoreUnavailable):
                     await store.read(usernames)
                 await wait_until(lambda: store.unavailable is not None)
             finally:
-                await _in_thread(cluster.start)
+                await in_thread(cluster.start)
             with trio.fail_after(PROBE_INTERVAL_S * 5):
                 await wait_until(lambda: store.unavailable is None)
             assert await store.read(usernames) == ["alice"]
@@ -69,7 +58,7 @@ async def test_a_restart_while_idle_costs_no_failed_request(
         async with open_store(database_url=url) as store:
             await store.write(insert_user, "alice")
             assert await store.read(usernames) == ["alice"]
-            await _in_thread(cluster.restart, "fast")
+            await in_thread(cluster.restart, "fast")
             assert await store.write(insert_user, "bob") == 2
             assert await store.read(usernames) == ["alice", "bob"]
             assert store.statistics().write_faults == 0
@@ -81,7 +70,7 @@ async def test_a_retrying_write_waits_out_a_crash(cluster: PrivateCluster, url: 
     with trio.fail_after(DEADLINE_S):
         async with open_store(database_url=url) as store:
             await store.write(insert_user, "first")
-            await _in_thread(cluster.stop, "immediate")
+            await in_thread(cluster.stop, "immediate")
             try:
                 retried = store.submit_write(insert_user, "alice", retry=True)
                 await wait_until(lambda: store.statistics().write_faults >= 2)
@@ -89,7 +78,7 @@ async def test_a_retrying_write_waits_out_a_crash(cluster: PrivateCluster, url: 
                     await store.write(insert_user, "bob")
                 assert not retried.done.is_set()
             finally:
-                await _in_thread(cluster.start)
+                await in_thread(cluster.start)
             await retried.done.wait()
             assert retried.error is None
             assert await store.read(usernames) == ["first", "alice"]
@@ -102,7 +91,7 @@ async def test_reads_resume_soon_after_a_long_outage(cluster: PrivateCluster, ur
     with trio.fail_after(DEADLINE_S):
         async with open_store(database_url=url, readers=1) as store:
             assert await store.read(usernames) == []
-            await _in_thread(cluster.stop, "fast")
+            await in_thread(cluster.stop, "fast")
             try:
                 began = trio.current_time()
                 with pytest.raises(StoreUnavailable):
@@ -110,7 +99,7 @@ async def test_reads_resume_soon_after_a_long_outage(cluster: PrivateCluster, ur
                 # The outage itself (the fault under test, not a wait for a result).
                 await trio.sleep_until(began + 12)
             finally:
-                await _in_thread(cluster.start)
+                await in_thread(cluster.start)
             started = time.monotonic()
             assert await store.read(usernames) == []
             # The pool's next attempt would have come about 15 s into the outage, 2-3 s from here.
