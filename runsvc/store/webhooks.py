@@ -180,9 +180,3 @@ def delete_old_deliveries(conn: Connection, cutoff: str, limit: int) -> int:
     """Up to `limit` deliveries created before `cutoff`, delivered or not (SPEC §17: kept 7 days)."""
     return conn.execute(DELETE_OLD_DELIVERIES, {"cutoff": cutoff, "limit": limit}).rowcount
 
-
-def sealed_values_exist(conn: Connection) -> bool:
-    """Whether anything is stored sealed under the key file (a webhook's secret, a secret's value)."""
-    return bool(conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM webhooks) OR EXISTS (SELECT 1 FROM secrets)"
-    ).fetchone()[0])
